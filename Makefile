@@ -1,0 +1,43 @@
+# aiops-operator — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SANDBOX := tests/sandbox/cluster.sh
+KUBECONFIG_SANDBOX := $(CURDIR)/target/sandbox/kubeconfig
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build the operator (release)
+	cargo build --release --locked
+
+.PHONY: sandbox-build
+sandbox-build: ## build the sandbox components from Go modules (cached)
+	@tests/sandbox/build.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: ## start the local sandbox cluster (reuses a running one)
+	@bash $(SANDBOX) up
+
+.PHONY: cluster-down
+cluster-down: ## stop the sandbox and remove its state
+	@bash $(SANDBOX) down
+
+.PHONY: cluster-status
+cluster-status: ## is the sandbox running?
+	@bash $(SANDBOX) status
+
+.PHONY: lint
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+.PHONY: test
+test: ## every test: lint, unit, conformance, sandbox (starts and stops the sandbox)
+	@bash tests/run-all.sh
+
+.PHONY: demo
+demo: ## the main job end to end on a local sandbox
+	@bash tests/demo.sh

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make test`: every check, in the order that fails fastest. The sandbox is
+# started (or reused) before the live tests and stopped at the end, unless
+# KEEP_SANDBOX=1; the last step checks that `cluster-down` leaves nothing behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "lint: rustfmt and clippy"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
+step "sandbox: build (cached) and start"
+bash tests/sandbox/cluster.sh up
+cleanup() {
+  if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
+}
+trap cleanup EXIT
+
+step "cargo test: unit, integration and live sandbox tests"
+cargo test --locked --all-targets
+
+if [[ -z ${KEEP_SANDBOX:-} ]]; then
+  step "sandbox: cluster-down leaves no process and no listening port"
+  trap - EXIT
+  bash tests/sandbox/check-down.sh
+fi
