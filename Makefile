@@ -41,3 +41,7 @@ test: ## every test: lint, unit, conformance, sandbox (starts and stops the sand
 .PHONY: demo
 demo: ## the main job end to end on a local sandbox
 	@bash tests/demo.sh
+
+.PHONY: crd
+crd: ## regenerate manifests/crd.yaml from the Rust types
+	cargo run --quiet -- crd > manifests/crd.yaml

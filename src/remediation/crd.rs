@@ -1,0 +1,362 @@
+//! The `Remediation` custom resource (`remediations.aiops-operator.dev/v1alpha1`).
+//!
+//! One Remediation per broken *workload* (never per pod): the spec names the
+//! workload and carries the human decision; the status carries everything
+//! the operator found, proposed, validated and did. The CRD YAML in
+//! `manifests/crd.yaml` is generated from these types (`aiops-operator crd`).
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A broken workload and the human decision about its proposed fix.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "aiops-operator.dev",
+    version = "v1alpha1",
+    kind = "Remediation",
+    namespaced,
+    shortname = "rem",
+    status = "RemediationStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.targetDisplay"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Approved","type":"boolean","jsonPath":".spec.approved"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationSpec {
+    /// The broken workload: the owning Deployment, StatefulSet, DaemonSet,
+    /// Job or CronJob, or a bare Pod only when nothing owns it.
+    pub target: WorkloadRef,
+    /// Set to true by a human to approve the proposal shown in the status.
+    /// Always serialized, so "not approved yet" is visible.
+    #[serde(default)]
+    pub approved: bool,
+    /// Set to true by a human to reject the proposal; nothing is applied.
+    #[serde(default)]
+    pub rejected: bool,
+    /// Written by the operator's admission webhook when `approved` turns
+    /// true: who approved which proposal. Never set by hand; an approval
+    /// without a valid record is not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+}
+
+/// A reference to a workload, pinned by uid so a re-created namesake is not touched.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The binding between a human approval and the exact proposal approved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// The approving user, from the admission request's userInfo.
+    pub approved_by: String,
+    /// `status.proposal.hash` at the moment of approval.
+    pub proposal_hash: String,
+    /// When the approval was admitted.
+    pub approved_at: Time,
+    /// HMAC over (remediation uid, proposal hash, approver) with the
+    /// operator's key: an approval written around the webhook fails closed.
+    pub signature: String,
+}
+
+/// Where a Remediation is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Diagnosing,
+    Proposed,
+    Applying,
+    Applied,
+    Verified,
+    Failed,
+    RolledBack,
+    Rejected,
+    /// The workload recovered on its own before any fix.
+    Resolved,
+}
+
+impl Phase {
+    /// Closed Remediations are kept for the retention period, then deleted.
+    pub fn is_closed(self) -> bool {
+        matches!(
+            self,
+            Phase::Verified | Phase::RolledBack | Phase::Rejected | Phase::Resolved | Phase::Failed
+        )
+    }
+}
+
+/// Everything the operator knows and did about the workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// "Kind/name" of the target, for `kubectl get rem`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_display: String,
+    /// The main finding's reason (ImagePullBackOff, OOMKilled, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// What is wrong, per container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Proposal>,
+    /// Why a proposal was refused before it could be shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<GuardrailVerdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRun>,
+    /// The prior values of exactly the fields the fix changes, for rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// Apply attempts so far; bounded by the operator's retry limit.
+    #[serde(default)]
+    pub attempts: u32,
+    /// A human-readable account of the last transition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One container's problem, aggregated over the workload's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub container: String,
+    /// True for an init container.
+    #[serde(default)]
+    pub init: bool,
+    /// ImagePullBackOff, ErrImagePull, CrashLoopBackOff, OOMKilled, Unschedulable, NotReady, …
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// How many of the workload's pods show this finding.
+    pub pods: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Compact, bounded, redacted evidence (at most 16 KiB serialized).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    pub workload: WorkloadRef,
+    pub namespace: String,
+    /// The owner's pod template, per container.
+    #[serde(default)]
+    pub containers: Vec<ContainerTemplate>,
+    /// Observed statuses of failing containers (one per pod and container, capped).
+    #[serde(default)]
+    pub statuses: Vec<ObservedContainer>,
+    /// Events of the failing pods and of the workload, matched by uid, newest first.
+    #[serde(default)]
+    pub events: Vec<EventSummary>,
+    /// Previous-container log tails.
+    #[serde(default)]
+    pub logs: Vec<LogTail>,
+    /// Earlier revisions of the pod template, newest first.
+    #[serde(default)]
+    pub history: Vec<Revision>,
+    /// Labels and annotations that mark GitOps or Helm management.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub management: BTreeMap<String, String>,
+    /// True when parts were dropped to stay within the size bound.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// What the pod template says about one container (env values never included).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerTemplate {
+    pub name: String,
+    #[serde(default)]
+    pub init: bool,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+    /// Names only: values can be secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Probes, summarised ("readiness: httpGet :8080/healthz every 10s").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<i32>,
+}
+
+/// One failing container as observed in one pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedContainer {
+    pub pod: String,
+    pub container: String,
+    /// "waiting: CrashLoopBackOff", "running", "terminated: Error (exit 1)".
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_state: String,
+    #[serde(default)]
+    pub restart_count: i32,
+    #[serde(default)]
+    pub ready: bool,
+    pub image: String,
+}
+
+/// A Kubernetes Event, deduplicated by (reason, message).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    /// Normal or Warning.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    /// "Pod/web-abc" or "Deployment/web".
+    pub object: String,
+    #[serde(default)]
+    pub count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+}
+
+/// The tail of one container's previous log.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogTail {
+    pub pod: String,
+    pub container: String,
+    pub previous: bool,
+    pub lines: Vec<String>,
+}
+
+/// One earlier revision of the workload's pod template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub revision: i64,
+    /// Container name → image in that revision.
+    pub images: BTreeMap<String, String>,
+    /// Fields that differ from the current template ("containers[app].env").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// Whether the revision ran healthily (it had ready replicas).
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+/// A proposed fix, whatever its source.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Proposal {
+    pub summary: String,
+    pub root_cause: String,
+    /// Empty means "needs a human": a diagnosis with no safe automatic fix.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub risks: Vec<String>,
+    #[serde(default)]
+    pub rollback_plan: Vec<String>,
+    /// 0.0 to 1.0.
+    pub confidence: f64,
+    /// `rules`, or the model's name.
+    pub source: String,
+    /// sha256 of the canonical actions, summary and source; approvals bind to it.
+    pub hash: String,
+}
+
+/// One server-side-apply patch of the target workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub target: WorkloadRef,
+    pub namespace: String,
+    /// A partial object for server-side apply (apiVersion, kind, metadata.name and the changed fields).
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub patch: serde_json::Value,
+}
+
+/// The guardrails' verdict on a proposal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailVerdict {
+    pub allowed: bool,
+    #[serde(default)]
+    pub violations: Vec<String>,
+}
+
+/// The result of the server-side dry run of the proposal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// Succeeded or Failed.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub diff: Vec<FieldChange>,
+    /// The proposal hash the dry run validated.
+    pub proposal_hash: String,
+}
+
+/// One field changed by the fix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Prior values of the patched fields, restored on rollback.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// The workload's generation before the apply.
+    pub generation: i64,
+    /// A server-side-apply patch that restores the prior values.
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub restore_patch: serde_json::Value,
+}
+
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -1,0 +1,47 @@
+//! The Remediation CRD in `manifests/crd.yaml` is generated from the Rust
+//! types; this fails when the two drift apart (regenerate with `make crd`).
+use std::path::PathBuf;
+
+#[test]
+fn manifests_crd_matches_the_rust_types() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
+    let on_disk = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    let generated = aiops_operator::remediation::crd_yaml().expect("CRD renders");
+    assert!(
+        on_disk == generated,
+        "manifests/crd.yaml is stale: run `make crd` to regenerate it from src/remediation/crd.rs"
+    );
+}
+
+#[test]
+fn crd_names_and_columns_are_as_documented() {
+    use kube::CustomResourceExt;
+    let crd = aiops_operator::remediation::crd::Remediation::crd();
+    assert_eq!(crd.metadata.name.as_deref(), Some("remediations.aiops-operator.dev"));
+    assert_eq!(crd.spec.names.short_names, Some(vec!["rem".to_string()]));
+    assert_eq!(crd.spec.scope, "Namespaced");
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Target", "Reason", "Phase", "Approved", "Age"]);
+}
+
+#[test]
+fn approved_is_always_serialized() {
+    use aiops_operator::remediation::crd::{RemediationSpec, WorkloadRef};
+    let spec = RemediationSpec {
+        target: WorkloadRef::default(),
+        approved: false,
+        rejected: false,
+        approval: None,
+    };
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(json["approved"], serde_json::json!(false));
+}
