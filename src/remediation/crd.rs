@@ -360,3 +360,29 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
         "x-kubernetes-preserve-unknown-fields": true
     })
 }
+
+impl Proposal {
+    /// The content hash approvals bind to: sha256 over the canonical JSON of
+    /// what would change (actions) and what the reviewer read (summary,
+    /// root cause, risks, rollback plan, source). Any edit changes it.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "summary": self.summary,
+            "rootCause": self.root_cause,
+            "actions": self.actions,
+            "risks": self.risks,
+            "rollbackPlan": self.rollback_plan,
+            "source": self.source,
+        });
+        // serde_json maps are sorted (no preserve_order feature), so this is canonical.
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        format!("sha256:{}", hex::encode(digest))
+    }
+
+    /// Sets `hash` from the content; call after any change.
+    pub fn seal(mut self) -> Self {
+        self.hash = self.content_hash();
+        self
+    }
+}

@@ -4,8 +4,16 @@
 //!
 //! - [`crd`]: the `Remediation` custom resource, the record of all of it.
 //! - [`detect`]: what is wrong with a pod, per container.
+//! - [`guardrails`]: what any proposal must pass before anyone sees it.
+//! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
+//! - [`owner`]: from a broken pod to the workload a fix targets.
+//! - [`redact`]: masks credential-looking text before it becomes evidence.
 pub mod crd;
 pub mod detect;
+pub mod guardrails;
+pub mod owner;
+pub mod patch;
+pub mod redact;
 
 use kube::CustomResourceExt;
 
