@@ -1,0 +1,11 @@
+//! aiops-operator: prevents bad workloads at admission and repairs broken ones
+//! at runtime, with one policy engine guarding both paths.
+//!
+//! - [`policy`]: the Kyverno-compatible policy engine.
+//! - [`admission`]: the TLS admission webhook.
+//! - [`remediation`]: detect → propose → approve → apply → verify.
+//! - [`llm`]: model providers for proposals.
+pub mod admission;
+pub mod cli;
+pub mod policy;
+pub mod remediation;

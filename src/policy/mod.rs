@@ -1,0 +1,402 @@
+//! The policy engine: loads Kyverno-compatible `ClusterPolicy`/`Policy`
+//! documents and evaluates them against admission requests or bare resources.
+//!
+//! This module is the single source of truth for "is this object allowed?",
+//! used by the admission webhook and by the remediation guardrails alike.
+//!
+//! Public contract (other modules code against exactly this):
+//! - [`PolicySet::load_dir`] / [`PolicySet::from_yaml`] load policies; an
+//!   unsupported construct is a [`PolicyError::Unsupported`] naming the
+//!   policy, the rule and the construct.
+//! - [`PolicySet::validate`] evaluates every validate rule against one
+//!   [`EvalInput`] and returns one [`RuleOutcome`] per (policy, rule) that
+//!   matched or was skipped.
+//! - [`PolicySet::mutate`] returns the RFC 6902 patch operations of the
+//!   mutate rules that apply.
+//!
+//! Layout: `load` parses documents into `spec` types (with `autogen` adding
+//! pod-controller rules); `engine` evaluates them using `matching`,
+//! `pattern` (anchors), `conditions`, `variables`/`jmespath` and
+//! `pod_security`; `mutate` computes patches; `conformance` runs Kyverno CLI
+//! test suites and `check` evaluates manifests offline.
+
+mod autogen;
+pub mod check;
+mod conditions;
+pub mod conformance;
+mod context;
+mod duration;
+mod engine;
+mod error;
+mod gofmt;
+mod images;
+mod jmespath;
+mod load;
+mod matching;
+mod mutate;
+mod pattern;
+mod pod_security;
+mod quantity;
+mod spec;
+mod variables;
+mod wildcard;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use error::{EvalError, PolicyError};
+use spec::{ActionOverride, Rule, RuleBody};
+
+/// The request operation being evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    /// The admission API spelling (`CREATE`, `UPDATE`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+
+    /// Parses the admission API spelling, case-insensitively.
+    pub fn parse(text: &str) -> Option<Operation> {
+        match text.to_ascii_uppercase().as_str() {
+            "CREATE" => Some(Operation::Create),
+            "UPDATE" => Some(Operation::Update),
+            "DELETE" => Some(Operation::Delete),
+            "CONNECT" => Some(Operation::Connect),
+            _ => None,
+        }
+    }
+}
+
+/// Who is making the request (roles/clusterRoles when known).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub cluster_roles: Vec<String>,
+}
+
+/// What the engine evaluates. For offline/background checks, build it from
+/// a bare resource with [`EvalInput::for_resource`].
+#[derive(Debug, Clone)]
+pub struct EvalInput<'a> {
+    /// `request.object` (for DELETE: the old object).
+    pub resource: &'a Value,
+    pub old_resource: Option<&'a Value>,
+    pub operation: Operation,
+    pub user_info: UserInfo,
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// The full AdmissionRequest as JSON, exposed to JMESPath as `request`.
+    pub admission_info: Option<&'a Value>,
+    /// Extra context (kyverno-test `variables`/`values`); dotted names nest.
+    pub variables: &'a BTreeMap<String, Value>,
+}
+
+static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+
+impl<'a> EvalInput<'a> {
+    /// A CREATE of `resource` by an unknown user.
+    pub fn for_resource(resource: &'a Value) -> EvalInput<'a> {
+        EvalInput {
+            resource,
+            old_resource: None,
+            operation: Operation::Create,
+            user_info: UserInfo::default(),
+            namespace_labels: None,
+            admission_info: None,
+            variables: &NO_VARIABLES,
+        }
+    }
+}
+
+/// The verdict of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleStatus {
+    Pass,
+    Fail,
+    Skip,
+    Error,
+}
+
+impl RuleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleStatus::Pass => "pass",
+            RuleStatus::Fail => "fail",
+            RuleStatus::Skip => "skip",
+            RuleStatus::Error => "error",
+        }
+    }
+}
+
+/// What happens to a violating request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FailureAction {
+    Audit,
+    Enforce,
+}
+
+/// The outcome of one (policy, rule) for one input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleOutcome {
+    /// Policy name (namespaced `Policy`: `ns/name`).
+    pub policy: String,
+    /// Rule name; generated rules are `autogen-<rule>` / `autogen-cronjob-<rule>`.
+    pub rule: String,
+    pub status: RuleStatus,
+    /// With `{{ }}` variables substituted; for `Error`, the error text.
+    pub message: String,
+    pub action: FailureAction,
+}
+
+/// One compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    name: String,
+    namespace: Option<String>,
+    failure_action: FailureAction,
+    overrides: Vec<ActionOverride>,
+    apply_one: bool,
+    background: bool,
+    /// The policy's own rules followed by generated pod-controller rules.
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `Some` for a namespaced `Policy`.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Names of all rules, including generated ones.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// The policy-level `validationFailureAction`.
+    pub fn failure_action(&self) -> FailureAction {
+        self.failure_action
+    }
+
+    /// Whether the policy asks for background scanning.
+    pub fn background(&self) -> bool {
+        self.background
+    }
+
+    /// `ns/name` for namespaced policies, `name` otherwise.
+    pub fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// A set of compiled policies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Loads every `*.yaml`/`*.yml` under `dir` (recursively), multi-document
+    /// aware; non-policy documents are skipped.
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+        load::load_dir(dir)
+    }
+
+    /// Loads policies from one YAML string (multi-document); `source` names
+    /// it in errors.
+    pub fn from_yaml(yaml: &str, source: &str) -> Result<PolicySet, PolicyError> {
+        load::from_yaml(yaml, source)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+
+    pub fn merge(&mut self, other: PolicySet) {
+        self.policies.extend(other.policies);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Evaluates all validate rules (including auto-generated pod-controller rules).
+    pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+        self.policies
+            .iter()
+            .flat_map(|policy| engine::validate_policy(policy, input))
+            .collect()
+    }
+
+    /// Evaluates the validate rules of the policies named `name` (bare or
+    /// `ns/name`).
+    pub fn validate_policy(&self, name: &str, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+        self.policies
+            .iter()
+            .filter(|p| p.name == name || p.display_name() == name)
+            .flat_map(|policy| engine::validate_policy(policy, input))
+            .collect()
+    }
+
+    /// Applies `mutate.patchStrategicMerge` rules; returns JSON Patch (RFC
+    /// 6902) operations against `input.resource`.
+    pub fn mutate(
+        &self,
+        input: &EvalInput<'_>,
+    ) -> Result<Vec<json_patch::PatchOperation>, PolicyError> {
+        let mut current = input.resource.clone();
+        let base = context::EvalContext::for_input(input);
+        for policy in &self.policies {
+            for rule in &policy.rules {
+                let RuleBody::Mutate(patch) = &rule.body else {
+                    continue;
+                };
+                if !engine::rule_selects(policy, rule, input) {
+                    continue;
+                }
+                let failure = |reason: String| PolicyError::Mutation {
+                    policy: policy.display_name(),
+                    rule: rule.name.clone(),
+                    reason,
+                };
+                let ctx = engine::rule_context(&base, &rule.context)
+                    .map_err(|e| failure(e.to_string()))?;
+                if let Some(preconditions) = &rule.preconditions
+                    && !engine::conditions_hold(preconditions, &ctx)
+                        .map_err(|e| failure(e.to_string()))?
+                {
+                    continue;
+                }
+                let patch =
+                    variables::substitute(patch, &ctx).map_err(|e| failure(e.to_string()))?;
+                if let Ok(patched) = mutate::apply_patch(&current, &patch) {
+                    current = patched;
+                }
+            }
+        }
+        Ok(json_patch::diff(input.resource, &current).0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const POLICY: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: require-labels
+spec:
+  validationFailureAction: enforce
+  rules:
+  - name: check-team
+    match:
+      any:
+      - resources:
+          kinds: [Pod]
+    validate:
+      message: "pod {{ request.object.metadata.name }} needs a team label"
+      pattern:
+        metadata:
+          labels:
+            team: "?*"
+  - name: add-default
+    match:
+      any:
+      - resources:
+          kinds: [Pod]
+    mutate:
+      patchStrategicMerge:
+        metadata:
+          labels:
+            +(owner): platform
+"#;
+
+    #[test]
+    fn validates_with_autogen_and_messages() {
+        let set = PolicySet::from_yaml(POLICY, "inline").unwrap();
+        let policy = set.policies().next().unwrap();
+        assert_eq!(policy.failure_action(), FailureAction::Enforce);
+        let names: Vec<&str> = policy.rule_names().collect();
+        assert!(names.contains(&"autogen-check-team"));
+        assert!(names.contains(&"autogen-cronjob-check-team"));
+
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {}});
+        let outcomes = set.validate(&EvalInput::for_resource(&pod));
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].status, RuleStatus::Fail);
+        assert!(outcomes[0].message.contains("pod web needs a team label"));
+        assert_eq!(outcomes[0].action, FailureAction::Enforce);
+
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"metadata": {"labels": {"team": "a"}}, "spec": {}}}});
+        let outcomes = set.validate(&EvalInput::for_resource(&deployment));
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].rule, "autogen-check-team");
+        assert_eq!(outcomes[0].status, RuleStatus::Pass);
+    }
+
+    #[test]
+    fn mutate_returns_json_patch() {
+        let set = PolicySet::from_yaml(POLICY, "inline").unwrap();
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {}}});
+        let ops = set.mutate(&EvalInput::for_resource(&pod)).unwrap();
+        assert_eq!(ops.len(), 1);
+        let text = serde_json::to_string(&ops).unwrap();
+        assert!(text.contains("/metadata/labels/owner"));
+        let serialized = serde_json::to_value(RuleStatus::Skip).unwrap();
+        assert_eq!(serialized, json!("skip"));
+        assert_eq!(
+            serde_json::to_value(FailureAction::Audit).unwrap(),
+            json!("Audit")
+        );
+    }
+
+    #[test]
+    fn unsupported_constructs_fail_loading() {
+        let yaml = POLICY.replace(
+            "    mutate:\n      patchStrategicMerge:",
+            "    generate:\n      data:",
+        );
+        match PolicySet::from_yaml(&yaml, "inline") {
+            Err(PolicyError::Unsupported {
+                policy,
+                rule,
+                construct,
+            }) => {
+                assert_eq!(policy, "require-labels");
+                assert_eq!(rule, "add-default");
+                assert_eq!(construct, "generate");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Pattern anchors: a map key such as `(name)`, `=(volumes)`, `X(hostPath)`,
+//! `^(containers)`, `<(image)` or `+(label)` is parsed once into an
+//! [`Anchor`]; each anchor kind has its own handler type in a sibling file,
+//! so "what does `X()` mean?" is answered in `negation.rs`.
+
+mod add_if_not_present;
+mod conditional;
+mod equality;
+mod existence;
+mod global;
+mod negation;
+mod plain;
+
+pub use add_if_not_present::AddIfNotPresentAnchor;
+pub use conditional::ConditionalAnchor;
+pub use equality::EqualityAnchor;
+pub use existence::ExistenceAnchor;
+pub use global::GlobalAnchor;
+pub use negation::NegationAnchor;
+pub use plain::PlainKey;
+
+use serde_json::{Map, Value};
+
+use super::validate::{ElementError, PatternWalk};
+
+/// The kind of anchor wrapped around a pattern key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorKind {
+    /// `(key)`: if-then; a mismatch makes the rule not apply.
+    Conditional,
+    /// `<(key)`: like conditional, but a mismatch skips the whole rule.
+    Global,
+    /// `^(key)`: at least one list element must match.
+    Existence,
+    /// `=(key)`: validate only when the key is present.
+    Equality,
+    /// `X(key)`: the key must be absent.
+    Negation,
+    /// `+(key)`: mutate only; add when absent.
+    AddIfNotPresent,
+}
+
+impl AnchorKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            AnchorKind::Conditional => "(",
+            AnchorKind::Global => "<(",
+            AnchorKind::Existence => "^(",
+            AnchorKind::Equality => "=(",
+            AnchorKind::Negation => "X(",
+            AnchorKind::AddIfNotPresent => "+(",
+        }
+    }
+}
+
+/// A parsed anchor: its kind and the bare resource key it applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor<'a> {
+    pub kind: AnchorKind,
+    pub key: &'a str,
+}
+
+impl<'a> Anchor<'a> {
+    /// Parses a pattern key; `None` means the key carries no anchor.
+    pub fn parse(raw: &'a str) -> Option<Anchor<'a>> {
+        let inner_end = raw.len().checked_sub(1)?;
+        if !raw.ends_with(')') {
+            return None;
+        }
+        for kind in [
+            AnchorKind::Global,
+            AnchorKind::Existence,
+            AnchorKind::Equality,
+            AnchorKind::Negation,
+            AnchorKind::AddIfNotPresent,
+            AnchorKind::Conditional,
+        ] {
+            let prefix = kind.prefix();
+            if raw.starts_with(prefix) && raw.len() > prefix.len() + 1 {
+                return Some(Anchor {
+                    kind,
+                    key: &raw[prefix.len()..inner_end],
+                });
+            }
+        }
+        None
+    }
+
+    /// Renders the anchor back into pattern-key form, with a replacement key.
+    pub fn render(kind: AnchorKind, key: &str) -> String {
+        format!("{}{key})", kind.prefix())
+    }
+}
+
+/// Removes any anchor from a key, e.g. `=(volumes)` → `volumes`.
+pub fn strip_anchor(raw: &str) -> &str {
+    Anchor::parse(raw).map_or(raw, |anchor| anchor.key)
+}
+
+/// One validation step for one pattern key against a resource map.
+pub trait ElementHandler {
+    fn handle(
+        &self,
+        walk: &mut PatternWalk,
+        resource: &Map<String, Value>,
+        path: &str,
+    ) -> Result<(), ElementError>;
+}
+
+/// Builds the handler for a pattern key.
+pub fn handler_for<'a>(key: &'a str, pattern: &'a Value) -> Box<dyn ElementHandler + 'a> {
+    match Anchor::parse(key) {
+        Some(anchor) => match anchor.kind {
+            AnchorKind::Conditional => Box::new(ConditionalAnchor {
+                key: anchor.key,
+                pattern,
+            }),
+            AnchorKind::Global => Box::new(GlobalAnchor {
+                key: anchor.key,
+                pattern,
+            }),
+            AnchorKind::Existence => Box::new(ExistenceAnchor {
+                key: anchor.key,
+                pattern,
+            }),
+            AnchorKind::Equality => Box::new(EqualityAnchor {
+                key: anchor.key,
+                pattern,
+            }),
+            AnchorKind::Negation => Box::new(NegationAnchor { key: anchor.key }),
+            AnchorKind::AddIfNotPresent => Box::new(AddIfNotPresentAnchor {
+                raw_key: key,
+                pattern,
+            }),
+        },
+        None => Box::new(PlainKey { key, pattern }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_anchor_kind() {
+        let cases = [
+            ("(name)", AnchorKind::Conditional),
+            ("<(image)", AnchorKind::Global),
+            ("^(containers)", AnchorKind::Existence),
+            ("=(volumes)", AnchorKind::Equality),
+            ("X(hostPath)", AnchorKind::Negation),
+            ("+(labels)", AnchorKind::AddIfNotPresent),
+        ];
+        for (raw, kind) in cases {
+            let anchor = Anchor::parse(raw).unwrap();
+            assert_eq!(anchor.kind, kind, "{raw}");
+            assert_eq!(anchor.key, strip_anchor(raw));
+        }
+        assert_eq!(Anchor::parse("name"), None);
+        assert_eq!(Anchor::parse("()"), None);
+        assert_eq!(strip_anchor("plain"), "plain");
+        assert_eq!(Anchor::render(AnchorKind::Equality, "a/b"), "=(a/b)");
+    }
+}

@@ -1,0 +1,307 @@
+//! The pattern walk: descends a validation pattern and the resource side by
+//! side, evaluating anchored keys before plain ones, and classifies the first
+//! problem found (skip-worthy anchor mismatch, negation, or plain mismatch).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::anchor::{Anchor, AnchorKind, handler_for};
+use super::metadata::expand_metadata_wildcards;
+use super::value::value_matches;
+
+/// What kind of problem a pattern element reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A conditional anchor did not hold: the pattern does not apply.
+    Conditional,
+    /// A global anchor did not hold: the rule does not apply.
+    Global,
+    /// Every element of a list was skipped by its anchors.
+    AllSkipped,
+    /// A negation anchor found a forbidden key.
+    Negation,
+    /// An ordinary mismatch.
+    Plain,
+}
+
+impl ErrorKind {
+    /// Skip-worthy errors make the rule not apply instead of failing it.
+    pub fn is_skip(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Conditional | ErrorKind::Global | ErrorKind::AllSkipped
+        )
+    }
+}
+
+/// A mismatch found while walking the pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElementError {
+    pub kind: ErrorKind,
+    /// Slash-separated path of the mismatch, e.g. `/spec/containers/0/image/`.
+    pub path: String,
+    pub message: String,
+}
+
+impl ElementError {
+    pub fn new(kind: ErrorKind, path: String, message: String) -> ElementError {
+        ElementError {
+            kind,
+            path,
+            message,
+        }
+    }
+}
+
+/// Walk state: which conditional/existence/negation anchor keys were seen
+/// in the resource, used to tell "anchor key missing" apart from a mismatch.
+#[derive(Debug, Default)]
+pub struct PatternWalk {
+    anchor_keys_present: BTreeMap<String, (AnchorKind, bool)>,
+}
+
+impl PatternWalk {
+    /// True when some conditional or existence anchor key never appeared in
+    /// the resource (negations are expected to be absent).
+    pub fn anchor_keys_missing(&self) -> bool {
+        self.anchor_keys_present
+            .values()
+            .any(|(kind, present)| *kind != AnchorKind::Negation && !present)
+    }
+
+    fn record_anchor_keys(&mut self, pattern: &Map<String, Value>, resource: &Map<String, Value>) {
+        for raw in pattern.keys() {
+            let Some(anchor) = Anchor::parse(raw) else {
+                continue;
+            };
+            if !matches!(
+                anchor.kind,
+                AnchorKind::Conditional | AnchorKind::Existence | AnchorKind::Negation
+            ) {
+                continue;
+            }
+            let entry = self
+                .anchor_keys_present
+                .entry(raw.clone())
+                .or_insert((anchor.kind, false));
+            if !entry.1 && resource.contains_key(anchor.key) {
+                entry.1 = true;
+            }
+        }
+    }
+
+    /// Validates one resource element against one pattern element.
+    pub fn validate_element(
+        &mut self,
+        resource: &Value,
+        pattern: &Value,
+        path: &str,
+    ) -> Result<(), ElementError> {
+        match pattern {
+            Value::Object(pattern_map) => {
+                let Value::Object(resource_map) = resource else {
+                    return Err(ElementError::new(
+                        ErrorKind::Plain,
+                        path.to_string(),
+                        format!(
+                            "pattern and resource have different structures at path {path}: expected a map"
+                        ),
+                    ));
+                };
+                self.record_anchor_keys(pattern_map, resource_map);
+                self.validate_map(resource_map, pattern_map, path)
+            }
+            Value::Array(pattern_items) => {
+                let Value::Array(resource_items) = resource else {
+                    return Err(ElementError::new(
+                        ErrorKind::Plain,
+                        path.to_string(),
+                        format!(
+                            "validation rule failed at path {path}, resource does not satisfy the expected overlay pattern"
+                        ),
+                    ));
+                };
+                self.validate_array(resource_items, pattern_items, path)
+            }
+            scalar => {
+                let mismatch = || {
+                    ElementError::new(
+                        ErrorKind::Plain,
+                        path.to_string(),
+                        format!(
+                            "resource value '{}' does not match '{}' at path {path}",
+                            compact(resource),
+                            compact(scalar)
+                        ),
+                    )
+                };
+                match resource {
+                    Value::Array(items) => {
+                        if items.iter().all(|item| value_matches(item, scalar)) {
+                            Ok(())
+                        } else {
+                            Err(mismatch())
+                        }
+                    }
+                    other => {
+                        if value_matches(other, scalar) {
+                            Ok(())
+                        } else {
+                            Err(mismatch())
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate_map(
+        &mut self,
+        resource: &Map<String, Value>,
+        pattern: &Map<String, Value>,
+        path: &str,
+    ) -> Result<(), ElementError> {
+        let expanded = expand_metadata_wildcards(pattern, resource);
+        let pattern = expanded.as_ref().unwrap_or(pattern);
+
+        // Phase 1: conditional, existence, equality and negation anchors,
+        // in a stable (sorted) order.
+        let mut anchored: Vec<(&String, &Value)> = pattern
+            .iter()
+            .filter(|(key, _)| is_phase_one_anchor(key))
+            .collect();
+        anchored.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in anchored {
+            handler_for(key, value).handle(self, resource, path)?;
+        }
+
+        // Phase 2: everything else. Global anchors and keys whose values
+        // contain anchors go first, so "does not apply" is decided before an
+        // ordinary mismatch can fail the rule.
+        let mut rest: Vec<(&String, &Value)> = pattern
+            .iter()
+            .filter(|(key, _)| !is_phase_one_anchor(key))
+            .collect();
+        rest.sort_by(|a, b| {
+            let rank = |(key, value): &(&String, &Value)| -> u8 {
+                if Anchor::parse(key).is_some_and(|a| a.kind == AnchorKind::Global) {
+                    0
+                } else if has_nested_anchors(value) {
+                    1
+                } else {
+                    2
+                }
+            };
+            rank(a).cmp(&rank(b)).then_with(|| a.0.cmp(b.0))
+        });
+        for (key, value) in rest {
+            handler_for(key, value).handle(self, resource, path)?;
+        }
+        Ok(())
+    }
+
+    fn validate_array(
+        &mut self,
+        resource: &[Value],
+        pattern: &[Value],
+        path: &str,
+    ) -> Result<(), ElementError> {
+        let Some(first) = pattern.first() else {
+            return Err(ElementError::new(
+                ErrorKind::Plain,
+                path.to_string(),
+                "pattern array is empty".to_string(),
+            ));
+        };
+        match first {
+            Value::Object(_) => self.validate_array_of_maps(resource, first, path),
+            Value::Array(_) => {
+                if resource.len() < pattern.len() {
+                    return Err(ElementError::new(
+                        ErrorKind::Plain,
+                        path.to_string(),
+                        format!(
+                            "validate array failed: resource has {} elements, pattern has {}",
+                            resource.len(),
+                            pattern.len()
+                        ),
+                    ));
+                }
+                let mut applied = 0;
+                let mut skipped = Vec::new();
+                for (index, pattern_item) in pattern.iter().enumerate() {
+                    let item_path = format!("{path}{index}/");
+                    match self.validate_element(&resource[index], pattern_item, &item_path) {
+                        Ok(()) => applied += 1,
+                        Err(err) if err.kind.is_skip() => skipped.push(err.message),
+                        Err(err) => return Err(err),
+                    }
+                }
+                all_skipped(applied, skipped, path)
+            }
+            scalar => self.validate_element(&Value::Array(resource.to_vec()), scalar, path),
+        }
+    }
+
+    fn validate_array_of_maps(
+        &mut self,
+        resource: &[Value],
+        pattern: &Value,
+        path: &str,
+    ) -> Result<(), ElementError> {
+        let mut applied = 0;
+        let mut skipped = Vec::new();
+        for (index, element) in resource.iter().enumerate() {
+            let element_path = format!("{path}{index}/");
+            match self.validate_element(element, pattern, &element_path) {
+                Ok(()) => applied += 1,
+                Err(err) if err.kind.is_skip() => skipped.push(err.message),
+                Err(err) => return Err(err),
+            }
+        }
+        all_skipped(applied, skipped, path)
+    }
+}
+
+fn all_skipped(applied: usize, skipped: Vec<String>, path: &str) -> Result<(), ElementError> {
+    if applied == 0 && !skipped.is_empty() {
+        return Err(ElementError::new(
+            ErrorKind::AllSkipped,
+            path.to_string(),
+            skipped.join("; "),
+        ));
+    }
+    Ok(())
+}
+
+fn is_phase_one_anchor(key: &str) -> bool {
+    Anchor::parse(key).is_some_and(|anchor| {
+        matches!(
+            anchor.kind,
+            AnchorKind::Conditional
+                | AnchorKind::Existence
+                | AnchorKind::Equality
+                | AnchorKind::Negation
+        )
+    })
+}
+
+/// True when a pattern value contains a validation anchor at any depth.
+pub fn has_nested_anchors(pattern: &Value) -> bool {
+    match pattern {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            Anchor::parse(key).is_some_and(|a| a.kind != AnchorKind::AddIfNotPresent)
+                || has_nested_anchors(value)
+        }),
+        Value::Array(items) => items.iter().any(has_nested_anchors),
+        _ => false,
+    }
+}
+
+fn compact(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,75 @@
+//! Kyverno-style wildcard matching: `*` matches any run of characters
+//! (including none) and `?` matches exactly one character. Everything else
+//! matches itself, case-sensitively.
+
+/// Returns true when `pattern` contains a wildcard character.
+pub fn contains_wildcard(pattern: &str) -> bool {
+    pattern.contains('*') || pattern.contains('?')
+}
+
+/// Matches `text` against a wildcard `pattern`.
+pub fn matches(pattern: &str, text: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    // Iterative matcher with single-star backtracking: linear in practice and
+    // free of recursion, so hostile patterns cannot blow the stack.
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<usize> = None;
+    let mut star_text = 0usize;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            star_text = t;
+            p += 1;
+        } else if let Some(star_at) = star {
+            p = star_at + 1;
+            star_text += 1;
+            t = star_text;
+        } else {
+            return false;
+        }
+    }
+    while p < pattern.len() && pattern[p] == '*' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_matches_any_run() {
+        assert!(matches("*", ""));
+        assert!(matches("nginx:*", "nginx:1.2"));
+        assert!(matches("*:latest", "busybox:latest"));
+        assert!(!matches("*:latest", "busybox:1.0"));
+        assert!(matches("eu.foo.io/*", "eu.foo.io/app"));
+        assert!(matches("*tiller*", "ghcr.io/helm/tiller:v2"));
+    }
+
+    #[test]
+    fn question_mark_matches_one_char() {
+        assert!(matches("?*", "a"));
+        assert!(!matches("?*", ""));
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "ac"));
+    }
+
+    #[test]
+    fn literal_and_empty() {
+        assert!(matches("", ""));
+        assert!(!matches("", "a"));
+        assert!(matches("abc", "abc"));
+        assert!(!matches("abc", "abd"));
+        assert!(contains_wildcard("a*"));
+        assert!(!contains_wildcard("abc"));
+    }
+}
