@@ -1,0 +1,396 @@
+//! The admission decision for one review: exemptions, policy evaluation,
+//! mode resolution, metrics, queuing audit records, and the response.
+//! Synchronous and free of I/O: side effects only go into the audit queue.
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::core::admission::{AdmissionResponse, Operation};
+use serde_json::Value;
+
+use crate::admission::audit_writer::AuditRecord;
+use crate::admission::metrics::ReviewResult;
+use crate::admission::modes::{Mode, ModeConfig};
+use crate::admission::review::{Request, describe_subject};
+use crate::admission::state::AppState;
+use crate::admission::verdict::Verdict;
+use crate::policy::{self, EvalInput};
+
+/// A review that could not be evaluated; answered with 500 so the API
+/// server applies the webhook's `failurePolicy`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("could not re-encode the admission request for evaluation: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// The answer to a review and how to count it.
+pub struct Admission {
+    pub response: AdmissionResponse,
+    pub result: ReviewResult,
+}
+
+/// Decides a `/validate` review.
+pub fn validate(state: &AppState, request: &Request) -> Result<Admission, AdmitError> {
+    let _span = request_span(request, "validate").entered();
+    let modes = state.modes.current();
+    if let Some(allowed) = exempt(&modes, request) {
+        return Ok(allowed);
+    }
+    let request_json = serde_json::to_value(request).map_err(AdmitError::Encode)?;
+    let Some(input) = eval_input(request, &request_json) else {
+        // Nothing to judge (e.g. CONNECT): allow.
+        return Ok(allowed(request));
+    };
+    let outcomes = state.policies.validate(&input.as_eval_input());
+    let verdict = Verdict::assess(&outcomes, &modes);
+    for violation in &verdict.violations {
+        state
+            .metrics
+            .violation(&violation.policy, &violation.rule, violation.mode);
+    }
+
+    let mut response = AdmissionResponse::from(request);
+    let warnings = verdict.warnings();
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    if let Some(message) = verdict.deny_message(&describe_subject(request)) {
+        tracing::info!(violations = verdict.violations.len(), "request denied");
+        return Ok(Admission {
+            response: response.deny(message),
+            result: ReviewResult::Denied,
+        });
+    }
+
+    let audited: Vec<_> = verdict.in_mode(Mode::Audit).cloned().collect();
+    // A dry run is evaluated but leaves no trace in the cluster.
+    if !audited.is_empty() && !request.dry_run {
+        state.audit.submit(AuditRecord {
+            subject: object_reference(request),
+            operation: operation_name(&request.operation).to_string(),
+            violations: audited,
+            observed_at: SystemTime::now(),
+        });
+    }
+    Ok(Admission {
+        response,
+        result: ReviewResult::Allowed,
+    })
+}
+
+/// Decides a `/mutate` review: the JSON patch of the mutate rules that apply.
+///
+/// Mutation is a convenience, never the enforcement point (validation runs
+/// after it), so an engine error admits the object unchanged with a warning.
+pub fn mutate(state: &AppState, request: &Request) -> Result<Admission, AdmitError> {
+    let _span = request_span(request, "mutate").entered();
+    if let Some(allowed) = exempt(&state.modes.current(), request) {
+        return Ok(allowed);
+    }
+    let request_json = serde_json::to_value(request).map_err(AdmitError::Encode)?;
+    let Some(input) = eval_input(request, &request_json) else {
+        return Ok(allowed(request));
+    };
+    let response = AdmissionResponse::from(request);
+    let operations = match state.policies.mutate(&input.as_eval_input()) {
+        Ok(operations) => operations,
+        Err(error) => {
+            tracing::warn!(%error, "mutation skipped");
+            return Ok(with_warning(
+                response,
+                format!("aiops-operator: mutation skipped: {error}"),
+            ));
+        }
+    };
+    if operations.is_empty() {
+        return Ok(Admission {
+            response,
+            result: ReviewResult::Allowed,
+        });
+    }
+    let count = operations.len();
+    let patched = to_kube_patch(&operations)
+        .map_err(|e| e.to_string())
+        .and_then(|patch| {
+            response
+                .clone()
+                .with_patch(patch)
+                .map_err(|e| e.to_string())
+        });
+    match patched {
+        Ok(patched) => {
+            tracing::info!(operations = count, "request mutated");
+            Ok(Admission {
+                response: patched,
+                result: ReviewResult::Allowed,
+            })
+        }
+        Err(error) => {
+            tracing::warn!(%error, "mutation patch could not be encoded");
+            Ok(with_warning(
+                response,
+                format!("aiops-operator: mutation skipped: {error}"),
+            ))
+        }
+    }
+}
+
+/// The engine speaks json-patch 5 while kube's `with_patch` takes json-patch
+/// 4; both are RFC 6902 on the wire, so convert through JSON.
+fn to_kube_patch(
+    operations: &[json_patch::PatchOperation],
+) -> Result<kube_json_patch::Patch, serde_json::Error> {
+    serde_json::to_value(operations).and_then(serde_json::from_value)
+}
+
+fn request_span(request: &Request, endpoint: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "admission",
+        endpoint,
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+        name = %request.name,
+        operation = operation_name(&request.operation),
+        dry_run = request.dry_run,
+    )
+}
+
+fn allowed(request: &Request) -> Admission {
+    Admission {
+        response: AdmissionResponse::from(request),
+        result: ReviewResult::Allowed,
+    }
+}
+
+fn with_warning(mut response: AdmissionResponse, warning: String) -> Admission {
+    response.warnings.get_or_insert_with(Vec::new).push(warning);
+    Admission {
+        response,
+        result: ReviewResult::Allowed,
+    }
+}
+
+/// Allows the request untouched when its namespace, user or group is exempt.
+fn exempt(modes: &ModeConfig, request: &Request) -> Option<Admission> {
+    let groups = request.user_info.groups.as_deref().unwrap_or_default();
+    let exemption = modes.exemption(
+        request.namespace.as_deref(),
+        request.user_info.username.as_deref(),
+        groups,
+    )?;
+    tracing::debug!(exemption = exemption.kind(), "request exempt from policies");
+    Some(Admission {
+        response: AdmissionResponse::from(request),
+        result: ReviewResult::Exempt,
+    })
+}
+
+/// The engine's view of a request, owning what [`EvalInput`] borrows.
+struct OwnedInput<'a> {
+    resource: &'a Value,
+    old_resource: Option<&'a Value>,
+    operation: &'a Operation,
+    username: String,
+    groups: Vec<String>,
+    request_json: &'a Value,
+}
+
+impl OwnedInput<'_> {
+    fn as_eval_input(&self) -> EvalInput<'_> {
+        let mut input = EvalInput::for_resource(self.resource);
+        input.old_resource = self.old_resource;
+        input.operation = policy_operation(self.operation);
+        input.user_info = policy::UserInfo {
+            username: self.username.clone(),
+            groups: self.groups.clone(),
+            roles: Vec::new(),
+            cluster_roles: Vec::new(),
+        };
+        input.admission_info = Some(self.request_json);
+        input
+    }
+}
+
+/// The object to judge: the new object, or for DELETE the old one. `None`
+/// when the request carries neither.
+fn eval_input<'a>(request: &'a Request, request_json: &'a Value) -> Option<OwnedInput<'a>> {
+    let present = |key: &str| request_json.get(key).filter(|v| v.is_object());
+    let old_resource = present("oldObject");
+    let resource = present("object").or(old_resource)?;
+    Some(OwnedInput {
+        resource,
+        old_resource,
+        operation: &request.operation,
+        username: request.user_info.username.clone().unwrap_or_default(),
+        groups: request.user_info.groups.clone().unwrap_or_default(),
+        request_json,
+    })
+}
+
+fn policy_operation(operation: &Operation) -> policy::Operation {
+    match operation {
+        Operation::Create => policy::Operation::Create,
+        Operation::Update => policy::Operation::Update,
+        Operation::Delete => policy::Operation::Delete,
+        Operation::Connect => policy::Operation::Connect,
+    }
+}
+
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Reference to the reviewed object for Events and PolicyReports. On CREATE
+/// the object has no uid yet, and with generateName not even a final name.
+fn object_reference(request: &Request) -> ObjectReference {
+    let meta = request.object.as_ref().map(|o| &o.metadata);
+    let name = Some(request.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta.and_then(|m| m.name.clone()));
+    let api_version = if request.kind.group.is_empty() {
+        request.kind.version.clone()
+    } else {
+        format!("{}/{}", request.kind.group, request.kind.version)
+    };
+    ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(request.kind.kind.clone()),
+        name,
+        namespace: request.namespace.clone().filter(|ns| !ns.is_empty()),
+        uid: meta.and_then(|m| m.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::admission::audit_writer::AuditSink;
+    use crate::admission::metrics::Metrics;
+    use crate::admission::policy_files::load_policies;
+    use crate::admission::review::{parse_review, tests::pod_review};
+    use crate::admission::state::ModeHandle;
+
+    fn state(mode: Mode) -> (AppState, tokio::sync::mpsc::Receiver<AuditRecord>) {
+        let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let (sink, rx) = AuditSink::bounded(8, Arc::clone(&metrics));
+        let state = AppState::new(
+            Arc::new(policies),
+            ModeHandle::new(ModeConfig::with_mode("aiops-system", mode)),
+            metrics,
+            sink,
+        );
+        (state, rx)
+    }
+
+    fn privileged(dry_run: bool, namespace: &str) -> Request {
+        let mut review = pod_review(serde_json::json!({"containers": [{
+            "name": "app", "image": "app:1.0", "securityContext": {"privileged": true}
+        }]}));
+        review["request"]["dryRun"] = dry_run.into();
+        review["request"]["namespace"] = namespace.into();
+        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn decide(state: &AppState, request: &Request) -> Admission {
+        validate(state, request).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn audit_admits_warns_and_queues_a_record() {
+        let (state, mut rx) = state(Mode::Audit);
+        let admission = decide(&state, &privileged(false, "default"));
+        assert!(admission.response.allowed);
+        assert_eq!(admission.result, ReviewResult::Allowed);
+        let warnings = admission.response.warnings.unwrap_or_default();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("disallow-privileged-containers/")),
+            "{warnings:?}"
+        );
+        let record = rx
+            .try_recv()
+            .unwrap_or_else(|e| panic!("no record queued: {e}"));
+        assert_eq!(record.operation, "CREATE");
+        assert_eq!(record.subject.kind.as_deref(), Some("Pod"));
+        assert_eq!(record.subject.name.as_deref(), Some("web"));
+        assert!(record.violations.iter().all(|v| v.mode == Mode::Audit));
+    }
+
+    #[test]
+    fn dry_run_is_evaluated_but_records_nothing() {
+        let (state, mut rx) = state(Mode::Audit);
+        let admission = decide(&state, &privileged(true, "default"));
+        assert!(admission.response.warnings.is_some());
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn warn_admits_with_warnings_and_records_nothing() {
+        let (state, mut rx) = state(Mode::Warn);
+        let admission = decide(&state, &privileged(false, "default"));
+        assert!(admission.response.allowed);
+        let warnings = admission.response.warnings.unwrap_or_default();
+        assert!(
+            warnings.iter().all(|w| w.starts_with("[Warn] ")),
+            "{warnings:?}"
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn enforce_denies_and_records_nothing() {
+        let (state, mut rx) = state(Mode::Enforce);
+        let admission = decide(&state, &privileged(false, "default"));
+        assert!(!admission.response.allowed);
+        assert_eq!(admission.result, ReviewResult::Denied);
+        assert!(
+            admission
+                .response
+                .result
+                .message
+                .contains("disallow-privileged-containers/")
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn exempt_namespace_is_not_evaluated() {
+        let (state, _rx) = state(Mode::Enforce);
+        let admission = decide(&state, &privileged(false, "kube-system"));
+        assert!(admission.response.allowed);
+        assert_eq!(admission.result, ReviewResult::Exempt);
+        assert!(admission.response.warnings.is_none());
+    }
+
+    #[test]
+    fn unchanged_violation_does_not_block_an_update() {
+        // E.g. a finalizer removal on a pod admitted while in Audit mode.
+        let (state, _rx) = state(Mode::Enforce);
+        let mut review = pod_review(serde_json::json!({"containers": [{
+            "name": "app", "image": "app:1.0", "securityContext": {"privileged": true}
+        }]}));
+        review["request"]["operation"] = "UPDATE".into();
+        review["request"]["oldObject"] = review["request"]["object"].clone();
+        review["request"]["object"]["metadata"]["labels"] = serde_json::json!({"touched": "yes"});
+        let request = parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let admission = decide(&state, &request);
+        assert!(
+            admission.response.allowed,
+            "{:?}",
+            admission.response.result.message
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Prometheus metrics of the admission webhook, served at `GET /metrics` in
+//! the text exposition format.
+//!
+//! - `aiops_admission_requests_total{endpoint, result}`: reviews answered
+//!   (`allowed`, `denied`, `exempt`, `invalid`, `error`).
+//! - `aiops_admission_request_duration_seconds{endpoint}`: latency of every
+//!   HTTP request, measured by a tower layer around the router.
+//! - `aiops_admission_violations_total{policy, rule, mode}`: violated rules.
+//! - `aiops_admission_side_effects_total{kind, result}`: Event/PolicyReport
+//!   writes (`written`, `failed`) and records dropped because the queue was
+//!   full or no cluster is configured (`dropped_full`, `dropped_disabled`).
+//! - `aiops_admission_cert_reloads_total{result}`: certificate reloads.
+//! - `aiops_admission_config_updates_total{result}`: ConfigMap mode updates.
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::admission::modes::Mode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    policy: String,
+    rule: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideEffectLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// How a review was answered, for `aiops_admission_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewResult {
+    Allowed,
+    Denied,
+    Exempt,
+    /// The body was not a usable v1 AdmissionReview (400).
+    Invalid,
+    /// The review could not be evaluated (500).
+    Error,
+}
+
+impl ReviewResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReviewResult::Allowed => "allowed",
+            ReviewResult::Denied => "denied",
+            ReviewResult::Exempt => "exempt",
+            ReviewResult::Invalid => "invalid",
+            ReviewResult::Error => "error",
+        }
+    }
+}
+
+/// Buckets from 0.25 ms to about 4 s: admission must answer well inside the
+/// API server's 5 s webhook timeout, so finer resolution at the low end.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+/// Every metric of the webhook and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    violations: Family<ViolationLabels, Counter>,
+    side_effects: Family<SideEffectLabels, Counter>,
+    cert_reloads: Family<ResultLabels, Counter>,
+    config_updates: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("aiops_admission");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Admission reviews answered, by endpoint and result",
+            requests.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer an HTTP request, by endpoint",
+            latency.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Violated policy rules, by policy, rule and effective mode",
+            violations.clone(),
+        );
+        let side_effects = Family::<SideEffectLabels, Counter>::default();
+        registry.register(
+            "side_effects",
+            "Audit Events and PolicyReports written, failed or dropped",
+            side_effects.clone(),
+        );
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cert_reloads",
+            "Serving certificate reloads from disk, by result",
+            cert_reloads.clone(),
+        );
+        let config_updates = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_updates",
+            "Admission mode ConfigMap updates applied, by result",
+            config_updates.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            violations,
+            side_effects,
+            cert_reloads,
+            config_updates,
+        }
+    }
+
+    pub fn review(&self, endpoint: &str, result: ReviewResult) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                result: result.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    pub fn latency(&self, endpoint: &str, elapsed: Duration) {
+        self.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn violation(&self, policy: &str, rule: &str, mode: Mode) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                policy: policy.to_string(),
+                rule: rule.to_string(),
+                mode: mode.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// `kind` is `event`, `policyreport` or `record`; `result` says what
+    /// happened to it.
+    pub fn side_effect(&self, kind: &str, result: &str) {
+        self.side_effects
+            .get_or_create(&SideEffectLabels {
+                kind: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn cert_reload(&self, result: &str) {
+        self.cert_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn config_update(&self, result: &str) {
+        self.config_updates
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_and_histograms() {
+        let metrics = Metrics::new();
+        metrics.review("validate", ReviewResult::Denied);
+        metrics.latency("validate", Duration::from_millis(3));
+        metrics.violation("disallow-latest-tag", "require-image-tag", Mode::Enforce);
+        let text = metrics.encode().unwrap_or_default();
+        assert!(
+            text.contains(
+                "aiops_admission_requests_total{endpoint=\"validate\",result=\"denied\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("aiops_admission_violations_total{policy=\"disallow-latest-tag\",rule=\"require-image-tag\",mode=\"Enforce\"} 1"), "{text}");
+        assert!(
+            text.contains("aiops_admission_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

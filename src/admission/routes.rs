@@ -1,0 +1,302 @@
+//! HTTP routes of the webhook and the tower layers around them (body limit,
+//! timeout, tracing, latency metrics). Handlers stay thin: parse, decide
+//! (in [`admit`]), count, reply.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kube::core::admission::AdmissionResponse;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::admission::admit::{self, Admission, AdmitError};
+use crate::admission::metrics::ReviewResult;
+use crate::admission::review::{self, Request as ReviewRequest};
+use crate::admission::state::AppState;
+
+/// Limits applied by the router's layers.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLimits {
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Longest a request may take; slower ones get 503 so the API server
+    /// applies the webhook's failurePolicy instead of waiting.
+    pub request_timeout: Duration,
+}
+
+/// The webhook's routes with every layer applied.
+pub fn router(state: Arc<AppState>, limits: RouteLimits) -> Router {
+    let reviews = Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/noop", post(noop))
+        // One limit, enforced by tower-http (413 before the body is read
+        // when Content-Length is too large); axum's own default is off.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes));
+    Router::new()
+        .merge(reviews)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(middleware::from_fn_with_state(
+                    Arc::clone(&state),
+                    record_latency,
+                ))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    limits.request_timeout,
+                )),
+        )
+        .with_state(state)
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer_review(&state, "validate", &body, admit::validate)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer_review(&state, "mutate", &body, admit::mutate)
+}
+
+/// Parses the review and allows it without evaluation: the ceiling for
+/// benchmarks of the real endpoints.
+async fn noop(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer_review(&state, "noop", &body, |_, request| {
+        Ok(Admission {
+            response: AdmissionResponse::from(request),
+            result: ReviewResult::Allowed,
+        })
+    })
+}
+
+type Decide = fn(&AppState, &ReviewRequest) -> Result<Admission, AdmitError>;
+
+fn answer_review(
+    state: &AppState,
+    endpoint: &'static str,
+    body: &[u8],
+    decide: Decide,
+) -> Response {
+    let request = match review::parse_review(body) {
+        Ok(request) => request,
+        Err(error) => {
+            state.metrics.review(endpoint, ReviewResult::Invalid);
+            tracing::warn!(endpoint, %error, "rejected an unusable review");
+            return error.into_response();
+        }
+    };
+    match decide(state, &request) {
+        Ok(admission) => {
+            state.metrics.review(endpoint, admission.result);
+            review::reply(admission.response).into_response()
+        }
+        Err(error) => {
+            state.metrics.review(endpoint, ReviewResult::Error);
+            tracing::error!(endpoint, %error, uid = %request.uid, "could not evaluate the review");
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready while serving; 503 once shutdown has begun, so no new traffic is
+/// routed here while in-flight requests finish.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Observes every request's latency under a bounded set of endpoint labels.
+async fn record_latency(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = endpoint_label(request.uri().path());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.latency(endpoint, started.elapsed());
+    response
+}
+
+/// Known paths keep their name; anything else is `other`, so a scanner
+/// cannot blow up the metric's label set.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/validate" => "validate",
+        "/mutate" => "mutate",
+        "/noop" => "noop",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::audit_writer::AuditSink;
+    use crate::admission::metrics::Metrics;
+    use crate::admission::modes::ModeConfig;
+    use crate::admission::review::tests::pod_review;
+    use crate::admission::state::ModeHandle;
+    use crate::policy::PolicySet;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    fn test_router(max_body_bytes: usize) -> Router {
+        let policies = PolicySet::from_yaml("", "empty").unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(AppState::new(
+            Arc::new(policies),
+            ModeHandle::new(ModeConfig::defaults("aiops-system")),
+            Arc::clone(&metrics),
+            AuditSink::disabled(metrics),
+        ));
+        router(
+            state,
+            RouteLimits {
+                max_body_bytes,
+                request_timeout: Duration::from_secs(5),
+            },
+        )
+    }
+
+    async fn post(router: Router, path: &str, body: impl Into<Body>) -> (StatusCode, String) {
+        let request = HttpRequest::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn malformed_body_is_a_400() {
+        for path in ["/validate", "/mutate", "/noop"] {
+            let (status, text) = post(test_router(1024), path, "{not json").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+            assert!(text.contains("not a valid AdmissionReview"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn non_v1_review_is_a_400() {
+        let mut review = pod_review(serde_json::json!({"containers": []}));
+        review["apiVersion"] = "admission.k8s.io/v1beta1".into();
+        let (status, text) = post(test_router(1 << 20), "/validate", review.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            text.contains("only AdmissionReview admission.k8s.io/v1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_a_413() {
+        let (status, _) = post(test_router(1024), "/validate", vec![b' '; 4096]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn oversized_streamed_body_is_a_413() {
+        // No Content-Length: the limit must still hold while reading.
+        let chunks = futures::stream::iter(
+            (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 512]))),
+        );
+        let (status, _) = post(test_router(1024), "/validate", Body::from_stream(chunks)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn noop_allows_and_echoes_the_uid() {
+        let review = pod_review(serde_json::json!({"containers": [{"name": "c", "image": "x:1"}]}));
+        let (status, text) = post(test_router(1 << 20), "/noop", review.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(body["response"]["allowed"], true);
+        assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_are_served() {
+        let router = test_router(1024);
+        let (status, _) = post(router.clone(), "/noop", "junk").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        for path in ["/healthz", "/readyz"] {
+            let response = router
+                .clone()
+                .oneshot(
+                    HttpRequest::get(path)
+                        .body(Body::empty())
+                        .unwrap_or_else(|e| panic!("{e}")),
+                )
+                .await
+                .unwrap_or_else(|e| match e {});
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let response = router
+            .oneshot(
+                HttpRequest::get("/metrics")
+                    .body(Body::empty())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| match e {});
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("aiops_admission_requests_total{endpoint=\"noop\",result=\"invalid\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aiops_admission_request_duration_seconds_count{endpoint=\"noop\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The project's baseline policies (`policies/`) against Kyverno's live-test
+//! fixtures (`../shared/conformance/kyverno/.../.chainsaw-test/`), through
+//! the webhook's own decision path: every "bad" object must be denied naming
+//! the policy under test, every "good" one admitted.
+//!
+//! As in the live test, only the policy under test enforces (global mode
+//! Audit plus a per-policy Enforce override): the fixtures of one policy may
+//! legitimately break another (e.g. host-process fixtures use hostNetwork).
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aiops_operator::admission::admit;
+use aiops_operator::admission::audit_writer::AuditSink;
+use aiops_operator::admission::metrics::Metrics;
+use aiops_operator::admission::modes::{Mode, ModeConfig};
+use aiops_operator::admission::policy_files::load_policies;
+use aiops_operator::admission::review::parse_review;
+use aiops_operator::admission::state::{AppState, ModeHandle};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const BASELINE: [&str; 11] = [
+    "disallow-capabilities",
+    "disallow-host-namespaces",
+    "disallow-host-path",
+    "disallow-host-ports",
+    "disallow-host-process",
+    "disallow-privileged-containers",
+    "disallow-proc-mount",
+    "disallow-selinux",
+    "restrict-apparmor-profiles",
+    "restrict-seccomp",
+    "restrict-sysctls",
+];
+
+fn conformance_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/kyverno")
+}
+
+fn state_enforcing(policy: &str) -> Result<AppState> {
+    let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])?;
+    let mut modes = ModeConfig::with_mode("aiops-system", Mode::Audit);
+    modes.policy_modes.insert(policy.to_string(), Mode::Enforce);
+    let metrics = Arc::new(Metrics::new());
+    Ok(AppState::new(
+        Arc::new(policies),
+        ModeHandle::new(modes),
+        Arc::clone(&metrics),
+        AuditSink::disabled(metrics),
+    ))
+}
+
+fn documents(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let mut docs = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document)?;
+        if value.is_object() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// A CREATE review of `object` in namespace `team-a`, as the API server sends it.
+fn review_of(object: &Value) -> Value {
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let mut object = object.clone();
+    object["metadata"]["namespace"] = json!("team-a");
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("uid-{name}"),
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": plural},
+            "name": name,
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "userInfo": {"username": "tester", "groups": ["system:authenticated"]},
+            "object": object,
+            "dryRun": false
+        }
+    })
+}
+
+/// Runs every document of `file` through `/validate`; returns one line per
+/// document whose verdict is not the expected one.
+fn check_file(
+    state: &AppState,
+    policy: &str,
+    file: &Path,
+    expect_denied: bool,
+) -> Result<Vec<String>> {
+    let mut wrong = Vec::new();
+    for object in documents(file)? {
+        let body = review_of(&object).to_string();
+        let request = parse_review(body.as_bytes())?;
+        let admission = admit::validate(state, &request)?;
+        let response = admission.response;
+        let message = &response.result.message;
+        let name = format!(
+            "{} {}",
+            object["kind"].as_str().unwrap_or_default(),
+            object["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let names_policy = message.contains(&format!("- {policy}/"));
+        match (expect_denied, response.allowed) {
+            (true, true) => wrong.push(format!("{name}: admitted, expected a denial by {policy}")),
+            (true, false) if !names_policy => {
+                wrong.push(format!("{name}: denied without naming {policy}: {message}"))
+            }
+            (false, false) => wrong.push(format!("{name}: denied: {message}")),
+            _ => {}
+        }
+    }
+    Ok(wrong)
+}
+
+fn check_policy(policy: &str, fixtures: &Path, bad: &[&str], good: &[&str]) -> Result<Vec<String>> {
+    let state = state_enforcing(policy)?;
+    let mut wrong = Vec::new();
+    for (files, expect_denied) in [(bad, true), (good, false)] {
+        for file in files {
+            let path = fixtures.join(file);
+            wrong.extend(
+                check_file(&state, policy, &path, expect_denied)?
+                    .into_iter()
+                    .map(|w| format!("{policy} ({file}): {w}")),
+            );
+        }
+    }
+    Ok(wrong)
+}
+
+#[test]
+fn baseline_policies_give_the_fixture_verdicts() -> Result<()> {
+    let root = conformance_dir().join("pod-security/baseline");
+    if !root.is_dir() {
+        eprintln!("skipped: {} not present", root.display());
+        return Ok(());
+    }
+    let mut wrong = Vec::new();
+    for policy in BASELINE {
+        let fixtures = root.join(policy).join(".chainsaw-test");
+        wrong.extend(check_policy(
+            policy,
+            &fixtures,
+            &["pod-bad.yaml", "podcontroller-bad.yaml"],
+            &["pod-good.yaml", "podcontroller-good.yaml"],
+        )?);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn latest_tag_policy_gives_the_fixture_verdicts() -> Result<()> {
+    let fixtures = conformance_dir().join("best-practices/disallow-latest-tag/.chainsaw-test");
+    if !fixtures.is_dir() {
+        eprintln!("skipped: {} not present", fixtures.display());
+        return Ok(());
+    }
+    let wrong = check_policy(
+        "disallow-latest-tag",
+        &fixtures,
+        &[
+            "bad-pod-latest-fail-first.yaml",
+            "bad-pod-latest-success-first.yaml",
+            "bad-pod-no-tag.yaml",
+        ],
+        &["good-pod.yaml"],
+    )?;
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn all_policies_enforced_together_still_admit_plain_good_pods() -> Result<()> {
+    // The baseline fixtures whose good pods break no other policy: with the
+    // defaults of a real install (every policy enforcing) they pass as well.
+    let root = conformance_dir().join("pod-security/baseline");
+    if !root.is_dir() {
+        eprintln!("skipped: {} not present", root.display());
+        return Ok(());
+    }
+    let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])?;
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState::new(
+        Arc::new(policies),
+        ModeHandle::new(ModeConfig::with_mode("aiops-system", Mode::Enforce)),
+        Arc::clone(&metrics),
+        AuditSink::disabled(metrics),
+    );
+    let mut wrong = Vec::new();
+    // Known cross-policy conflicts of the fixtures themselves:
+    // disallow-proc-mount's good pods use the untagged image
+    // `dummyimagename` (denied by disallow-latest-tag) and
+    // disallow-host-process's good pods set hostNetwork (denied by
+    // disallow-host-namespaces).
+    for policy in BASELINE
+        .iter()
+        .filter(|p| !matches!(**p, "disallow-proc-mount" | "disallow-host-process"))
+    {
+        let fixtures = root.join(policy).join(".chainsaw-test");
+        for file in ["pod-good.yaml", "podcontroller-good.yaml"] {
+            wrong.extend(check_file(&state, policy, &fixtures.join(file), false)?);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn example_mutate_policy_adds_a_default_seccomp_profile_only_when_missing() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let example = root.join("examples/add-default-seccomp.yaml");
+    // Off by default: the baseline set alone never patches.
+    let baseline = load_policies(&root, &[])?;
+    let with_example = load_policies(&root, &[example])?;
+    let metrics = Arc::new(Metrics::new());
+    let state_for = |policies| {
+        AppState::new(
+            Arc::new(policies),
+            ModeHandle::new(ModeConfig::defaults("aiops-system")),
+            Arc::clone(&metrics),
+            AuditSink::disabled(Arc::clone(&metrics)),
+        )
+    };
+    let (baseline, with_example) = (state_for(baseline), state_for(with_example));
+
+    let bare = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "app", "image": "app:1.0"}]}
+    });
+    let chosen = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chosen"},
+        "spec": {
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
+            "containers": [{"name": "app", "image": "app:1.0"}]
+        }
+    });
+    let patch_of = |state: &AppState, object: &Value| -> Result<Option<Value>> {
+        let body = review_of(object).to_string();
+        let request = parse_review(body.as_bytes())?;
+        let response = admit::mutate(state, &request)?.response;
+        assert!(response.allowed);
+        Ok(match response.patch {
+            Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+            None => None,
+        })
+    };
+
+    assert_eq!(patch_of(&baseline, &bare)?, None);
+    let patch = patch_of(&with_example, &bare)?.context("expected a patch")?;
+    let mut patched = bare.clone();
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    json_patch::patch(&mut patched, &patch)?;
+    assert_eq!(
+        patched["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{patched}"
+    );
+    // A profile the pod chose itself is left alone.
+    let untouched = patch_of(&with_example, &chosen)?;
+    assert!(
+        untouched
+            .as_ref()
+            .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)),
+        "{untouched:?}"
+    );
+    Ok(())
+}
