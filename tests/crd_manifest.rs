@@ -18,12 +18,21 @@ fn manifests_crd_matches_the_rust_types() {
 fn crd_names_and_columns_are_as_documented() {
     use kube::CustomResourceExt;
     let crd = aiops_operator::remediation::crd::Remediation::crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("remediations.aiops-operator.dev"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("remediations.aiops-operator.dev")
+    );
     assert_eq!(crd.spec.names.short_names, Some(vec!["rem".to_string()]));
     assert_eq!(crd.spec.scope, "Namespaced");
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
     let columns: Vec<_> = version
         .additional_printer_columns
         .iter()

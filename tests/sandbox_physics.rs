@@ -68,17 +68,30 @@ async fn three_nginx_replicas_are_scheduled_and_become_ready() {
     let ready = pods(client, &ns.name, "app=web").await;
     assert_eq!(ready.len(), 3, "exactly 3 pods: {ready:?}");
     for pod in &ready {
-        assert!(pod_ready(pod), "pod not Running and Ready: {:?}", pod.status);
+        assert!(
+            pod_ready(pod),
+            "pod not Running and Ready: {:?}",
+            pod.status
+        );
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         assert!(
-            node.as_deref().is_some_and(|n| n.starts_with("sandbox-node-")),
+            node.as_deref()
+                .is_some_and(|n| n.starts_with("sandbox-node-")),
             "pod bound by the scheduler to a kwok node, got {node:?}"
         );
         let owner = pod.metadata.owner_references.clone().unwrap_or_default();
         assert_eq!(owner.first().map(|o| o.kind.as_str()), Some("ReplicaSet"));
     }
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
-    assert_eq!(replicasets.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        replicasets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -89,16 +102,23 @@ async fn unknown_tag_gives_image_pull_backoff_with_warning_event() {
     create::<Deployment>(
         client,
         &ns.name,
-        deployment("web", 1, json!({"name": "nginx", "image": "nginx:does-not-exist"})),
+        deployment(
+            "web",
+            1,
+            json!({"name": "nginx", "image": "nginx:does-not-exist"}),
+        ),
     )
     .await;
 
     let pod = wait_until(ROLLOUT, "ImagePullBackOff", || async {
-        pods(client, &ns.name, "app=web").await.into_iter().find(|p| {
-            container_statuses(p)
-                .iter()
-                .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-        })
+        pods(client, &ns.name, "app=web")
+            .await
+            .into_iter()
+            .find(|p| {
+                container_statuses(p)
+                    .iter()
+                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
+            })
     })
     .await;
     assert!(!pod_ready(&pod));
@@ -111,7 +131,10 @@ async fn unknown_tag_gives_image_pull_backoff_with_warning_event() {
             e.involved_object.uid.as_deref() == Some(uid.as_str())
                 && e.type_.as_deref() == Some("Warning")
                 && e.reason.as_deref() == Some("Failed")
-                && e.message.as_deref().unwrap_or("").starts_with("Failed to pull image")
+                && e.message
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("Failed to pull image")
         })
     })
     .await;
@@ -144,26 +167,38 @@ async fn memory_limit_below_need_is_oomkilled_into_crash_loop() {
     .await;
 
     let first = wait_until(ROLLOUT, "OOMKilled then CrashLoopBackOff", || async {
-        pods(client, &ns.name, "app=cache").await.into_iter().find_map(|p| {
-            container_statuses(&p).into_iter().find(|s| {
-                waiting_reason(s) == Some("CrashLoopBackOff")
-                    && last_terminated_reason(s) == Some("OOMKilled")
+        pods(client, &ns.name, "app=cache")
+            .await
+            .into_iter()
+            .find_map(|p| {
+                container_statuses(&p).into_iter().find(|s| {
+                    waiting_reason(s) == Some("CrashLoopBackOff")
+                        && last_terminated_reason(s) == Some("OOMKilled")
+                })
             })
-        })
     })
     .await;
-    let terminated = first.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    let terminated = first
+        .last_state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap();
     assert_eq!(terminated.exit_code, 137);
     assert!(first.restart_count >= 1);
 
     // The loop keeps going: the restart count grows.
     let before = first.restart_count;
     wait_until(Duration::from_secs(60), "restartCount to grow", || async {
-        pods(client, &ns.name, "app=cache").await.into_iter().find_map(|p| {
-            container_statuses(&p)
-                .into_iter()
-                .find(|s| s.restart_count > before && last_terminated_reason(s) == Some("OOMKilled"))
-        })
+        pods(client, &ns.name, "app=cache")
+            .await
+            .into_iter()
+            .find_map(|p| {
+                container_statuses(&p).into_iter().find(|s| {
+                    s.restart_count > before && last_terminated_reason(s) == Some("OOMKilled")
+                })
+            })
     })
     .await;
 }
@@ -176,7 +211,11 @@ async fn missing_required_env_crashes_with_previous_logs() {
     create::<Deployment>(
         client,
         &ns.name,
-        deployment("db", 1, json!({"name": "postgres", "image": "postgres:16.4"})),
+        deployment(
+            "db",
+            1,
+            json!({"name": "postgres", "image": "postgres:16.4"}),
+        ),
     )
     .await;
     // The control: the same image with its variable set runs and is Ready.
@@ -193,16 +232,19 @@ async fn missing_required_env_crashes_with_previous_logs() {
     .await;
 
     let (pod, status) = wait_until(ROLLOUT, "exit 1 then CrashLoopBackOff", || async {
-        pods(client, &ns.name, "app=db").await.into_iter().find_map(|p| {
-            let s = container_statuses(&p).into_iter().find(|s| {
-                waiting_reason(s) == Some("CrashLoopBackOff")
-                    && s.last_state
-                        .as_ref()
-                        .and_then(|l| l.terminated.as_ref())
-                        .is_some_and(|t| t.exit_code == 1)
-            })?;
-            Some((p, s))
-        })
+        pods(client, &ns.name, "app=db")
+            .await
+            .into_iter()
+            .find_map(|p| {
+                let s = container_statuses(&p).into_iter().find(|s| {
+                    waiting_reason(s) == Some("CrashLoopBackOff")
+                        && s.last_state
+                            .as_ref()
+                            .and_then(|l| l.terminated.as_ref())
+                            .is_some_and(|t| t.exit_code == 1)
+                })?;
+                Some((p, s))
+            })
     })
     .await;
     assert_eq!(last_terminated_reason(&status), Some("Error"));
@@ -214,9 +256,11 @@ async fn missing_required_env_crashes_with_previous_logs() {
         ..LogParams::default()
     };
     let name = pod.metadata.name.clone().unwrap();
-    let logs = wait_until(Duration::from_secs(30), "previous container logs", || async {
-        api.logs(&name, &params).await.ok()
-    })
+    let logs = wait_until(
+        Duration::from_secs(30),
+        "previous container logs",
+        || async { api.logs(&name, &params).await.ok() },
+    )
     .await;
     assert!(
         logs.contains("Error: Database is uninitialized and superuser password is not specified."),
@@ -254,11 +298,14 @@ async fn rollout_from_bad_tag_back_to_good_completes() {
     };
     set_image("nginx:1.25.5-typo").await;
     wait_until(ROLLOUT, "the bad revision to fail", || async {
-        pods(client, &ns.name, "app=web").await.into_iter().find(|p| {
-            container_statuses(p)
-                .iter()
-                .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-        })
+        pods(client, &ns.name, "app=web")
+            .await
+            .into_iter()
+            .find(|p| {
+                container_statuses(p)
+                    .iter()
+                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
+            })
     })
     .await;
 
@@ -272,7 +319,10 @@ async fn rollout_from_bad_tag_back_to_good_completes() {
     .await;
     for pod in &remaining {
         assert!(pod_ready(pod));
-        let images: Vec<_> = container_statuses(pod).into_iter().map(|s| s.image).collect();
+        let images: Vec<_> = container_statuses(pod)
+            .into_iter()
+            .map(|s| s.image)
+            .collect();
         assert_eq!(images, vec!["nginx:1.27.3".to_string()]);
     }
 }
@@ -288,14 +338,17 @@ async fn failing_init_container_blocks_the_pod() {
     create::<Deployment>(client, &ns.name, manifest).await;
 
     let pod = wait_until(ROLLOUT, "Init:ImagePullBackOff", || async {
-        pods(client, &ns.name, "app=web").await.into_iter().find(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.init_container_statuses.clone())
-                .unwrap_or_default()
-                .iter()
-                .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-        })
+        pods(client, &ns.name, "app=web")
+            .await
+            .into_iter()
+            .find(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.init_container_statuses.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
+            })
     })
     .await;
     let status = pod.status.clone().unwrap();
@@ -373,7 +426,15 @@ async fn statefulset_daemonset_and_job_behave_as_in_a_real_cluster() {
 
 async fn sandbox_node_count(sandbox: &Sandbox) -> i32 {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sandbox.client.clone());
-    let count = nodes.list(&ListParams::default()).await.unwrap().items.len();
-    assert!(count >= 2, "the sandbox runs several kwok nodes, got {count}");
+    let count = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert!(
+        count >= 2,
+        "the sandbox runs several kwok nodes, got {count}"
+    );
     i32::try_from(count).unwrap()
 }

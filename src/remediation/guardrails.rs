@@ -126,7 +126,14 @@ pub fn guard_proposal(
             ));
             continue;
         }
-        check_paths(&at, &target.kind, &action.patch, live, &allowed, &mut violations);
+        check_paths(
+            &at,
+            &target.kind,
+            &action.patch,
+            live,
+            &allowed,
+            &mut violations,
+        );
         patched = merge_apply(&patched, &action.patch);
     }
 
@@ -162,7 +169,8 @@ fn check_target(
         ));
     }
     let patch = &action.patch;
-    let same = |field: &str, expected: &str| patch.get(field).and_then(Value::as_str) == Some(expected);
+    let same =
+        |field: &str, expected: &str| patch.get(field).and_then(Value::as_str) == Some(expected);
     if !same("apiVersion", &target.api_version) || !same("kind", &target.kind) {
         violations.push(format!(
             "{at}: patch apiVersion/kind must be {}/{}",
@@ -171,9 +179,14 @@ fn check_target(
     }
     let meta = patch.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
-    let ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str);
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
     if name != Some(target.name.as_str()) || ns.is_some_and(|n| n != namespace) {
-        violations.push(format!("{at}: patch metadata must name {namespace}/{}", target.name));
+        violations.push(format!(
+            "{at}: patch metadata must name {namespace}/{}",
+            target.name
+        ));
     }
 }
 
@@ -188,7 +201,10 @@ fn check_paths(
     let pod_spec = pod_spec_path(kind);
     let live_spec = pointer(live, pod_spec);
     for path in touched_paths(patch) {
-        let Some(rest) = path.strip_prefix(pod_spec).and_then(|r| r.strip_prefix('.')) else {
+        let Some(rest) = path
+            .strip_prefix(pod_spec)
+            .and_then(|r| r.strip_prefix('.'))
+        else {
             violations.push(format!("{at}: {path} is outside the pod template"));
             continue;
         };
@@ -199,15 +215,23 @@ fn check_paths(
             continue;
         }
         let Some((list, container, field)) = split_container_path(rest) else {
-            violations.push(format!("{at}: {path} is not a container field a fix may change"));
+            violations.push(format!(
+                "{at}: {path} is not a container field a fix may change"
+            ));
             continue;
         };
         let exists = live_spec
             .and_then(|s| s.get(list))
             .and_then(Value::as_array)
-            .is_some_and(|items| items.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(container)));
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(container))
+            });
         if !exists {
-            violations.push(format!("{at}: container {container:?} does not exist in {list}"));
+            violations.push(format!(
+                "{at}: container {container:?} does not exist in {list}"
+            ));
             continue;
         }
         match class_of(field) {
@@ -215,7 +239,9 @@ fn check_paths(
             Some(_) => violations.push(format!(
                 "{at}: {path} ({field}) is not allowed for these findings"
             )),
-            None => violations.push(format!("{at}: {path} ({field}) may never be changed by a fix")),
+            None => violations.push(format!(
+                "{at}: {path} ({field}) may never be changed by a fix"
+            )),
         }
     }
 }
@@ -237,7 +263,11 @@ fn pointer<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 /// Enforce-mode failures the patch introduces (failing after, passing before).
-fn introduced_policy_violations(live: &Value, patched: &Value, policies: &PolicySet) -> Vec<String> {
+fn introduced_policy_violations(
+    live: &Value,
+    patched: &Value,
+    policies: &PolicySet,
+) -> Vec<String> {
     let failing = |object: &Value| -> BTreeSet<(String, String, String)> {
         policies
             .validate(&EvalInput::for_resource(object))
@@ -342,24 +372,41 @@ spec:
     }
 
     fn guard(p: &Proposal, findings: &[Finding]) -> GuardrailVerdict {
-        guard_proposal("shop", &target(), findings, p, &live(), &policies(), &GuardrailLimits::default())
+        guard_proposal(
+            "shop",
+            &target(),
+            findings,
+            p,
+            &live(),
+            &policies(),
+            &GuardrailLimits::default(),
+        )
     }
 
     #[test]
     fn an_image_restore_passes() {
-        let p = proposal(container_patch(json!({"name": "app", "image": "nginx:1.25.5"})));
+        let p = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:1.25.5"}),
+        ));
         let verdict = guard(&p, &pull_finding());
         assert!(verdict.allowed, "{:?}", verdict.violations);
     }
 
     #[test]
     fn another_workload_or_namespace_is_refused() {
-        let mut p = proposal(container_patch(json!({"name": "app", "image": "nginx:1.25.5"})));
+        let mut p = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:1.25.5"}),
+        ));
         p.actions[0].target.name = "payments".into();
         p.actions[0].namespace = "kube-system".into();
         let verdict = guard(&p, &pull_finding());
         assert!(!verdict.allowed);
-        assert!(verdict.violations.iter().any(|v| v.contains("not the remediation's workload")));
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| v.contains("not the remediation's workload"))
+        );
         assert!(verdict.violations.iter().any(|v| v.contains("kube-system")));
     }
 
@@ -378,7 +425,11 @@ spec:
         ));
         let verdict = guard(&p, &pull_finding());
         assert!(!verdict.allowed);
-        assert!(verdict.violations[0].contains("not allowed for these findings"), "{:?}", verdict.violations);
+        assert!(
+            verdict.violations[0].contains("not allowed for these findings"),
+            "{:?}",
+            verdict.violations
+        );
     }
 
     #[test]
@@ -388,7 +439,12 @@ spec:
         ));
         let verdict = guard(&privileged, &pull_finding());
         assert!(!verdict.allowed);
-        assert!(verdict.violations.iter().any(|v| v.contains("may never be changed")));
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| v.contains("may never be changed"))
+        );
 
         let mut labels = container_patch(json!({"name": "app", "image": "nginx:1.25.5"}));
         labels["metadata"]["labels"] = json!({"owner": "me"});
@@ -405,14 +461,23 @@ spec:
 
     #[test]
     fn a_new_container_is_refused() {
-        let p = proposal(container_patch(json!({"name": "miner", "image": "busybox:1.36.1"})));
+        let p = proposal(container_patch(
+            json!({"name": "miner", "image": "busybox:1.36.1"}),
+        ));
         let verdict = guard(&p, &pull_finding());
-        assert!(verdict.violations.iter().any(|v| v.contains("does not exist")));
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| v.contains("does not exist"))
+        );
     }
 
     #[test]
     fn a_latest_image_is_refused_by_policy() {
-        let p = proposal(container_patch(json!({"name": "app", "image": "nginx:latest"})));
+        let p = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:latest"}),
+        ));
         let verdict = guard(&p, &pull_finding());
         assert!(!verdict.allowed);
         assert!(
@@ -424,9 +489,14 @@ spec:
 
     #[test]
     fn a_no_op_is_refused() {
-        let p = proposal(container_patch(json!({"name": "app", "image": "nginx:bad"})));
+        let p = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:bad"}),
+        ));
         let verdict = guard(&p, &pull_finding());
-        assert_eq!(verdict.violations, vec!["the patch changes nothing (no-op)".to_string()]);
+        assert_eq!(
+            verdict.violations,
+            vec!["the patch changes nothing (no-op)".to_string()]
+        );
     }
 
     #[test]
@@ -434,21 +504,43 @@ spec:
         let huge = "x".repeat(20_000);
         let p = proposal(container_patch(json!({"name": "app", "image": huge})));
         let verdict = guard(&p, &pull_finding());
-        assert!(verdict.violations.iter().any(|v| v.contains("bytes; the limit")));
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| v.contains("bytes; the limit"))
+        );
 
-        let mut many = proposal(container_patch(json!({"name": "app", "image": "nginx:1.25.5"})));
+        let mut many = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:1.25.5"}),
+        ));
         many.actions = vec![many.actions[0].clone(); 5];
-        assert!(guard(&many, &pull_finding()).violations.iter().any(|v| v.contains("at most")));
+        assert!(
+            guard(&many, &pull_finding())
+                .violations
+                .iter()
+                .any(|v| v.contains("at most"))
+        );
     }
 
     #[test]
     fn the_operator_namespace_is_never_patched() {
-        let p = proposal(container_patch(json!({"name": "app", "image": "nginx:1.25.5"})));
+        let p = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:1.25.5"}),
+        ));
         let limits = GuardrailLimits {
             operator_namespace: "shop".into(),
             ..GuardrailLimits::default()
         };
-        let verdict = guard_proposal("shop", &target(), &pull_finding(), &p, &live(), &policies(), &limits);
+        let verdict = guard_proposal(
+            "shop",
+            &target(),
+            &pull_finding(),
+            &p,
+            &live(),
+            &policies(),
+            &limits,
+        );
         assert!(!verdict.allowed);
     }
 
@@ -474,7 +566,9 @@ spec:
             json!({"name": "app", "resources": {"limits": {"memory": "128Mi"}}}),
         ));
         assert!(guard(&ok, &oom).allowed);
-        let image = proposal(container_patch(json!({"name": "app", "image": "nginx:1.25.5"})));
+        let image = proposal(container_patch(
+            json!({"name": "app", "image": "nginx:1.25.5"}),
+        ));
         assert!(!guard(&image, &oom).allowed);
     }
 }

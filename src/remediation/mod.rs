@@ -3,11 +3,15 @@
 //! the rollout → roll back if it got worse.
 //!
 //! - [`crd`]: the `Remediation` custom resource, the record of all of it.
+//! - [`approval`]: binding a human approval to the exact proposal shown.
+//! - [`conditions`]: status conditions derived from the phase.
 //! - [`detect`]: what is wrong with a pod, per container.
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
 //! - [`owner`]: from a broken pod to the workload a fix targets.
 //! - [`redact`]: masks credential-looking text before it becomes evidence.
+pub mod approval;
+pub mod conditions;
 pub mod crd;
 pub mod detect;
 pub mod guardrails;

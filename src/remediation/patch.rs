@@ -14,7 +14,11 @@ use super::crd::FieldChange;
 /// schema's `x-kubernetes-list-map-keys`, for the lists a fix may touch.
 fn list_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "imagePullSecrets"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "imagePullSecrets"
         | "volumes" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "ports" => Some("containerPort"),
@@ -53,7 +57,10 @@ fn merge_keyed_list(live: &[Value], patch: &[Value], key: &str) -> Value {
     let mut out: Vec<Value> = live.to_vec();
     for item in patch {
         let id = item.get(key);
-        match out.iter_mut().find(|existing| id.is_some() && existing.get(key) == id) {
+        match out
+            .iter_mut()
+            .find(|existing| id.is_some() && existing.get(key) == id)
+        {
             Some(existing) => *existing = merge_value(existing, item, None),
             None => out.push(item.clone()),
         }
@@ -83,7 +90,13 @@ fn render(value: &Value) -> Option<String> {
     }
 }
 
-fn diff_into(before: &Value, after: &Value, path: &str, field: Option<&str>, out: &mut Vec<FieldChange>) {
+fn diff_into(
+    before: &Value,
+    after: &Value,
+    path: &str,
+    field: Option<&str>,
+    out: &mut Vec<FieldChange>,
+) {
     if before == after {
         return;
     }
@@ -209,7 +222,9 @@ pub fn restore_patch(live: &Value, patch: &Value) -> Value {
         }
         out.insert("metadata".into(), Value::Object(m));
     }
-    if let (Some(Value::Object(p)), Some(l)) = (patch.get("spec").map(|s| s.clone()), live.get("spec")) {
+    if let (Some(Value::Object(p)), Some(l)) =
+        (patch.get("spec").map(|s| s.clone()), live.get("spec"))
+    {
         if let Some(spec) = restore_value(l, &Value::Object(p), None) {
             out.insert("spec".into(), spec);
         }
@@ -279,7 +294,10 @@ mod tests {
         let merged = merge_apply(&live(), &image_patch("nginx:1.25.5"));
         let containers = &merged["spec"]["template"]["spec"]["containers"];
         assert_eq!(containers[0]["image"], "nginx:1.25.5");
-        assert_eq!(containers[0]["env"][0]["value"], "1", "untouched fields survive");
+        assert_eq!(
+            containers[0]["env"][0]["value"], "1",
+            "untouched fields survive"
+        );
         assert_eq!(containers[1]["image"], "busybox:1.36.1");
         assert_eq!(merged["spec"]["replicas"], 3);
     }
@@ -304,7 +322,10 @@ mod tests {
             {"name": "app", "resources": {"limits": {"memory": "64Mi"}}}]}}}});
         let changes = diff(&live(), &merge_apply(&live(), &patch), "spec");
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].path, "spec.template.spec.containers[app].resources.limits.memory");
+        assert_eq!(
+            changes[0].path,
+            "spec.template.spec.containers[app].resources.limits.memory"
+        );
         assert_eq!(changes[0].from, None);
         assert_eq!(changes[0].to.as_deref(), Some("64Mi"));
     }
@@ -312,7 +333,8 @@ mod tests {
     #[test]
     fn touched_paths_lists_leaves_without_identity_fields() {
         let mut patch = image_patch("nginx:1.25.5");
-        patch["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "B", "value": "2"}]);
+        patch["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "B", "value": "2"}]);
         let paths = touched_paths(&patch);
         assert_eq!(
             paths,
@@ -341,6 +363,9 @@ mod tests {
         // Applying the fix then the restore gives the original values back.
         let fixed = merge_apply(&live(), &patch);
         let back = merge_apply(&fixed, &restore);
-        assert_eq!(back["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:bad");
+        assert_eq!(
+            back["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:bad"
+        );
     }
 }

@@ -86,9 +86,11 @@ impl Sandbox {
         // controller-manager has created the namespace's default account.
         let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
             Api::namespaced(self.client.clone(), &name);
-        wait_until(Duration::from_secs(30), "default service account", || async {
-            accounts.get_opt("default").await.ok().flatten()
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "default service account",
+            || async { accounts.get_opt("default").await.ok().flatten() },
+        )
         .await;
         TestNamespace {
             name,
@@ -109,7 +111,8 @@ impl Sandbox {
 
 /// Builds a client from a kubeconfig file.
 pub async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
-    let raw = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    let raw =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     let config = Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
