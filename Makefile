@@ -7,7 +7,7 @@ KUBECONFIG_SANDBOX := $(CURDIR)/target/sandbox/kubeconfig
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## build the operator (release)
@@ -45,3 +45,19 @@ demo: ## the main job end to end on a local sandbox
 .PHONY: crd
 crd: ## regenerate manifests/crd.yaml from the Rust types
 	cargo run --quiet -- crd > manifests/crd.yaml
+
+.PHONY: manifests
+manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap)
+	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
+
+.PHONY: bench
+bench: bench-webhook bench-admission-e2e ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+
+.PHONY: bench-webhook
+bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce) -> target/bench/webhook.json
+	@bash tests/bench/webhook.sh
+
+.PHONY: bench-admission-e2e
+bench-admission-e2e: ## Pod creates through the sandbox with and without the webhook -> target/bench/admission-e2e.json
+	@bash $(SANDBOX) up
+	cargo bench --locked --bench admission_e2e

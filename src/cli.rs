@@ -22,7 +22,8 @@ pub enum Command {
     /// Generate the admission webhook's CA and serving certificate
     /// (ca.crt, tls.crt, tls.key).
     Certs(crate::admission::certs::CertsArgs),
-    /// Run the operator. Today only `--webhook-only` is available.
+    /// Run the operator: the admission webhook and, on the elected leader,
+    /// the remediation controller.
     Run(RunArgs),
     /// Work with Kyverno-compatible policies offline.
     Policy {
@@ -68,6 +69,8 @@ pub struct RunArgs {
     pub webhook_only: bool,
     #[command(flatten)]
     pub webhook: crate::admission::command::WebhookArgs,
+    #[command(flatten)]
+    pub controller: crate::operator::ControllerArgs,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -92,10 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Run(args)) if args.webhook_only => {
             crate::admission::command::run_webhook_command(args.webhook)
         }
-        Some(Command::Run(_)) => {
-            eprintln!("aiops-operator run: only --webhook-only is implemented so far");
-            ExitCode::from(2)
-        }
+        Some(Command::Run(args)) => crate::operator::run_operator(args.webhook, args.controller),
         None => {
             use clap::CommandFactory;
             // No subcommand: show help on stderr and fail, like other CLIs do.

@@ -7,5 +7,7 @@
 //! - [`llm`]: model providers for proposals.
 pub mod admission;
 pub mod cli;
+pub mod operator;
+pub mod plugin;
 pub mod policy;
 pub mod remediation;

@@ -130,6 +130,14 @@ pub enum CommandError {
 }
 
 async fn serve(args: WebhookArgs) -> Result<(), CommandError> {
+    let config = prepare_webhook(args).await?;
+    run_webhook(config).await?;
+    Ok(())
+}
+
+/// Turns the flags into a webhook configuration: loads the policies,
+/// connects to Kubernetes (unless standalone) and publishes the CA bundle.
+pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, CommandError> {
     let policies = policy_files::load_policies(&args.policies_dir, &args.extra_policies)?;
     tracing::info!(
         policies = policies.policies().count(),
@@ -182,13 +190,12 @@ async fn serve(args: WebhookArgs) -> Result<(), CommandError> {
             instance: std::env::var("POD_NAME").ok(),
         },
     };
-    run_webhook(config).await?;
-    Ok(())
+    Ok(config)
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default `info`). Does nothing if
 /// the binary already installed a subscriber.
-fn init_tracing() {
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -100,7 +100,15 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("aiops_admission");
+        Self::new_with(|_| {})
+    }
+
+    /// The webhook's metrics plus whatever `register` adds to the same
+    /// registry (one `/metrics` for the whole operator).
+    pub fn new_with(register: impl FnOnce(&mut Registry)) -> Self {
+        let mut root = Registry::default();
+        register(&mut root);
+        let registry = root.sub_registry_with_prefix("aiops_admission");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -140,7 +148,7 @@ impl Metrics {
             config_updates.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             requests,
             latency,
             violations,

@@ -127,8 +127,20 @@ pub enum WebhookError {
     MissingClient,
 }
 
+/// Additions from the rest of the operator: more routes on the same TLS
+/// server (e.g. the Remediation approval endpoint) and more metrics in the
+/// same registry (served on `/metrics`).
+#[derive(Default)]
+pub struct WebhookExtras {
+    pub routes: Option<axum::Router>,
+    #[allow(clippy::type_complexity)]
+    pub register_metrics:
+        Option<Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>>,
+}
+
 /// A bound, not yet serving, webhook.
 pub struct Webhook {
+    extra_routes: Option<axum::Router>,
     listener: TcpListener,
     local_addr: SocketAddr,
     acceptor: TlsAcceptor,
@@ -143,10 +155,37 @@ impl Webhook {
     /// tasks (certificate reload, ConfigMap watch, audit writer). Must run
     /// inside a Tokio runtime.
     pub async fn bind(config: WebhookConfig) -> Result<Self, WebhookError> {
+        Self::bind_with(config, WebhookExtras::default()).await
+    }
+
+    /// [`Webhook::bind`] with extra routes and metrics.
+    pub async fn bind_with(
+        config: WebhookConfig,
+        extras: WebhookExtras,
+    ) -> Result<Self, WebhookError> {
+        // Check the configuration before acquiring or spawning anything.
+        if matches!(config.modes, ModeSource::ConfigMap(_)) && config.client.is_none() {
+            return Err(WebhookError::MissingClient);
+        }
         let provider = tls::crypto_provider();
         let cert = ReloadingCert::load(&config.cert_file, &config.key_file, Arc::clone(&provider))?;
         let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&cert), provider)?);
-        let metrics = Arc::new(Metrics::new());
+        // Bind before spawning anything, so a taken port leaks no task.
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| WebhookError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| WebhookError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics = Arc::new(match extras.register_metrics {
+            Some(register) => Metrics::new_with(register),
+            None => Metrics::new(),
+        });
         let mut background =
             vec![cert.spawn_reloader(config.limits.cert_poll_interval, Arc::clone(&metrics))];
 
@@ -176,19 +215,9 @@ impl Webhook {
             None => (AuditSink::disabled(Arc::clone(&metrics)), None),
         };
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| WebhookError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| WebhookError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let state = Arc::new(AppState::new(config.policies, modes, metrics, audit));
         Ok(Webhook {
+            extra_routes: extras.routes,
             listener,
             local_addr,
             acceptor,
@@ -209,6 +238,11 @@ impl Webhook {
         self.state.modes.clone()
     }
 
+    /// The policies the webhook enforces (shared with the guardrails).
+    pub fn policies(&self) -> Arc<PolicySet> {
+        Arc::clone(&self.state.policies)
+    }
+
     /// The webhook's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
@@ -225,6 +259,10 @@ impl Webhook {
                 request_timeout: self.limits.request_timeout,
             },
         );
+        let router = match self.extra_routes {
+            Some(extra) => router.merge(extra),
+            None => router,
+        };
         let draining = Arc::clone(&self.state);
         let shutdown = async move {
             shutdown.await;

@@ -11,6 +11,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The annotation a human sets (to any new value) to ask for a new proposal.
+pub const REGENERATE_ANNOTATION: &str = "aiops-operator.dev/regenerate";
+
 /// A broken workload and the human decision about its proposed fix.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -138,6 +141,12 @@ pub struct RemediationStatus {
     /// Apply attempts so far; bounded by the operator's retry limit.
     #[serde(default)]
     pub attempts: u32,
+    /// The workload generation the applied fix produced; verification waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+    /// The value of the `aiops-operator.dev/regenerate` annotation last acted on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub regenerate_token: String,
     /// A human-readable account of the last transition.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

@@ -263,7 +263,7 @@ fn pointer<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 /// Enforce-mode failures the patch introduces (failing after, passing before).
-fn introduced_policy_violations(
+pub fn introduced_policy_violations(
     live: &Value,
     patched: &Value,
     policies: &PolicySet,

@@ -1,0 +1,728 @@
+//! The Remediation controller: one `reconcile` per Remediation, driven by
+//! its phase, and one `error_policy` that turns every error into a log
+//! line and a bounded requeue.
+//!
+//! Diagnosing → (evidence, proposal, guardrails, dry run) → Proposed
+//! Proposed   → (bound human approval) → Applying | Rejected | Diagnosing (regenerate)
+//! Applying   → (snapshot, then server-side apply) → Applied
+//! Applied    → (rollout verification) → Verified | RolledBack
+//! closed     → deleted after the retention period
+//!
+//! The snapshot of the fields a fix changes is written before the apply,
+//! and the apply is idempotent, so a restart mid-apply neither applies
+//! twice nor leaves the Remediation stuck.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::approval::bound_approval;
+use super::conditions::set_phase_conditions;
+use super::crd::{
+    DryRun, Phase, Proposal, REGENERATE_ANNOTATION, Remediation, RemediationStatus, Snapshot,
+    WorkloadRef,
+};
+use super::detect::detect_anomaly;
+use super::evidence::{fetch_workload, gather_evidence, revision_templates};
+use super::guardrails::{guard_proposal, introduced_policy_violations};
+use super::patch::{diff, merge_apply, restore_patch};
+use super::rollout::{RolloutProgress, rollout_progress};
+use super::rules::propose_from_rules;
+use super::{Shared, status_patch};
+
+/// Why a reconcile failed; every variant is retried by `error_policy`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("gathering evidence: {0}")]
+    Evidence(#[from] super::evidence::EvidenceError),
+    #[error("remediation {0} has no namespace")]
+    NoNamespace(String),
+}
+
+/// Runs the controller (and the pod detector beside it) until `shutdown` resolves.
+pub async fn run(
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<Remediation> = Api::all(shared.client.clone());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    // The detector reads the controller's own cache of Remediations.
+    let detector = tokio::spawn(super::detector::run_detector(
+        Arc::clone(&shared),
+        controller.store(),
+    ));
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(8))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::clone(&shared))
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile ended with an error");
+            }
+        })
+        .await;
+    detector.abort();
+}
+
+fn error_policy(
+    remediation: Arc<Remediation>,
+    error: &ReconcileError,
+    _shared: Arc<Shared>,
+) -> Action {
+    tracing::warn!(remediation = %remediation.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(remediation = %remediation.name_any(), namespace = remediation.namespace().unwrap_or_default()))]
+async fn reconcile(
+    remediation: Arc<Remediation>,
+    shared: Arc<Shared>,
+) -> Result<Action, ReconcileError> {
+    let phase = remediation
+        .status
+        .as_ref()
+        .map(|s| s.phase)
+        .unwrap_or_default();
+    match phase {
+        Phase::Diagnosing => diagnose(&remediation, &shared).await,
+        Phase::Proposed => review(&remediation, &shared).await,
+        Phase::Applying => apply(&remediation, &shared).await,
+        Phase::Applied => verify(&remediation, &shared).await,
+        _ => retain(&remediation, &shared).await,
+    }
+}
+
+fn namespace_of(remediation: &Remediation) -> Result<String, ReconcileError> {
+    remediation
+        .namespace()
+        .ok_or_else(|| ReconcileError::NoNamespace(remediation.name_any()))
+}
+
+/// A namespaced API for the workload's kind.
+pub fn workload_api(client: &Client, namespace: &str, target: &WorkloadRef) -> Api<DynamicObject> {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", target.api_version.as_str()),
+    };
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// The field manager of one Remediation's fixes: one fix never removes the
+/// fields another fix set, and a rollback releases exactly its own fields.
+pub fn field_manager(remediation: &Remediation) -> String {
+    format!("aiops-operator/{}", remediation.name_any())
+}
+
+/// Moves to `phase`, writing the given status with consistent conditions,
+/// an Event on the Remediation and on the workload, and the phase metric.
+async fn transition(
+    shared: &Shared,
+    remediation: &Remediation,
+    mut status: RemediationStatus,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+) -> Result<(), ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let now = Time(Timestamp::now());
+    status.phase = phase;
+    status.message = message.to_string();
+    status.last_update_time = Some(now.clone());
+    status.observed_generation = remediation.metadata.generation;
+    set_phase_conditions(
+        &mut status,
+        remediation.metadata.generation,
+        reason,
+        message,
+        &now,
+    );
+    let mut patch = status_patch(&status);
+    // Findings and the main reason belong to the detector; never write back a stale copy.
+    if let Some(s) = patch.get_mut("status").and_then(Value::as_object_mut) {
+        s.remove("findings");
+        s.remove("reason");
+        s.remove("targetDisplay");
+    }
+    Api::<Remediation>::namespaced(shared.client.clone(), &namespace)
+        .patch_status(
+            &remediation.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    shared.metrics.count_phase(phase, &status.reason);
+    shared.publish(remediation, reason, message).await;
+    tracing::info!(phase = ?phase, %reason, %message, "transition");
+    Ok(())
+}
+
+/// The workload's pods that show findings now.
+async fn failing_pods(
+    shared: &Shared,
+    namespace: &str,
+    live: &Value,
+) -> Result<Vec<Pod>, kube::Error> {
+    let pods = workload_pods(shared, namespace, live).await?;
+    let now = Timestamp::now();
+    Ok(pods
+        .into_iter()
+        .filter(|p| !detect_anomaly(p, now, shared.config.not_ready_after).is_empty())
+        .collect())
+}
+
+/// The pods selected by the workload (or the bare Pod itself).
+async fn workload_pods(
+    shared: &Shared,
+    namespace: &str,
+    live: &Value,
+) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), namespace);
+    if live.get("kind").and_then(Value::as_str) == Some("Pod") {
+        let name = live
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Ok(api.get_opt(name).await?.into_iter().collect());
+    }
+    let labels = live
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| live.pointer("/spec/jobTemplate/spec/template/metadata/labels"))
+        .and_then(Value::as_object);
+    let Some(labels) = labels.filter(|l| !l.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let selector = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let mut status = remediation.status.clone().unwrap_or_default();
+    if status.findings.is_empty() {
+        // The detector writes findings right after creating the object.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let target = &remediation.spec.target;
+    let live = match fetch_workload(&shared.client, &namespace, target).await {
+        Ok(live) => live,
+        Err(error) => {
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Failed,
+                "TargetGone",
+                &error.to_string(),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let failing = failing_pods(shared, &namespace, &live).await?;
+    let evidence = gather_evidence(&shared.client, &namespace, target, &failing).await?;
+    let revisions = revision_templates(&shared.client, &namespace, target).await?;
+    let proposal = propose_from_rules(
+        &live,
+        &evidence,
+        &status.findings,
+        &revisions,
+        &shared.config.rules,
+    );
+    let verdict = guard_proposal(
+        &namespace,
+        target,
+        &status.findings,
+        &proposal,
+        &live,
+        &shared.policies,
+        &shared.config.guardrails,
+    );
+    status.evidence = Some(evidence);
+    status.guardrail = Some(verdict.clone());
+    status.proposal = Some(proposal.clone());
+    status.dry_run = None;
+    if !verdict.allowed {
+        let message = format!("proposal refused: {}", verdict.violations.join("; "));
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Failed,
+            "GuardrailRejected",
+            &message,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    if proposal.actions.is_empty() {
+        let message = format!("needs a human: {}", proposal.summary);
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Proposed,
+            "NeedsHuman",
+            &message,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    match dry_run(shared, remediation, &namespace, &proposal, &live).await {
+        Ok(dry) => {
+            status.dry_run = Some(dry);
+            let message = format!(
+                "{} (from {}); approve with kubectl to apply",
+                proposal.summary, proposal.source
+            );
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Proposed,
+                "Proposed",
+                &message,
+            )
+            .await?;
+        }
+        Err(message) => {
+            status.dry_run = Some(DryRun {
+                result: "Failed".into(),
+                message: message.clone(),
+                diff: Vec::new(),
+                proposal_hash: proposal.hash.clone(),
+            });
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Failed,
+                "DryRunFailed",
+                &message,
+            )
+            .await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Server-side dry run of every action, then the policy check on what the
+/// API server says the object would become, and the field-level diff.
+async fn dry_run(
+    shared: &Shared,
+    remediation: &Remediation,
+    namespace: &str,
+    proposal: &Proposal,
+    live: &Value,
+) -> Result<DryRun, String> {
+    let api = workload_api(&shared.client, namespace, &remediation.spec.target);
+    let params = PatchParams::apply(&field_manager(remediation))
+        .force()
+        .dry_run();
+    let mut result = live.clone();
+    for action in &proposal.actions {
+        let name = remediation.spec.target.name.as_str();
+        let object = api
+            .patch(name, &params, &Patch::Apply(&action.patch))
+            .await
+            .map_err(|e| format!("the API server rejected the dry run: {e}"))?;
+        result = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    }
+    let introduced = introduced_policy_violations(live, &result, &shared.policies);
+    if !introduced.is_empty() {
+        return Err(format!(
+            "the dry-run result violates policy: {}",
+            introduced.join("; ")
+        ));
+    }
+    Ok(DryRun {
+        result: "Succeeded".into(),
+        message: String::new(),
+        diff: diff(live, &result, "spec"),
+        proposal_hash: proposal.hash.clone(),
+    })
+}
+
+async fn review(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let status = remediation.status.clone().unwrap_or_default();
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), &namespace);
+    if remediation.spec.rejected {
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Rejected,
+            "Rejected",
+            "rejected by a human; nothing was applied",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let token = remediation
+        .annotations()
+        .get(REGENERATE_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    if !token.is_empty() && token != status.regenerate_token {
+        // A new proposal invalidates any approval of the old one.
+        if remediation.spec.approved || remediation.spec.approval.is_some() {
+            api.patch(
+                &remediation.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"approved": false, "approval": null}})),
+            )
+            .await?;
+        }
+        let fresh = RemediationStatus {
+            findings: status.findings.clone(),
+            reason: status.reason.clone(),
+            target_display: status.target_display.clone(),
+            regenerate_token: token,
+            ..RemediationStatus::default()
+        };
+        transition(
+            shared,
+            remediation,
+            fresh,
+            Phase::Diagnosing,
+            "Regenerate",
+            "a new proposal was requested",
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if !remediation.spec.approved {
+        return Ok(Action::await_change());
+    }
+    match bound_approval(remediation, &shared.config.operator_identity, &shared.key) {
+        Ok(record) => {
+            let mut next = status;
+            next.approved_by = Some(record.approved_by.clone());
+            let message = format!("approved by {}", record.approved_by);
+            transition(
+                shared,
+                remediation,
+                next,
+                Phase::Applying,
+                "Approved",
+                &message,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Err(refusal) => {
+            let message = format!("approval not acted on: {refusal}");
+            if status.message != message {
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Proposed,
+                    "ApprovalRefused",
+                    &message,
+                )
+                .await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let mut status = remediation.status.clone().unwrap_or_default();
+    let Some(proposal) = status.proposal.clone() else {
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Failed,
+            "NoProposal",
+            "nothing to apply",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    // Re-check the binding: the proposal may have changed since the approval.
+    if let Err(refusal) = bound_approval(remediation, &shared.config.operator_identity, &shared.key)
+    {
+        let message = format!("approval no longer valid: {refusal}");
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Proposed,
+            "ApprovalRefused",
+            &message,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let target = &remediation.spec.target;
+    let api = workload_api(&shared.client, &namespace, target);
+    if status.snapshot.is_none() {
+        // The snapshot is taken from the object before any apply and stored
+        // first, so a restart re-applies (idempotently) but never re-snapshots.
+        let live = fetch_workload(&shared.client, &namespace, target).await?;
+        let mut restore = json!({});
+        for action in &proposal.actions {
+            restore = merge_apply(&restore, &restore_patch(&live, &action.patch));
+        }
+        status.snapshot = Some(Snapshot {
+            generation: live
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            restore_patch: restore,
+        });
+        transition(
+            shared,
+            remediation,
+            status.clone(),
+            Phase::Applying,
+            "Snapshot",
+            "prior values saved; applying",
+        )
+        .await?;
+    }
+    let params = PatchParams::apply(&field_manager(remediation)).force();
+    let mut generation = None;
+    for action in &proposal.actions {
+        match api
+            .patch(&target.name, &params, &Patch::Apply(&action.patch))
+            .await
+        {
+            Ok(object) => generation = object.metadata.generation,
+            Err(error) => {
+                shared.metrics.count_apply("failed");
+                status.attempts += 1;
+                let message = format!("apply attempt {} failed: {error}", status.attempts);
+                if status.attempts >= shared.config.max_attempts {
+                    transition(
+                        shared,
+                        remediation,
+                        status,
+                        Phase::Failed,
+                        "ApplyFailed",
+                        &message,
+                    )
+                    .await?;
+                    return Ok(Action::await_change());
+                }
+                transition(
+                    shared,
+                    remediation,
+                    status.clone(),
+                    Phase::Applying,
+                    "ApplyRetry",
+                    &message,
+                )
+                .await?;
+                let backoff = Duration::from_secs(2u64.saturating_pow(status.attempts).min(60));
+                return Ok(Action::requeue(backoff));
+            }
+        }
+    }
+    shared.metrics.count_apply("applied");
+    status.attempts += 1;
+    status.applied_at = Some(Time(Timestamp::now()));
+    status.applied_generation = generation;
+    let message = format!(
+        "applied with field manager {}; verifying the rollout",
+        field_manager(remediation)
+    );
+    transition(
+        shared,
+        remediation,
+        status,
+        Phase::Applied,
+        "Applied",
+        &message,
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+async fn verify(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let mut status = remediation.status.clone().unwrap_or_default();
+    let live = fetch_workload(&shared.client, &namespace, &remediation.spec.target).await?;
+    let applied_at = status
+        .applied_at
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let now = Timestamp::now();
+    let grace = &shared.config.grace;
+    let failing_new: Vec<String> = workload_pods(shared, &namespace, &live)
+        .await?
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 >= applied_at)
+        })
+        .filter_map(|p| {
+            let age = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+                .unwrap_or_default();
+            let bad: Vec<String> = detect_anomaly(p, now, shared.config.not_ready_after)
+                .into_iter()
+                .filter(|f| age >= grace.for_reason(&f.reason))
+                .map(|f| f.reason)
+                .collect();
+            (!bad.is_empty()).then(|| format!("{}: {}", p.name_any(), bad.join(",")))
+        })
+        .collect();
+    let generation = status.applied_generation.unwrap_or(0);
+    match rollout_progress(&live, generation, &failing_new) {
+        RolloutProgress::Complete => {
+            status.verified_at = Some(Time(now));
+            if let Some(created) = remediation.metadata.creation_timestamp.as_ref()
+                && let Ok(elapsed) = Duration::try_from(now.duration_since(created.0))
+            {
+                shared.metrics.observe_duration(elapsed);
+            }
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Verified,
+                "RolloutComplete",
+                "the fixed revision is rolled out and healthy",
+            )
+            .await?;
+            Ok(Action::requeue(shared.config.retention))
+        }
+        RolloutProgress::Progressing(progress) => {
+            let waited = Duration::try_from(now.duration_since(applied_at)).unwrap_or_default();
+            if waited > shared.config.verify_timeout {
+                let reason = format!(
+                    "the rollout did not complete within {:?} ({progress})",
+                    shared.config.verify_timeout
+                );
+                return roll_back(remediation, shared, status, &reason).await;
+            }
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        RolloutProgress::Failed(reason) => roll_back(remediation, shared, status, &reason).await,
+    }
+}
+
+async fn roll_back(
+    remediation: &Remediation,
+    shared: &Shared,
+    mut status: RemediationStatus,
+    why: &str,
+) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let Some(snapshot) = status.snapshot.clone() else {
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Failed,
+            "NoSnapshot",
+            &format!("{why}; no snapshot to roll back to"),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let api = workload_api(&shared.client, &namespace, &remediation.spec.target);
+    let params = PatchParams::apply(&field_manager(remediation)).force();
+    match api
+        .patch(
+            &remediation.spec.target.name,
+            &params,
+            &Patch::Apply(&snapshot.restore_patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            shared.metrics.count_apply("rolled-back");
+            let message = format!("rolled back to the prior values: {why}");
+            shared
+                .publish_on_workload(remediation, "RolledBack", &message)
+                .await;
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::RolledBack,
+                "RolledBack",
+                &message,
+            )
+            .await?;
+            Ok(Action::requeue(shared.config.retention))
+        }
+        Err(error) => {
+            shared.metrics.count_apply("rollback-failed");
+            status.attempts += 1;
+            let message = format!("rollback failed ({error}) after: {why}");
+            if status.attempts >= shared.config.max_attempts + 2 {
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Failed,
+                    "RollbackFailed",
+                    &message,
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Applied,
+                "RollbackRetry",
+                &message,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+    }
+}
+
+/// Closed Remediations are kept for the retention period, then deleted.
+async fn retain(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    let namespace = namespace_of(remediation)?;
+    let closed_at = remediation
+        .status
+        .as_ref()
+        .and_then(|s| s.last_update_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let age = Duration::try_from(Timestamp::now().duration_since(closed_at)).unwrap_or_default();
+    if age >= shared.config.retention {
+        Api::<Remediation>::namespaced(shared.client.clone(), &namespace)
+            .delete(&remediation.name_any(), &DeleteParams::default())
+            .await?;
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(shared.config.retention - age))
+}

@@ -1,0 +1,460 @@
+//! The pod watcher: turns pod findings into at most one open Remediation
+//! per workload.
+//!
+//! Healthy pods cost nothing beyond the watch: only a pod with findings is
+//! traced to its workload (through the owner cache). Findings are
+//! aggregated per workload, held back for each reason's grace period, and
+//! written only when they change, so repeated pod events cause no writes.
+//! When every pod of a workload is healthy again before any fix, its open
+//! Remediation moves to `Resolved`.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+use super::crd::{Finding, Phase, Remediation, RemediationSpec, WorkloadRef};
+use super::detect::{GracePeriods, PodFinding, detect_anomaly, primary_reason};
+use super::owner::{OwnerCache, owner_workload};
+use super::{Shared, status_patch};
+
+/// Findings of one workload, across its pods.
+#[derive(Debug)]
+struct Case {
+    namespace: String,
+    workload: WorkloadRef,
+    /// Pod name → its findings now.
+    pods: BTreeMap<String, Vec<PodFinding>>,
+    /// When each reason was first seen on this workload (for grace periods
+    /// and the detection-latency metric).
+    first_seen: BTreeMap<String, Instant>,
+    /// The findings last written to the Remediation.
+    written: Option<Vec<Finding>>,
+}
+
+/// Detector state: cases keyed by workload uid, and which case each failing pod feeds.
+#[derive(Default)]
+struct Cases {
+    by_workload: HashMap<String, Case>,
+    pod_to_workload: HashMap<String, String>,
+    /// Remediations this process created, until the watch cache shows them.
+    created: HashMap<String, String>,
+}
+
+/// Strips what detection never reads, so the cache stays small with thousands of pods.
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.command = None;
+            c.args = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.security_context = None;
+        }
+    }
+}
+
+/// Runs until the watch stream ends (it retries with backoff on errors).
+pub async fn run_detector(shared: Arc<Shared>, remediations: Store<Remediation>) {
+    let pods: Api<Pod> = Api::all(shared.client.clone());
+    let owners = OwnerCache::default();
+    let mut cases = Cases::default();
+    let stream = watcher::watcher(pods, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_pod);
+    let mut stream = std::pin::pin!(stream);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                    observe_pod(&shared, &owners, &mut cases, &pod).await;
+                }
+                Some(Ok(Event::Delete(pod))) => forget_pod(&mut cases, &pod),
+                Some(Ok(Event::Init | Event::InitDone)) => {}
+                Some(Err(error)) => tracing::warn!(%error, "pod watch error; retrying"),
+                None => return,
+            },
+            _ = tick.tick() => evaluate_all(&shared, &remediations, &mut cases).await,
+        }
+    }
+}
+
+async fn observe_pod(shared: &Shared, owners: &OwnerCache, cases: &mut Cases, pod: &Pod) {
+    let namespace = pod.namespace().unwrap_or_default();
+    if !shared.watches_namespace(&namespace) {
+        return;
+    }
+    let uid = pod.uid().unwrap_or_default();
+    let findings = detect_anomaly(
+        pod,
+        k8s_openapi::jiff::Timestamp::now(),
+        shared.config.not_ready_after,
+    );
+    let known = cases.pod_to_workload.get(&uid).cloned();
+    if findings.is_empty() {
+        if let Some(workload_uid) = known {
+            cases.pod_to_workload.remove(&uid);
+            if let Some(case) = cases.by_workload.get_mut(&workload_uid) {
+                case.pods.remove(&pod.name_any());
+            }
+        }
+        return;
+    }
+    let workload_uid = match known {
+        Some(w) => w,
+        None => match owner_workload(&shared.client, owners, pod).await {
+            Ok(owned) => {
+                let key = owned.workload.uid.clone();
+                cases
+                    .by_workload
+                    .entry(key.clone())
+                    .or_insert_with(|| Case {
+                        namespace: owned.namespace.clone(),
+                        workload: owned.workload.clone(),
+                        pods: BTreeMap::new(),
+                        first_seen: BTreeMap::new(),
+                        written: None,
+                    });
+                key
+            }
+            Err(error) => {
+                tracing::warn!(%error, pod = %pod.name_any(), %namespace, "cannot find the pod's workload");
+                return;
+            }
+        },
+    };
+    cases.pod_to_workload.insert(uid, workload_uid.clone());
+    if let Some(case) = cases.by_workload.get_mut(&workload_uid) {
+        let now = Instant::now();
+        for finding in &findings {
+            case.first_seen.entry(finding.reason.clone()).or_insert(now);
+        }
+        case.pods.insert(pod.name_any(), findings);
+    }
+}
+
+fn forget_pod(cases: &mut Cases, pod: &Pod) {
+    if let Some(workload_uid) = cases.pod_to_workload.remove(&pod.uid().unwrap_or_default())
+        && let Some(case) = cases.by_workload.get_mut(&workload_uid)
+    {
+        case.pods.remove(&pod.name_any());
+    }
+}
+
+/// Groups a workload's pod findings into one finding per (container, reason).
+fn aggregate(case: &Case, grace: &GracePeriods, now: Instant) -> Vec<Finding> {
+    let mut grouped: BTreeMap<(bool, String, String), Finding> = BTreeMap::new();
+    for findings in case.pods.values() {
+        for f in findings {
+            let seen = case.first_seen.get(&f.reason).copied().unwrap_or(now);
+            if now.duration_since(seen) < grace.for_reason(&f.reason) {
+                continue;
+            }
+            let entry = grouped
+                .entry((f.init, f.container.clone(), f.reason.clone()))
+                .or_insert_with(|| Finding {
+                    container: f.container.clone(),
+                    init: f.init,
+                    reason: f.reason.clone(),
+                    message: f.message.clone(),
+                    pods: 0,
+                    exit_code: f.exit_code,
+                    image: f.image.clone(),
+                });
+            entry.pods += 1;
+        }
+    }
+    grouped.into_values().collect()
+}
+
+fn open_remediation<'a>(
+    store: &'a [Arc<Remediation>],
+    workload_uid: &str,
+) -> Option<&'a Arc<Remediation>> {
+    store.iter().find(|r| {
+        r.spec.target.uid == workload_uid
+            && !r
+                .status
+                .as_ref()
+                .map(|s| s.phase)
+                .unwrap_or_default()
+                .is_closed()
+    })
+}
+
+async fn evaluate_all(shared: &Shared, store: &Store<Remediation>, cases: &mut Cases) {
+    let now = Instant::now();
+    let remediations = store.state();
+    cases
+        .created
+        .retain(|_, name| !remediations.iter().any(|r| &r.name_any() == name));
+    let mut finished = Vec::new();
+    for (workload_uid, case) in cases.by_workload.iter_mut() {
+        let findings = aggregate(case, &shared.config.grace, now);
+        let open = open_remediation(&remediations, workload_uid);
+        let name = open
+            .map(|r| r.name_any())
+            .or_else(|| cases.created.get(workload_uid).cloned());
+        match (name, findings.is_empty()) {
+            (None, true) => {
+                if case.pods.is_empty() {
+                    finished.push(workload_uid.clone());
+                }
+            }
+            (None, false) => match open_case(shared, case, &findings).await {
+                Ok(created) => {
+                    let started = case.first_seen.values().min().copied().unwrap_or(now);
+                    shared
+                        .metrics
+                        .observe_detection(now.duration_since(started));
+                    cases.created.insert(workload_uid.clone(), created);
+                    case.written = Some(findings);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, workload = %case.workload.name, "cannot open a remediation")
+                }
+            },
+            (Some(name), false) => {
+                if case.written.as_ref() != Some(&findings) {
+                    match write_findings(shared, &case.namespace, &name, &findings).await {
+                        Ok(()) => case.written = Some(findings),
+                        Err(error) => {
+                            tracing::warn!(%error, remediation = %name, "cannot update findings")
+                        }
+                    }
+                }
+            }
+            (Some(name), true) => {
+                // Healthy again. Before any fix, that closes the case; after a
+                // fix, the controller's verification owns the outcome.
+                let phase = open
+                    .and_then(|r| r.status.as_ref())
+                    .map(|s| s.phase)
+                    .unwrap_or_default();
+                if case.pods.is_empty() && matches!(phase, Phase::Diagnosing | Phase::Proposed) {
+                    if let Err(error) = resolve(shared, &case.namespace, &name).await {
+                        tracing::warn!(%error, remediation = %name, "cannot mark resolved");
+                    }
+                    finished.push(workload_uid.clone());
+                } else if case.pods.is_empty() {
+                    finished.push(workload_uid.clone());
+                }
+            }
+        }
+    }
+    for uid in finished {
+        cases.by_workload.remove(&uid);
+    }
+}
+
+/// A name that is unique per incident and says which workload it is about.
+fn remediation_name(workload: &WorkloadRef) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let suffix = format!("{:x}", stamp % 0xff_ffff);
+    let mut base = format!("{}-{}", workload.kind.to_lowercase(), workload.name);
+    base.truncate(62 - suffix.len());
+    format!("{}-{suffix}", base.trim_end_matches('-'))
+}
+
+#[tracing::instrument(skip_all, fields(namespace = %case.namespace, workload = %case.workload.name))]
+async fn open_case(
+    shared: &Shared,
+    case: &Case,
+    findings: &[Finding],
+) -> Result<String, kube::Error> {
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), &case.namespace);
+    let mut remediation = Remediation::new(
+        &remediation_name(&case.workload),
+        RemediationSpec {
+            target: case.workload.clone(),
+            approved: false,
+            rejected: false,
+            approval: None,
+        },
+    );
+    remediation.metadata.labels = Some(BTreeMap::from([
+        (
+            "aiops-operator.dev/workload-uid".to_string(),
+            case.workload.uid.clone(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "aiops-operator".to_string(),
+        ),
+    ]));
+    let created = api.create(&PostParams::default(), &remediation).await?;
+    let name = created.name_any();
+    let reason = primary_reason(findings.iter().map(|f| f.reason.as_str())).unwrap_or_default();
+    let mut status = super::crd::RemediationStatus {
+        phase: Phase::Diagnosing,
+        target_display: format!("{}/{}", case.workload.kind, case.workload.name),
+        reason: reason.to_string(),
+        findings: findings.to_vec(),
+        last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        message: format!("{} pod(s) failing", case.pods.len()),
+        ..Default::default()
+    };
+    let message = status.message.clone();
+    super::conditions::set_phase_conditions(
+        &mut status,
+        created.metadata.generation,
+        "Detected",
+        &message,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(status_patch(&status)),
+    )
+    .await?;
+    shared.metrics.count_phase(Phase::Diagnosing, reason);
+    shared
+        .publish(
+            &created,
+            "Detected",
+            &format!(
+                "{reason}: {} pod(s) of {} failing",
+                case.pods.len(),
+                case.workload.name
+            ),
+        )
+        .await;
+    tracing::info!(remediation = %name, %reason, "opened a remediation");
+    Ok(name)
+}
+
+async fn write_findings(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    findings: &[Finding],
+) -> Result<(), kube::Error> {
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), namespace);
+    let reason = primary_reason(findings.iter().map(|f| f.reason.as_str())).unwrap_or_default();
+    let patch = json!({"status": {"findings": findings, "reason": reason,
+        "lastUpdateTime": Time(k8s_openapi::jiff::Timestamp::now())}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+async fn resolve(shared: &Shared, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), namespace);
+    let current = api.get_status(name).await?;
+    let mut status = current.status.clone().unwrap_or_default();
+    status.phase = Phase::Resolved;
+    status.message = "the workload recovered on its own before any fix".into();
+    status.last_update_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    let message = status.message.clone();
+    super::conditions::set_phase_conditions(
+        &mut status,
+        current.metadata.generation,
+        "Recovered",
+        &message,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(status_patch(&status)),
+    )
+    .await?;
+    shared.metrics.count_phase(Phase::Resolved, &status.reason);
+    shared.publish(&current, "Resolved", &status.message).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(container: &str, reason: &str) -> PodFinding {
+        PodFinding {
+            container: container.into(),
+            init: false,
+            reason: reason.into(),
+            message: String::new(),
+            exit_code: None,
+            image: Some("nginx:x".into()),
+        }
+    }
+
+    #[test]
+    fn twenty_replicas_aggregate_into_one_finding() {
+        let now = Instant::now();
+        let mut case = Case {
+            namespace: "ns".into(),
+            workload: WorkloadRef::default(),
+            pods: BTreeMap::new(),
+            first_seen: BTreeMap::from([("ImagePullBackOff".into(), now)]),
+            written: None,
+        };
+        for i in 0..20 {
+            case.pods
+                .insert(format!("web-{i}"), vec![finding("app", "ImagePullBackOff")]);
+        }
+        let found = aggregate(&case, &GracePeriods::default(), now);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].pods, 20);
+    }
+
+    #[test]
+    fn findings_inside_their_grace_period_are_held_back() {
+        let now = Instant::now();
+        let case = Case {
+            namespace: "ns".into(),
+            workload: WorkloadRef::default(),
+            pods: BTreeMap::from([("web-0".to_string(), vec![finding("app", "ErrImagePull")])]),
+            first_seen: BTreeMap::from([("ErrImagePull".into(), now)]),
+            written: None,
+        };
+        assert!(aggregate(&case, &GracePeriods::default(), now).is_empty());
+        let later = now + Duration::from_secs(11);
+        assert_eq!(aggregate(&case, &GracePeriods::default(), later).len(), 1);
+    }
+
+    #[test]
+    fn names_say_which_workload_and_fit_kubernetes_limits() {
+        let workload = WorkloadRef {
+            kind: "Deployment".into(),
+            name: "a".repeat(80),
+            ..WorkloadRef::default()
+        };
+        let name = remediation_name(&workload);
+        assert!(name.starts_with("deployment-aaa"));
+        assert!(name.len() <= 63, "{name}");
+        let short = remediation_name(&WorkloadRef {
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+            ..WorkloadRef::default()
+        });
+        assert!(short.starts_with("statefulset-db-"), "{short}");
+    }
+}
