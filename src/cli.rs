@@ -24,7 +24,8 @@ pub enum Command {
     Certs(crate::admission::certs::CertsArgs),
     /// Run the operator: the admission webhook and, on the elected leader,
     /// the remediation controller.
-    Run(RunArgs),
+    // Boxed: the flattened flag structs make this variant far larger than the others.
+    Run(Box<RunArgs>),
     /// Work with Kyverno-compatible policies offline.
     Policy {
         #[command(subcommand)]

@@ -18,6 +18,32 @@ use super::crd::{ApprovalRecord, Phase, Remediation};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Usernames never contain a NUL byte, so this cannot collide with an approver.
+const PROPOSAL_MARKER: &str = "\0proposed-by-aiops-operator";
+
+/// Whether the proposal in `status` is intact and was issued by the operator.
+pub fn proposal_is_authentic(remediation: &Remediation, key: &ApprovalKey) -> Result<(), String> {
+    let status = remediation.status.as_ref().ok_or("no status")?;
+    let proposal = status.proposal.as_ref().ok_or("no proposal")?;
+    if proposal.content_hash() != proposal.hash {
+        return Err(
+            "the proposal does not match its hash: it was edited after it was proposed".into(),
+        );
+    }
+    let uid = remediation.metadata.uid.as_deref().unwrap_or_default();
+    if !key.verify(
+        uid,
+        &proposal.hash,
+        PROPOSAL_MARKER,
+        &status.proposal_signature,
+    ) {
+        return Err(
+            "the proposal was not issued by the operator (signature does not verify)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// The operator's secret for signing approvals (shared by all replicas
 /// through a Secret).
 #[derive(Clone)]
@@ -47,6 +73,12 @@ impl ApprovalKey {
             mac.update(field.as_bytes());
         }
         Some(mac)
+    }
+
+    /// Signs a proposal the operator itself issued (the "approver" slot holds
+    /// a fixed marker no Kubernetes username can have).
+    pub fn sign_proposal(&self, remediation_uid: &str, proposal_hash: &str) -> String {
+        self.sign(remediation_uid, proposal_hash, PROPOSAL_MARKER)
     }
 
     pub fn sign(&self, remediation_uid: &str, proposal_hash: &str, approver: &str) -> String {
@@ -149,6 +181,9 @@ pub fn review_remediation_change(
                         .into(),
                 );
             }
+            if let Err(refusal) = proposal_is_authentic(old, key) {
+                return ApprovalDecision::Deny(format!("cannot approve: {refusal}"));
+            }
             let validated = status
                 .dry_run
                 .as_ref()
@@ -247,6 +282,7 @@ mod tests {
         r.metadata.uid = Some("rem-uid".into());
         r.status = Some(RemediationStatus {
             phase,
+            proposal_signature: key().sign_proposal("rem-uid", &proposal.hash),
             dry_run: Some(DryRun {
                 result: "Succeeded".into(),
                 proposal_hash: proposal.hash.clone(),
@@ -409,6 +445,34 @@ mod tests {
             bound_approval(&approved, OPERATOR, &key())
                 .unwrap_err()
                 .contains("signature")
+        );
+    }
+
+    #[test]
+    fn a_proposal_edited_in_status_cannot_be_approved() {
+        // Edited content with the old hash: the hash no longer matches.
+        let mut edited = remediation(Phase::Proposed, 1, false);
+        edited
+            .status
+            .as_mut()
+            .unwrap()
+            .proposal
+            .as_mut()
+            .unwrap()
+            .summary = "different".into();
+        assert!(
+            matches!(approve(&edited, &alice()), ApprovalDecision::Deny(m) if m.contains("edited"))
+        );
+        // Edited content, re-hashed: the operator's signature no longer verifies.
+        let mut resealed = remediation(Phase::Proposed, 1, false);
+        let status = resealed.status.as_mut().unwrap();
+        let mut proposal = status.proposal.clone().unwrap();
+        proposal.summary = "different".into();
+        let proposal = proposal.seal();
+        status.dry_run.as_mut().unwrap().proposal_hash = proposal.hash.clone();
+        status.proposal = Some(proposal);
+        assert!(
+            matches!(approve(&resealed, &alice()), ApprovalDecision::Deny(m) if m.contains("not issued"))
         );
     }
 

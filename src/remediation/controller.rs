@@ -258,6 +258,10 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
     );
     status.evidence = Some(evidence);
     status.guardrail = Some(verdict.clone());
+    status.proposal_signature = shared.key.sign_proposal(
+        remediation.metadata.uid.as_deref().unwrap_or_default(),
+        &proposal.hash,
+    );
     status.proposal = Some(proposal.clone());
     status.dry_run = None;
     if !verdict.allowed {
@@ -504,6 +508,7 @@ async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, Rec
         )
         .await?;
     }
+    fault_pause_before_apply().await;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     let mut generation = None;
     for action in &proposal.actions {
@@ -725,4 +730,18 @@ async fn retain(remediation: &Remediation, shared: &Shared) -> Result<Action, Re
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(shared.config.retention - age))
+}
+
+/// Fault injection for the crash-safety test: with
+/// `AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS` set, the controller waits between
+/// saving the snapshot and applying, so a test can kill it exactly there.
+/// Unset (always, outside that test), this does nothing.
+async fn fault_pause_before_apply() {
+    if let Some(ms) = std::env::var("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(ms, "fault injection: pausing before apply");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }

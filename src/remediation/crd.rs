@@ -122,6 +122,10 @@ pub struct RemediationStatus {
     pub evidence: Option<Evidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal: Option<Proposal>,
+    /// The operator's signature over the proposal hash: a proposal edited
+    /// by anyone else (even with status write access) cannot be approved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub proposal_signature: String,
     /// Why a proposal was refused before it could be shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<GuardrailVerdict>,

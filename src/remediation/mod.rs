@@ -185,6 +185,7 @@ pub fn status_patch(status: &RemediationStatus) -> Value {
         "observedGeneration",
         "evidence",
         "proposal",
+        "proposalSignature",
         "guardrail",
         "dryRun",
         "snapshot",

@@ -222,12 +222,10 @@ pub fn restore_patch(live: &Value, patch: &Value) -> Value {
         }
         out.insert("metadata".into(), Value::Object(m));
     }
-    if let (Some(Value::Object(p)), Some(l)) =
-        (patch.get("spec").map(|s| s.clone()), live.get("spec"))
+    if let (Some(Value::Object(p)), Some(l)) = (patch.get("spec").cloned(), live.get("spec"))
+        && let Some(spec) = restore_value(l, &Value::Object(p), None)
     {
-        if let Some(spec) = restore_value(l, &Value::Object(p), None) {
-            out.insert("spec".into(), spec);
-        }
+        out.insert("spec".into(), spec);
     }
     Value::Object(out)
 }

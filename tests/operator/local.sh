@@ -8,6 +8,7 @@
 #   local.sh run [NAME]      install, then run in the foreground (make run)
 #   local.sh start [NAME]    install, then run in the background; prints the port
 #   local.sh stop [NAME]     stop a background replica (SIGTERM, then SIGKILL)
+#   local.sh stop-all        stop every background replica
 #   local.sh uninstall       remove the webhook configurations (fail-closed
 #                            approval would otherwise block Remediation edits)
 #
@@ -39,7 +40,7 @@ stop_replica() {
   if [[ -d /proc/$pid ]] && grep -q aiops-operator "/proc/$pid/cmdline" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-    [[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
+    if [[ -d /proc/$pid ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$pidfile"
 }
@@ -166,9 +167,14 @@ case $cmd in
   run) start_replica 1 ;;
   start) start_replica 0 ;;
   stop) stop_replica "$name" ;;
+  stop-all)
+    for dir in "$state"/*/; do
+      if [[ -f $dir/pid ]]; then stop_replica "$(basename "$dir")"; fi
+    done
+    ;;
   uninstall)
     sandbox_kubectl delete validatingwebhookconfiguration aiops-operator-validating --ignore-not-found >/dev/null
     sandbox_kubectl delete mutatingwebhookconfiguration aiops-operator-approval --ignore-not-found >/dev/null
     ;;
-  *) echo "usage: $0 {run|start|stop|uninstall} [NAME]" >&2; exit 2 ;;
+  *) echo "usage: $0 {run|start|stop|stop-all|uninstall} [NAME]" >&2; exit 2 ;;
 esac

@@ -242,3 +242,90 @@ pub fn deployment(name: &str, replicas: i32, container: serde_json::Value) -> se
         },
     })
 }
+
+/// A local operator replica started by `tests/operator/local.sh start`.
+pub struct OperatorProcess {
+    pub name: String,
+    pub port: u16,
+}
+
+impl OperatorProcess {
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(repo_root().join(format!("target/operator/{}/pid", self.name)))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(repo_root().join(format!("target/operator/{}/log", self.name)))
+            .unwrap_or_default()
+    }
+
+    /// Kills the process without a chance to clean up (a crash).
+    pub fn kill_hard(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+
+    pub fn stop(&self) {
+        run_local_sh(&["stop", &self.name], &[]);
+    }
+}
+
+fn run_local_sh(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("tests/operator/local.sh"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|err| panic!("running tests/operator/local.sh: {err}"));
+    assert!(
+        out.status.success(),
+        "tests/operator/local.sh {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The namespace label that routes a test namespace through the operator's webhooks.
+pub const E2E_LABEL: &str = "aiops-operator.dev/e2e";
+
+/// Starts a local operator replica (this test binary's build) against the
+/// sandbox; `env` adds settings (e.g. extra `run` flags).
+pub fn start_operator(name: &str, env: &[(&str, &str)]) -> OperatorProcess {
+    let bin = env!("CARGO_BIN_EXE_aiops-operator");
+    let mut all = vec![
+        ("AIOPS_BIN", bin),
+        ("AIOPS_WEBHOOK_NAMESPACE_LABEL", E2E_LABEL),
+    ];
+    all.extend_from_slice(env);
+    let port = run_local_sh(&["start", name], &all)
+        .trim()
+        .parse()
+        .expect("local.sh start prints the port");
+    OperatorProcess {
+        name: name.to_string(),
+        port,
+    }
+}
+
+/// Stops every local operator replica (a previous test binary's included).
+pub fn stop_all_operators() {
+    run_local_sh(&["stop-all"], &[]);
+}
+
+impl Sandbox {
+    /// A namespace whose requests go through the operator's webhooks.
+    pub async fn e2e_namespace(&self, prefix: &str) -> TestNamespace {
+        let ns = self.namespace(prefix).await;
+        let (ok, out) =
+            self.kubectl(&["label", "namespace", &ns.name, &format!("{E2E_LABEL}=true")]);
+        assert!(ok, "labelling {}: {out}", ns.name);
+        ns
+    }
+}
