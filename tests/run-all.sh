@@ -11,15 +11,25 @@ step "lint: rustfmt and clippy"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 
+step "policy conformance: Kyverno's own suites, read in place from ../shared"
+cargo run --locked --quiet -- policy test ../shared/conformance/kyverno
+
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {
+  # Operators started by the tests first (their webhooks would outlive them).
+  bash tests/operator/local.sh stop-all || true
+  bash tests/operator/local.sh uninstall || true
   if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
 }
 trap cleanup EXIT
 
 step "cargo test: unit, integration and live sandbox tests"
 cargo test --locked --all-targets
+
+step "stop the operators the tests started"
+bash tests/operator/local.sh stop-all
+bash tests/operator/local.sh uninstall
 
 if [[ -z ${KEEP_SANDBOX:-} ]]; then
   step "sandbox: cluster-down leaves no process and no listening port"

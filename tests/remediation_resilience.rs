@@ -1,0 +1,225 @@
+//! Crash safety and leader election of the repair loop, in the sandbox.
+//! These tests kill and start operator replicas, so they run one after the
+//! other inside this binary (cargo runs test binaries one at a time).
+mod support;
+
+use std::time::Duration;
+
+use aiops_operator::remediation::crd::{Phase, Remediation};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::{Sandbox, create, deployment, wait_until};
+
+const STEP: Duration = Duration::from_secs(120);
+
+async fn one_remediation_in(client: &Client, ns: &str, want: Phase) -> Remediation {
+    let api: Api<Remediation> = Api::namespaced(client.clone(), ns);
+    wait_until(
+        STEP,
+        &format!("a remediation in {ns} reaching {want:?}"),
+        || async {
+            let all = api.list(&ListParams::default()).await.ok()?.items;
+            assert!(
+                all.len() <= 1,
+                "at most one remediation per workload: {all:?}"
+            );
+            all.into_iter()
+                .find(|r| r.status.as_ref().map(|s| s.phase) == Some(want))
+        },
+    )
+    .await
+}
+
+async fn break_deployment(sandbox: &Sandbox, ns: &str) {
+    let client = &sandbox.client;
+    create::<Deployment>(
+        client,
+        ns,
+        deployment("app", 2, json!({"name": "web", "image": "nginx:1.25.5"})),
+    )
+    .await;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_until(STEP, "healthy rollout", || async {
+        let s = api.get("app").await.ok()?.status?;
+        (s.available_replicas == Some(2) && s.updated_replicas == Some(2)).then_some(())
+    })
+    .await;
+    let bad = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.25.5-nope"}]}}}});
+    api.patch("app", &PatchParams::default(), &Patch::Strategic(&bad))
+        .await
+        .unwrap();
+}
+
+fn managers_of(d: &Deployment) -> Vec<String> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn killing_the_operator_mid_apply_neither_applies_twice_nor_gets_stuck() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::connect().await;
+    support::stop_all_operators();
+    // The fault hook holds the controller between saving the snapshot and applying.
+    let first = support::start_operator(
+        "op-crash",
+        &[("AIOPS_OPERATOR_ARGS", "--verify-timeout-seconds 60")],
+    );
+    let ns = sandbox.e2e_namespace("crash").await;
+    break_deployment(&sandbox, &ns.name).await;
+    let proposed = one_remediation_in(&sandbox.client, &ns.name, Phase::Proposed).await;
+    let deployments: Api<Deployment> = Api::namespaced(sandbox.client.clone(), &ns.name);
+    let generation_before = deployments
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+
+    // Restart with the pause armed, so the kill lands mid-apply.
+    first.stop();
+    let paused = support::start_operator(
+        "op-crash",
+        &[
+            ("AIOPS_OPERATOR_ARGS", "--verify-timeout-seconds 60"),
+            ("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS", "4000"),
+        ],
+    );
+    let (ok, out) = sandbox.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "rem",
+        &proposed.name_any(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"approved":true}}"#,
+    ]);
+    assert!(ok, "{out}");
+    let applying = wait_until(STEP, "the snapshot to be saved", || async {
+        let r = Api::<Remediation>::namespaced(sandbox.client.clone(), &ns.name)
+            .get(&proposed.name_any())
+            .await
+            .ok()?;
+        let s = r.status.clone()?;
+        (s.phase == Phase::Applying && s.snapshot.is_some()).then_some(r)
+    })
+    .await;
+    paused.kill_hard();
+    // Nothing was applied yet.
+    assert_eq!(
+        deployments.get("app").await.unwrap().metadata.generation,
+        Some(generation_before)
+    );
+
+    let _restarted = support::start_operator(
+        "op-crash",
+        &[("AIOPS_OPERATOR_ARGS", "--verify-timeout-seconds 60")],
+    );
+    let verified = one_remediation_in(&sandbox.client, &ns.name, Phase::Verified).await;
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(
+        d.metadata.generation,
+        Some(generation_before + 1),
+        "exactly one apply changed the template"
+    );
+    let status = verified.status.unwrap();
+    assert_eq!(
+        status.snapshot,
+        applying.status.unwrap().snapshot,
+        "the snapshot was not retaken"
+    );
+    let field_manager = format!("aiops-operator/{}", proposed.name_any());
+    assert_eq!(
+        managers_of(&d)
+            .iter()
+            .filter(|m| **m == field_manager)
+            .count(),
+        1
+    );
+    support::stop_all_operators();
+}
+
+#[tokio::test]
+async fn with_two_replicas_exactly_one_acts() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::connect().await;
+    support::stop_all_operators();
+    let a = support::start_operator("op-a", &[]);
+    let b = support::start_operator("op-b", &[("AIOPS_REGISTER_WEBHOOKS", "0")]);
+
+    let leases: Api<Lease> = Api::namespaced(sandbox.client.clone(), "aiops-system");
+    let holder = wait_until(STEP, "a lease holder", || async {
+        leases
+            .get("aiops-operator-leader")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+    })
+    .await;
+    assert!(holder == "op-a" || holder == "op-b", "{holder}");
+    let (leader, follower) = if holder == "op-a" { (&a, &b) } else { (&b, &a) };
+
+    let ns = sandbox.e2e_namespace("leader").await;
+    break_deployment(&sandbox, &ns.name).await;
+    let proposed = one_remediation_in(&sandbox.client, &ns.name, Phase::Proposed).await;
+    let name = proposed.name_any();
+    assert!(leader.log().contains(&name), "the leader acted on {name}");
+    assert!(
+        !follower.log().contains(&name),
+        "the follower never acted:\n{}",
+        follower.log()
+    );
+    assert!(
+        !follower.log().contains("leading:"),
+        "the follower never led"
+    );
+
+    // When the leader goes away, the other replica takes over.
+    leader.stop();
+    wait_until(STEP, "the follower to take the lease", || async {
+        let now = leases
+            .get("aiops-operator-leader")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity?;
+        (now == follower.name).then_some(())
+    })
+    .await;
+    let (ok, out) = sandbox.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "rem",
+        &name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"approved":true}}"#,
+    ]);
+    // The approval webhook points at op-a; if op-a was the leader it is gone,
+    // and approval fails closed. Either way nothing is applied twice.
+    if leader.name == "op-a" {
+        assert!(
+            !ok,
+            "approval must fail closed while the webhook is down: {out}"
+        );
+    } else {
+        assert!(ok, "{out}");
+        one_remediation_in(&sandbox.client, &ns.name, Phase::Verified).await;
+        assert!(follower.log().contains(&name));
+    }
+    support::stop_all_operators();
+}
+
+/// The tests stop and start the shared operator replicas: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
