@@ -42,6 +42,11 @@ test: ## every test: lint, unit, conformance, sandbox (starts and stops the sand
 demo: ## the main job end to end on a local sandbox
 	@bash tests/demo.sh
 
+.PHONY: run
+run: build cluster-up ## run the operator in the foreground against the sandbox
+	@ln -sf aiops-operator target/release/kubectl-aiops
+	@bash tests/operator/local.sh run operator-0
+
 .PHONY: crd
 crd: ## regenerate manifests/crd.yaml from the Rust types
 	cargo run --quiet -- crd > manifests/crd.yaml

@@ -1,40 +1,75 @@
 #!/usr/bin/env bash
-# `make demo`: the main job end to end on the embedded defaults.
-# Today: bring the sandbox up and show a healthy and a broken Deployment,
-# with the evidence a human (or the operator) would look at.
+# `make demo`: the main job end to end on the embedded defaults — a local
+# sandbox cluster, the operator running against it, and a human approving
+# a fix with plain kubectl:
+#   1. a healthy Deployment is broken by a bad image tag;
+#   2. the operator opens one Remediation with a rule-based fix, guarded and
+#      validated by a server-side dry run (the diff is shown);
+#   3. `kubectl patch rem … approved=true` approves exactly that proposal;
+#   4. the fix is applied and verified; the Remediation ends Verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Sandbox cluster (real kube-apiserver, controllers, kwok nodes)"
 bash tests/sandbox/cluster.sh up
 bin=$(cat target/sandbox/bin-dir)
-kubectl() { "$bin/kubectl" --kubeconfig target/sandbox/kubeconfig "$@"; }
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+export KUBECONFIG=$PWD/target/sandbox/kubeconfig
+kubectl() { "$bin/kubectl" "$@"; }
+
+say "Operator: build and start (webhook + controller, as its ServiceAccount)"
+cargo build --release --locked --quiet
+ln -sf aiops-operator target/release/kubectl-aiops
+port=$(AIOPS_BIN=$PWD/target/release/aiops-operator bash tests/operator/local.sh start demo-operator)
+echo "operator serving https://127.0.0.1:$port (log: target/operator/demo-operator/log)"
+stop_operator() {
+  bash tests/operator/local.sh stop demo-operator
+  bash tests/operator/local.sh uninstall
+}
+trap stop_operator EXIT
 
 ns=demo
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$ns" >/dev/null
 until kubectl -n "$ns" get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
 
-say "A healthy Deployment: nginx:1.25.5, 3 replicas"
+say "1. A healthy Deployment: nginx:1.25.5, 3 replicas"
 kubectl -n "$ns" create deployment web --image=nginx:1.25.5 --replicas=3
 kubectl -n "$ns" rollout status deployment/web --timeout=90s
 
-say "A broken Deployment: postgres:16.4 without POSTGRES_PASSWORD"
-kubectl -n "$ns" create deployment db --image=postgres:16.4
+say "   ... broken by a typo in the image tag"
+kubectl -n "$ns" set image deployment/web nginx=nginx:1.25.55
 for _ in $(seq 1 120); do
-  reason=$(kubectl -n "$ns" get pods -l app=db -o jsonpath='{.items[0].status.containerStatuses[0].state.waiting.reason}' 2>/dev/null || true)
-  [[ $reason == CrashLoopBackOff ]] && break
+  phase=$(kubectl -n "$ns" get rem -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)
+  [[ $phase == Proposed ]] && break
   sleep 0.5
 done
-kubectl -n "$ns" get pods -o wide
+kubectl -n "$ns" get pods
 
-say "Evidence: the crashed container's previous logs"
-kubectl -n "$ns" logs deployment/db --previous
+say "2. One Remediation for the workload, with a proposal"
+kubectl -n "$ns" get rem
+rem=$(kubectl -n "$ns" get rem -o jsonpath='{.items[0].metadata.name}')
+say "   kubectl aiops show $rem"
+target/release/kubectl-aiops -n "$ns" show "$rem"
 
-say "Evidence: Warning events"
-kubectl -n "$ns" get events --field-selector type=Warning \
-  -o custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message
+say "3. Approve it with plain kubectl"
+echo "+ kubectl -n $ns patch rem $rem --type=merge -p '{\"spec\":{\"approved\":true}}'"
+kubectl -n "$ns" patch rem "$rem" --type=merge -p '{"spec":{"approved":true}}'
+kubectl -n "$ns" get rem "$rem" -o jsonpath='approved by {.spec.approval.approvedBy} for proposal {.spec.approval.proposalHash}{"\n"}'
 
-say "Done. The sandbox keeps running: use it with"
-echo "  export KUBECONFIG=$PWD/target/sandbox/kubeconfig; alias kubectl=$bin/kubectl"
-echo "  make cluster-down    # to stop it"
+say "4. Applied with server-side apply, rollout verified"
+for _ in $(seq 1 180); do
+  phase=$(kubectl -n "$ns" get rem "$rem" -o jsonpath='{.status.phase}')
+  [[ $phase == Verified || $phase == RolledBack || $phase == Failed ]] && break
+  sleep 0.5
+done
+kubectl -n "$ns" get rem
+kubectl -n "$ns" get pods
+kubectl -n "$ns" get deployment web -o jsonpath='image now: {.spec.template.spec.containers[0].image}{"\n"}'
+say "   Events on the Remediation"
+kubectl -n "$ns" get events --field-selector involvedObject.name="$rem" \
+  -o custom-columns=REASON:.reason,MESSAGE:.message
+[[ $phase == Verified ]] || { echo "demo: the remediation ended $phase" >&2; exit 1; }
+
+say "Done. The sandbox keeps running (make cluster-down stops it); make run starts the operator in the foreground."
