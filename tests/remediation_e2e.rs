@@ -414,3 +414,101 @@ async fn approvals_that_must_never_apply_are_refused() {
         tail(&op.log())
     );
 }
+
+#[tokio::test]
+async fn a_workload_that_recovers_on_its_own_is_resolved_and_pod_churn_causes_no_writes() {
+    let sandbox = Sandbox::connect().await;
+    // Crash-looping pods change status every few seconds; the Remediation must not.
+    let (ns, proposed) = healthy_then_broken(
+        &sandbox,
+        "e2e-resolve",
+        json!({"name": "cache", "image": "redis:7.2.5", "resources": {"limits": {"memory": "128Mi"}}}),
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "cache", "resources": {"limits": {"memory": "48Mi"}}}]}}}}),
+    )
+    .await;
+    let api: Api<Remediation> = Api::namespaced(sandbox.client.clone(), &ns.name);
+    let before = proposed.resource_version();
+    let restarts_before = restarts(&sandbox.client, &ns.name).await;
+    wait_until(STEP, "the crash loop to go on", || async {
+        (restarts(&sandbox.client, &ns.name).await >= restarts_before + 2).then_some(())
+    })
+    .await;
+    let after = api.get(&proposed.name_any()).await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before,
+        "no writes while nothing changed"
+    );
+
+    // A human fixes it by hand, before any approval: the case is Resolved.
+    patch_deployment(
+        &sandbox.client,
+        &ns.name,
+        "app",
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "cache", "resources": {"limits": {"memory": "128Mi"}}}]}}}}),
+    )
+    .await;
+    let resolved = wait_phase(&sandbox.client, &ns.name, Phase::Resolved).await;
+    assert!(!resolved.spec.approved);
+}
+
+async fn restarts(client: &Client, ns: &str) -> i32 {
+    support::pods(client, ns, "app=app")
+        .await
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+#[tokio::test]
+async fn kubectl_aiops_lists_shows_and_approves() {
+    let sandbox = Sandbox::connect().await;
+    let (ns, proposed) = healthy_then_broken(
+        &sandbox,
+        "e2e-plugin",
+        json!({"name": "web", "image": "nginx:1.27.3"}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27.3-x"}]}}}}),
+    )
+    .await;
+    // The same binary, invoked under the plugin's name.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-aiops");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_aiops-operator"), &plugin).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&plugin)
+            .env("KUBECONFIG", &sandbox.kubeconfig)
+            .args(["-n", &ns.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl-aiops {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let name = proposed.name_any();
+    assert!(run(&["list"]).contains(&name));
+    let shown = run(&["show", &name]);
+    assert!(shown.contains("nginx:1.27.3-x -> nginx:1.27.3"), "{shown}");
+    let hash = proposed
+        .status
+        .as_ref()
+        .unwrap()
+        .proposal
+        .as_ref()
+        .unwrap()
+        .hash
+        .clone();
+    let approved = run(&["approve", &name, "--hash", &hash]);
+    assert!(approved.contains("by sandbox-admin"), "{approved}");
+    wait_phase(&sandbox.client, &ns.name, Phase::Verified).await;
+}
