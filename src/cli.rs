@@ -31,6 +31,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Try a language model on one evidence document, without a cluster.
+    Llm {
+        #[command(subcommand)]
+        command: crate::llm::command::LlmCommand,
+    },
 }
 
 /// `policy` subcommands.
@@ -92,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Some(Command::Policy { command }) => run_policy(command),
+        Some(Command::Llm { command }) => crate::llm::command::run_llm_command(command),
         Some(Command::Certs(args)) => crate::admission::command::run_certs_command(&args),
         Some(Command::Run(args)) if args.webhook_only => {
             crate::admission::command::run_webhook_command(args.webhook)

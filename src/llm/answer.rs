@@ -1,0 +1,469 @@
+//! From a schema-valid answer to a sealed [`Proposal`]: the model fills in
+//! a fix object; this code, not the model, writes the server-side-apply
+//! partial object, always for the Remediation's own workload and namespace
+//! (from the evidence). The checks here repeat what the schema already
+//! states (a cached answer or another schema must not slip through) and add
+//! what a schema cannot say: an image must be a candidate *for that
+//! container*, an OOM-killed container's limit must go up, a request may not
+//! exceed its limit.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::provider::LlmError;
+use super::schema::IncidentFacts;
+use crate::remediation::crd::{Action, Evidence, Proposal};
+use crate::remediation::guardrails::pod_spec_path;
+use crate::remediation::redact::{redact, truncate};
+use crate::remediation::rules::format_memory;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The answer object the schema describes.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelFix {
+    pub summary: String,
+    pub root_cause: String,
+    pub confidence: f64,
+    #[serde(default)]
+    pub risks: Vec<String>,
+    #[serde(default)]
+    pub rollback_plan: Vec<String>,
+    #[serde(default)]
+    pub changes: Vec<ContainerChange>,
+}
+
+/// One container's new values; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerChange {
+    pub container: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default, rename = "memoryLimitMiB")]
+    pub memory_limit_mib: Option<u64>,
+    #[serde(default, rename = "memoryRequestMiB")]
+    pub memory_request_mib: Option<u64>,
+    #[serde(default)]
+    pub env: Option<Vec<EnvSetting>>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSetting {
+    pub name: String,
+    pub value: String,
+}
+
+impl ContainerChange {
+    fn is_empty(&self) -> bool {
+        self.image.is_none()
+            && self.memory_limit_mib.is_none()
+            && self.memory_request_mib.is_none()
+            && self.env.is_none()
+            && self.command.is_none()
+            && self.args.is_none()
+    }
+}
+
+/// Reads a validated answer as a [`ModelFix`].
+pub fn parse_fix(answer: &Value) -> Result<ModelFix, LlmError> {
+    ModelFix::deserialize(answer).map_err(|e| LlmError::Unusable {
+        reason: format!("the answer does not read as a fix: {e}"),
+    })
+}
+
+fn unusable(reason: String) -> LlmError {
+    LlmError::Unusable { reason }
+}
+
+/// The proposal for `fix`, targeting `evidence.workload` in `evidence.namespace`.
+pub fn fix_to_proposal(
+    fix: &ModelFix,
+    evidence: &Evidence,
+    facts: &IncidentFacts,
+    source: &str,
+) -> Result<Proposal, LlmError> {
+    let workload = &evidence.workload;
+    let target = format!("{}/{}", workload.kind, workload.name);
+    let mut lists: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for change in fix.changes.iter().filter(|c| !c.is_empty()) {
+        if !seen.insert(change.container.as_str()) {
+            return Err(unusable(format!(
+                "container {:?} is changed twice",
+                change.container
+            )));
+        }
+        let (list, item) = container_patch(change, facts)?;
+        lists.entry(list).or_default().push(item);
+    }
+
+    let mut risks: Vec<String> = fix.risks.iter().map(|r| text(r, 200)).collect();
+    risks.push(format!(
+        "proposed by a language model ({source}), not by a rule: check every value before approving"
+    ));
+    let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| text(r, 200)).collect();
+    let mut summary = format!("{target}: {}", text(&fix.summary, 300));
+    let mut actions = Vec::new();
+    if !lists.is_empty() {
+        match not_patchable(&workload.kind) {
+            None => {
+                actions.push(Action {
+                    target: workload.clone(),
+                    namespace: evidence.namespace.clone(),
+                    patch: workload_patch(evidence, lists),
+                });
+                rollback_plan.push(
+                    "the operator's snapshot restores the prior values of the changed fields"
+                        .into(),
+                );
+            }
+            Some(why) => {
+                summary = format!("{target} needs a human: {why}; the model suggested: {summary}");
+            }
+        }
+    }
+    let confidence = if fix.confidence.is_finite() {
+        fix.confidence.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    Ok(Proposal {
+        summary,
+        root_cause: text(&fix.root_cause, 600),
+        actions,
+        risks,
+        rollback_plan,
+        confidence,
+        source: source.to_string(),
+        hash: String::new(),
+    }
+    .seal())
+}
+
+/// Model text shown to reviewers: one line, redacted, bounded.
+fn text(raw: &str, max: usize) -> String {
+    let flat: String = raw
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(&redact(flat.trim()), max)
+}
+
+/// Kinds whose template a live apply cannot fix (as the rules say).
+fn not_patchable(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "CronJob" => None,
+        "Job" => Some("a Job's pod template is immutable"),
+        "Pod" => Some("a bare Pod is not replaced by anything"),
+        _ => Some("this kind's pods are not replaced by changing its template"),
+    }
+}
+
+fn container_patch(
+    change: &ContainerChange,
+    facts: &IncidentFacts,
+) -> Result<(&'static str, Value), LlmError> {
+    let name = &change.container;
+    let container = facts
+        .container(name)
+        .ok_or_else(|| unusable(format!("container {name:?} is not in the workload")))?;
+    let mut item = Map::new();
+    item.insert("name".into(), Value::String(name.clone()));
+
+    if let Some(image) = &change.image {
+        let all = facts.all_candidates();
+        let own = facts.image_candidates.get(name);
+        if !all.is_empty() && !own.is_some_and(|c| c.contains(image)) {
+            return Err(unusable(format!(
+                "image {image:?} is not a verified candidate for container {name:?}"
+            )));
+        }
+        item.insert("image".into(), Value::String(image.clone()));
+    }
+
+    let mut resources = Map::new();
+    if let Some(limit) = change.memory_limit_mib {
+        let bounds = facts
+            .memory
+            .ok_or_else(|| unusable("memory may not change for these findings".into()))?;
+        if !(bounds.min_mib..=bounds.max_mib).contains(&limit) {
+            return Err(unusable(format!(
+                "memory limit {limit} MiB is outside {}..={} MiB",
+                bounds.min_mib, bounds.max_mib
+            )));
+        }
+        let oom = container.reasons.iter().any(|r| r == "OOMKilled");
+        if let (true, Some(current)) = (oom, container.memory_limit)
+            && limit * MIB <= current
+        {
+            return Err(unusable(format!(
+                "container {name:?} was OOMKilled at {}, and {limit}Mi does not raise its limit",
+                format_memory(current)
+            )));
+        }
+        resources.insert("limits".into(), json!({"memory": format!("{limit}Mi")}));
+        let request = change.memory_request_mib.or_else(|| {
+            // A request above the new limit would make the pod invalid.
+            container
+                .memory_request
+                .filter(|r| *r > limit * MIB)
+                .map(|_| limit)
+        });
+        if let Some(request) = request {
+            if request > limit {
+                return Err(unusable(format!(
+                    "memory request {request} MiB is above the limit {limit} MiB"
+                )));
+            }
+            resources.insert("requests".into(), json!({"memory": format!("{request}Mi")}));
+        }
+    } else if let Some(request) = change.memory_request_mib {
+        let fits = facts.memory.is_some()
+            && container
+                .memory_limit
+                .is_none_or(|limit| request * MIB <= limit);
+        if !fits {
+            return Err(unusable(format!(
+                "memory request {request} MiB is not allowed or exceeds the current limit"
+            )));
+        }
+        resources.insert("requests".into(), json!({"memory": format!("{request}Mi")}));
+    }
+    if !resources.is_empty() {
+        item.insert("resources".into(), Value::Object(resources));
+    }
+
+    if let Some(env) = &change.env {
+        let mut names = BTreeSet::new();
+        let mut entries = Vec::new();
+        for setting in env {
+            if !facts.env_names.contains(&setting.name) {
+                return Err(unusable(format!(
+                    "env {:?} is not a name the template has",
+                    setting.name
+                )));
+            }
+            if !names.insert(setting.name.as_str()) {
+                return Err(unusable(format!("env {:?} is set twice", setting.name)));
+            }
+            entries.push(json!({"name": setting.name, "value": setting.value}));
+        }
+        if !entries.is_empty() {
+            item.insert("env".into(), Value::Array(entries));
+        }
+    }
+    if let Some(command) = &change.command {
+        item.insert("command".into(), json!(command));
+    }
+    if let Some(args) = &change.args {
+        item.insert("args".into(), json!(args));
+    }
+    let list = if container.init {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    Ok((list, Value::Object(item)))
+}
+
+/// The server-side-apply partial object: identity from the evidence, the
+/// container items under the kind's pod spec.
+fn workload_patch(evidence: &Evidence, lists: BTreeMap<&'static str, Vec<Value>>) -> Value {
+    let mut body = Value::Object(
+        lists
+            .into_iter()
+            .map(|(list, items)| (list.to_string(), Value::Array(items)))
+            .collect(),
+    );
+    for key in pod_spec_path(&evidence.workload.kind).rsplit('.') {
+        body = json!({ key: body });
+    }
+    let mut patch = json!({
+        "apiVersion": evidence.workload.api_version,
+        "kind": evidence.workload.kind,
+        "metadata": {"name": evidence.workload.name, "namespace": evidence.namespace},
+    });
+    if let (Some(patch), Value::Object(body)) = (patch.as_object_mut(), body) {
+        patch.extend(body);
+    }
+    patch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::schema::{ContainerFacts, MemoryBounds};
+    use crate::remediation::crd::WorkloadRef;
+    use crate::remediation::guardrails::ChangeClass;
+
+    fn evidence(kind: &str) -> Evidence {
+        Evidence {
+            workload: WorkloadRef {
+                api_version: "apps/v1".into(),
+                kind: kind.into(),
+                name: "web".into(),
+                uid: "u1".into(),
+            },
+            namespace: "shop".into(),
+            ..Evidence::default()
+        }
+    }
+
+    fn facts() -> IncidentFacts {
+        IncidentFacts {
+            containers: vec![
+                ContainerFacts {
+                    name: "app".into(),
+                    image: "ngnix:1.25".into(),
+                    memory_limit: Some(64 * MIB),
+                    memory_request: Some(64 * MIB),
+                    reasons: vec!["OOMKilled".into()],
+                    ..ContainerFacts::default()
+                },
+                ContainerFacts {
+                    name: "init-db".into(),
+                    init: true,
+                    image: "busybox:1.36".into(),
+                    reasons: vec!["ImagePullBackOff".into()],
+                    ..ContainerFacts::default()
+                },
+            ],
+            classes: [ChangeClass::Image, ChangeClass::Resources].into(),
+            image_candidates: [("init-db".to_string(), vec!["busybox:1.36.1".to_string()])].into(),
+            env_names: vec![],
+            memory: Some(MemoryBounds {
+                min_mib: 65,
+                max_mib: 2048,
+            }),
+        }
+    }
+
+    fn fix(changes: Vec<ContainerChange>) -> ModelFix {
+        ModelFix {
+            summary: "fix it".into(),
+            root_cause: "because".into(),
+            confidence: 0.9,
+            risks: vec![],
+            rollback_plan: vec![],
+            changes,
+        }
+    }
+
+    #[test]
+    fn the_patch_targets_the_evidence_workload_only() {
+        let proposal = fix_to_proposal(
+            &fix(vec![
+                ContainerChange {
+                    container: "app".into(),
+                    memory_limit_mib: Some(128),
+                    ..ContainerChange::default()
+                },
+                ContainerChange {
+                    container: "init-db".into(),
+                    image: Some("busybox:1.36.1".into()),
+                    ..ContainerChange::default()
+                },
+            ]),
+            &evidence("Deployment"),
+            &facts(),
+            "ollama:qwen2.5:7b",
+        )
+        .unwrap();
+        assert_eq!(proposal.source, "ollama:qwen2.5:7b");
+        assert_eq!(proposal.hash, proposal.content_hash());
+        assert_eq!(proposal.actions.len(), 1);
+        let action = &proposal.actions[0];
+        assert_eq!(action.namespace, "shop");
+        assert_eq!(action.target.uid, "u1");
+        assert_eq!(
+            action.patch,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"template": {"spec": {
+                       "containers": [{"name": "app", "resources": {"limits": {"memory": "128Mi"}}}],
+                       "initContainers": [{"name": "init-db", "image": "busybox:1.36.1"}]}}}})
+        );
+        assert!(proposal.risks.iter().any(|r| r.contains("language model")));
+    }
+
+    #[test]
+    fn what_a_schema_cannot_say_is_checked_here() {
+        let cases = [
+            (
+                ContainerChange {
+                    container: "app".into(),
+                    image: Some("busybox:1.36.1".into()),
+                    ..ContainerChange::default()
+                },
+                "not a verified candidate",
+            ),
+            (
+                ContainerChange {
+                    container: "app".into(),
+                    memory_limit_mib: Some(64),
+                    ..ContainerChange::default()
+                },
+                "outside",
+            ),
+            (
+                ContainerChange {
+                    container: "app".into(),
+                    memory_limit_mib: Some(128),
+                    memory_request_mib: Some(512),
+                    ..ContainerChange::default()
+                },
+                "above the limit",
+            ),
+            (
+                ContainerChange {
+                    container: "payments".into(),
+                    image: Some("busybox:1.36.1".into()),
+                    ..ContainerChange::default()
+                },
+                "not in the workload",
+            ),
+        ];
+        for (change, reason) in cases {
+            let err = fix_to_proposal(&fix(vec![change]), &evidence("Deployment"), &facts(), "m")
+                .unwrap_err();
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn no_change_or_an_unpatchable_kind_gives_a_diagnosis() {
+        let diagnosis =
+            fix_to_proposal(&fix(vec![]), &evidence("Deployment"), &facts(), "m").unwrap();
+        assert!(diagnosis.actions.is_empty());
+        let job = fix_to_proposal(
+            &fix(vec![ContainerChange {
+                container: "app".into(),
+                memory_limit_mib: Some(128),
+                ..ContainerChange::default()
+            }]),
+            &evidence("Job"),
+            &facts(),
+            "m",
+        )
+        .unwrap();
+        assert!(job.actions.is_empty());
+        assert!(job.summary.contains("needs a human"));
+    }
+
+    #[test]
+    fn model_text_is_redacted_and_bounded() {
+        let mut f = fix(vec![]);
+        f.summary = format!("use password=hunter2 {}", "x".repeat(1000));
+        let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
+        assert!(!p.summary.contains("hunter2"));
+        assert!(p.summary.len() <= 320);
+    }
+}

@@ -1,0 +1,161 @@
+//! The provider interface: one structured-output chat call that returns an
+//! answer already validated against the request's JSON Schema, whatever
+//! server is behind it, and the errors such a call can end with.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::config::{LlmConfig, ProviderKind};
+use super::ollama::OllamaProvider;
+use super::openai::OpenAiProvider;
+
+/// What a provider is asked: a system and a user message, and the JSON
+/// Schema the answer must satisfy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProposalRequest {
+    pub system: String,
+    pub user: String,
+    pub schema: Value,
+    /// A name for the schema (`[A-Za-z0-9_-]`, at most 64), as OpenAI requires.
+    pub schema_name: String,
+}
+
+/// Token counts the server reported, when it reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+/// A schema-valid answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelAnswer {
+    /// The answer object; it passed the request's schema.
+    pub answer: Value,
+    pub usage: Usage,
+}
+
+/// The future a provider returns: boxed so providers can live behind `dyn`.
+pub type ProposeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ModelAnswer, LlmError>> + Send + 'a>>;
+
+/// A model server.
+pub trait Provider: Send + Sync {
+    /// `ollama:qwen2.5:7b`, `openai:qwen2.5-coder-0.5b`, or `none`.
+    fn name(&self) -> String;
+
+    /// Asks the model once (with the provider's retries) and returns the
+    /// answer only if it is valid JSON that satisfies `request.schema`.
+    fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a>;
+}
+
+/// Why no usable answer came back. Messages never contain the API key;
+/// text from the server or the model is redacted and cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("no model provider is configured (llm.provider is none): rules only")]
+    NotConfigured,
+    #[error("cannot build the HTTP client for {provider}: {source}")]
+    Client {
+        provider: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "the circuit breaker for {provider} is open after repeated failures; retry in {retry_in:?}"
+    )]
+    CircuitOpen {
+        provider: String,
+        retry_in: Duration,
+    },
+    #[error("POST {url}: no complete answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("POST {url}: {detail}")]
+    Transport {
+        url: String,
+        /// The error and its causes ("error sending request: … Connection refused").
+        detail: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("POST {url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("POST {url}: the response is larger than the {limit}-byte limit")]
+    TooLarge { url: String, limit: usize },
+    #[error("POST {url}: the response is not the documented shape: {detail}")]
+    Malformed { url: String, detail: String },
+    #[error("the model's answer is incomplete: {reason}")]
+    Incomplete { reason: String },
+    #[error("the model refused: {message}")]
+    Refused { message: String },
+    #[error("the model's answer is not JSON ({source}); it began {excerpt:?}")]
+    InvalidJson {
+        excerpt: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the model's answer does not match the schema: {}", violations.join("; "))]
+    SchemaViolation { violations: Vec<String> },
+    #[error("the incident's JSON Schema does not compile: {detail}")]
+    BadSchema { detail: String },
+    #[error("the model's answer cannot be used: {reason}")]
+    Unusable { reason: String },
+    #[error("the model call limiter is closed (shutting down)")]
+    ShuttingDown,
+}
+
+impl LlmError {
+    /// Worth another attempt: the server may answer next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LlmError::Timeout { .. } | LlmError::Transport { .. } => true,
+            LlmError::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The answer arrived but cannot be trusted: the proposal is discarded,
+    /// the server itself is fine.
+    pub fn is_bad_answer(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Incomplete { .. }
+                | LlmError::Refused { .. }
+                | LlmError::InvalidJson { .. }
+                | LlmError::SchemaViolation { .. }
+                | LlmError::Unusable { .. }
+        )
+    }
+}
+
+/// The rules-only provider: every call says "not configured".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProvider;
+
+impl Provider for NoProvider {
+    fn name(&self) -> String {
+        "none".into()
+    }
+
+    fn propose<'a>(&'a self, _request: &'a ProposalRequest) -> ProposeFuture<'a> {
+        Box::pin(async { Err(LlmError::NotConfigured) })
+    }
+}
+
+/// The provider the configuration names.
+pub fn build_provider(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError> {
+    Ok(match config.provider {
+        ProviderKind::None => Arc::new(NoProvider),
+        ProviderKind::Ollama => Arc::new(OllamaProvider::new(config)?),
+        ProviderKind::Openai => Arc::new(OpenAiProvider::new(config)?),
+    })
+}

@@ -1,0 +1,702 @@
+//! The per-incident JSON Schema of the model's answer, and the client-side
+//! check of every answer against it.
+//!
+//! Small models echo the broken value back; given a closed list of values
+//! known to work they pick from it. So the schema is built per incident
+//! from cluster facts:
+//!
+//! - `container` is an `enum` of the workload's containers;
+//! - `image` is an `enum` of verified candidates (same repository, or a
+//!   near-miss spelling of it, running elsewhere in the cluster or healthy
+//!   in the rollout history) whenever there are any, else a tagged
+//!   reference pattern;
+//! - memory is a whole number of MiB between documented bounds (above the
+//!   current limit for an OOM kill, at most the operator's memory cap);
+//! - env names are an `enum` of the names the template already has;
+//! - only the fields the findings' change classes allow appear at all.
+//!
+//! The answer is a compact "fix" object, never a patch: it has no place for
+//! a target, namespace, kind, metadata or any other pod field. Every object
+//! is closed (`additionalProperties: false`) and every property required
+//! (optional values are nullable), as OpenAI's strict mode demands.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::{Value, json};
+
+use super::provider::LlmError;
+use crate::remediation::crd::{Evidence, Finding};
+use crate::remediation::guardrails::{ChangeClass, allowed_changes};
+use crate::remediation::redact::{redact, truncate};
+use crate::remediation::rules::parse_memory;
+
+/// The schema's name in OpenAI's `json_schema.name`.
+pub const SCHEMA_NAME: &str = "remediation_fix";
+/// The smallest memory value the model may write, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+const MIB: u64 = 1024 * 1024;
+const MAX_CANDIDATES: usize = 8;
+const MAX_ENV_NAMES: usize = 32;
+const MAX_ENV_CHANGES: usize = 8;
+const MAX_COMMAND_ITEMS: usize = 16;
+const MAX_STRING: usize = 256;
+const MAX_VIOLATIONS_SHOWN: usize = 8;
+
+/// A container image reference with a tag and/or digest.
+const IMAGE_PATTERN: &str =
+    r"^[a-z0-9][a-z0-9._/:-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$";
+static IMAGE_REFERENCE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(IMAGE_PATTERN).ok());
+static ENV_NAME: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$").ok());
+
+/// What the cluster says about one container of the workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerFacts {
+    pub name: String,
+    pub init: bool,
+    pub image: String,
+    /// Bytes, when the template sets one.
+    pub memory_limit: Option<u64>,
+    pub memory_request: Option<u64>,
+    /// The reasons of its findings (empty for a healthy container).
+    pub reasons: Vec<String>,
+}
+
+/// Inclusive bounds on memory values, in MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBounds {
+    pub min_mib: u64,
+    pub max_mib: u64,
+}
+
+/// The facts the schema and the prompt are built from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentFacts {
+    pub containers: Vec<ContainerFacts>,
+    /// Change classes the findings allow and the fix object can express.
+    pub classes: BTreeSet<ChangeClass>,
+    /// Container → verified candidate images (never its current image).
+    pub image_candidates: BTreeMap<String, Vec<String>>,
+    /// Env names the template already has.
+    pub env_names: Vec<String>,
+    /// Present when memory may change.
+    pub memory: Option<MemoryBounds>,
+}
+
+impl IncidentFacts {
+    pub fn container(&self, name: &str) -> Option<&ContainerFacts> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// Every candidate image, over all containers.
+    pub fn all_candidates(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.image_candidates.values().flatten().collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// The fields a change may set, in the order the schema lists them.
+    pub fn change_fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.classes.contains(&ChangeClass::Image) {
+            fields.push("image");
+        }
+        if self.memory.is_some() {
+            fields.extend(["memoryLimitMiB", "memoryRequestMiB"]);
+        }
+        if self.classes.contains(&ChangeClass::Env) && !self.env_names.is_empty() {
+            fields.push("env");
+        }
+        if self.classes.contains(&ChangeClass::CommandArgs) {
+            fields.extend(["command", "args"]);
+        }
+        fields
+    }
+}
+
+/// Gathers the facts for one incident. `cluster_images` are images running
+/// in other pods of the cluster (the caller lists them); `memory_cap` is
+/// the highest memory limit a fix may set, in bytes.
+pub fn incident_facts(
+    evidence: &Evidence,
+    findings: &[Finding],
+    cluster_images: &[String],
+    memory_cap: u64,
+) -> IncidentFacts {
+    let mut containers: Vec<ContainerFacts> = evidence
+        .containers
+        .iter()
+        .map(|c| ContainerFacts {
+            name: c.name.clone(),
+            init: c.init,
+            image: c.image.clone(),
+            memory_limit: c.limits.get("memory").and_then(|q| parse_memory(q)),
+            memory_request: c.requests.get("memory").and_then(|q| parse_memory(q)),
+            reasons: Vec::new(),
+        })
+        .collect();
+    for finding in findings.iter().filter(|f| !f.container.is_empty()) {
+        match containers.iter_mut().find(|c| c.name == finding.container) {
+            Some(c) => c.reasons.push(finding.reason.clone()),
+            None => containers.push(ContainerFacts {
+                name: finding.container.clone(),
+                init: finding.init,
+                image: finding.image.clone().unwrap_or_default(),
+                reasons: vec![finding.reason.clone()],
+                ..ContainerFacts::default()
+            }),
+        }
+    }
+
+    let expressible = [
+        ChangeClass::Image,
+        ChangeClass::Resources,
+        ChangeClass::Env,
+        ChangeClass::CommandArgs,
+    ];
+    let classes: BTreeSet<ChangeClass> = findings
+        .iter()
+        .flat_map(|f| allowed_changes(&f.reason).iter().copied())
+        .filter(|c| expressible.contains(c))
+        .collect();
+
+    let image_candidates = containers
+        .iter()
+        .filter(|c| {
+            c.reasons
+                .iter()
+                .any(|r| allowed_changes(r).contains(&ChangeClass::Image))
+        })
+        .map(|c| {
+            (
+                c.name.clone(),
+                image_candidates(evidence, c, cluster_images),
+            )
+        })
+        .filter(|(_, candidates)| !candidates.is_empty())
+        .collect();
+
+    let env_names: BTreeSet<String> = evidence
+        .containers
+        .iter()
+        .flat_map(|c| c.env_names.iter())
+        .filter(|name| is_match(&ENV_NAME, name))
+        .cloned()
+        .collect();
+
+    let memory = classes
+        .contains(&ChangeClass::Resources)
+        .then(|| memory_bounds(&containers, memory_cap))
+        .flatten();
+
+    IncidentFacts {
+        containers,
+        classes,
+        image_candidates,
+        env_names: env_names.into_iter().take(MAX_ENV_NAMES).collect(),
+        memory,
+    }
+}
+
+/// The model may lower nothing it was OOM-killed for: the lower bound is
+/// just above the smallest OOM-killed container's current limit.
+fn memory_bounds(containers: &[ContainerFacts], memory_cap: u64) -> Option<MemoryBounds> {
+    let max_mib = memory_cap / MIB;
+    let min_mib = containers
+        .iter()
+        .filter(|c| c.reasons.iter().any(|r| r == "OOMKilled"))
+        .filter_map(|c| c.memory_limit)
+        .min()
+        .map_or(MIN_MEMORY_MIB, |limit| {
+            (limit / MIB + 1).max(MIN_MEMORY_MIB)
+        });
+    (min_mib <= max_mib).then_some(MemoryBounds { min_mib, max_mib })
+}
+
+/// Candidate images for a container whose image cannot run: images of the
+/// same repository (or a near-miss spelling of it, for a typo in the
+/// name) that ran healthily in the workload's history or run elsewhere in
+/// the cluster. Never the current image, never `:latest` or untagged.
+pub fn image_candidates(
+    evidence: &Evidence,
+    container: &ContainerFacts,
+    cluster_images: &[String],
+) -> Vec<String> {
+    let Some(current) = split_reference(&container.image) else {
+        return Vec::new();
+    };
+    let history = evidence
+        .history
+        .iter()
+        .filter(|r| r.healthy)
+        .filter_map(|r| r.images.get(&container.name));
+    let mut out: Vec<String> = Vec::new();
+    for image in history.chain(cluster_images.iter()) {
+        if out.len() >= MAX_CANDIDATES {
+            break;
+        }
+        let Some(candidate) = split_reference(image) else {
+            continue;
+        };
+        let usable = image != &container.image
+            && is_match(&IMAGE_REFERENCE, image)
+            && !candidate.tag.is_empty_or_latest()
+            && similar_repository(&current.repository, &candidate.repository)
+            && !out.contains(image);
+        if usable {
+            out.push(image.clone());
+        }
+    }
+    out
+}
+
+struct Reference {
+    repository: String,
+    tag: Tag,
+}
+
+enum Tag {
+    None,
+    Named(String),
+    Digest,
+}
+
+impl Tag {
+    fn is_empty_or_latest(&self) -> bool {
+        match self {
+            Tag::None => true,
+            Tag::Named(tag) => tag == "latest",
+            Tag::Digest => false,
+        }
+    }
+}
+
+/// "ghcr.io/acme/web:1.2@sha256:…" → repository "ghcr.io/acme/web", with
+/// Docker Hub's implicit registry and `library/` made explicit.
+fn split_reference(image: &str) -> Option<Reference> {
+    let image = image.trim();
+    if image.is_empty() {
+        return None;
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (repository, tag) = match name[last_slash..].rfind(':') {
+        Some(colon) => {
+            let at = last_slash + colon;
+            (&name[..at], Tag::Named(name[at + 1..].to_string()))
+        }
+        None if digest => (name, Tag::Digest),
+        None => (name, Tag::None),
+    };
+    let tag = match tag {
+        Tag::None if digest => Tag::Digest,
+        other => other,
+    };
+    let mut parts: Vec<&str> = repository.split('/').collect();
+    let has_registry = parts.len() > 1
+        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
+    if !has_registry {
+        if parts.len() == 1 {
+            parts.insert(0, "library");
+        }
+        parts.insert(0, "docker.io");
+    }
+    Some(Reference {
+        repository: parts.join("/").to_ascii_lowercase(),
+        tag,
+    })
+}
+
+/// Same repository, or same registry and path with a last name component
+/// at most two edits away (a typo: `ngnix` for `nginx`).
+fn similar_repository(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (a_dir, a_name) = a.rsplit_once('/').unwrap_or(("", a));
+    let (b_dir, b_name) = b.rsplit_once('/').unwrap_or(("", b));
+    a_dir == b_dir && a_name.len().min(b_name.len()) >= 3 && edit_distance(a_name, b_name) <= 2
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn is_match(regex: &LazyLock<Option<Regex>>, text: &str) -> bool {
+    regex.as_ref().is_some_and(|r| r.is_match(text))
+}
+
+fn nullable_string_array(max_items: usize) -> Value {
+    json!({
+        "type": ["array", "null"],
+        "maxItems": max_items,
+        "items": {"type": "string", "maxLength": MAX_STRING},
+    })
+}
+
+/// The JSON Schema of the answer for this incident.
+pub fn answer_schema(facts: &IncidentFacts) -> Value {
+    let names: Vec<&str> = facts.containers.iter().map(|c| c.name.as_str()).collect();
+    let mut properties = serde_json::Map::new();
+    properties.insert("container".into(), json!({"type": "string", "enum": names}));
+    for field in facts.change_fields() {
+        let schema = match field {
+            "image" => {
+                let candidates = facts.all_candidates();
+                if candidates.is_empty() {
+                    json!({"type": ["string", "null"], "pattern": IMAGE_PATTERN, "maxLength": MAX_STRING})
+                } else {
+                    let mut values: Vec<Value> =
+                        candidates.into_iter().map(Value::String).collect();
+                    values.push(Value::Null);
+                    json!({"type": ["string", "null"], "enum": values})
+                }
+            }
+            "memoryLimitMiB" | "memoryRequestMiB" => {
+                let bounds = facts.memory.unwrap_or(MemoryBounds {
+                    min_mib: MIN_MEMORY_MIB,
+                    max_mib: MIN_MEMORY_MIB,
+                });
+                let min = if field == "memoryRequestMiB" {
+                    MIN_MEMORY_MIB.min(bounds.min_mib)
+                } else {
+                    bounds.min_mib
+                };
+                json!({"type": ["integer", "null"], "minimum": min, "maximum": bounds.max_mib})
+            }
+            "env" => json!({
+                "type": ["array", "null"],
+                "maxItems": MAX_ENV_CHANGES,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name", "value"],
+                    "properties": {
+                        "name": {"type": "string", "enum": facts.env_names},
+                        "value": {"type": "string", "maxLength": MAX_STRING},
+                    },
+                },
+            }),
+            _ => nullable_string_array(MAX_COMMAND_ITEMS),
+        };
+        properties.insert(field.into(), schema);
+    }
+    let required: Vec<&String> = properties.keys().collect();
+    let change = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    });
+    let max_changes = if facts.change_fields().is_empty() {
+        0
+    } else {
+        facts.containers.len()
+    };
+    let text_list = json!({
+        "type": "array",
+        "maxItems": 5,
+        "items": {"type": "string", "maxLength": 200},
+    });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["summary", "rootCause", "confidence", "risks", "rollbackPlan", "changes"],
+        "properties": {
+            "summary": {"type": "string", "minLength": 1, "maxLength": 300},
+            "rootCause": {"type": "string", "maxLength": 600},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "risks": text_list,
+            "rollbackPlan": text_list,
+            "changes": {"type": "array", "maxItems": max_changes, "items": change},
+        },
+    })
+}
+
+/// Parses the model's text and checks it against `schema`. Nothing else
+/// looks at an answer that fails here.
+pub fn validate_answer(schema: &Value, content: &str) -> Result<Value, LlmError> {
+    let answer: Value = serde_json::from_str(content).map_err(|source| LlmError::InvalidJson {
+        excerpt: truncate(&redact(content.trim()), 120),
+        source,
+    })?;
+    let validator = jsonschema::validator_for(schema).map_err(|e| LlmError::BadSchema {
+        detail: e.to_string(),
+    })?;
+    let violations: Vec<String> = validator
+        .iter_errors(&answer)
+        .take(MAX_VIOLATIONS_SHOWN)
+        .map(|error| {
+            let path = error.instance_path().to_string();
+            let at = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            };
+            // The message quotes the offending value, which may be huge or hostile.
+            format!("at {at}: {}", truncate(&redact(&error.to_string()), 200))
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(answer)
+    } else {
+        Err(LlmError::SchemaViolation { violations })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remediation::crd::{ContainerTemplate, Revision, WorkloadRef};
+
+    fn evidence(image: &str) -> Evidence {
+        Evidence {
+            workload: WorkloadRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                uid: "u1".into(),
+            },
+            namespace: "shop".into(),
+            containers: vec![
+                ContainerTemplate {
+                    name: "app".into(),
+                    image: image.into(),
+                    limits: [("memory".to_string(), "64Mi".to_string())].into(),
+                    env_names: vec!["LOG_LEVEL".into(), "envFrom:secret/db".into()],
+                    ..ContainerTemplate::default()
+                },
+                ContainerTemplate {
+                    name: "sidecar".into(),
+                    image: "envoyproxy/envoy:v1.30.1".into(),
+                    ..ContainerTemplate::default()
+                },
+            ],
+            history: vec![Revision {
+                revision: 3,
+                images: [("app".to_string(), "nginx:1.25.4".to_string())].into(),
+                healthy: true,
+                ..Revision::default()
+            }],
+            ..Evidence::default()
+        }
+    }
+
+    fn finding(reason: &str) -> Finding {
+        Finding {
+            container: "app".into(),
+            reason: reason.into(),
+            pods: 2,
+            ..Finding::default()
+        }
+    }
+
+    #[test]
+    fn image_candidates_come_from_history_and_near_miss_repositories() {
+        let cluster = [
+            "nginx:1.25.5",
+            "docker.io/library/nginx:1.27.0",
+            "nginx:latest",
+            "nginx",
+            "redis:7.2.5",
+            "ngnix:1.25",
+            "evil.example.com/nginx:1.0",
+        ]
+        .map(String::from);
+        let facts = incident_facts(
+            &evidence("ngnix:1.25"),
+            &[finding("ImagePullBackOff")],
+            &cluster,
+            2048 * MIB,
+        );
+        assert_eq!(
+            facts.image_candidates["app"],
+            vec![
+                "nginx:1.25.4",
+                "nginx:1.25.5",
+                "docker.io/library/nginx:1.27.0"
+            ]
+        );
+        let schema = answer_schema(&facts);
+        let image = &schema["properties"]["changes"]["items"]["properties"]["image"];
+        assert_eq!(
+            image["enum"],
+            json!([
+                "docker.io/library/nginx:1.27.0",
+                "nginx:1.25.4",
+                "nginx:1.25.5",
+                null
+            ])
+        );
+        let container = &schema["properties"]["changes"]["items"]["properties"]["container"];
+        assert_eq!(container["enum"], json!(["app", "sidecar"]));
+        // Image pull failures allow no memory, env or command changes.
+        let fields = schema["properties"]["changes"]["items"]["properties"]
+            .as_object()
+            .unwrap();
+        assert_eq!(
+            fields.keys().collect::<Vec<_>>(),
+            vec!["container", "image"]
+        );
+    }
+
+    #[test]
+    fn without_candidates_the_image_is_a_tagged_reference() {
+        let facts = incident_facts(
+            &Evidence {
+                history: Vec::new(),
+                ..evidence("acme/unknown:1.0")
+            },
+            &[finding("ErrImagePull")],
+            &[],
+            2048 * MIB,
+        );
+        assert!(facts.image_candidates.is_empty());
+        let schema = answer_schema(&facts);
+        let image = &schema["properties"]["changes"]["items"]["properties"]["image"];
+        assert!(image.get("enum").is_none());
+        assert!(image["pattern"].is_string());
+    }
+
+    #[test]
+    fn memory_bounds_start_above_the_oom_limit_and_stop_at_the_cap() {
+        let facts = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("OOMKilled")],
+            &[],
+            2048 * MIB,
+        );
+        assert_eq!(
+            facts.memory,
+            Some(MemoryBounds {
+                min_mib: 65,
+                max_mib: 2048
+            })
+        );
+        let schema = answer_schema(&facts);
+        let change = &schema["properties"]["changes"]["items"];
+        assert_eq!(change["properties"]["memoryLimitMiB"]["minimum"], 65);
+        assert_eq!(change["properties"]["memoryLimitMiB"]["maximum"], 2048);
+        assert!(change["properties"].get("image").is_none());
+
+        let ok = json!({"summary": "raise", "rootCause": "oom", "confidence": 0.7, "risks": [],
+            "rollbackPlan": [], "changes": [{"container": "app", "memoryLimitMiB": 128, "memoryRequestMiB": null}]});
+        assert!(validate_answer(&schema, &ok.to_string()).is_ok());
+        let too_big = ok.to_string().replace("128", "4096");
+        assert!(matches!(
+            validate_answer(&schema, &too_big),
+            Err(LlmError::SchemaViolation { .. })
+        ));
+        let not_raised = ok.to_string().replace("128", "64");
+        assert!(validate_answer(&schema, &not_raised).is_err());
+
+        // A limit already at the cap leaves nothing to raise.
+        let capped = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("OOMKilled")],
+            &[],
+            64 * MIB,
+        );
+        assert_eq!(capped.memory, None);
+        assert_eq!(
+            answer_schema(&capped)["properties"]["changes"]["maxItems"],
+            0
+        );
+    }
+
+    #[test]
+    fn env_names_come_from_the_template() {
+        let facts = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("CreateContainerConfigError")],
+            &[],
+            2048 * MIB,
+        );
+        assert_eq!(facts.env_names, vec!["LOG_LEVEL"]);
+        let schema = answer_schema(&facts);
+        let env = &schema["properties"]["changes"]["items"]["properties"]["env"];
+        assert_eq!(
+            env["items"]["properties"]["name"]["enum"],
+            json!(["LOG_LEVEL"])
+        );
+    }
+
+    #[test]
+    fn every_object_is_closed_and_every_property_required() {
+        let facts = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("CrashLoopBackOff")],
+            &[],
+            2048 * MIB,
+        );
+        fn check(schema: &Value) {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                assert_eq!(schema["additionalProperties"], false, "{schema}");
+                let required: BTreeSet<&str> = schema["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                assert_eq!(required, properties.keys().map(String::as_str).collect());
+                properties.values().for_each(check);
+            }
+            if let Some(items) = schema.get("items") {
+                check(items);
+            }
+        }
+        check(&answer_schema(&facts));
+    }
+
+    #[test]
+    fn answers_outside_the_schema_are_refused_with_the_reason() {
+        let facts = incident_facts(
+            &evidence("ngnix:1.25"),
+            &[finding("ImagePullBackOff")],
+            &[],
+            2048 * MIB,
+        );
+        let schema = answer_schema(&facts);
+        let err = validate_answer(&schema, "Sure! Here is the fix: {").unwrap_err();
+        assert!(matches!(err, LlmError::InvalidJson { .. }), "{err}");
+        let hostile = json!({"summary": "s", "rootCause": "r", "confidence": 1, "risks": [], "rollbackPlan": [],
+            "changes": [{"container": "app", "image": "nginx:1.25.4", "securityContext": {"privileged": true}}]});
+        let err = validate_answer(&schema, &hostile.to_string()).unwrap_err();
+        assert!(err.to_string().contains("securityContext"), "{err}");
+    }
+
+    #[test]
+    fn references_parse_and_typos_are_near() {
+        assert!(similar_repository(
+            "docker.io/library/nginx",
+            "docker.io/library/ngnix"
+        ));
+        assert!(!similar_repository(
+            "docker.io/library/nginx",
+            "docker.io/library/redis"
+        ));
+        assert!(!similar_repository(
+            "docker.io/library/nginx",
+            "evil.example.com/nginx"
+        ));
+        let r = split_reference("localhost:5000/app:1.0").unwrap();
+        assert_eq!(r.repository, "localhost:5000/app");
+        assert!(!r.tag.is_empty_or_latest());
+        let r = split_reference("nginx@sha256:abc").unwrap();
+        assert!(!r.tag.is_empty_or_latest());
+        assert!(split_reference("nginx").unwrap().tag.is_empty_or_latest());
+    }
+}
