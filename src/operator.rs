@@ -142,6 +142,7 @@ impl ControllerParts {
         webhook: &Webhook,
         key: ApprovalKey,
         metrics: RemediationMetrics,
+        llm: Option<Arc<crate::llm::propose::ModelProposer>>,
     ) -> Self {
         let identity = args
             .pod_name
@@ -160,6 +161,8 @@ impl ControllerParts {
             key,
             metrics,
             modes: webhook.modes(),
+            llm,
+            model_calls: Default::default(),
         });
         ControllerParts {
             shared,
@@ -278,6 +281,7 @@ async fn serve_operator(
         return Err(RunError::Standalone);
     }
     let namespace = webhook_args.operator_namespace.clone();
+    let webhook_config_map = webhook_args.admission_config_map.clone();
     let config = crate::admission::command::prepare_webhook(webhook_args).await?;
     let client = config.client.clone().ok_or(RunError::Standalone)?;
     let key = approval_key(&client, &namespace).await?;
@@ -300,7 +304,8 @@ async fn serve_operator(
         .ok()
         .and_then(|mut slot| slot.take())
         .unwrap_or_else(RemediationMetrics::unregistered);
-    let parts = ControllerParts::new(client, &args, &namespace, &webhook, key, metrics);
+    let llm = model_proposer(&client, &namespace, &webhook_config_map, &controller_config).await;
+    let parts = ControllerParts::new(client, &args, &namespace, &webhook, key, metrics, llm);
     let (stop_tx, stop_rx) = watch::channel(false);
     let controller = tokio::spawn(lead_and_control(parts, stop_rx));
     webhook
@@ -314,4 +319,46 @@ async fn serve_operator(
         Err(error) => tracing::warn!(%error, "controller task ended abnormally"),
     }
     Ok(())
+}
+
+/// The model proposer from the `llm.*` keys of the operator's ConfigMap
+/// (read at start; a change takes effect on restart). A missing ConfigMap
+/// or `llm.provider: none` means rules only; an invalid setting is logged
+/// and also means rules only, never a half-configured provider.
+async fn model_proposer(
+    client: &Client,
+    namespace: &str,
+    config_map: &str,
+    config: &ControllerConfig,
+) -> Option<Arc<crate::llm::propose::ModelProposer>> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let data = match Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(config_map)
+        .await
+    {
+        Ok(found) => found.and_then(|cm| cm.data).unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the operator ConfigMap; proposals come from rules only");
+            return None;
+        }
+    };
+    let llm = match crate::llm::config::LlmConfig::from_config_map(&data, |key| {
+        std::env::var(key).ok()
+    }) {
+        Ok(llm) => llm,
+        Err(error) => {
+            tracing::warn!(%error, "invalid llm.* settings; proposals come from rules only");
+            return None;
+        }
+    };
+    match crate::llm::propose::ModelProposer::from_config(&llm, config.rules.memory_cap) {
+        Ok(proposer) => {
+            tracing::info!(provider = ?llm.provider, model = %llm.model, url = %llm.url, "model proposals configured");
+            Some(Arc::new(proposer))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot build the model provider; proposals come from rules only");
+            None
+        }
+    }
 }

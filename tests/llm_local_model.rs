@@ -162,3 +162,102 @@ fn the_schema_check_rejects_what_the_schema_forbids() {
         assert!(check_schema(bad).is_err(), "accepted {bad}");
     }
 }
+
+/// The real model through the real provider path (`openai` against the
+/// local llama.cpp server): the answer parses against the per-incident
+/// schema and goes through the guardrails with the baseline policies.
+/// Nothing is asserted about the quality of what the model chose.
+#[tokio::test]
+async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
+    use aiops_operator::llm::config::{LlmConfig, ProviderKind};
+    use aiops_operator::llm::propose::{Incident, ModelProposer};
+    use aiops_operator::policy::PolicySet;
+    use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
+    use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+
+    let config = LlmConfig {
+        provider: ProviderKind::Openai,
+        url: server_url(),
+        model: "smollm2".into(),
+        timeout: Duration::from_secs(120),
+        ..LlmConfig::default()
+    };
+    let proposer = ModelProposer::from_config(&config, 2 << 30).expect("provider");
+    let workload = WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        uid: "uid-web".into(),
+    };
+    let evidence = Evidence {
+        workload: workload.clone(),
+        namespace: "shop".into(),
+        containers: vec![ContainerTemplate {
+            name: "app".into(),
+            image: "ngnix:1.25.5".into(),
+            ..ContainerTemplate::default()
+        }],
+        ..Evidence::default()
+    };
+    let findings = vec![Finding {
+        container: "app".into(),
+        reason: "ImagePullBackOff".into(),
+        message: "Back-off pulling image \"ngnix:1.25.5\"".into(),
+        pods: 2,
+        image: Some("ngnix:1.25.5".into()),
+        ..Finding::default()
+    }];
+    let images = vec!["nginx:1.25.5".to_string(), "nginx:1.27.3".to_string()];
+    let answer = proposer
+        .propose(&Incident {
+            evidence: &evidence,
+            findings: &findings,
+            cluster_images: &images,
+        })
+        .await
+        .expect("a schema-valid answer from the real model");
+    assert!(
+        answer.proposal.source.starts_with("openai:"),
+        "{}",
+        answer.proposal.source
+    );
+    assert_eq!(
+        answer.proposal.hash,
+        answer.proposal.content_hash(),
+        "sealed"
+    );
+    assert!(
+        answer.usage.completion_tokens.unwrap_or(0) > 0,
+        "{:?}",
+        answer.usage
+    );
+
+    let live = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ngnix:1.25.5"}]}}}});
+    let policies = PolicySet::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        .expect("baseline policies");
+    let verdict = guard_proposal(
+        "shop",
+        &workload,
+        &findings,
+        &answer.proposal,
+        &live,
+        &policies,
+        &GuardrailLimits::default(),
+    );
+    // Any image the schema allowed is a candidate, so every action targets the
+    // workload and stays inside the allowed fields; the verdict says so.
+    for action in &answer.proposal.actions {
+        assert_eq!(action.target, workload);
+        assert_eq!(action.namespace, "shop");
+    }
+    assert!(
+        verdict.allowed || !verdict.violations.is_empty(),
+        "a refusal always carries its reasons: {verdict:?}"
+    );
+    eprintln!(
+        "real model proposal: {:?}; guardrails: {verdict:?}",
+        answer.proposal.summary
+    );
+}

@@ -240,13 +240,26 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
     let failing = failing_pods(shared, &namespace, &live).await?;
     let evidence = gather_evidence(&shared.client, &namespace, target, &failing).await?;
     let revisions = revision_templates(&shared.client, &namespace, target).await?;
-    let proposal = propose_from_rules(
+    let rules = propose_from_rules(
         &live,
         &evidence,
         &status.findings,
         &revisions,
         &shared.config.rules,
     );
+    let proposal = match ask_model(
+        shared,
+        remediation,
+        &namespace,
+        &evidence,
+        &status.findings,
+        rules,
+    )
+    .await?
+    {
+        Some(proposal) => proposal,
+        None => return Ok(Action::requeue(Duration::from_secs(2))),
+    };
     let verdict = guard_proposal(
         &namespace,
         target,
@@ -326,6 +339,74 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
         }
     }
     Ok(Action::await_change())
+}
+
+/// The proposal to show: the rules' own, or the model's when the rules
+/// have no fix (or `llm.always`). `None` while the model call is running.
+async fn ask_model(
+    shared: &Shared,
+    remediation: &Remediation,
+    namespace: &str,
+    evidence: &super::crd::Evidence,
+    findings: &[super::crd::Finding],
+    rules: Proposal,
+) -> Result<Option<Proposal>, ReconcileError> {
+    let Some(proposer) = shared.llm.clone() else {
+        return Ok(Some(rules));
+    };
+    if !proposer.should_ask(&rules) {
+        return Ok(Some(rules));
+    }
+    let key = remediation.metadata.uid.clone().unwrap_or_default();
+    let cluster_images = running_images(shared, namespace).await?;
+    match shared.model_calls.poll_or_start(
+        &key,
+        proposer,
+        evidence.clone(),
+        findings.to_vec(),
+        cluster_images,
+    ) {
+        super::model_calls::ModelCall::Running => Ok(None),
+        super::model_calls::ModelCall::Done(Ok(answer)) => {
+            tracing::info!(
+                source = %answer.proposal.source,
+                prompt_tokens = answer.usage.prompt_tokens,
+                completion_tokens = answer.usage.completion_tokens,
+                estimated_prompt_tokens = answer.prompt.estimated_tokens,
+                cached = answer.cached,
+                seconds = answer.elapsed_seconds,
+                "model proposal"
+            );
+            Ok(Some(answer.proposal))
+        }
+        super::model_calls::ModelCall::Done(Err(error)) => {
+            // The model failed or answered garbage: keep the rules' diagnosis
+            // (or fix) and say why the model's was discarded.
+            tracing::warn!(%error, "model proposal discarded");
+            let mut fallback = rules;
+            fallback
+                .risks
+                .push(format!("the model's proposal was discarded: {error}"));
+            Ok(Some(fallback.seal()))
+        }
+    }
+}
+
+/// Images running in the cluster: candidates the model may choose from.
+async fn running_images(shared: &Shared, _namespace: &str) -> Result<Vec<String>, kube::Error> {
+    let pods: Api<Pod> = Api::all(shared.client.clone());
+    let list = pods
+        .list(&ListParams::default().fields("status.phase=Running"))
+        .await?;
+    let mut images: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
+        .collect();
+    images.sort();
+    images.dedup();
+    Ok(images)
 }
 
 /// Server-side dry run of every action, then the policy check on what the

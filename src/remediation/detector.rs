@@ -7,6 +7,11 @@
 //! written only when they change, so repeated pod events cause no writes.
 //! When every pod of a workload is healthy again before any fix, its open
 //! Remediation moves to `Resolved`.
+//!
+//! A workload without a Remediation is evaluated the moment one of its pods
+//! changes (a case opens without waiting for the next tick); findings of an
+//! open case are written on the 1 s tick, so a burst of failing replicas
+//! costs one write per tick rather than one per pod event.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +43,9 @@ struct Case {
     first_seen: BTreeMap<String, Instant>,
     /// The findings last written to the Remediation.
     written: Option<Vec<Finding>>,
+    /// When opening its Remediation last failed; pod events do not retry
+    /// sooner than the tick would.
+    open_failed_at: Option<Instant>,
 }
 
 /// Detector state: cases keyed by workload uid, and which case each failing pod feeds.
@@ -86,10 +94,22 @@ pub async fn run_detector(shared: Arc<Shared>, remediations: Store<Remediation>)
     let mut stream = std::pin::pin!(stream);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Opening a case outside the tick needs the Remediation cache to be
+    // complete, or a restarted operator could open a second one.
+    let remediations_ready = remediations.clone();
+    let mut store_ready =
+        std::pin::pin!(async move { remediations_ready.wait_until_ready().await.is_ok() });
+    let mut ready = false;
     loop {
         tokio::select! {
             event = stream.next() => match event {
-                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                Some(Ok(Event::Apply(pod))) => {
+                    let workload = observe_pod(&shared, &owners, &mut cases, &pod).await;
+                    if let (true, Some(workload_uid)) = (ready, workload) {
+                        open_if_due(&shared, &remediations, &mut cases, &workload_uid).await;
+                    }
+                }
+                Some(Ok(Event::InitApply(pod))) => {
                     observe_pod(&shared, &owners, &mut cases, &pod).await;
                 }
                 Some(Ok(Event::Delete(pod))) => forget_pod(&mut cases, &pod),
@@ -98,14 +118,22 @@ pub async fn run_detector(shared: Arc<Shared>, remediations: Store<Remediation>)
                 None => return,
             },
             _ = tick.tick() => evaluate_all(&shared, &remediations, &mut cases).await,
+            done = &mut store_ready, if !ready => ready = done,
         }
     }
 }
 
-async fn observe_pod(shared: &Shared, owners: &OwnerCache, cases: &mut Cases, pod: &Pod) {
+/// Records the pod's findings in its workload's case; returns that
+/// workload's uid when the pod has findings.
+async fn observe_pod(
+    shared: &Shared,
+    owners: &OwnerCache,
+    cases: &mut Cases,
+    pod: &Pod,
+) -> Option<String> {
     let namespace = pod.namespace().unwrap_or_default();
     if !shared.watches_namespace(&namespace) {
-        return;
+        return None;
     }
     let uid = pod.uid().unwrap_or_default();
     let findings = detect_anomaly(
@@ -121,7 +149,7 @@ async fn observe_pod(shared: &Shared, owners: &OwnerCache, cases: &mut Cases, po
                 case.pods.remove(&pod.name_any());
             }
         }
-        return;
+        return None;
     }
     let workload_uid = match known {
         Some(w) => w,
@@ -137,12 +165,13 @@ async fn observe_pod(shared: &Shared, owners: &OwnerCache, cases: &mut Cases, po
                         pods: BTreeMap::new(),
                         first_seen: BTreeMap::new(),
                         written: None,
+                        open_failed_at: None,
                     });
                 key
             }
             Err(error) => {
                 tracing::warn!(%error, pod = %pod.name_any(), %namespace, "cannot find the pod's workload");
-                return;
+                return None;
             }
         },
     };
@@ -154,6 +183,7 @@ async fn observe_pod(shared: &Shared, owners: &OwnerCache, cases: &mut Cases, po
         }
         case.pods.insert(pod.name_any(), findings);
     }
+    Some(workload_uid)
 }
 
 fn forget_pod(cases: &mut Cases, pod: &Pod) {
@@ -205,6 +235,51 @@ fn open_remediation<'a>(
     })
 }
 
+/// Whether a case must be opened now, on a pod event: nothing open for its
+/// workload yet, findings past their grace period, and no failed attempt
+/// in the last second (the tick retries those).
+fn opens_now(case: &Case, known_remediation: bool, grace: &GracePeriods, now: Instant) -> bool {
+    let backing_off = case
+        .open_failed_at
+        .is_some_and(|failed| now.duration_since(failed) < Duration::from_secs(1));
+    !known_remediation && !backing_off && !aggregate(case, grace, now).is_empty()
+}
+
+/// The open Remediation of a workload: in the cache, or created by this
+/// process and not in the cache yet.
+fn known_remediation(
+    remediations: &[Arc<Remediation>],
+    created: &HashMap<String, String>,
+    workload_uid: &str,
+) -> Option<String> {
+    open_remediation(remediations, workload_uid)
+        .map(|r| r.name_any())
+        .or_else(|| created.get(workload_uid).cloned())
+}
+
+/// Evaluates one workload's case right after a pod event, when that opens it.
+async fn open_if_due(
+    shared: &Shared,
+    store: &Store<Remediation>,
+    cases: &mut Cases,
+    workload_uid: &str,
+) {
+    let now = Instant::now();
+    let remediations = store.state();
+    let Cases {
+        by_workload,
+        created,
+        ..
+    } = cases;
+    let Some(case) = by_workload.get_mut(workload_uid) else {
+        return;
+    };
+    let known = known_remediation(&remediations, created, workload_uid).is_some();
+    if opens_now(case, known, &shared.config.grace, now) {
+        evaluate_case(shared, &remediations, created, workload_uid, case, now).await;
+    }
+}
+
 async fn evaluate_all(shared: &Shared, store: &Store<Remediation>, cases: &mut Cases) {
     let now = Instant::now();
     let remediations = store.state();
@@ -213,60 +288,83 @@ async fn evaluate_all(shared: &Shared, store: &Store<Remediation>, cases: &mut C
         .retain(|_, name| !remediations.iter().any(|r| &r.name_any() == name));
     let mut finished = Vec::new();
     for (workload_uid, case) in cases.by_workload.iter_mut() {
-        let findings = aggregate(case, &shared.config.grace, now);
-        let open = open_remediation(&remediations, workload_uid);
-        let name = open
-            .map(|r| r.name_any())
-            .or_else(|| cases.created.get(workload_uid).cloned());
-        match (name, findings.is_empty()) {
-            (None, true) => {
-                if case.pods.is_empty() {
-                    finished.push(workload_uid.clone());
-                }
-            }
-            (None, false) => match open_case(shared, case, &findings).await {
-                Ok(created) => {
-                    let started = case.first_seen.values().min().copied().unwrap_or(now);
-                    shared
-                        .metrics
-                        .observe_detection(now.duration_since(started));
-                    cases.created.insert(workload_uid.clone(), created);
-                    case.written = Some(findings);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, workload = %case.workload.name, "cannot open a remediation")
-                }
-            },
-            (Some(name), false) => {
-                if case.written.as_ref() != Some(&findings) {
-                    match write_findings(shared, &case.namespace, &name, &findings).await {
-                        Ok(()) => case.written = Some(findings),
-                        Err(error) => {
-                            tracing::warn!(%error, remediation = %name, "cannot update findings")
-                        }
-                    }
-                }
-            }
-            (Some(name), true) => {
-                // Healthy again. Before any fix, that closes the case; after a
-                // fix, the controller's verification owns the outcome.
-                let phase = open
-                    .and_then(|r| r.status.as_ref())
-                    .map(|s| s.phase)
-                    .unwrap_or_default();
-                if case.pods.is_empty() && matches!(phase, Phase::Diagnosing | Phase::Proposed) {
-                    if let Err(error) = resolve(shared, &case.namespace, &name).await {
-                        tracing::warn!(%error, remediation = %name, "cannot mark resolved");
-                    }
-                    finished.push(workload_uid.clone());
-                } else if case.pods.is_empty() {
-                    finished.push(workload_uid.clone());
-                }
-            }
+        if evaluate_case(
+            shared,
+            &remediations,
+            &mut cases.created,
+            workload_uid,
+            case,
+            now,
+        )
+        .await
+        {
+            finished.push(workload_uid.clone());
         }
     }
     for uid in finished {
         cases.by_workload.remove(&uid);
+    }
+}
+
+/// Opens, updates or resolves one workload's Remediation; true when the
+/// case is finished and can be forgotten.
+async fn evaluate_case(
+    shared: &Shared,
+    remediations: &[Arc<Remediation>],
+    created: &mut HashMap<String, String>,
+    workload_uid: &str,
+    case: &mut Case,
+    now: Instant,
+) -> bool {
+    let findings = aggregate(case, &shared.config.grace, now);
+    let open = open_remediation(remediations, workload_uid);
+    let name = known_remediation(remediations, created, workload_uid);
+    match (name, findings.is_empty()) {
+        (None, true) => case.pods.is_empty(),
+        (None, false) => {
+            match open_case(shared, case, &findings).await {
+                Ok(name) => {
+                    let started = case.first_seen.values().min().copied().unwrap_or(now);
+                    shared
+                        .metrics
+                        .observe_detection(Instant::now().duration_since(started));
+                    created.insert(workload_uid.to_string(), name);
+                    case.written = Some(findings);
+                    case.open_failed_at = None;
+                }
+                Err(error) => {
+                    case.open_failed_at = Some(Instant::now());
+                    tracing::warn!(%error, workload = %case.workload.name, "cannot open a remediation")
+                }
+            }
+            false
+        }
+        (Some(name), false) => {
+            if case.written.as_ref() != Some(&findings) {
+                match write_findings(shared, &case.namespace, &name, &findings).await {
+                    Ok(()) => case.written = Some(findings),
+                    Err(error) => {
+                        tracing::warn!(%error, remediation = %name, "cannot update findings")
+                    }
+                }
+            }
+            false
+        }
+        (Some(name), true) => {
+            // Healthy again. Before any fix, that closes the case; after a
+            // fix, the controller's verification owns the outcome.
+            let phase = open
+                .and_then(|r| r.status.as_ref())
+                .map(|s| s.phase)
+                .unwrap_or_default();
+            if case.pods.is_empty()
+                && matches!(phase, Phase::Diagnosing | Phase::Proposed)
+                && let Err(error) = resolve(shared, &case.namespace, &name).await
+            {
+                tracing::warn!(%error, remediation = %name, "cannot mark resolved");
+            }
+            case.pods.is_empty()
+        }
     }
 }
 
@@ -415,6 +513,7 @@ mod tests {
             pods: BTreeMap::new(),
             first_seen: BTreeMap::from([("ImagePullBackOff".into(), now)]),
             written: None,
+            open_failed_at: None,
         };
         for i in 0..20 {
             case.pods
@@ -434,10 +533,43 @@ mod tests {
             pods: BTreeMap::from([("web-0".to_string(), vec![finding("app", "ErrImagePull")])]),
             first_seen: BTreeMap::from([("ErrImagePull".into(), now)]),
             written: None,
+            open_failed_at: None,
         };
         assert!(aggregate(&case, &GracePeriods::default(), now).is_empty());
         let later = now + Duration::from_secs(11);
         assert_eq!(aggregate(&case, &GracePeriods::default(), later).len(), 1);
+    }
+
+    #[test]
+    fn a_pod_event_opens_a_due_case_at_once_but_only_once() {
+        let now = Instant::now();
+        let grace = GracePeriods::default();
+        let mut case = Case {
+            namespace: "ns".into(),
+            workload: WorkloadRef::default(),
+            pods: BTreeMap::from([("web-0".to_string(), vec![finding("app", "ErrImagePull")])]),
+            first_seen: BTreeMap::from([("ErrImagePull".into(), now)]),
+            written: None,
+            open_failed_at: None,
+        };
+        // ErrImagePull is still inside its grace period: wait.
+        assert!(!opens_now(&case, false, &grace, now));
+        // The pod moved on to ImagePullBackOff (no grace): open now.
+        case.pods
+            .insert("web-0".into(), vec![finding("app", "ImagePullBackOff")]);
+        case.first_seen.insert("ImagePullBackOff".into(), now);
+        assert!(opens_now(&case, false, &grace, now));
+        // Already open (cached or just created by us): never a second one.
+        assert!(!opens_now(&case, true, &grace, now));
+        // A failed create is retried by the tick, not by every pod event.
+        case.open_failed_at = Some(now);
+        assert!(!opens_now(&case, false, &grace, now));
+        assert!(opens_now(
+            &case,
+            false,
+            &grace,
+            now + Duration::from_millis(1500)
+        ));
     }
 
     #[test]

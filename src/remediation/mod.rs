@@ -17,6 +17,7 @@
 //! - [`controller`]: the phase machine from proposal to verified fix.
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
 //! - [`metrics`]: the repair loop's Prometheus metrics.
+//! - [`model_calls`]: model proposals run beside the reconcile workers.
 pub mod approval;
 pub mod approval_webhook;
 pub mod conditions;
@@ -27,6 +28,7 @@ pub mod detector;
 pub mod evidence;
 pub mod guardrails;
 pub mod metrics;
+pub mod model_calls;
 pub mod owner;
 pub mod patch;
 pub mod redact;
@@ -105,6 +107,11 @@ pub struct Shared {
     pub metrics: RemediationMetrics,
     /// The admission ConfigMap's view: exempt namespaces are not watched either.
     pub modes: ModeHandle,
+    /// The model proposer, when a provider is configured (`llm.provider`).
+    pub llm: Option<std::sync::Arc<crate::llm::propose::ModelProposer>>,
+    /// Model calls in flight or finished, by Remediation uid: they run on
+    /// their own tasks, never inside a reconcile worker.
+    pub model_calls: model_calls::ModelCalls,
 }
 
 impl Shared {

@@ -1,0 +1,75 @@
+//! Model proposals run on their own tasks: a reconcile starts one and
+//! returns at once (requeueing), a later reconcile picks up the result. A
+//! slow model therefore never holds a reconcile worker (the prototype's
+//! 500-second call inside its only worker is what this avoids).
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::llm::propose::{Incident, ModelProposal, ModelProposer};
+use crate::remediation::crd::{Evidence, Finding};
+
+type Outcome = Result<ModelProposal, String>;
+
+enum Slot {
+    Running(tokio::task::JoinHandle<()>),
+    Done(Outcome),
+}
+
+/// Model calls by Remediation uid.
+#[derive(Default)]
+pub struct ModelCalls(Arc<Mutex<HashMap<String, Slot>>>);
+
+/// Where the model call for one Remediation stands.
+pub enum ModelCall {
+    Running,
+    Done(Outcome),
+}
+
+impl ModelCalls {
+    /// Returns the finished outcome (once), or starts the call if none runs.
+    pub fn poll_or_start(
+        &self,
+        key: &str,
+        proposer: Arc<ModelProposer>,
+        evidence: Evidence,
+        findings: Vec<Finding>,
+        cluster_images: Vec<String>,
+    ) -> ModelCall {
+        let Ok(mut calls) = self.0.lock() else {
+            return ModelCall::Done(Err("model call bookkeeping is unavailable".into()));
+        };
+        match calls.remove(key) {
+            Some(Slot::Done(outcome)) => return ModelCall::Done(outcome),
+            Some(Slot::Running(handle)) if !handle.is_finished() => {
+                calls.insert(key.to_string(), Slot::Running(handle));
+                return ModelCall::Running;
+            }
+            // A task that finished without reporting (it panicked): start again.
+            Some(Slot::Running(_)) | None => {}
+        }
+        let slots = Arc::clone(&self.0);
+        let id = key.to_string();
+        let handle = tokio::spawn(async move {
+            let incident = Incident {
+                evidence: &evidence,
+                findings: &findings,
+                cluster_images: &cluster_images,
+            };
+            let outcome = proposer.propose(&incident).await.map_err(|e| e.to_string());
+            if let Ok(mut calls) = slots.lock() {
+                calls.insert(id, Slot::Done(outcome));
+            }
+        });
+        calls.insert(key.to_string(), Slot::Running(handle));
+        ModelCall::Running
+    }
+
+    /// Forgets a call (when its Remediation is regenerated or closed).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut calls) = self.0.lock()
+            && let Some(Slot::Running(handle)) = calls.remove(key)
+        {
+            handle.abort();
+        }
+    }
+}
