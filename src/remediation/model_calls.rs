@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::llm::propose::{Incident, ModelProposal, ModelProposer};
 use crate::remediation::crd::{Evidence, Finding};
 
-type Outcome = Result<ModelProposal, String>;
+type Outcome = Result<Box<ModelProposal>, String>;
 
 enum Slot {
     Running(tokio::task::JoinHandle<()>),
@@ -55,7 +55,11 @@ impl ModelCalls {
                 findings: &findings,
                 cluster_images: &cluster_images,
             };
-            let outcome = proposer.propose(&incident).await.map_err(|e| e.to_string());
+            let outcome = proposer
+                .propose(&incident)
+                .await
+                .map(Box::new)
+                .map_err(|e| e.to_string());
             if let Ok(mut calls) = slots.lock() {
                 calls.insert(id, Slot::Done(outcome));
             }
