@@ -76,7 +76,7 @@ manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap)
 	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
 
 .PHONY: bench
-bench: bench-webhook bench-admission-e2e ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+bench: bench-webhook bench-admission-e2e bench-detect ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
 
 .PHONY: bench-webhook
 bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce) -> target/bench/webhook.json
@@ -86,3 +86,8 @@ bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce)
 bench-admission-e2e: ## Pod creates through the sandbox with and without the webhook -> target/bench/admission-e2e.json
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench admission_e2e
+
+.PHONY: bench-detect
+bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok pods, operator running -> target/bench/detect.json
+	@bash $(SANDBOX) up
+	cargo bench --locked --bench detect

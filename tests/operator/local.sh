@@ -14,6 +14,8 @@
 #
 # Environment: AIOPS_BIN (binary; default target/release/aiops-operator),
 # AIOPS_MODE (admission mode for the ConfigMap; default Policy),
+# AIOPS_LLM_URL / AIOPS_LLM_MODEL (model proposals from an OpenAI-compatible
+# server, e.g. the one `make llm-up` starts; unset: rules only),
 # AIOPS_WEBHOOK_NAMESPACE_LABEL (only namespaces with this label set to
 # "true" go through the webhooks; for tests), AIOPS_OPERATOR_ARGS (extra
 # flags for `run`), AIOPS_REGISTER_WEBHOOKS=0 (a second replica that must
@@ -68,6 +70,15 @@ EOF
   sandbox_kubectl wait --for condition=established --timeout=30s crd/remediations.aiops-operator.dev >/dev/null
   sed "s/^  mode: Policy$/  mode: ${AIOPS_MODE:-Policy}/" "$repo/manifests/admission-config.yaml" \
     | sandbox_kubectl apply -f - >/dev/null
+  # Model proposals: the local OpenAI-compatible server when AIOPS_LLM_URL is
+  # set (make llm-up), rules only otherwise. Read by the operator at start.
+  local llm
+  if [[ -n ${AIOPS_LLM_URL:-} ]]; then
+    llm="{\"llm.provider\":\"openai\",\"llm.url\":\"$AIOPS_LLM_URL\",\"llm.model\":\"${AIOPS_LLM_MODEL:-local}\",\"llm.timeoutSeconds\":\"180\"}"
+  else
+    llm='{"llm.provider":"none"}'
+  fi
+  sandbox_kubectl -n "$ns" patch configmap aiops-operator-config --type merge -p "{\"data\":$llm}" >/dev/null
   if [[ ! -f $state/certs/tls.crt ]]; then
     "$bin" certs --out "$state/certs" --ip 127.0.0.1 --dns localhost >/dev/null
   fi

@@ -1,0 +1,705 @@
+//! `make bench-admission-e2e`: what users feel. Bare Pod creates through the
+//! sandbox API server from concurrent clients, with our webhook registered
+//! (release binary, Enforce, all 12 policies, compliant pods, so every
+//! create is evaluated and allowed) and without it, in the same run; rows
+//! for 10 and 50 clients; writes `target/bench/admission-e2e.json`.
+//!
+//! A Cargo bench target (`harness = false`) rather than an example, because
+//! Cargo hands benches `CARGO_BIN_EXE_aiops-operator`, the optimised binary
+//! of the same build: the webhook measured is exactly the one we ship.
+//!
+//! Method, per client count: several rounds, each one phase with the
+//! webhook and one without, in alternating order so that drift (other work
+//! on this shared 2-core machine, etcd growth) hits both alike. Each phase
+//! starts from an empty namespace, warms up for a second (not recorded),
+//! then records every create's latency for `BENCH_E2E_SECONDS`. Pods carry
+//! a scheduling gate, so neither the scheduler nor kwok works on them while
+//! we measure: the figures are the API server's create path (authn, authz,
+//! admission incl. our webhook, validation, etcd), nothing downstream.
+//!
+//! `cargo test --all-targets` also runs bench targets, without `--bench`;
+//! then this does nothing.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+/// Namespaces carrying this label are sent to the benchmark's webhook.
+const BENCH_LABEL: &str = "aiops-operator.dev/bench-e2e";
+const WEBHOOK_NAME: &str = "validate.aiops-operator.dev";
+
+/// Knobs, from the environment so `make` can pass them through.
+struct Settings {
+    clients: Vec<usize>,
+    rounds: usize,
+    warmup: Duration,
+    measure: Duration,
+    out: PathBuf,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.to_string());
+        let clients = var("BENCH_E2E_CLIENTS", "10,50")
+            .split(',')
+            .map(|c| c.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("BENCH_E2E_CLIENTS: comma-separated client counts")?;
+        Ok(Settings {
+            clients,
+            rounds: var("BENCH_E2E_ROUNDS", "3")
+                .parse()
+                .context("BENCH_E2E_ROUNDS")?,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(
+                var("BENCH_E2E_SECONDS", "8")
+                    .parse()
+                    .context("BENCH_E2E_SECONDS")?,
+            ),
+            out: repo_root().join("target/bench/admission-e2e.json"),
+        })
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        eprintln!("admission_e2e: a benchmark; run it with `make bench-admission-e2e`");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("admission_e2e: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("admission_e2e: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The sandbox's files, as `tests/sandbox/cluster.sh` leaves them.
+struct SandboxFiles {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl SandboxFiles {
+    fn find() -> Result<SandboxFiles> {
+        let dir = repo_root().join("target/sandbox");
+        let bin_dir = std::fs::read_to_string(dir.join("bin-dir")).with_context(|| {
+            format!(
+                "the sandbox is not running (no {}/bin-dir): `make cluster-up`",
+                dir.display()
+            )
+        })?;
+        Ok(SandboxFiles {
+            kubeconfig: dir.join("kubeconfig"),
+            kubectl: PathBuf::from(bin_dir.trim()).join("kubectl"),
+        })
+    }
+
+    /// Best-effort kubectl for cleanup, which must also work from `Drop`.
+    fn kubectl(&self, args: &[&str]) {
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Deletes what the benchmark created and stops the webhook, also when
+/// the benchmark fails half-way.
+struct Cleanup {
+    files: SandboxFiles,
+    namespace: String,
+    configuration: String,
+    webhook: Option<Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.files.kubectl(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            &self.configuration,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        self.files.kubectl(&[
+            "delete",
+            "namespace",
+            &self.namespace,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        if let Some(child) = &mut self.webhook {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let files = SandboxFiles::find()?;
+    let client = client_from(&files.kubeconfig).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("the sandbox API server is unreachable: `make cluster-up`")?;
+    let load_before = loadavg();
+
+    let id = format!("{:x}", std::process::id());
+    let mut cleanup = Cleanup {
+        files,
+        namespace: format!("aiops-bench-e2e-{id}"),
+        configuration: format!("aiops-bench-e2e-{id}"),
+        webhook: None,
+    };
+    let namespace = cleanup.namespace.clone();
+    create_namespace(&client, &namespace, &id).await?;
+
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let webhook = start_webhook(dir.path())?;
+    cleanup.webhook = Some(webhook.child);
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).context("ca.crt")?;
+    let probe = WebhookProbe::new(webhook.port, &ca_pem)?;
+    probe.wait_ready().await?;
+    let configuration = webhook_configuration(&cleanup.configuration, webhook.port, &ca_pem, &id)?;
+
+    // Someone else's webhook matching every namespace would sit in both
+    // phases and blur the comparison: record it, loudly.
+    let others = other_webhook_configurations(&client, &cleanup.configuration).await?;
+    if !others.is_empty() {
+        eprintln!(
+            "warning: other admission webhooks are registered and may see our pods: {others:?}"
+        );
+    }
+
+    let mut rows = Vec::new();
+    for &clients in &settings.clients {
+        let mut with = Phase::default();
+        let mut without = Phase::default();
+        for round in 0..settings.rounds {
+            // Alternate the order so slow drift does not favour one side.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for registered in order {
+                set_registered(&client, &configuration, registered, &namespace, &probe).await?;
+                clear_pods(&client, &namespace).await?;
+                let tag = format!("c{clients}r{round}{}", if registered { "w" } else { "o" });
+                let phase = measure_creates(&client, &namespace, &tag, clients, &settings).await;
+                eprintln!(
+                    "clients={clients} round={round} webhook={registered}: {} creates, {:.0}/s, p99 {:.2} ms, {} errors",
+                    phase.latencies.len(),
+                    phase.rate(),
+                    phase.percentile_ms(0.99),
+                    phase.errors.len()
+                );
+                if registered {
+                    with.absorb(phase);
+                } else {
+                    without.absorb(phase);
+                }
+            }
+        }
+        rows.push(row(clients, &with, &without));
+    }
+    set_registered(&client, &configuration, false, &namespace, &probe).await?;
+    clear_pods(&client, &namespace).await?;
+
+    let report = json!({
+        "rows": rows,
+        "targets": targets(&rows),
+        "setup": {
+            "what": "bare Pod CREATEs through the sandbox kube-apiserver, with and without our validating webhook",
+            "kubernetes": version.git_version,
+            "webhook": "target/release aiops-operator run --webhook-only --standalone --admission-mode Enforce, all 12 policies; registered via clientConfig.url + caBundle, failurePolicy Fail, timeoutSeconds 5",
+            "pod": "2 containers with resources, probes, env and a restricted securityContext; compliant with all 12 policies (every create is evaluated and allowed); a scheduling gate keeps the scheduler and kwok out of the measurement",
+            "rounds": settings.rounds,
+            "warmup_seconds_per_phase": settings.warmup.as_secs_f64(),
+            "seconds_per_phase": settings.measure.as_secs_f64(),
+            "order": "with/without alternating per round; namespace emptied before each phase",
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "note": "client, kube-apiserver, etcd, controllers and the webhook all share this machine's 2 cores",
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "other_webhook_configurations": others,
+        },
+    });
+    if let Some(parent) = settings.out.parent() {
+        std::fs::create_dir_all(parent).context("creating target/bench")?;
+    }
+    let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
+    std::fs::write(&settings.out, format!("{text}\n"))
+        .with_context(|| format!("writing {}", settings.out.display()))?;
+    println!("{text}");
+    eprintln!("wrote {}", settings.out.display());
+    drop(cleanup);
+    Ok(())
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
+    let raw = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading {}", kubeconfig.display()))?;
+    kube::Client::try_from(config).context("building the client")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Names of the webhook configurations in the cluster besides ours.
+async fn other_webhook_configurations(client: &kube::Client, ours: &str) -> Result<Vec<String>> {
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await?;
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await?;
+    Ok(validating
+        .items
+        .iter()
+        .map(|c| {
+            format!(
+                "validating/{}",
+                c.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .chain(mutating.items.iter().map(|c| {
+            format!(
+                "mutating/{}",
+                c.metadata.name.as_deref().unwrap_or_default()
+            )
+        }))
+        .filter(|name| name != &format!("validating/{ours}"))
+        .collect())
+}
+
+async fn create_namespace(client: &kube::Client, name: &str, id: &str) -> Result<()> {
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {BENCH_LABEL: id}},
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    // Pods are refused until the controller-manager made the default account.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    let start = Instant::now();
+    while accounts.get_opt("default").await?.is_none() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "no default service account in {name} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+struct StartedWebhook {
+    child: Child,
+    port: u16,
+}
+
+/// Generates certificates with our own `certs` command and starts the
+/// optimised binary as the webhook on a free loopback port.
+fn start_webhook(dir: &Path) -> Result<StartedWebhook> {
+    let binary = env!("CARGO_BIN_EXE_aiops-operator");
+    let certs = Command::new(binary)
+        .args(["certs", "--ip", "127.0.0.1", "--out"])
+        .arg(dir)
+        .output()
+        .context("running aiops-operator certs")?;
+    ensure!(
+        certs.status.success(),
+        "aiops-operator certs: {}",
+        String::from_utf8_lossy(&certs.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(dir.join("webhook.log"))?;
+    let child = Command::new(binary)
+        .args(["run", "--webhook-only", "--standalone"])
+        .args(["--admission-mode", "Enforce"])
+        .arg("--webhook-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--webhook-tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--webhook-tls-key")
+        .arg(dir.join("tls.key"))
+        .arg("--policies-dir")
+        .arg(repo_root().join("policies"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the webhook")?;
+    Ok(StartedWebhook { child, port })
+}
+
+/// Talks to the webhook directly: readiness and its request counter.
+struct WebhookProbe {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl WebhookProbe {
+    fn new(port: u16, ca_pem: &str) -> Result<WebhookProbe> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(WebhookProbe {
+            http,
+            base: format!("https://127.0.0.1:{port}"),
+        })
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let ready = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "the webhook did not become ready in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many `/validate` reviews the webhook has answered.
+    async fn validated(&self) -> Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.starts_with("aiops_admission_requests_total{")
+                    && l.contains("endpoint=\"validate\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+/// The shipped validating webhook (rules, failurePolicy, sideEffects,
+/// timeout) pointed at our process and scoped to the bench namespace.
+fn webhook_configuration(
+    name: &str,
+    port: u16,
+    ca_pem: &str,
+    id: &str,
+) -> Result<ValidatingWebhookConfiguration> {
+    let shipped =
+        std::fs::read_to_string(repo_root().join("manifests/webhook-configurations.yaml"))
+            .context("manifests/webhook-configurations.yaml")?;
+    let mut webhook = None;
+    for document in serde_yaml::Deserializer::from_str(&shipped) {
+        let value: Value = serde_json::to_value(
+            <serde_yaml::Value as serde::Deserialize>::deserialize(document)?,
+        )?;
+        if value["kind"] == "ValidatingWebhookConfiguration" {
+            webhook = value["webhooks"].get(0).cloned();
+        }
+    }
+    let Some(mut webhook) = webhook else {
+        bail!("no ValidatingWebhookConfiguration in manifests/webhook-configurations.yaml");
+    };
+    webhook["name"] = json!(WEBHOOK_NAME);
+    webhook["clientConfig"] = json!({
+        "url": format!("https://127.0.0.1:{port}/validate"),
+        "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+    });
+    webhook["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {BENCH_LABEL: id}},
+        "webhooks": [webhook],
+    }))?)
+}
+
+/// Registers or unregisters the webhook and waits until the API server
+/// has noticed (its configuration cache updates asynchronously): a
+/// dry-run create must (or must no longer) reach the webhook.
+async fn set_registered(
+    client: &kube::Client,
+    configuration: &ValidatingWebhookConfiguration,
+    registered: bool,
+    namespace: &str,
+    probe: &WebhookProbe,
+) -> Result<()> {
+    let api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    let name = configuration.metadata.name.clone().unwrap_or_default();
+    let exists = api.get_opt(&name).await?.is_some();
+    if registered && !exists {
+        api.create(&PostParams::default(), configuration)
+            .await
+            .context("registering the webhook")?;
+    } else if !registered && exists {
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .context("unregistering the webhook")?;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let start = Instant::now();
+    // Several quiet probes in a row before "not called" is believed.
+    let mut quiet = 0;
+    loop {
+        let before = probe.validated().await?;
+        pods.create(&dry_run, &bench_pod("probe"))
+            .await
+            .context("probe create")?;
+        let called = probe.validated().await? > before;
+        if registered && called {
+            return Ok(());
+        }
+        quiet = if called { 0 } else { quiet + 1 };
+        if !registered && quiet >= 5 {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "the API server did not pick up the webhook (registered={registered}) in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes every pod in the namespace and waits until none is left.
+async fn clear_pods(client: &kube::Client, namespace: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .context("deleting the pods")?;
+    let start = Instant::now();
+    // Unbound (gated) pods go at once; only the list has to catch up.
+    while !pods
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "pods in {namespace} not gone after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// A realistic, compliant bare Pod: every policy evaluates, none objects.
+fn bench_pod(name: &str) -> Pod {
+    let container = |name: &str, image: &str, port: i32| {
+        json!({
+            "name": name,
+            "image": image,
+            "ports": [{"name": "http", "containerPort": port}],
+            "env": [
+                {"name": "APP_ENV", "value": "production"},
+                {"name": "LOG_LEVEL", "value": "info"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "500m", "memory": "256Mi"},
+            },
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "runAsNonRoot": true,
+                "runAsUser": 10001,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        })
+    };
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "bench", "app.kubernetes.io/part-of": "aiops-bench"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
+        },
+        "spec": {
+            "schedulingGates": [{"name": "aiops-operator.dev/bench"}],
+            "containers": [
+                container("app", "nginx:1.25.5", 8080),
+                container("sidecar", "busybox:1.36.1", 9090),
+            ],
+        },
+    });
+    // The literal above is a valid Pod; a failure here is a bug in this file.
+    serde_json::from_value(pod).unwrap_or_default()
+}
+
+/// What one phase (or several, absorbed) measured.
+#[derive(Default)]
+struct Phase {
+    /// One per successful create started inside the measured window.
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+    measured: Duration,
+}
+
+impl Phase {
+    fn absorb(&mut self, other: Phase) {
+        self.latencies.extend(other.latencies);
+        self.errors.extend(other.errors);
+        self.measured += other.measured;
+    }
+
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.measured.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn percentile_ms(&self, q: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[index].as_secs_f64() * 1000.0
+    }
+}
+
+/// `clients` concurrent loops creating pods as fast as the API server
+/// answers; creates started during the warm-up are not recorded.
+async fn measure_creates(
+    client: &kube::Client,
+    namespace: &str,
+    tag: &str,
+    clients: usize,
+    settings: &Settings,
+) -> Phase {
+    let start = Instant::now();
+    let record_from = start + settings.warmup;
+    let deadline = record_from + settings.measure;
+    let tag: Arc<str> = Arc::from(tag);
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let tag = Arc::clone(&tag);
+        tasks.push(tokio::spawn(async move {
+            let mut phase = Phase::default();
+            let mut i = 0usize;
+            loop {
+                let sent = Instant::now();
+                if sent >= deadline {
+                    break;
+                }
+                let pod = bench_pod(&format!("{tag}-{worker}-{i}"));
+                let result = pods.create(&PostParams::default(), &pod).await;
+                let took = sent.elapsed();
+                if sent >= record_from {
+                    match result {
+                        Ok(_) => phase.latencies.push(took),
+                        Err(error) => phase.errors.push(error.to_string()),
+                    }
+                }
+                i += 1;
+            }
+            phase
+        }));
+    }
+    let mut total = Phase::default();
+    for task in tasks {
+        match task.await {
+            Ok(phase) => total.absorb(phase),
+            Err(error) => total.errors.push(format!("client task failed: {error}")),
+        }
+    }
+    // Creates still in flight at the deadline finish a little later; the
+    // window is the measured interval, not the time until the last reply.
+    total.measured = settings.measure;
+    total
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn row(clients: usize, with: &Phase, without: &Phase) -> Value {
+    let (p99_with, p99_without) = (with.percentile_ms(0.99), without.percentile_ms(0.99));
+    let (rate_with, rate_without) = (with.rate(), without.rate());
+    json!({
+        "clients": clients,
+        "p99_ms_with": round2(p99_with),
+        "p99_ms_without": round2(p99_without),
+        "creates_per_s_with": round2(rate_with),
+        "creates_per_s_without": round2(rate_without),
+        "p99_overhead_pct": round2((p99_with / p99_without.max(f64::EPSILON) - 1.0) * 100.0),
+        "throughput_cost_pct": round2((1.0 - rate_with / rate_without.max(f64::EPSILON)) * 100.0),
+        "p50_ms_with": round2(with.percentile_ms(0.50)),
+        "p50_ms_without": round2(without.percentile_ms(0.50)),
+        "creates_with": with.latencies.len(),
+        "creates_without": without.latencies.len(),
+        "errors_with": with.errors.len(),
+        "errors_without": without.errors.len(),
+        "first_errors": with.errors.iter().chain(&without.errors).take(3).collect::<Vec<_>>(),
+    })
+}
+
+fn targets(rows: &[Value]) -> Value {
+    let at_10 = rows.iter().find(|r| r["clients"] == 10);
+    let le_5 = |key: &str| at_10.and_then(|r| r[key].as_f64()).map(|v| v <= 5.0);
+    json!({
+        "p99_added_at_10_clients_at_most_5pct": le_5("p99_overhead_pct"),
+        "throughput_cost_at_10_clients_at_most_5pct": le_5("throughput_cost_pct"),
+    })
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# `make bench-webhook`: drives the release TLS webhook (standalone: no
+# cluster; all 12 policies in policies/; Enforce) with oha over loopback,
+# with realistic Pod and Deployment AdmissionReviews (tests/bench/make_reviews.py),
+# and writes target/bench/webhook.json.
+#
+# Three runs at the same fixed concurrency, each BENCH_SECONDS long:
+#   1. /validate at a fixed 2,000 req/s (latency-corrected): rps, p50, p99;
+#   2. /validate as fast as it goes: max_rps;
+#   3. /noop (parse the review, allow without evaluating) as fast as it
+#      goes: noop_max_rps, the ceiling of the same TLS/HTTP/JSON stack.
+# The server's peak RSS (VmHWM) is read at the end. oha runs on the same
+# 2 cores as the server, so every figure includes the client's CPU cost.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OHA_VERSION=1.16.0
+OHA=target/tools/bin/oha
+OUT=target/bench
+SECONDS_PER_RUN=${BENCH_SECONDS:-12}
+CONCURRENCY=${BENCH_CONCURRENCY:-16}
+RATE=2000
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+if ! "$OHA" --version 2>/dev/null | grep -qF "$OHA_VERSION"; then
+  log "installing oha $OHA_VERSION into target/tools"
+  cargo install oha --version "$OHA_VERSION" --locked --root target/tools
+fi
+
+log "building the release binary"
+cargo build --release --locked
+BIN=target/release/aiops-operator
+
+mkdir -p "$OUT"
+work=$(mktemp -d)
+pid=
+cleanup() {
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BIN" certs --out "$work/certs" --ip 127.0.0.1 >/dev/null
+python3 tests/bench/make_reviews.py "$work/reviews" >&2
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+# The production log level (info): the server does what it does in a cluster.
+"$BIN" run --webhook-only --standalone --admission-mode Enforce \
+  --webhook-listen "127.0.0.1:$port" \
+  --webhook-tls-cert "$work/certs/tls.crt" --webhook-tls-key "$work/certs/tls.key" \
+  --policies-dir policies >"$work/webhook.log" 2>&1 &
+pid=$!
+
+base="https://127.0.0.1:$port"
+curl_tls=(curl --silent --show-error --cacert "$work/certs/ca.crt")
+for _ in $(seq 100); do
+  if "${curl_tls[@]}" "$base/readyz" >/dev/null 2>&1; then break; fi
+  kill -0 "$pid" 2>/dev/null || { cat "$work/webhook.log" >&2; exit 1; }
+  sleep 0.1
+done
+"${curl_tls[@]}" "$base/readyz" >/dev/null
+
+# Every review must be evaluated and allowed, or the figures mean nothing.
+for review in pod deployment; do
+  reply=$("${curl_tls[@]}" -H 'Content-Type: application/json' \
+    --data-binary "@$work/reviews/$review-review.json" "$base/validate")
+  if ! grep -q '"allowed":true' <<<"$reply"; then
+    echo "the $review review was not allowed: $reply" >&2
+    exit 1
+  fi
+done
+
+oha_run() { # name path extra-args...
+  local name=$1 path=$2
+  shift 2
+  log "oha: $name (${SECONDS_PER_RUN}s, $CONCURRENCY connections${*:+, $*})"
+  "$OHA" --no-tui --output-format json -o "$work/$name.json" \
+    -z "${SECONDS_PER_RUN}s" -w -c "$CONCURRENCY" \
+    -m POST -T application/json -Z "$work/reviews/reviews.jsonl" \
+    --cacert "$work/certs/ca.crt" "$@" "$base$path"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Warm-up: connections, allocator and caches; not recorded.
+BENCH_SECONDS_SAVED=$SECONDS_PER_RUN
+SECONDS_PER_RUN=3 oha_run warmup /validate
+SECONDS_PER_RUN=$BENCH_SECONDS_SAVED
+oha_run fixed /validate -q "$RATE" --latency-correction
+oha_run max /validate
+oha_run noop /noop
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+
+python3 tests/bench/summarize_webhook.py \
+  --fixed "$work/fixed.json" --max "$work/max.json" --noop "$work/noop.json" \
+  --rss-kib "$rss_kib" --rate "$RATE" --concurrency "$CONCURRENCY" \
+  --seconds "$SECONDS_PER_RUN" --reviews "$work/reviews" \
+  --oha-version "$OHA_VERSION" --load-before "$load_before" --load-after "$load_after" \
+  >"$OUT/webhook.json"
+log "wrote $OUT/webhook.json"
+cat "$OUT/webhook.json"
