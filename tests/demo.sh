@@ -6,7 +6,11 @@
 #   2. the operator opens one Remediation with a rule-based fix, guarded and
 #      validated by a server-side dry run (the diff is shown);
 #   3. `kubectl patch rem … approved=true` approves exactly that proposal;
-#   4. the fix is applied and verified; the Remediation ends Verified.
+#   4. the fix is applied and verified; the Remediation ends Verified;
+#   5. a failure the rules cannot fix (a misspelled repository in a brand-new
+#      Deployment, no history) goes to the local model (Qwen2.5-Coder-0.5B on
+#      llama.cpp, sha256-verified); its proposal passes the same guardrails and
+#      dry run, and is approved with kubectl when it is valid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +30,7 @@ echo "operator serving https://127.0.0.1:$port (log: target/operator/demo-operat
 stop_operator() {
   bash tests/operator/local.sh stop demo-operator
   bash tests/operator/local.sh uninstall
+  bash tests/llm/server.sh down >/dev/null 2>&1 || true
 }
 trap stop_operator EXIT
 
@@ -71,5 +76,39 @@ say "   Events on the Remediation"
 kubectl -n "$ns" get events --field-selector involvedObject.name="$rem" \
   -o custom-columns=REASON:.reason,MESSAGE:.message
 [[ $phase == Verified ]] || { echo "demo: the remediation ended $phase" >&2; exit 1; }
+
+say "5. A failure the rules cannot fix: a new Deployment with a misspelled repository"
+say "   Local model server (xllamacpp, Qwen2.5-Coder-0.5B Q4_K_M, sha256-verified)"
+llm_url=$(bash tests/llm/server.sh up qwen | tail -1)
+echo "model server: $llm_url"
+bash tests/operator/local.sh stop demo-operator
+port=$(AIOPS_BIN=$PWD/target/release/aiops-operator AIOPS_LLM_URL=$llm_url \
+  AIOPS_LLM_MODEL=qwen2.5-coder-0.5b bash tests/operator/local.sh start demo-operator)
+echo "operator restarted with the openai provider -> $llm_url"
+kubectl -n "$ns" create deployment api --image=ngnix:1.25.5 --replicas=2
+for _ in $(seq 1 240); do
+  phase=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" \
+    -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)
+  [[ $phase == Proposed || $phase == Failed ]] && break
+  sleep 1
+done
+rem2=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" -o jsonpath='{.items[0].metadata.name}')
+kubectl -n "$ns" get rem
+say "   kubectl aiops show $rem2 (the model's proposal, its guardrail verdict and dry-run diff)"
+target/release/kubectl-aiops -n "$ns" show "$rem2"
+ready=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.conditions[?(@.type=="ReadyForReview")].status}')
+if [[ $ready == True ]]; then
+  say "   The proposal is valid: approve it with kubectl"
+  kubectl -n "$ns" patch rem "$rem2" --type=merge -p '{"spec":{"approved":true}}'
+  for _ in $(seq 1 180); do
+    phase=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.phase}')
+    [[ $phase == Verified || $phase == RolledBack || $phase == Failed ]] && break
+    sleep 0.5
+  done
+  kubectl -n "$ns" get rem "$rem2"
+  kubectl -n "$ns" get deployment api -o jsonpath='image now: {.spec.template.spec.containers[0].image}{"\n"}'
+else
+  say "   The model's proposal is not ready for review (refused or a diagnosis only); nothing is applied"
+fi
 
 say "Done. The sandbox keeps running (make cluster-down stops it); make run starts the operator in the foreground."
