@@ -3,16 +3,24 @@
 //! `serviceAccountName`/`serviceAccountNamespace`, foreach `element`s,
 //! rule `context` variables and user-supplied values.
 
+use std::collections::BTreeMap;
+
+use ::jmespath::{Rcvar, Variable};
 use serde_json::{Map, Value, json};
 
 use crate::policy::images::images_variable;
-use crate::policy::jmespath::{self, QueryError};
+use crate::policy::jmespath::{self, QueryError, to_variable};
 use crate::policy::{EvalInput, Operation};
 
 /// The evaluation context of one rule against one resource.
+///
+/// The document is kept as its top-level entries, already converted for the
+/// JMESPath runtime and shared by reference: a query does not re-convert
+/// the request, and adding a rule variable or foreach element to a copy of
+/// the context copies only the top-level map.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
-    root: Value,
+    root: BTreeMap<String, Rcvar>,
     delete: bool,
 }
 
@@ -20,50 +28,63 @@ impl EvalContext {
     /// Wraps an already built document.
     #[cfg(test)]
     pub fn from_root(root: Value) -> EvalContext {
-        let delete = root.pointer("/request/operation").and_then(Value::as_str) == Some("DELETE");
-        EvalContext { root, delete }
+        let mut ctx = EvalContext {
+            root: BTreeMap::new(),
+            delete: false,
+        };
+        if let Value::Object(map) = root {
+            for (key, value) in &map {
+                ctx.root.insert(key.clone(), to_variable(value));
+            }
+        }
+        ctx.delete = ctx.operation_is_delete();
+        ctx
     }
 
     /// Builds the context for an admission request or bare resource.
     pub fn for_input(input: &EvalInput<'_>) -> EvalContext {
-        let mut request = match input.admission_info {
-            Some(Value::Object(map)) => map.clone(),
-            _ => Map::new(),
+        // `object`/`oldObject` are replaced below: convert neither twice.
+        let mut request: BTreeMap<String, Rcvar> = match input.admission_info {
+            Some(Value::Object(map)) => map
+                .iter()
+                .filter(|(key, _)| key.as_str() != "object" && key.as_str() != "oldObject")
+                .map(|(key, value)| (key.clone(), to_variable(value)))
+                .collect(),
+            _ => BTreeMap::new(),
         };
         let operation = input.operation.as_str();
-        request.insert("operation".into(), Value::from(operation));
+        request.insert("operation".into(), to_variable(&Value::from(operation)));
+        let null = Value::Null;
         let (object, old_object) = match input.operation {
-            Operation::Delete => (
-                Value::Null,
-                input.old_resource.unwrap_or(input.resource).clone(),
-            ),
-            _ => (
-                input.resource.clone(),
-                input.old_resource.cloned().unwrap_or(Value::Null),
-            ),
+            Operation::Delete => (&null, input.old_resource.unwrap_or(input.resource)),
+            _ => (input.resource, input.old_resource.unwrap_or(&null)),
         };
-        request.insert("object".into(), object);
-        request.insert("oldObject".into(), old_object);
-        request.entry("userInfo").or_insert_with(
-            || json!({"username": input.user_info.username, "groups": input.user_info.groups}),
-        );
+        request.insert("object".into(), to_variable(object));
+        request.insert("oldObject".into(), to_variable(old_object));
+        request.entry("userInfo".into()).or_insert_with(|| {
+            to_variable(
+                &json!({"username": input.user_info.username, "groups": input.user_info.groups}),
+            )
+        });
         request
-            .entry("roles")
-            .or_insert_with(|| json!(input.user_info.roles));
+            .entry("roles".into())
+            .or_insert_with(|| to_variable(&json!(input.user_info.roles)));
         request
-            .entry("clusterRoles")
-            .or_insert_with(|| json!(input.user_info.cluster_roles));
+            .entry("clusterRoles".into())
+            .or_insert_with(|| to_variable(&json!(input.user_info.cluster_roles)));
         let subject = input.resource;
         if let Some(namespace) = subject
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
         {
             request
-                .entry("namespace")
-                .or_insert_with(|| Value::from(namespace));
+                .entry("namespace".into())
+                .or_insert_with(|| to_variable(&Value::from(namespace)));
         }
         if let Some(name) = subject.pointer("/metadata/name").and_then(Value::as_str) {
-            request.entry("name").or_insert_with(|| Value::from(name));
+            request
+                .entry("name".into())
+                .or_insert_with(|| to_variable(&Value::from(name)));
         }
         if let Some(kind) = subject.get("kind").and_then(Value::as_str) {
             let api_version = subject
@@ -71,36 +92,50 @@ impl EvalContext {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-            request
-                .entry("kind")
-                .or_insert_with(|| json!({"group": group, "version": version, "kind": kind}));
+            request.entry("kind".into()).or_insert_with(|| {
+                to_variable(&json!({"group": group, "version": version, "kind": kind}))
+            });
         }
 
-        let mut root = Map::new();
-        root.insert("request".into(), Value::Object(request));
-        root.insert("images".into(), images_variable(input.resource));
+        let mut root = BTreeMap::new();
+        root.insert("request".into(), Rcvar::new(Variable::Object(request)));
+        root.insert(
+            "images".into(),
+            to_variable(&images_variable(input.resource)),
+        );
         let (sa_namespace, sa_name) = service_account(&input.user_info.username);
-        root.insert("serviceAccountName".into(), Value::from(sa_name));
-        root.insert("serviceAccountNamespace".into(), Value::from(sa_namespace));
+        root.insert(
+            "serviceAccountName".into(),
+            to_variable(&Value::from(sa_name)),
+        );
+        root.insert(
+            "serviceAccountNamespace".into(),
+            to_variable(&Value::from(sa_namespace)),
+        );
         let mut ctx = EvalContext {
-            root: Value::Object(root),
+            root,
             delete: input.operation == Operation::Delete,
         };
         for (name, value) in input.variables {
             ctx.set_path(name, value.clone());
         }
         // Values may override the operation (kyverno-test `request.operation`).
-        ctx.delete = ctx
-            .root
-            .pointer("/request/operation")
-            .and_then(Value::as_str)
-            == Some("DELETE");
+        ctx.delete = ctx.operation_is_delete();
         ctx
+    }
+
+    fn operation_is_delete(&self) -> bool {
+        self.root
+            .get("request")
+            .and_then(|request| request.as_object())
+            .and_then(|request| request.get("operation"))
+            .and_then(|operation| operation.as_string())
+            .is_some_and(|operation| operation == "DELETE")
     }
 
     /// Runs a JMESPath query over the context.
     pub fn query(&self, expression: &str) -> Result<Value, QueryError> {
-        jmespath::search(expression, &self.root)
+        jmespath::search_variable(expression, Rcvar::new(Variable::Object(self.root.clone())))
     }
 
     /// True for DELETE requests, where `request.object` reads the old object.
@@ -110,34 +145,51 @@ impl EvalContext {
 
     /// Sets a (possibly dotted) variable, creating intermediate maps.
     pub fn set_path(&mut self, dotted: &str, value: Value) {
-        let mut node = &mut self.root;
-        let parts: Vec<&str> = dotted.split('.').collect();
-        for (index, part) in parts.iter().enumerate() {
-            if !node.is_object() {
-                *node = Value::Object(Map::new());
-            }
-            let Value::Object(map) = node else {
-                return;
-            };
-            if index == parts.len() - 1 {
-                map.insert((*part).to_string(), value);
-                return;
-            }
-            node = map
-                .entry((*part).to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
+        let Some((head, rest)) = dotted.split_once('.') else {
+            self.root.insert(dotted.to_string(), to_variable(&value));
+            return;
+        };
+        // Rare (dotted user values): rebuild the one top-level entry.
+        let mut node = self
+            .root
+            .get(head)
+            .and_then(|existing| serde_json::to_value(&**existing).ok())
+            .unwrap_or(Value::Null);
+        set_nested(&mut node, rest, value);
+        self.root.insert(head.to_string(), to_variable(&node));
     }
 
     /// Adds a foreach element: `element`/`elementIndex` and the nesting
     /// specific `element<N>`/`elementIndex<N>`.
     pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext {
         let mut ctx = self.clone();
-        ctx.set_path("element", element.clone());
-        ctx.set_path("elementIndex", Value::from(index));
-        ctx.set_path(&format!("element{nesting}"), element.clone());
-        ctx.set_path(&format!("elementIndex{nesting}"), Value::from(index));
+        let element = to_variable(element);
+        let index = to_variable(&Value::from(index));
+        ctx.root.insert("element".into(), Rcvar::clone(&element));
+        ctx.root.insert("elementIndex".into(), Rcvar::clone(&index));
+        ctx.root.insert(format!("element{nesting}"), element);
+        ctx.root.insert(format!("elementIndex{nesting}"), index);
         ctx
+    }
+}
+
+/// Sets the dotted path `dotted` below `node`, creating intermediate maps.
+fn set_nested(mut node: &mut Value, dotted: &str, value: Value) {
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (index, part) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else {
+            return;
+        };
+        if index == parts.len() - 1 {
+            map.insert((*part).to_string(), value);
+            return;
+        }
+        node = map
+            .entry((*part).to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 

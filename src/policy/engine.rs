@@ -3,6 +3,8 @@
 //! anyPattern, deny, foreach, podSecurity), producing one outcome per rule
 //! that applies.
 
+use std::cell::OnceCell;
+
 use serde_json::Value;
 
 use crate::policy::conditions::ConditionOperator;
@@ -144,9 +146,13 @@ fn condition_holds(condition: &Condition, ctx: &EvalContext) -> Result<bool, Eva
     ))
 }
 
-/// Evaluates every validate rule of `policy`.
-pub(crate) fn validate_policy(policy: &Policy, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
-    let base = EvalContext::for_input(input);
+/// Evaluates every validate rule of `policy`. `base` is the input's
+/// context, built on first use and shared by all policies of a request.
+pub(crate) fn validate_policy(
+    policy: &Policy,
+    input: &EvalInput<'_>,
+    base: &OnceCell<EvalContext>,
+) -> Vec<RuleOutcome> {
     let mut outcomes = Vec::new();
     for rule in &policy.rules {
         let RuleBody::Validate(validation) = &rule.body else {
@@ -155,7 +161,8 @@ pub(crate) fn validate_policy(policy: &Policy, input: &EvalInput<'_>) -> Vec<Rul
         if !rule_selects(policy, rule, input) {
             continue;
         }
-        let verdict = evaluate_rule(rule, validation, &base, input);
+        let base = base.get_or_init(|| EvalContext::for_input(input));
+        let verdict = evaluate_rule(rule, validation, base, input);
         let applied = !matches!(verdict, Verdict::Skip(_));
         outcomes.push(RuleOutcome {
             policy: policy.display_name(),

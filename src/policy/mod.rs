@@ -41,6 +41,7 @@ mod spec;
 mod variables;
 mod wildcard;
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -246,19 +247,21 @@ impl PolicySet {
 
     /// Evaluates all validate rules (including auto-generated pod-controller rules).
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+        let base = OnceCell::new();
         self.policies
             .iter()
-            .flat_map(|policy| engine::validate_policy(policy, input))
+            .flat_map(|policy| engine::validate_policy(policy, input, &base))
             .collect()
     }
 
     /// Evaluates the validate rules of the policies named `name` (bare or
     /// `ns/name`).
     pub fn validate_policy(&self, name: &str, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+        let base = OnceCell::new();
         self.policies
             .iter()
             .filter(|p| p.name == name || p.display_name() == name)
-            .flat_map(|policy| engine::validate_policy(policy, input))
+            .flat_map(|policy| engine::validate_policy(policy, input, &base))
             .collect()
     }
 

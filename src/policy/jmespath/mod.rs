@@ -8,10 +8,13 @@ mod objects;
 mod strings;
 mod time;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 use jmespath::functions::{ArgumentType, CustomFunction, Signature};
-use jmespath::{ErrorReason, JmespathError, Rcvar, Runtime, Variable};
+use jmespath::{ErrorReason, Expression, JmespathError, Rcvar, Runtime, Variable};
 use serde_json::Value;
 
 /// Errors from compiling or evaluating a JMESPath expression.
@@ -34,18 +37,57 @@ static KYVERNO_RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     runtime
 });
 
+/// Most distinct expressions kept compiled per thread; expressions built
+/// from substituted values could otherwise grow the cache without bound.
+const CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    /// Compiled expressions by source text: policies query the same few
+    /// expressions for every request, and parsing dominates small queries.
+    static COMPILED: RefCell<HashMap<String, Rc<Expression<'static>>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Compiles `expression` once per thread (errors are not cached).
+fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, JmespathError> {
+    if let Some(hit) = COMPILED.with(|cache| cache.borrow().get(expression).cloned()) {
+        return Ok(hit);
+    }
+    let runtime: &'static Runtime = &KYVERNO_RUNTIME;
+    let compiled = Rc::new(runtime.compile(expression)?);
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(expression.to_string(), Rc::clone(&compiled));
+    });
+    Ok(compiled)
+}
+
+/// Converts a JSON document into the runtime's representation, once, so it
+/// can be queried many times.
+pub fn to_variable(data: &Value) -> Rcvar {
+    // Converting a JSON value cannot fail; `Null` only guards the signature.
+    Rcvar::new(Variable::try_from(data).unwrap_or(Variable::Null))
+}
+
 /// Evaluates `expression` against `data`.
 pub fn search(expression: &str, data: &Value) -> Result<Value, QueryError> {
+    search_variable(expression, to_variable(data))
+}
+
+/// Evaluates `expression` against an already converted document.
+pub fn search_variable(expression: &str, data: Rcvar) -> Result<Value, QueryError> {
     let error = |message: String| QueryError {
         expression: expression.to_string(),
         message,
     };
-    let compiled = KYVERNO_RUNTIME
-        .compile(expression)
-        .map_err(|e| error(e.to_string()))?;
-    let variable = Variable::try_from(data).map_err(|e| error(e.to_string()))?;
-    let result = compiled
-        .search(Rcvar::new(variable))
+    let compiled = compiled(expression).map_err(|e| error(e.to_string()))?;
+    // `Expression::search` would re-serialize an `Rcvar` argument through
+    // serde (no specialization); interpret the shared document directly.
+    let mut context = jmespath::Context::new(compiled.as_str(), &KYVERNO_RUNTIME);
+    let result = jmespath::interpret(&data, compiled.as_ast(), &mut context)
         .map_err(|e| error(e.to_string()))?;
     serde_json::to_value(&*result).map_err(|e| error(e.to_string()))
 }

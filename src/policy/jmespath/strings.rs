@@ -1,5 +1,8 @@
 //! Kyverno's string and regex JMESPath functions.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use jmespath::Runtime;
 use jmespath::functions::ArgumentType as A;
 use regex::Regex;
@@ -140,8 +143,28 @@ fn pattern_match(args: &[Value]) -> Result<Value, String> {
     )))
 }
 
+/// Most distinct patterns kept compiled per thread.
+const REGEX_CACHE_LIMIT: usize = 256;
+
+thread_local! {
+    /// Compiled patterns: policies pass the same literal pattern for every
+    /// element of every request, and compiling dwarfs matching.
+    static REGEXES: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+}
+
 fn compile(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| format!("invalid regular expression: {e}"))
+    if let Some(hit) = REGEXES.with(|cache| cache.borrow().get(pattern).cloned()) {
+        return Ok(hit);
+    }
+    let regex = Regex::new(pattern).map_err(|e| format!("invalid regular expression: {e}"))?;
+    REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= REGEX_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), regex.clone());
+    });
+    Ok(regex)
 }
 
 fn regex_match(args: &[Value]) -> Result<Value, String> {
