@@ -32,8 +32,10 @@
 //! `BENCH_DETECT_HEALTHY_REPLICAS` (20), `BENCH_DETECT_BROKEN` (20),
 //! `BENCH_DETECT_BROKEN_REPLICAS` (10), `BENCH_DETECT_NAMESPACES` (10),
 //! `BENCH_DETECT_STEADY_SECONDS` (30), `BENCH_DETECT_SETTLE_SECONDS` (15),
-//! `BENCH_DETECT_CONCURRENCY` (8), `BENCH_DETECT_OPERATOR_BIN` (another operator
-//! binary to measure; default: this build's release binary).
+//! `BENCH_DETECT_CONCURRENCY` (8), `BENCH_DETECT_WEBHOOKS` (1; 0 scopes the
+//! operator's webhooks to no namespace, so its CPU goes to detection only),
+//! `BENCH_DETECT_OPERATOR_BIN` (another operator binary to measure;
+//! default: this build's release binary).
 //!
 //! Everything it creates (namespaces, the FlowSchema, the operator and its
 //! webhook registrations) is removed at the end, also when it fails.
@@ -86,7 +88,19 @@ struct Settings {
     steady: Duration,
     settle: Duration,
     concurrency: usize,
+    /// Whether the operator's webhooks see the bench namespaces.
+    webhooks: bool,
     out: PathBuf,
+}
+
+/// The namespace label the operator's webhooks select: the bench
+/// namespaces' own, or one that no namespace carries.
+fn webhook_label(settings: &Settings) -> &'static str {
+    if settings.webhooks {
+        NS_LABEL
+    } else {
+        "aiops-operator.dev/bench-detect-no-webhooks"
+    }
 }
 
 impl Settings {
@@ -109,6 +123,7 @@ impl Settings {
             steady: Duration::from_secs(var("BENCH_DETECT_STEADY_SECONDS", 30)?),
             settle: Duration::from_secs(var("BENCH_DETECT_SETTLE_SECONDS", 15)?),
             concurrency: var("BENCH_DETECT_CONCURRENCY", 8usize)?.max(1),
+            webhooks: var("BENCH_DETECT_WEBHOOKS", 1u8)? != 0,
             out: repo_root().join("target/bench/detect.json"),
         })
     }
@@ -790,7 +805,7 @@ async fn run(sandbox: &Sandbox, settings: &Settings, t0: Instant) -> Result<Valu
         &["start", OPERATOR_NAME],
         &[
             ("AIOPS_BIN", bin),
-            ("AIOPS_WEBHOOK_NAMESPACE_LABEL", NS_LABEL),
+            ("AIOPS_WEBHOOK_NAMESPACE_LABEL", webhook_label(settings)),
         ],
     )?
     .trim()
@@ -1104,7 +1119,11 @@ async fn run(sandbox: &Sandbox, settings: &Settings, t0: Instant) -> Result<Valu
             "nodes": nodes,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "operator_binary": bin,
-            "operator_webhooks": format!("scoped to namespaces labelled {NS_LABEL}=true (the bench namespaces): every bench pod create goes through /validate, every Remediation write through /remediations"),
+            "operator_webhooks": if settings.webhooks {
+                format!("scoped to namespaces labelled {NS_LABEL}=true (the bench namespaces): every bench pod create/update goes through /validate, every Remediation write through /remediations")
+            } else {
+                "off (BENCH_DETECT_WEBHOOKS=0): the webhooks select no namespace".to_string()
+            },
             "healthy_image": HEALTHY_IMAGE,
             "broken_image": BROKEN_IMAGE,
             "other_operator_replicas_at_end": other_operators(),
