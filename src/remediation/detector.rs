@@ -14,7 +14,7 @@
 //! costs one write per tick rather than one per pod event.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -245,6 +245,31 @@ fn opens_now(case: &Case, known_remediation: bool, grace: &GracePeriods, now: In
     !known_remediation && !backing_off && !aggregate(case, grace, now).is_empty()
 }
 
+/// How long after a Remediation of a workload ended RolledBack, Failed or
+/// Rejected no new one is opened for it (unless a human deletes the old one).
+pub const REOPEN_COOLDOWN: Duration = Duration::from_secs(600);
+
+/// Whether the workload's last Remediation ended without a fix, recently.
+fn recently_failed(remediations: &[Arc<Remediation>], workload_uid: &str, now: SystemTime) -> bool {
+    remediations.iter().any(|r| {
+        let Some(status) = r.status.as_ref() else {
+            return false;
+        };
+        let unsuccessful = matches!(
+            status.phase,
+            Phase::RolledBack | Phase::Failed | Phase::Rejected
+        );
+        let closed_at = status
+            .last_update_time
+            .as_ref()
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64));
+        r.spec.target.uid == workload_uid
+            && unsuccessful
+            && closed_at
+                .is_some_and(|at| now.duration_since(at).unwrap_or_default() < REOPEN_COOLDOWN)
+    })
+}
+
 /// The open Remediation of a workload: in the cache, or created by this
 /// process and not in the cache yet.
 fn known_remediation(
@@ -322,6 +347,12 @@ async fn evaluate_case(
     match (name, findings.is_empty()) {
         (None, true) => case.pods.is_empty(),
         (None, false) => {
+            if recently_failed(remediations, workload_uid, SystemTime::now()) {
+                // The last attempt for this workload was rolled back, failed
+                // or rejected: opening a new case at once would propose the
+                // same fix again, round and round. Wait for the cool-down.
+                return false;
+            }
             match open_case(shared, case, &findings).await {
                 Ok(name) => {
                     let started = case.first_seen.values().min().copied().unwrap_or(now);
@@ -588,5 +619,53 @@ mod tests {
             ..WorkloadRef::default()
         });
         assert!(short.starts_with("statefulset-db-"), "{short}");
+    }
+}
+
+#[cfg(test)]
+mod cooldown_tests {
+    use super::*;
+    use crate::remediation::crd::{RemediationSpec, RemediationStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn closed(phase: Phase, secs_ago: i64) -> Arc<Remediation> {
+        let mut r = Remediation::new(
+            "r",
+            RemediationSpec {
+                target: WorkloadRef {
+                    uid: "w".into(),
+                    ..WorkloadRef::default()
+                },
+                approved: false,
+                rejected: false,
+                approval: None,
+            },
+        );
+        let at = k8s_openapi::jiff::Timestamp::now().as_second() - secs_ago;
+        r.status = Some(RemediationStatus {
+            phase,
+            last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::from_second(at).unwrap())),
+            ..RemediationStatus::default()
+        });
+        Arc::new(r)
+    }
+
+    #[test]
+    fn a_recent_rollback_holds_off_a_new_case_for_the_cool_down() {
+        let now = SystemTime::now();
+        assert!(recently_failed(&[closed(Phase::RolledBack, 5)], "w", now));
+        assert!(recently_failed(&[closed(Phase::Rejected, 5)], "w", now));
+        assert!(!recently_failed(
+            &[closed(Phase::RolledBack, 5)],
+            "other",
+            now
+        ));
+        assert!(!recently_failed(
+            &[closed(Phase::RolledBack, 3600)],
+            "w",
+            now
+        ));
+        // A fix that worked does not hold anything off.
+        assert!(!recently_failed(&[closed(Phase::Verified, 5)], "w", now));
     }
 }
