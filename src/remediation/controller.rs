@@ -602,29 +602,15 @@ async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, Rec
                 shared.metrics.count_apply("failed");
                 status.attempts += 1;
                 let message = format!("apply attempt {} failed: {error}", status.attempts);
-                if status.attempts >= shared.config.max_attempts {
-                    transition(
-                        shared,
-                        remediation,
-                        status,
-                        Phase::Failed,
-                        "ApplyFailed",
-                        &message,
-                    )
-                    .await?;
-                    return Ok(Action::await_change());
-                }
-                transition(
-                    shared,
-                    remediation,
-                    status.clone(),
-                    Phase::Applying,
-                    "ApplyRetry",
-                    &message,
-                )
-                .await?;
                 let backoff = Duration::from_secs(2u64.saturating_pow(status.attempts).min(60));
-                return Ok(Action::requeue(backoff));
+                let retry = Retry {
+                    limit: shared.config.max_attempts,
+                    phase: Phase::Applying,
+                    reason: "ApplyRetry",
+                    failed_reason: "ApplyFailed",
+                    after: backoff,
+                };
+                return retry_or_fail(shared, remediation, status, retry, &message).await;
             }
         }
     }
@@ -768,30 +754,58 @@ async fn roll_back(
             shared.metrics.count_apply("rollback-failed");
             status.attempts += 1;
             let message = format!("rollback failed ({error}) after: {why}");
-            if status.attempts >= shared.config.max_attempts + 2 {
-                transition(
-                    shared,
-                    remediation,
-                    status,
-                    Phase::Failed,
-                    "RollbackFailed",
-                    &message,
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-            transition(
-                shared,
-                remediation,
-                status,
-                Phase::Applied,
-                "RollbackRetry",
-                &message,
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(5)))
+            let retry = Retry {
+                limit: shared.config.max_attempts + 2,
+                phase: Phase::Applied,
+                reason: "RollbackRetry",
+                failed_reason: "RollbackFailed",
+                after: Duration::from_secs(5),
+            };
+            retry_or_fail(shared, remediation, status, retry, &message).await
         }
     }
+}
+
+/// How a failed step is retried: in which phase, how often, how soon.
+struct Retry {
+    limit: u32,
+    phase: Phase,
+    reason: &'static str,
+    failed_reason: &'static str,
+    after: Duration,
+}
+
+/// A failed attempt (already counted in `status.attempts`): retry in the
+/// same phase until the limit, then end `Failed`. Nothing loops forever.
+async fn retry_or_fail(
+    shared: &Shared,
+    remediation: &Remediation,
+    status: RemediationStatus,
+    retry: Retry,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    if status.attempts >= retry.limit {
+        transition(
+            shared,
+            remediation,
+            status,
+            Phase::Failed,
+            retry.failed_reason,
+            message,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    transition(
+        shared,
+        remediation,
+        status,
+        retry.phase,
+        retry.reason,
+        message,
+    )
+    .await?;
+    Ok(Action::requeue(retry.after))
 }
 
 /// Closed Remediations are kept for the retention period, then deleted.
