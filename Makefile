@@ -76,7 +76,7 @@ manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap)
 	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
 
 .PHONY: bench
-bench: bench-webhook bench-admission-e2e bench-detect ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+bench: bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
 
 .PHONY: bench-webhook
 bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce) -> target/bench/webhook.json
@@ -91,3 +91,9 @@ bench-admission-e2e: ## Pod creates through the sandbox with and without the web
 bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok pods, operator running -> target/bench/detect.json
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench detect
+
+.PHONY: bench-llm
+bench-llm: ## model vs rules proposals on 10 broken workloads, local Qwen, operator running -> target/bench/llm.json
+	@bash $(SANDBOX) up
+	@bash $(LLM) up qwen
+	cargo bench --locked --bench llm

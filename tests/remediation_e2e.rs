@@ -180,7 +180,7 @@ async fn bad_image_tag_after_a_good_rollout_is_restored_and_verified() {
     assert_eq!(container(&d).image.as_deref(), Some("nginx:1.25.5"));
 
     // One /metrics for the whole operator: repair and admission series.
-    let metrics = scrape_metrics(operator().port).await;
+    let metrics = operator().metrics().await;
     for series in [
         "remediation_total{phase=\"Verified\",reason=\"ImagePullBackOff\"}",
         "remediation_detection_seconds_count",
@@ -193,22 +193,6 @@ async fn bad_image_tag_after_a_good_rollout_is_restored_and_verified() {
             "missing {series} in /metrics:\n{metrics}"
         );
     }
-}
-
-async fn scrape_metrics(port: u16) -> String {
-    let ca = std::fs::read(support::repo_root().join("target/operator/certs/ca.crt")).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
-    client
-        .get(format!("https://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

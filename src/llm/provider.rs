@@ -123,6 +123,20 @@ impl LlmError {
         }
     }
 
+    /// The metric label of a failed model call: `schema_invalid` when the
+    /// answer is not JSON matching the incident's schema, `unusable` when it
+    /// matches but cannot become a proposal, `error` when no answer came.
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            LlmError::Incomplete { .. }
+            | LlmError::Refused { .. }
+            | LlmError::InvalidJson { .. }
+            | LlmError::SchemaViolation { .. } => "schema_invalid",
+            LlmError::Unusable { .. } => "unusable",
+            _ => "error",
+        }
+    }
+
     /// The answer arrived but cannot be trusted: the proposal is discarded,
     /// the server itself is fine.
     pub fn is_bad_answer(&self) -> bool {

@@ -368,6 +368,7 @@ async fn ask_model(
     ) {
         super::model_calls::ModelCall::Running => Ok(None),
         super::model_calls::ModelCall::Done(Ok(answer)) => {
+            shared.metrics.observe_model_answer(&answer);
             tracing::info!(
                 source = %answer.proposal.source,
                 prompt_tokens = answer.usage.prompt_tokens,
@@ -383,6 +384,9 @@ async fn ask_model(
             // The model failed or answered garbage: keep the rules' diagnosis
             // (or fix) and say why the model's was discarded.
             tracing::warn!(%error, "model proposal discarded");
+            shared
+                .metrics
+                .observe_model_failure(error.outcome, error.seconds);
             let mut fallback = rules;
             fallback
                 .risks

@@ -74,6 +74,33 @@ impl GracePeriods {
     pub fn for_reason(&self, reason: &str) -> Duration {
         self.per_reason.get(reason).copied().unwrap_or(self.default)
     }
+
+    /// The grace of one finding. A pull error in which the registry says
+    /// the image does not exist will not heal by retrying, so it waits no
+    /// longer than `ImagePullBackOff` (which it becomes on the kubelet's
+    /// next sync anyway); other pull errors (timeouts, rate limits, a
+    /// registry restart) keep `ErrImagePull`'s grace.
+    pub fn for_finding(&self, finding: &PodFinding) -> Duration {
+        if finding.reason == "ErrImagePull" && image_does_not_exist(&finding.message) {
+            return self.for_reason("ImagePullBackOff");
+        }
+        self.for_reason(&finding.reason)
+    }
+}
+
+/// Whether a pull error message says the image is missing, as containerd,
+/// CRI-O and registries word it.
+fn image_does_not_exist(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        ": not found",
+        "manifest unknown",
+        "repository does not exist",
+        "name unknown",
+        "does not exist or no pull access",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// Everything wrong with one pod right now. `now` decides the NotReady
@@ -382,6 +409,41 @@ mod tests {
             Some("ImagePullBackOff")
         );
         assert_eq!(primary_reason([]), None);
+    }
+
+    #[test]
+    fn a_missing_image_skips_the_pull_error_grace_but_a_flaky_registry_does_not() {
+        let grace = GracePeriods::default();
+        let pull = |message: &str| PodFinding {
+            container: "app".into(),
+            init: false,
+            reason: "ErrImagePull".into(),
+            message: message.into(),
+            exit_code: None,
+            image: Some("nginx:1.25.99".into()),
+        };
+        for missing in [
+            "failed to pull and unpack image \"docker.io/library/nginx:1.25.99\": failed to resolve reference \"docker.io/library/nginx:1.25.99\": docker.io/library/nginx:1.25.99: not found",
+            "rpc error: code = Unknown desc = Error response from daemon: manifest unknown",
+            "pull access denied for ngnix, repository does not exist or may require 'docker login'",
+        ] {
+            assert_eq!(
+                grace.for_finding(&pull(missing)),
+                Duration::ZERO,
+                "{missing}"
+            );
+        }
+        for transient in [
+            "failed to do request: Head \"https://registry-1.docker.io/v2/\": dial tcp: i/o timeout",
+            "toomanyrequests: You have reached your pull rate limit",
+            "",
+        ] {
+            assert_eq!(
+                grace.for_finding(&pull(transient)),
+                Duration::from_secs(10),
+                "{transient}"
+            );
+        }
     }
 
     #[test]

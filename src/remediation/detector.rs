@@ -200,7 +200,7 @@ fn aggregate(case: &Case, grace: &GracePeriods, now: Instant) -> Vec<Finding> {
     for findings in case.pods.values() {
         for f in findings {
             let seen = case.first_seen.get(&f.reason).copied().unwrap_or(now);
-            if now.duration_since(seen) < grace.for_reason(&f.reason) {
+            if now.duration_since(seen) < grace.for_finding(f) {
                 continue;
             }
             let entry = grouped

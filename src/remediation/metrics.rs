@@ -28,6 +28,10 @@ pub struct RemediationMetrics {
     detection: Histogram,
     duration: Histogram,
     applies: Family<ResultLabels, Counter>,
+    model_calls: Family<ResultLabels, Counter>,
+    model_seconds: Histogram,
+    model_prompt_tokens: Counter,
+    model_completion_tokens: Counter,
 }
 
 impl RemediationMetrics {
@@ -40,6 +44,10 @@ impl RemediationMetrics {
             detection: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             applies: Family::default(),
+            model_calls: Family::default(),
+            model_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
+            model_prompt_tokens: Counter::default(),
+            model_completion_tokens: Counter::default(),
         };
         registry.register(
             "remediation",
@@ -60,6 +68,26 @@ impl RemediationMetrics {
             "remediation_apply",
             "Server-side applies of fixes and rollbacks, by result",
             metrics.applies.clone(),
+        );
+        registry.register(
+            "remediation_model_proposal",
+            "Model proposals asked for, by result: ok, cached, schema_invalid, unusable, error",
+            metrics.model_calls.clone(),
+        );
+        registry.register(
+            "remediation_model_proposal_seconds",
+            "Time of model calls that reached the model (cache hits excluded)",
+            metrics.model_seconds.clone(),
+        );
+        registry.register(
+            "remediation_model_prompt_tokens",
+            "Prompt tokens the model server reported",
+            metrics.model_prompt_tokens.clone(),
+        );
+        registry.register(
+            "remediation_model_completion_tokens",
+            "Completion tokens the model server reported",
+            metrics.model_completion_tokens.clone(),
         );
         metrics
     }
@@ -96,6 +124,39 @@ impl RemediationMetrics {
     }
 }
 
+impl RemediationMetrics {
+    /// A model call that produced a proposal (before the guardrails).
+    pub fn observe_model_answer(&self, answer: &crate::llm::propose::ModelProposal) {
+        if answer.cached {
+            self.count_model_call("cached");
+            return;
+        }
+        self.count_model_call("ok");
+        self.model_seconds.observe(answer.elapsed_seconds);
+        self.model_prompt_tokens
+            .inc_by(answer.usage.prompt_tokens.unwrap_or(0));
+        self.model_completion_tokens
+            .inc_by(answer.usage.completion_tokens.unwrap_or(0));
+    }
+
+    /// A model call that gave no proposal; `outcome`: schema_invalid,
+    /// unusable or error. An answer that arrived counts in the latency.
+    pub fn observe_model_failure(&self, outcome: &str, seconds: f64) {
+        if outcome != "error" {
+            self.model_seconds.observe(seconds);
+        }
+        self.count_model_call(outcome);
+    }
+
+    fn count_model_call(&self, outcome: &str) {
+        self.model_calls
+            .get_or_create(&ResultLabels {
+                result: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +179,44 @@ mod tests {
         assert!(text.contains("remediation_detection_seconds_count 1"));
         assert!(text.contains("remediation_duration_seconds_sum 40.0"));
         assert!(text.contains("remediation_apply_total{result=\"applied\"} 1"));
+    }
+
+    #[test]
+    fn model_calls_count_tokens_and_time_but_not_cache_hits() {
+        use crate::llm::propose::ModelProposal;
+        use crate::llm::provider::Usage;
+        let mut registry = Registry::default();
+        let metrics = RemediationMetrics::register(&mut registry);
+        let answer = ModelProposal {
+            proposal: Default::default(),
+            prompt: Default::default(),
+            usage: Usage {
+                prompt_tokens: Some(900),
+                completion_tokens: Some(60),
+            },
+            cached: false,
+            elapsed_seconds: 4.5,
+        };
+        metrics.observe_model_answer(&answer);
+        metrics.observe_model_answer(&ModelProposal {
+            cached: true,
+            ..answer
+        });
+        metrics.observe_model_failure("schema_invalid", 2.0);
+        metrics.observe_model_failure("error", 30.0);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "remediation_model_proposal_total{result=\"ok\"} 1",
+            "remediation_model_proposal_total{result=\"cached\"} 1",
+            "remediation_model_proposal_total{result=\"schema_invalid\"} 1",
+            "remediation_model_proposal_total{result=\"error\"} 1",
+            "remediation_model_proposal_seconds_sum 6.5",
+            "remediation_model_proposal_seconds_count 2",
+            "remediation_model_prompt_tokens_total 900",
+            "remediation_model_completion_tokens_total 60",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
     }
 }

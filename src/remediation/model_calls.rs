@@ -8,7 +8,23 @@ use std::sync::{Arc, Mutex};
 use crate::llm::propose::{Incident, ModelProposal, ModelProposer};
 use crate::remediation::crd::{Evidence, Finding};
 
-type Outcome = Result<Box<ModelProposal>, String>;
+type Outcome = Result<Box<ModelProposal>, FailedCall>;
+
+/// Why a model call gave no proposal.
+#[derive(Clone, Debug)]
+pub struct FailedCall {
+    pub message: String,
+    /// The metric label (see [`crate::llm::provider::LlmError::outcome_label`]).
+    pub outcome: &'static str,
+    /// How long the call took.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for FailedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 enum Slot {
     Running(tokio::task::JoinHandle<()>),
@@ -36,7 +52,11 @@ impl ModelCalls {
         cluster_images: Vec<String>,
     ) -> ModelCall {
         let Ok(mut calls) = self.0.lock() else {
-            return ModelCall::Done(Err("model call bookkeeping is unavailable".into()));
+            return ModelCall::Done(Err(FailedCall {
+                message: "model call bookkeeping is unavailable".into(),
+                outcome: "error",
+                seconds: 0.0,
+            }));
         };
         match calls.remove(key) {
             Some(Slot::Done(outcome)) => return ModelCall::Done(outcome),
@@ -55,11 +75,16 @@ impl ModelCalls {
                 findings: &findings,
                 cluster_images: &cluster_images,
             };
+            let started = std::time::Instant::now();
             let outcome = proposer
                 .propose(&incident)
                 .await
                 .map(Box::new)
-                .map_err(|e| e.to_string());
+                .map_err(|e| FailedCall {
+                    message: e.to_string(),
+                    outcome: e.outcome_label(),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
             if let Ok(mut calls) = slots.lock() {
                 calls.insert(id, Slot::Done(outcome));
             }

@@ -16,6 +16,7 @@
 # AIOPS_MODE (admission mode for the ConfigMap; default Policy),
 # AIOPS_LLM_URL / AIOPS_LLM_MODEL (model proposals from an OpenAI-compatible
 # server, e.g. the one `make llm-up` starts; unset: rules only),
+# AIOPS_LLM_ALWAYS=true (ask the model even when the rules have a fix),
 # AIOPS_WEBHOOK_NAMESPACE_LABEL (only namespaces with this label set to
 # "true" go through the webhooks; for tests), AIOPS_OPERATOR_ARGS (extra
 # flags for `run`), AIOPS_REGISTER_WEBHOOKS=0 (a second replica that must
@@ -74,9 +75,9 @@ EOF
   # set (make llm-up), rules only otherwise. Read by the operator at start.
   local llm
   if [[ -n ${AIOPS_LLM_URL:-} ]]; then
-    llm="{\"llm.provider\":\"openai\",\"llm.url\":\"$AIOPS_LLM_URL\",\"llm.model\":\"${AIOPS_LLM_MODEL:-local}\",\"llm.timeoutSeconds\":\"180\"}"
+    llm="{\"llm.provider\":\"openai\",\"llm.url\":\"$AIOPS_LLM_URL\",\"llm.model\":\"${AIOPS_LLM_MODEL:-local}\",\"llm.timeoutSeconds\":\"180\",\"llm.always\":\"${AIOPS_LLM_ALWAYS:-false}\"}"
   else
-    llm='{"llm.provider":"none"}'
+    llm='{"llm.provider":"none","llm.always":"false"}'
   fi
   sandbox_kubectl -n "$ns" patch configmap aiops-operator-config --type merge -p "{\"data\":$llm}" >/dev/null
   if [[ ! -f $state/certs/tls.crt ]]; then

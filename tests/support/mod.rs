@@ -275,6 +275,25 @@ impl OperatorProcess {
     pub fn stop(&self) {
         run_local_sh(&["stop", &self.name], &[]);
     }
+
+    /// The replica's `/metrics` text (served over TLS by its webhook server).
+    pub async fn metrics(&self) -> String {
+        let ca = std::fs::read(repo_root().join("target/operator/certs/ca.crt"))
+            .expect("read target/operator/certs/ca.crt");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("the local CA"))
+            .build()
+            .expect("HTTP client");
+        client
+            .get(format!("https://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body")
+    }
 }
 
 fn run_local_sh(args: &[&str], env: &[(&str, &str)]) -> String {

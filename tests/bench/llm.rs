@@ -1,0 +1,757 @@
+//! `make bench-llm`: how good the local model's proposals are, next to the
+//! rules' on the same broken workloads. In the sandbox, with the operator
+//! running (this build's release binary, started by
+//! `tests/operator/local.sh`), it runs each scenario below twice: once with
+//! rules only (`llm.provider: none`) and once with the `openai` provider
+//! pointed at the local model server (`make llm-up`, Qwen2.5-Coder-0.5B)
+//! and `llm.always: true`, so the model is asked even where the rules have
+//! a fix. Writes `target/bench/llm.json`.
+//!
+//! Per scenario and mode: a fresh namespace (routed through the operator's
+//! webhooks) and a workload, either rolled out healthy and then broken, or
+//! created broken with no history. The bench waits for the one Remediation
+//! to leave `Diagnosing`, records its proposal (source, actions, guardrail
+//! verdict, dry run), approves it with `kubectl patch` when it is a
+//! reviewable fix, and waits for `Verified`, `RolledBack` or `Failed`.
+//! Model figures come from the operator's own `/metrics`, read before and
+//! after each scenario (one scenario at a time, so the difference is that
+//! scenario's one call): the call's result, its seconds, and the prompt and
+//! completion tokens the model server reported.
+//!
+//! Rates are over all scenarios of a mode:
+//! - `schema_valid_rate`: the model's answer was JSON valid against the
+//!   incident's schema (model mode only);
+//! - `guardrail_pass_rate`: the shown proposal came from the mode's source
+//!   (the model, in model mode), had at least one action, and passed the
+//!   guardrails and the server-side dry run, so a human could approve it;
+//! - `verified_rate`: such a proposal, approved, ended `Verified`.
+//!
+//! Every image the scenarios use is in `tests/sandbox/images.yaml` unless
+//! it is meant to be missing. A reference namespace keeps `nginx:1.25.5`,
+//! `redis:7.2.5`, `busybox:1.36.1` and `postgres:16.4` running, so image
+//! candidates exist "elsewhere in the cluster", as they would in a real one.
+//!
+//! Knobs (environment): `BENCH_LLM_MODES` (`rules,model`),
+//! `BENCH_LLM_SCENARIOS` (comma-separated names; default all),
+//! `BENCH_LLM_VERIFY_TIMEOUT_SECONDS` (90).
+//!
+//! `cargo test --all-targets` also runs bench targets, without `--bench`;
+//! then this does nothing.
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aiops_operator::remediation::crd::{Phase, Remediation};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{OperatorProcess, Sandbox, create, wait_until};
+
+/// How a scenario's workload is built and broken.
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    kind: WorkloadKind,
+    /// The pod spec of a first, healthy rollout; `None`: created broken.
+    healthy: Option<Value>,
+    /// The broken pod spec (replaces the healthy one's lists wholesale).
+    broken: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+const REPLICAS: i32 = 2;
+
+fn container(name: &str, image: &str) -> Value {
+    json!({"name": name, "image": image})
+}
+
+fn with_memory(mut c: Value, limit: &str) -> Value {
+    c["resources"] = json!({"requests": {"memory": limit}, "limits": {"memory": limit}});
+    c
+}
+
+fn with_env(mut c: Value, env: &[(&str, &str)]) -> Value {
+    c["env"] = env
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    c
+}
+
+fn pod(containers: Vec<Value>) -> Value {
+    json!({"containers": containers})
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let redis = |limit: &str| with_memory(container("cache", "redis:7.2.5"), limit);
+    let db = |env: &[(&str, &str)]| with_env(container("db", "postgres:16.4"), env);
+    vec![
+        Scenario {
+            name: "new-misspelled-repository",
+            what: "brand-new Deployment, image ngnix:1.25.5 (the repository is misspelled)",
+            kind: WorkloadKind::Deployment,
+            healthy: None,
+            broken: pod(vec![container("web", "ngnix:1.25.5")]),
+        },
+        Scenario {
+            name: "new-misspelled-tag",
+            what: "brand-new Deployment, image redis:7.2.55 (the tag is misspelled)",
+            kind: WorkloadKind::Deployment,
+            healthy: None,
+            broken: pod(vec![with_memory(
+                container("cache", "redis:7.2.55"),
+                "128Mi",
+            )]),
+        },
+        Scenario {
+            name: "new-unknown-image",
+            what: "brand-new Deployment of an image nobody runs (no candidate exists)",
+            kind: WorkloadKind::Deployment,
+            healthy: None,
+            broken: pod(vec![container(
+                "api",
+                "registry.example.com/payments/api:2.1.0",
+            )]),
+        },
+        Scenario {
+            name: "bad-tag-after-rollout",
+            what: "nginx:1.25.5 rolled out, then nginx:1.25.99",
+            kind: WorkloadKind::Deployment,
+            healthy: Some(pod(vec![container("web", "nginx:1.25.5")])),
+            broken: pod(vec![container("web", "nginx:1.25.99")]),
+        },
+        Scenario {
+            name: "init-container-bad-tag",
+            what: "init container busybox:1.36.1 rolled out, then busybox:1.36.9",
+            kind: WorkloadKind::Deployment,
+            healthy: Some(json!({
+                "initContainers": [container("setup", "busybox:1.36.1")],
+                "containers": [container("web", "nginx:1.25.5")],
+            })),
+            broken: json!({
+                "initContainers": [container("setup", "busybox:1.36.9")],
+                "containers": [container("web", "nginx:1.25.5")],
+            }),
+        },
+        Scenario {
+            name: "statefulset-bad-tag",
+            what: "StatefulSet nginx:1.25.5 rolled out, then nginx:1.25.99",
+            kind: WorkloadKind::StatefulSet,
+            healthy: Some(pod(vec![container("web", "nginx:1.25.5")])),
+            broken: pod(vec![container("web", "nginx:1.25.99")]),
+        },
+        Scenario {
+            name: "memory-limit-cut",
+            what: "redis with 128Mi rolled out, then its limit cut to 16Mi (OOMKilled)",
+            kind: WorkloadKind::Deployment,
+            healthy: Some(pod(vec![redis("128Mi")])),
+            broken: pod(vec![redis("16Mi")]),
+        },
+        Scenario {
+            name: "new-memory-too-low",
+            what: "brand-new Deployment of redis with a 24Mi limit (OOMKilled)",
+            kind: WorkloadKind::Deployment,
+            healthy: None,
+            broken: pod(vec![redis("24Mi")]),
+        },
+        Scenario {
+            name: "required-env-removed",
+            what: "postgres with POSTGRES_PASSWORD rolled out, then the variable removed",
+            kind: WorkloadKind::Deployment,
+            healthy: Some(pod(vec![db(&[
+                ("POSTGRES_PASSWORD", "bench-only-value"),
+                ("PGDATA", "/var/lib/postgresql/data/pgdata"),
+            ])])),
+            broken: pod(vec![db(&[("PGDATA", "/var/lib/postgresql/data/pgdata")])]),
+        },
+        Scenario {
+            name: "new-required-env-missing",
+            what: "brand-new Deployment of postgres without POSTGRES_PASSWORD",
+            kind: WorkloadKind::Deployment,
+            healthy: None,
+            broken: pod(vec![db(&[])]),
+        },
+    ]
+}
+
+fn manifest(kind: WorkloadKind, name: &str, pod_spec: &Value) -> Value {
+    let template = json!({"metadata": {"labels": {"app": name}}, "spec": pod_spec});
+    match kind {
+        WorkloadKind::Deployment => json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": name}},
+                     "template": template},
+        }),
+        WorkloadKind::StatefulSet => json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+            "spec": {"replicas": REPLICAS, "serviceName": name, "podManagementPolicy": "Parallel",
+                     "selector": {"matchLabels": {"app": name}}, "template": template},
+        }),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Rules,
+    Model,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Rules => "rules",
+            Mode::Model => "model",
+        }
+    }
+}
+
+/// The local model server `make llm-up` started.
+struct ModelServer {
+    url: String,
+    model: String,
+}
+
+impl ModelServer {
+    fn running() -> Result<ModelServer, String> {
+        let dir = support::repo_root().join("target/llm");
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    format!(
+                        "the local model server is not running ({}/{file}: {e}); \
+                         start it with `make llm-up` (make bench-llm does)",
+                        dir.display()
+                    )
+                })
+        };
+        let model = read("model")?;
+        if model != "qwen" {
+            return Err(format!(
+                "the local model server runs {model}; bench-llm measures Qwen: `make llm-up MODEL=qwen`"
+            ));
+        }
+        Ok(ModelServer {
+            url: read("url")?,
+            model: "qwen2.5-coder-0.5b-instruct".into(),
+        })
+    }
+}
+
+fn log(message: impl AsRef<str>) {
+    eprintln!("bench-llm: {}", message.as_ref());
+}
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log(format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log(format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_list(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+async fn run() -> Result<(), String> {
+    let server = ModelServer::running()?;
+    let sandbox = Sandbox::connect().await;
+    let verify_timeout: u64 = std::env::var("BENCH_LLM_VERIFY_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(90);
+    let modes: Vec<Mode> = env_list("BENCH_LLM_MODES")
+        .unwrap_or_else(|| vec!["rules".into(), "model".into()])
+        .iter()
+        .map(|m| match m.as_str() {
+            "rules" => Ok(Mode::Rules),
+            "model" => Ok(Mode::Model),
+            other => Err(format!("BENCH_LLM_MODES: unknown mode {other:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    let wanted = env_list("BENCH_LLM_SCENARIOS");
+    let scenarios: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|n| n == s.name))
+        })
+        .collect();
+    if scenarios.is_empty() {
+        return Err("BENCH_LLM_SCENARIOS selects no scenario".into());
+    }
+
+    let reference = sandbox.namespace("llm-bench-ref").await;
+    for (name, c) in [
+        ("ref-web", container("web", "nginx:1.25.5")),
+        (
+            "ref-cache",
+            with_memory(container("cache", "redis:7.2.5"), "128Mi"),
+        ),
+        ("ref-tools", container("tools", "busybox:1.36.1")),
+        (
+            "ref-db",
+            with_env(
+                container("db", "postgres:16.4"),
+                &[("POSTGRES_PASSWORD", "reference-only")],
+            ),
+        ),
+    ] {
+        create::<Deployment>(
+            &sandbox.client,
+            &reference.name,
+            support::deployment(name, 1, c),
+        )
+        .await;
+        wait_rolled_out(
+            &sandbox.client,
+            &reference.name,
+            WorkloadKind::Deployment,
+            name,
+        )
+        .await?;
+    }
+    log("reference workloads running (image candidates elsewhere in the cluster)");
+
+    let started = Instant::now();
+    let mut results: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+    for mode in modes {
+        support::stop_all_operators();
+        let verify = format!("--verify-timeout-seconds {verify_timeout}");
+        let mut env = vec![("AIOPS_OPERATOR_ARGS", verify.as_str())];
+        if mode == Mode::Model {
+            env.extend([
+                ("AIOPS_LLM_URL", server.url.as_str()),
+                ("AIOPS_LLM_MODEL", server.model.as_str()),
+                ("AIOPS_LLM_ALWAYS", "true"),
+            ]);
+        }
+        let operator = support::start_operator(&format!("bench-llm-{}", mode.as_str()), &env);
+        log(format!(
+            "mode {}: operator on port {}",
+            mode.as_str(),
+            operator.port
+        ));
+        let mut rows = Vec::new();
+        for scenario in &scenarios {
+            let row = run_scenario(&sandbox, &operator, mode, scenario, verify_timeout).await;
+            let row = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    operator.stop();
+                    return Err(format!(
+                        "{} / {}: {e}\noperator log tail:\n{}",
+                        mode.as_str(),
+                        scenario.name,
+                        tail(&operator.log(), 30)
+                    ));
+                }
+            };
+            log(format!("{} / {}: {row}", mode.as_str(), scenario.name));
+            rows.push(row);
+        }
+        operator.stop();
+        results.insert(mode.as_str(), rows);
+    }
+    drop(reference);
+
+    let report = json!({
+        "model": server.model,
+        "model_server": "llama.cpp server from the PyPI wheel xllamacpp (make llm-up), GGUF Q4_K_M",
+        "scenarios": scenarios.iter().map(|s| json!({"name": s.name, "what": s.what})).collect::<Vec<_>>(),
+        "replicas": REPLICAS,
+        "verify_timeout_seconds": verify_timeout,
+        "elapsed_s": round3(started.elapsed().as_secs_f64()),
+        "modes": results.iter().map(|(mode, rows)| (mode.to_string(), summarize(mode, rows))).collect::<serde_json::Map<_, _>>(),
+        "rows": results,
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    });
+    let mut flat = report.clone();
+    // The headline keys, for the model mode, at the top level.
+    if let Some(model) = report["modes"].get("model").and_then(Value::as_object) {
+        for (key, value) in model {
+            flat[key] = value.clone();
+        }
+    }
+    let dir = support::repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("llm.json");
+    let text = serde_json::to_string_pretty(&flat).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    log(format!("wrote {}", path.display()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report["modes"]).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The aggregate figures of one mode.
+fn summarize(mode: &str, rows: &[Value]) -> Value {
+    let n = rows.len().max(1) as f64;
+    let count = |f: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| f(r)).count();
+    let from_mode = |r: &Value| {
+        let source = r["source"].as_str().unwrap_or("");
+        if mode == "model" {
+            source != "rules" && !source.is_empty()
+        } else {
+            source == "rules"
+        }
+    };
+    let reviewable = count(&|r| from_mode(r) && r["reviewable"] == true);
+    let verified = count(&|r| from_mode(r) && r["final_phase"] == "Verified");
+    let mut model_seconds: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r["model"]["seconds"].as_f64())
+        .collect();
+    let mut proposal_seconds: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r["proposal_seconds"].as_f64())
+        .collect();
+    let mean = |key: &str| {
+        let values: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r["model"][key].as_f64())
+            .collect();
+        if values.is_empty() {
+            Value::Null
+        } else {
+            json!(round3(values.iter().sum::<f64>() / values.len() as f64))
+        }
+    };
+    let mut summary = json!({
+        "scenarios": rows.len(),
+        "guardrail_pass_rate": round3(reviewable as f64 / n),
+        "verified_rate": round3(verified as f64 / n),
+        "proposal_latency_p50_s": median(&mut proposal_seconds),
+        "rolled_back": count(&|r| r["final_phase"] == "RolledBack"),
+        "needs_human": count(&|r| r["reason"] == "NeedsHuman"),
+        "guardrail_rejected": count(&|r| r["reason"] == "GuardrailRejected"),
+        "dry_run_failed": count(&|r| r["reason"] == "DryRunFailed"),
+    });
+    if mode == "model" {
+        let valid = count(&|r| {
+            matches!(
+                r["model"]["result"].as_str(),
+                Some("ok" | "cached" | "unusable")
+            )
+        });
+        summary["schema_valid_rate"] = json!(round3(valid as f64 / n));
+        summary["latency_p50_s"] = median(&mut model_seconds);
+        summary["prompt_tokens_mean"] = mean("prompt_tokens");
+        summary["completion_tokens_mean"] = mean("completion_tokens");
+        summary["rules_fallbacks"] = json!(count(&|r| r["source"] == "rules"));
+    } else {
+        // Rules answer in-process: the proposal latency is the whole cost.
+        summary["schema_valid_rate"] = Value::Null;
+        summary["latency_p50_s"] = summary["proposal_latency_p50_s"].clone();
+        summary["prompt_tokens_mean"] = json!(0);
+        summary["completion_tokens_mean"] = json!(0);
+    }
+    summary
+}
+
+fn median(values: &mut [f64]) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    let m = if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    };
+    json!(round3(m))
+}
+
+/// The value of one exact series in Prometheus text (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            rest.starts_with(' ')
+                .then(|| rest.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// What the operator's model metrics say happened between two scrapes.
+fn model_delta(before: &str, after: &str) -> Value {
+    let delta = |name: &str| series(after, name) - series(before, name);
+    let results: Vec<&str> = ["ok", "cached", "schema_invalid", "unusable", "error"]
+        .into_iter()
+        .filter(|r| {
+            delta(&format!(
+                "remediation_model_proposal_total{{result=\"{r}\"}}"
+            )) > 0.0
+        })
+        .collect();
+    if results.is_empty() {
+        return Value::Null;
+    }
+    let calls = delta("remediation_model_proposal_seconds_count");
+    let mut model = json!({
+        "result": results.join(","),
+        "prompt_tokens": delta("remediation_model_prompt_tokens_total"),
+        "completion_tokens": delta("remediation_model_completion_tokens_total"),
+    });
+    if calls > 0.0 {
+        model["seconds"] = json!(round3(
+            delta("remediation_model_proposal_seconds_sum") / calls
+        ));
+    }
+    model
+}
+
+async fn remediations(client: &Client, ns: &str) -> Vec<Remediation> {
+    Api::<Remediation>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn phase(r: &Remediation) -> Phase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn wait_rolled_out(
+    client: &Client,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Result<(), String> {
+    let ready = |observed: Option<i64>, generation: Option<i64>, updated, ready, replicas| {
+        observed == generation && updated == replicas && ready == replicas
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let done = match kind {
+            WorkloadKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                api.get(name).await.ok().is_some_and(|d| {
+                    let s = d.status.unwrap_or_default();
+                    let want = d.spec.and_then(|s| s.replicas);
+                    ready(
+                        s.observed_generation,
+                        d.metadata.generation,
+                        s.updated_replicas,
+                        s.ready_replicas,
+                        want,
+                    ) && s.replicas == want
+                })
+            }
+            WorkloadKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+                api.get(name).await.ok().is_some_and(|d| {
+                    let s = d.status.unwrap_or_default();
+                    let want = d.spec.and_then(|s| s.replicas);
+                    ready(
+                        s.observed_generation,
+                        d.metadata.generation,
+                        s.updated_replicas,
+                        s.ready_replicas,
+                        want,
+                    ) && s.current_revision == s.update_revision
+                })
+            }
+        };
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("{ns}/{name} did not roll out healthy within 120 s"))
+}
+
+async fn run_scenario(
+    sandbox: &Sandbox,
+    operator: &OperatorProcess,
+    mode: Mode,
+    scenario: &Scenario,
+    verify_timeout: u64,
+) -> Result<Value, String> {
+    let client = &sandbox.client;
+    let ns = sandbox
+        .e2e_namespace(&format!("llm-bench-{}", mode.as_str()))
+        .await;
+    let name = "app";
+    let before = operator.metrics().await;
+    match &scenario.healthy {
+        Some(healthy) => {
+            create_workload(client, &ns.name, scenario.kind, name, healthy).await;
+            wait_rolled_out(client, &ns.name, scenario.kind, name).await?;
+            let patch = json!({"spec": {"template": {"spec": scenario.broken}}});
+            let params = PatchParams::default();
+            let patched = match scenario.kind {
+                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), &ns.name)
+                    .patch(name, &params, &Patch::Merge(&patch))
+                    .await
+                    .map(drop),
+                WorkloadKind::StatefulSet => {
+                    Api::<StatefulSet>::namespaced(client.clone(), &ns.name)
+                        .patch(name, &params, &Patch::Merge(&patch))
+                        .await
+                        .map(drop)
+                }
+            };
+            patched.map_err(|e| format!("breaking the workload: {e}"))?;
+        }
+        None => create_workload(client, &ns.name, scenario.kind, name, &scenario.broken).await,
+    }
+
+    // The one Remediation: when it appears, and when it has left
+    // Diagnosing (the model may take a while on two shared cores). The
+    // difference is the proposal latency the reviewer sees.
+    wait_until(
+        Duration::from_secs(120),
+        &format!("{}: a Remediation", ns.name),
+        || async { remediations(client, &ns.name).await.into_iter().next() },
+    )
+    .await;
+    let opened = Instant::now();
+    let decided = wait_until(
+        Duration::from_secs(300),
+        &format!("{}: a Remediation past Diagnosing", ns.name),
+        || async {
+            remediations(client, &ns.name)
+                .await
+                .into_iter()
+                .find(|r| !matches!(phase(r), Phase::Diagnosing))
+        },
+    )
+    .await;
+    let proposal_seconds = opened.elapsed().as_secs_f64();
+    let count = remediations(client, &ns.name).await.len();
+    if count != 1 {
+        return Err(format!("{count} Remediations for one workload"));
+    }
+    let status = decided.status.clone().unwrap_or_default();
+    let proposal = status.proposal.clone().unwrap_or_default();
+    let allowed = status.guardrail.as_ref().is_some_and(|g| g.allowed);
+    let dry_ok = status
+        .dry_run
+        .as_ref()
+        .is_some_and(|d| d.result == "Succeeded");
+    let reviewable =
+        status.phase == Phase::Proposed && !proposal.actions.is_empty() && allowed && dry_ok;
+
+    let mut final_phase = status.phase;
+    if reviewable {
+        let (ok, out) = sandbox.kubectl(&[
+            "-n",
+            &ns.name,
+            "patch",
+            "rem",
+            &decided.name_any(),
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"approved":true}}"#,
+        ]);
+        if !ok {
+            return Err(format!("kubectl patch (approve) failed: {out}"));
+        }
+        let closed = wait_until(
+            Duration::from_secs(verify_timeout + 120),
+            &format!("{}: the approved fix to end", ns.name),
+            || async {
+                remediations(client, &ns.name).await.into_iter().find(|r| {
+                    matches!(
+                        phase(r),
+                        Phase::Verified | Phase::RolledBack | Phase::Failed | Phase::Resolved
+                    )
+                })
+            },
+        )
+        .await;
+        final_phase = phase(&closed);
+    }
+    let after = operator.metrics().await;
+    let changed: Vec<String> = status
+        .dry_run
+        .as_ref()
+        .map(|d| {
+            d.diff
+                .iter()
+                .map(|c| format!("{}: {} -> {}", c.path, show(&c.from), show(&c.to)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "scenario": scenario.name,
+        "source": proposal.source,
+        "reason": status.reason,
+        "phase": format!("{:?}", status.phase),
+        "actions": proposal.actions.len(),
+        "guardrail_allowed": allowed,
+        "violations": status.guardrail.as_ref().map(|g| g.violations.clone()).unwrap_or_default(),
+        "dry_run": status.dry_run.as_ref().map(|d| d.result.clone()),
+        "reviewable": reviewable,
+        "final_phase": format!("{final_phase:?}"),
+        "summary": proposal.summary,
+        "changes": changed,
+        "proposal_seconds": round3(proposal_seconds),
+        "model": model_delta(&before, &after),
+    }))
+}
+
+fn show(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("(none)")
+}
+
+async fn create_workload(
+    client: &Client,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+    pod_spec: &Value,
+) {
+    let manifest = manifest(kind, name, pod_spec);
+    match kind {
+        WorkloadKind::Deployment => {
+            create::<Deployment>(client, ns, manifest).await;
+        }
+        WorkloadKind::StatefulSet => {
+            create::<StatefulSet>(client, ns, manifest).await;
+        }
+    }
+}
