@@ -76,7 +76,11 @@ manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap)
 	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
 
 .PHONY: bench
-bench: bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+
+.PHONY: bench-policy
+bench-policy: ## the policy engine alone, one thread, the bench-webhook reviews -> target/bench/policy-eval.json
+	cargo bench --locked --bench policy_eval
 
 .PHONY: bench-webhook
 bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce) -> target/bench/webhook.json

@@ -33,6 +33,11 @@ pub struct ControllerArgs {
     /// How long a fixed rollout may take before it is rolled back (seconds).
     #[arg(long, default_value_t = 300)]
     pub verify_timeout_seconds: u64,
+    /// How long a workload must stay free of failures before an unfixed
+    /// Remediation is closed as Resolved (seconds). A crash-looping
+    /// container runs for a moment between crashes; this outlasts that.
+    #[arg(long, default_value_t = 60)]
+    pub resolve_after_seconds: u64,
     /// How long closed Remediations are kept (seconds).
     #[arg(long, default_value_t = 86_400)]
     pub retention_seconds: u64,
@@ -57,6 +62,7 @@ impl ControllerArgs {
             config.operator_identity = identity.clone();
         }
         config.verify_timeout = Duration::from_secs(self.verify_timeout_seconds);
+        config.resolve_after = Duration::from_secs(self.resolve_after_seconds);
         config.retention = Duration::from_secs(self.retention_seconds);
         config.max_attempts = self.max_attempts.max(1);
         config.rules.memory_cap = self.memory_cap_mib * 1024 * 1024;

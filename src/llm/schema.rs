@@ -347,24 +347,14 @@ fn nullable_string_array(max_items: usize) -> Value {
     })
 }
 
-/// The JSON Schema of the answer for this incident.
-pub fn answer_schema(facts: &IncidentFacts) -> Value {
-    let names: Vec<&str> = facts.containers.iter().map(|c| c.name.as_str()).collect();
+/// The schema of one container change: `container` names it, `image` is
+/// what that container may be set to; the other fields follow the facts.
+fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value {
     let mut properties = serde_json::Map::new();
-    properties.insert("container".into(), json!({"type": "string", "enum": names}));
+    properties.insert("container".into(), container);
     for field in facts.change_fields() {
         let schema = match field {
-            "image" => {
-                let candidates = facts.all_candidates();
-                if candidates.is_empty() {
-                    json!({"type": ["string", "null"], "pattern": IMAGE_PATTERN, "maxLength": MAX_STRING})
-                } else {
-                    let mut values: Vec<Value> =
-                        candidates.into_iter().map(Value::String).collect();
-                    values.push(Value::Null);
-                    json!({"type": ["string", "null"], "enum": values})
-                }
-            }
+            "image" => image.clone(),
             "memoryLimitMiB" | "memoryRequestMiB" => {
                 let bounds = facts.memory.unwrap_or(MemoryBounds {
                     min_mib: MIN_MEMORY_MIB,
@@ -395,12 +385,53 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
         properties.insert(field.into(), schema);
     }
     let required: Vec<&String> = properties.keys().collect();
-    let change = json!({
+    json!({
         "type": "object",
         "additionalProperties": false,
         "required": required,
         "properties": properties,
-    });
+    })
+}
+
+/// The JSON Schema of the answer for this incident.
+pub fn answer_schema(facts: &IncidentFacts) -> Value {
+    let names: Vec<&str> = facts.containers.iter().map(|c| c.name.as_str()).collect();
+    let change = if facts.change_fields().contains(&"image")
+        && !facts.image_candidates.is_empty()
+        && names.len() > 1
+    {
+        // One variant per container, each with only its own candidates: a
+        // small model otherwise puts one container's candidate on another
+        // (measured: an init container's image proposed for the main one).
+        let variants: Vec<Value> = names
+            .iter()
+            .map(|name| {
+                let image = match facts.image_candidates.get(*name) {
+                    Some(candidates) => {
+                        let mut values: Vec<Value> =
+                            candidates.iter().cloned().map(Value::String).collect();
+                        values.push(Value::Null);
+                        json!({"type": ["string", "null"], "enum": values})
+                    }
+                    None => json!({"type": "null"}),
+                };
+                change_schema(facts, json!({"type": "string", "enum": [name]}), image)
+            })
+            .collect();
+        json!({"anyOf": variants})
+    } else {
+        let image = match facts.all_candidates() {
+            candidates if candidates.is_empty() => {
+                json!({"type": ["string", "null"], "pattern": IMAGE_PATTERN, "maxLength": MAX_STRING})
+            }
+            candidates => {
+                let mut values: Vec<Value> = candidates.into_iter().map(Value::String).collect();
+                values.push(Value::Null);
+                json!({"type": ["string", "null"], "enum": values})
+            }
+        };
+        change_schema(facts, json!({"type": "string", "enum": names}), image)
+    };
     let max_changes = if facts.change_fields().is_empty() {
         0
     } else {
@@ -531,26 +562,42 @@ mod tests {
             ]
         );
         let schema = answer_schema(&facts);
-        let image = &schema["properties"]["changes"]["items"]["properties"]["image"];
+        // One variant per container, each with only its own candidates.
+        let variants = schema["properties"]["changes"]["items"]["anyOf"]
+            .as_array()
+            .expect("per-container variants");
+        assert_eq!(variants.len(), 2);
+        let app = &variants[0]["properties"];
+        assert_eq!(app["container"]["enum"], json!(["app"]));
         assert_eq!(
-            image["enum"],
+            app["image"]["enum"],
             json!([
-                "docker.io/library/nginx:1.27.0",
                 "nginx:1.25.4",
                 "nginx:1.25.5",
+                "docker.io/library/nginx:1.27.0",
                 null
             ])
         );
-        let container = &schema["properties"]["changes"]["items"]["properties"]["container"];
-        assert_eq!(container["enum"], json!(["app", "sidecar"]));
+        let sidecar = &variants[1]["properties"];
+        assert_eq!(sidecar["container"]["enum"], json!(["sidecar"]));
+        assert_eq!(sidecar["image"], json!({"type": "null"}));
         // Image pull failures allow no memory, env or command changes.
-        let fields = schema["properties"]["changes"]["items"]["properties"]
-            .as_object()
-            .unwrap();
+        let fields = app.as_object().unwrap();
         assert_eq!(
             fields.keys().collect::<Vec<_>>(),
             vec!["container", "image"]
         );
+        // A candidate of one container is refused for another.
+        let answer = |container: &str| {
+            json!({"summary": "s", "rootCause": "r", "confidence": 0.5, "risks": [], "rollbackPlan": [],
+                "changes": [{"container": container, "image": "nginx:1.25.5"}]})
+            .to_string()
+        };
+        assert!(validate_answer(&schema, &answer("app")).is_ok());
+        assert!(matches!(
+            validate_answer(&schema, &answer("sidecar")),
+            Err(LlmError::SchemaViolation { .. })
+        ));
     }
 
     #[test]
@@ -656,6 +703,9 @@ mod tests {
             }
             if let Some(items) = schema.get("items") {
                 check(items);
+            }
+            for variant in schema["anyOf"].as_array().into_iter().flatten() {
+                check(variant);
             }
         }
         check(&answer_schema(&facts));

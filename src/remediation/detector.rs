@@ -46,6 +46,8 @@ struct Case {
     /// When opening its Remediation last failed; pod events do not retry
     /// sooner than the tick would.
     open_failed_at: Option<Instant>,
+    /// Since when no pod has had a finding (while a Remediation is open).
+    quiet_since: Option<Instant>,
 }
 
 /// Detector state: cases keyed by workload uid, and which case each failing pod feeds.
@@ -166,6 +168,7 @@ async fn observe_pod(
                         first_seen: BTreeMap::new(),
                         written: None,
                         open_failed_at: None,
+                        quiet_since: None,
                     });
                 key
             }
@@ -371,6 +374,7 @@ async fn evaluate_case(
             false
         }
         (Some(name), false) => {
+            case.quiet_since = None;
             if case.written.as_ref() != Some(&findings) {
                 match write_findings(shared, &case.namespace, &name, &findings).await {
                     Ok(()) => case.written = Some(findings),
@@ -388,15 +392,34 @@ async fn evaluate_case(
                 .and_then(|r| r.status.as_ref())
                 .map(|s| s.phase)
                 .unwrap_or_default();
-            if case.pods.is_empty()
-                && matches!(phase, Phase::Diagnosing | Phase::Proposed)
-                && let Err(error) = resolve(shared, &case.namespace, &name).await
-            {
-                tracing::warn!(%error, remediation = %name, "cannot mark resolved");
+            if !case.pods.is_empty() {
+                // Findings inside their grace period: not healthy yet.
+                case.quiet_since = None;
+                return false;
             }
-            case.pods.is_empty()
+            if !matches!(phase, Phase::Diagnosing | Phase::Proposed) {
+                return true;
+            }
+            // A crash-looping container is Running for a moment between
+            // crashes: only a quiet period long enough to outlast that
+            // closes the case.
+            if !quiet_long_enough(case, shared.config.resolve_after, now) {
+                return false;
+            }
+            if let Err(error) = resolve(shared, &case.namespace, &name).await {
+                tracing::warn!(%error, remediation = %name, "cannot mark resolved");
+                return false;
+            }
+            true
         }
     }
+}
+
+/// Starts or continues the case's quiet period; true once it has lasted
+/// `resolve_after`.
+fn quiet_long_enough(case: &mut Case, resolve_after: Duration, now: Instant) -> bool {
+    let since = *case.quiet_since.get_or_insert(now);
+    now.duration_since(since) >= resolve_after
 }
 
 /// A name that is unique per incident and says which workload it is about.
@@ -545,6 +568,7 @@ mod tests {
             first_seen: BTreeMap::from([("ImagePullBackOff".into(), now)]),
             written: None,
             open_failed_at: None,
+            quiet_since: None,
         };
         for i in 0..20 {
             case.pods
@@ -565,10 +589,46 @@ mod tests {
             first_seen: BTreeMap::from([("ErrImagePull".into(), now)]),
             written: None,
             open_failed_at: None,
+            quiet_since: None,
         };
         assert!(aggregate(&case, &GracePeriods::default(), now).is_empty());
         let later = now + Duration::from_secs(11);
         assert_eq!(aggregate(&case, &GracePeriods::default(), later).len(), 1);
+    }
+
+    #[test]
+    fn a_crash_loop_that_runs_for_a_moment_is_not_resolved() {
+        let now = Instant::now();
+        let mut case = Case {
+            namespace: "ns".into(),
+            workload: WorkloadRef::default(),
+            pods: BTreeMap::new(),
+            first_seen: BTreeMap::new(),
+            written: None,
+            open_failed_at: None,
+            quiet_since: None,
+        };
+        let window = Duration::from_secs(60);
+        // The container restarted and runs: no finding, the quiet period starts.
+        assert!(!quiet_long_enough(&mut case, window, now));
+        assert!(!quiet_long_enough(
+            &mut case,
+            window,
+            now + Duration::from_secs(5)
+        ));
+        // Still quiet after the whole window: healthy for real.
+        assert!(quiet_long_enough(
+            &mut case,
+            window,
+            now + Duration::from_secs(60)
+        ));
+        // A crash in between restarts the count (evaluate_case clears it).
+        case.quiet_since = None;
+        assert!(!quiet_long_enough(
+            &mut case,
+            window,
+            now + Duration::from_secs(61)
+        ));
     }
 
     #[test]
@@ -582,6 +642,7 @@ mod tests {
             first_seen: BTreeMap::from([("ErrImagePull".into(), now)]),
             written: None,
             open_failed_at: None,
+            quiet_since: None,
         };
         // ErrImagePull is still inside its grace period: wait.
         assert!(!opens_now(&case, false, &grace, now));

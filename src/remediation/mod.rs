@@ -68,6 +68,9 @@ pub struct ControllerConfig {
     pub not_ready_after: Duration,
     /// How long a rollout may take before the fix is rolled back.
     pub verify_timeout: Duration,
+    /// How long a workload must stay free of findings before an unfixed
+    /// case is Resolved.
+    pub resolve_after: Duration,
     /// How long closed Remediations are kept.
     pub retention: Duration,
     /// Bounded retries of an apply.
@@ -86,6 +89,7 @@ impl ControllerConfig {
             grace: GracePeriods::default(),
             not_ready_after: Duration::from_secs(120),
             verify_timeout: Duration::from_secs(300),
+            resolve_after: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 3600),
             max_attempts: 3,
             rules: rules::RuleConfig::default(),

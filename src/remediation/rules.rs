@@ -239,7 +239,7 @@ fn decide(
     if IMAGE_PULL_REASONS.contains(&reason) {
         restore_image(finding, &container, evidence)
     } else if reason == OOM_KILLED {
-        raise_memory(finding, &container, config)
+        raise_memory(finding, &container, history, config)
     } else if !revertible_fields(reason).is_empty() {
         revert_template(finding, &container, history)
     } else {
@@ -273,7 +273,32 @@ fn restore_image(finding: &Finding, container: &Value, evidence: &Evidence) -> R
         })
 }
 
-fn raise_memory(finding: &Finding, container: &Value, config: &RuleConfig) -> Result<Fix, String> {
+/// The memory limit the container had in the newest healthy earlier
+/// revision: the need observed when the limit was cut below it.
+fn healthy_memory_limit(finding: &Finding, history: &[RevisionTemplate]) -> Option<u64> {
+    let list = if finding.init {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    let healthy = history.iter().find(|r| r.healthy)?;
+    healthy
+        .template
+        .pointer(&format!("/spec/{list}"))?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(finding.container.as_str()))?
+        .pointer("/resources/limits/memory")?
+        .as_str()
+        .and_then(parse_memory)
+}
+
+fn raise_memory(
+    finding: &Finding,
+    container: &Value,
+    history: &[RevisionTemplate],
+    config: &RuleConfig,
+) -> Result<Fix, String> {
     let resources = container.get("resources");
     let limit_text = resources
         .and_then(|r| r.pointer("/limits/memory"))
@@ -295,7 +320,12 @@ fn raise_memory(finding: &Finding, container: &Value, config: &RuleConfig) -> Re
             format_memory(config.memory_cap)
         ));
     }
-    let raised = limit.saturating_mul(2).min(config.memory_cap);
+    // Double it, or go back to what a healthy revision ran with when the
+    // limit was cut below that.
+    let raised = limit
+        .saturating_mul(2)
+        .max(healthy_memory_limit(finding, history).unwrap_or(0))
+        .min(config.memory_cap);
     let request = resources
         .and_then(|r| r.pointer("/requests/memory"))
         .and_then(Value::as_str)
@@ -1050,6 +1080,55 @@ mod tests {
             healthy,
             changed: vec!["containers[db].env".into()],
         }
+    }
+
+    #[test]
+    fn oom_after_a_limit_cut_goes_back_to_the_healthy_limit_when_doubling_is_not_enough() {
+        let live = deployment(json!([{"name": "redis", "image": "redis:7.2.5",
+            "resources": {"limits": {"memory": "16Mi"}}}]));
+        let mut oom = finding("redis", OOM_KILLED);
+        oom.exit_code = Some(137);
+        let healthy = revision_template(
+            1,
+            json!({"name": "redis", "image": "redis:7.2.5",
+                   "resources": {"limits": {"memory": "128Mi"}}}),
+            true,
+        );
+        let unhealthy = revision_template(
+            2,
+            json!({"name": "redis", "image": "redis:7.2.5",
+                   "resources": {"limits": {"memory": "1Gi"}}}),
+            false,
+        );
+        let proposal = propose_from_rules(
+            &live,
+            &evidence("Deployment", "apps/v1"),
+            &[oom.clone()],
+            &[unhealthy, healthy.clone()],
+            &RuleConfig::default(),
+        );
+        assert_eq!(
+            patch_containers(&proposal),
+            &json!([{"name": "redis", "resources": {"limits": {"memory": "128Mi"}}}]),
+            "the newest healthy revision's limit, not 32Mi and not the unhealthy 1Gi"
+        );
+        // Doubling wins when it is more than the healthy limit was.
+        let small = revision_template(
+            1,
+            json!({"name": "redis", "resources": {"limits": {"memory": "20Mi"}}}),
+            true,
+        );
+        let proposal = propose_from_rules(
+            &live,
+            &evidence("Deployment", "apps/v1"),
+            &[oom],
+            &[small],
+            &RuleConfig::default(),
+        );
+        assert_eq!(
+            patch_containers(&proposal),
+            &json!([{"name": "redis", "resources": {"limits": {"memory": "32Mi"}}}]),
+        );
     }
 
     #[test]

@@ -144,10 +144,13 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "statefulset-bad-tag",
-            what: "StatefulSet nginx:1.25.5 rolled out, then nginx:1.25.99",
+            what: "StatefulSet redis:7.2.5 rolled out, then redis:7.4.0",
             kind: WorkloadKind::StatefulSet,
-            healthy: Some(pod(vec![container("web", "nginx:1.25.5")])),
-            broken: pod(vec![container("web", "nginx:1.25.99")]),
+            healthy: Some(pod(vec![redis("128Mi")])),
+            broken: pod(vec![with_memory(
+                container("cache", "redis:7.4.0"),
+                "128Mi",
+            )]),
         },
         Scenario {
             name: "memory-limit-cut",
@@ -445,9 +448,12 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
         .iter()
         .filter_map(|r| r["proposal_seconds"].as_f64())
         .collect();
+    // Token counts are known for answers that became proposals; a cache
+    // hit costs none and is not a model call.
     let mean = |key: &str| {
         let values: Vec<f64> = rows
             .iter()
+            .filter(|r| r["model"]["result"] == "ok")
             .filter_map(|r| r["model"][key].as_f64())
             .collect();
         if values.is_empty() {
@@ -462,9 +468,10 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
         "verified_rate": round3(verified as f64 / n),
         "proposal_latency_p50_s": median(&mut proposal_seconds),
         "rolled_back": count(&|r| r["final_phase"] == "RolledBack"),
-        "needs_human": count(&|r| r["reason"] == "NeedsHuman"),
-        "guardrail_rejected": count(&|r| r["reason"] == "GuardrailRejected"),
-        "dry_run_failed": count(&|r| r["reason"] == "DryRunFailed"),
+        "needs_human": count(&|r| r["phase"] == "Proposed" && r["actions"] == 0),
+        "guardrail_rejected": count(&|r| r["phase"] == "Failed" && r["guardrail_allowed"] == false),
+        "dry_run_failed": count(&|r| r["dry_run"] == "Failed"),
+        "resolved_without_fix": count(&|r| r["phase"] == "Resolved"),
     });
     if mode == "model" {
         let valid = count(&|r| {
@@ -478,6 +485,8 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
         summary["prompt_tokens_mean"] = mean("prompt_tokens");
         summary["completion_tokens_mean"] = mean("completion_tokens");
         summary["rules_fallbacks"] = json!(count(&|r| r["source"] == "rules"));
+        summary["model_calls"] = json!(model_seconds.len());
+        summary["cache_hits"] = json!(count(&|r| r["model"]["result"] == "cached"));
     } else {
         // Rules answer in-process: the proposal latency is the whole cost.
         summary["schema_valid_rate"] = Value::Null;
@@ -728,6 +737,8 @@ async fn run_scenario(
         "reviewable": reviewable,
         "final_phase": format!("{final_phase:?}"),
         "summary": proposal.summary,
+        "message": status.message,
+        "model_discarded": proposal.risks.iter().find(|r| r.contains("model's proposal was discarded")),
         "changes": changed,
         "proposal_seconds": round3(proposal_seconds),
         "model": model_delta(&before, &after),

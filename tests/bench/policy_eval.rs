@@ -1,0 +1,144 @@
+//! `make bench-policy`: the policy engine alone, in one thread, on the same
+//! reviews `bench-webhook` sends (`tests/bench/make_reviews.py`): all 12
+//! policies of `policies/` against a Pod CREATE and a Deployment CREATE.
+//! No TLS, HTTP or JSON parsing of the body; this is the share of a review's
+//! CPU the engine costs, the one number that decides the webhook's ceiling.
+//! Writes `target/bench/policy-eval.json` (microseconds per review).
+//!
+//! Knob: `BENCH_POLICY_SECONDS` (3 per review).
+//!
+//! `cargo test --all-targets` also runs bench targets, without `--bench`;
+//! then this does nothing.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use aiops_operator::policy::{EvalInput, Operation, PolicySet, RuleStatus, UserInfo};
+use serde_json::{Value, json};
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-policy: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reviews_dir() -> Result<PathBuf, String> {
+    let dir = repo().join("target/bench/reviews");
+    let status = Command::new("python3")
+        .arg(repo().join("tests/bench/make_reviews.py"))
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("python3 tests/bench/make_reviews.py: {e}"))?;
+    if !status.success() {
+        return Err(format!("tests/bench/make_reviews.py failed: {status}"));
+    }
+    Ok(dir)
+}
+
+fn read_review(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let review: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    review
+        .get("request")
+        .cloned()
+        .ok_or_else(|| format!("{}: no request", path.display()))
+}
+
+fn input(request: &Value) -> Result<EvalInput<'_>, String> {
+    let object = request
+        .get("object")
+        .ok_or("the review has no request.object")?;
+    let mut input = EvalInput::for_resource(object);
+    input.operation = Operation::Create;
+    input.admission_info = Some(request);
+    input.user_info = UserInfo {
+        username: request["userInfo"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        groups: request["userInfo"]["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..UserInfo::default()
+    };
+    Ok(input)
+}
+
+fn run() -> Result<(), String> {
+    let seconds: f64 = std::env::var("BENCH_POLICY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    let policies = PolicySet::load_dir(&repo().join("policies")).map_err(|e| e.to_string())?;
+    let dir = reviews_dir()?;
+    let mut rows = BTreeMap::new();
+    for name in ["pod", "deployment"] {
+        let request = read_review(&dir.join(format!("{name}-review.json")))?;
+        let input = input(&request)?;
+        let outcomes = policies.validate(&input);
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.status != RuleStatus::Pass)
+            .map(|o| format!("{}/{}: {:?} {}", o.policy, o.rule, o.status, o.message))
+            .collect();
+        if outcomes.is_empty() || !failed.is_empty() {
+            return Err(format!(
+                "the {name} review must pass every rule that applies; got {} outcomes, not passing: {failed:?}",
+                outcomes.len()
+            ));
+        }
+        // Warm-up, then as many evaluations as fit in the time.
+        for _ in 0..200 {
+            std::hint::black_box(policies.validate(&input));
+        }
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs_f64(seconds) {
+            for _ in 0..50 {
+                std::hint::black_box(policies.validate(std::hint::black_box(&input)));
+            }
+            n += 50;
+        }
+        let per = started.elapsed().as_secs_f64() / n as f64;
+        let row = json!({
+            "rules_evaluated": outcomes.len(),
+            "evaluations": n,
+            "us_per_review": (per * 1e7).round() / 10.0,
+            "reviews_per_s_one_core": (1.0 / per).round(),
+        });
+        eprintln!("bench-policy: {name}: {row}");
+        rows.insert(name, row);
+    }
+    let report = json!({
+        "benchmark": "bench-policy",
+        "policies": policies.policies().count(),
+        "reviews": rows,
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    });
+    let out = repo().join("target/bench/policy-eval.json");
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",
+    )
+    .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("bench-policy: wrote {}", out.display());
+    Ok(())
+}
