@@ -385,6 +385,8 @@ async fn run() -> Result<(), String> {
         results.insert(mode.as_str(), rows);
     }
     drop(reference);
+    // No registration may point at the stopped operator afterwards.
+    support::uninstall_webhooks();
 
     let report = json!({
         "model": server.model,

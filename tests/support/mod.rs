@@ -338,6 +338,11 @@ pub fn stop_all_operators() {
     run_local_sh(&["stop-all"], &[]);
 }
 
+/// Removes the operator's webhook registrations (after the last replica stopped).
+pub fn uninstall_webhooks() {
+    run_local_sh(&["uninstall"], &[]);
+}
+
 impl Sandbox {
     /// A namespace whose requests go through the operator's webhooks.
     pub async fn e2e_namespace(&self, prefix: &str) -> TestNamespace {
