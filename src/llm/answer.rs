@@ -110,7 +110,25 @@ pub fn fix_to_proposal(
         "proposed by a language model ({source}), not by a rule: check every value before approving"
     ));
     let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| text(r, 200)).collect();
-    let mut summary = format!("{target}: {}", text(&fix.summary, 300));
+    // The summary says what the actions do, in our words; the model's own
+    // summary follows, attributed. Small models copy the prompt's worked
+    // example into their prose (container names included), so a reviewer
+    // must never have to trust it to know what the patch changes.
+    let changes: Vec<String> = fix
+        .changes
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(describe_change)
+        .collect();
+    let model_says = text(&fix.summary, 200);
+    let mut summary = if changes.is_empty() {
+        format!("{target}: no change proposed (the model: {model_says:?})")
+    } else {
+        format!(
+            "{target}: {} (the model: {model_says:?})",
+            changes.join("; ")
+        )
+    };
     let mut actions = Vec::new();
     if !lists.is_empty() {
         match not_patchable(&workload.kind) {
@@ -146,6 +164,31 @@ pub fn fix_to_proposal(
         hash: String::new(),
     }
     .seal())
+}
+
+/// One container change in words: "container web: image nginx:1.25.5".
+fn describe_change(change: &ContainerChange) -> String {
+    let mut parts = Vec::new();
+    if let Some(image) = &change.image {
+        parts.push(format!("image {image}"));
+    }
+    if let Some(limit) = change.memory_limit_mib {
+        parts.push(format!("memory limit {limit}Mi"));
+    }
+    if let Some(request) = change.memory_request_mib {
+        parts.push(format!("memory request {request}Mi"));
+    }
+    if let Some(env) = &change.env {
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        parts.push(format!("env {}", names.join(", ")));
+    }
+    if change.command.is_some() {
+        parts.push("command".into());
+    }
+    if change.args.is_some() {
+        parts.push("args".into());
+    }
+    format!("set container {}: {}", change.container, parts.join(", "))
 }
 
 /// Model text shown to reviewers: one line, redacted, bounded.
@@ -465,5 +508,22 @@ mod tests {
         let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
         assert!(!p.summary.contains("hunter2"));
         assert!(p.summary.len() <= 320);
+    }
+
+    #[test]
+    fn the_summary_names_what_the_patch_changes_not_what_the_model_says() {
+        let mut f = fix(vec![ContainerChange {
+            container: "app".into(),
+            memory_limit_mib: Some(128),
+            ..ContainerChange::default()
+        }]);
+        f.summary = "Use the existing image nginx:1.25.5 for container web".into();
+        let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
+        assert!(
+            p.summary
+                .starts_with("Deployment/web: set container app: memory limit 128Mi (the model: "),
+            "{}",
+            p.summary
+        );
     }
 }
