@@ -35,7 +35,7 @@ step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_lo
 bash tests/llm/server.sh up smollm2
 
 step "cargo test: unit, integration and live sandbox tests"
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 
 step "stop the operators the tests started"
 bash tests/operator/local.sh stop-all

@@ -109,6 +109,18 @@ pub fn fix_to_proposal(
     risks.push(format!(
         "proposed by a language model ({source}), not by a rule: check every value before approving"
     ));
+    if facts.image_candidates.is_empty() {
+        // Without candidates the schema could only ask for a well-formed
+        // reference: say plainly that nothing vouches for the image.
+        for change in &fix.changes {
+            if let Some(image) = &change.image {
+                risks.push(format!(
+                    "image {image} is not known to run anywhere in the cluster or in the \
+                     workload's history; make sure it exists before approving"
+                ));
+            }
+        }
+    }
     let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| text(r, 200)).collect();
     // The summary says what the actions do, in our words; the model's own
     // summary follows, attributed. Small models copy the prompt's worked
@@ -508,6 +520,25 @@ mod tests {
         let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
         assert!(!p.summary.contains("hunter2"));
         assert!(p.summary.len() <= 320);
+    }
+
+    #[test]
+    fn an_image_no_one_runs_is_flagged_as_unverified() {
+        let mut bare = facts();
+        bare.image_candidates.clear();
+        let f = fix(vec![ContainerChange {
+            container: "app".into(),
+            image: Some("acme/app:2.0".into()),
+            ..ContainerChange::default()
+        }]);
+        let p = fix_to_proposal(&f, &evidence("Deployment"), &bare, "m").unwrap();
+        assert!(
+            p.risks
+                .iter()
+                .any(|r| r.contains("acme/app:2.0 is not known to run anywhere")),
+            "{:?}",
+            p.risks
+        );
     }
 
     #[test]
