@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use aiops_operator::remediation::crd::{Phase, Remediation};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{OperatorProcess, Sandbox, TestNamespace, create, deployment, wait_until};
+use support::{
+    OperatorProcess, Sandbox, TestNamespace, create, deployment, phase, remediations, wait_until,
+};
 
 const STEP: Duration = Duration::from_secs(120);
 
@@ -32,18 +34,6 @@ fn operator() -> &'static OperatorProcess {
             )],
         )
     })
-}
-
-async fn remediations(client: &Client, ns: &str) -> Vec<Remediation> {
-    Api::<Remediation>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
-fn phase(r: &Remediation) -> Phase {
-    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
 /// Waits for the namespace's only Remediation to reach `want`.

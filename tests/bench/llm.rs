@@ -44,12 +44,12 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use aiops_operator::remediation::crd::{Phase, Remediation};
+use aiops_operator::remediation::crd::Phase;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{OperatorProcess, Sandbox, create, wait_until};
+use support::{OperatorProcess, Sandbox, create, phase, remediations, wait_until};
 
 /// How a scenario's workload is built and broken.
 struct Scenario {
@@ -551,18 +551,6 @@ fn model_delta(before: &str, after: &str) -> Value {
         ));
     }
     model
-}
-
-async fn remediations(client: &Client, ns: &str) -> Vec<Remediation> {
-    Api::<Remediation>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
-fn phase(r: &Remediation) -> Phase {
-    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
 async fn wait_rolled_out(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use aiops_operator::remediation::crd::{Phase, Remediation};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -352,4 +353,18 @@ impl Sandbox {
         assert!(ok, "labelling {}: {out}", ns.name);
         ns
     }
+}
+
+/// The Remediations in `namespace` (empty when the list fails).
+pub async fn remediations(client: &Client, namespace: &str) -> Vec<Remediation> {
+    Api::<Remediation>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// A Remediation's phase (Diagnosing until it has a status).
+pub fn phase(r: &Remediation) -> Phase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
