@@ -138,6 +138,11 @@ impl EvalContext {
         jmespath::search_variable(expression, Rcvar::new(Variable::Object(self.root.clone())))
     }
 
+    /// Runs a JMESPath query, keeping the result in the runtime's form.
+    pub fn query_variable(&self, expression: &str) -> Result<Rcvar, QueryError> {
+        jmespath::evaluate(expression, Rcvar::new(Variable::Object(self.root.clone())))
+    }
+
     /// True for DELETE requests, where `request.object` reads the old object.
     pub fn is_delete(&self) -> bool {
         self.delete
@@ -161,9 +166,20 @@ impl EvalContext {
 
     /// Adds a foreach element: `element`/`elementIndex` and the nesting
     /// specific `element<N>`/`elementIndex<N>`.
+    #[cfg(test)]
     pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext {
+        self.with_element_variable(to_variable(element), index, nesting)
+    }
+
+    /// [`Self::with_element`] for an element already in the runtime's form
+    /// (an item of a foreach list): nothing is converted.
+    pub fn with_element_variable(
+        &self,
+        element: Rcvar,
+        index: usize,
+        nesting: usize,
+    ) -> EvalContext {
         let mut ctx = self.clone();
-        let element = to_variable(element);
         let index = to_variable(&Value::from(index));
         ctx.root.insert("element".into(), Rcvar::clone(&element));
         ctx.root.insert("elementIndex".into(), Rcvar::clone(&index));

@@ -5,6 +5,7 @@
 
 use std::cell::OnceCell;
 
+use ::jmespath::{Rcvar, Variable};
 use serde_json::Value;
 
 use crate::policy::conditions::ConditionOperator;
@@ -356,12 +357,14 @@ impl Checker<'_> {
         let mut applied = 0;
         for foreach in list {
             // A list that cannot be evaluated contributes nothing, as in Kyverno.
-            let Ok(elements) = ctx.query(&foreach.list) else {
+            // Elements stay in the runtime's form: each becomes `element`
+            // without a round trip through JSON.
+            let Ok(elements) = ctx.query_variable(&foreach.list) else {
                 continue;
             };
-            let elements = match elements {
-                Value::Array(items) => items,
-                other => vec![other],
+            let elements = match &*elements {
+                Variable::Array(items) => items.clone(),
+                _ => vec![elements],
             };
             let count = elements.len();
             for (index, element) in elements.iter().enumerate() {
@@ -394,11 +397,11 @@ impl Checker<'_> {
         foreach: &ForeachValidation,
         ctx: &EvalContext,
         resource: &Value,
-        element: &Value,
+        element: &Rcvar,
         index: usize,
         nesting: usize,
     ) -> Verdict {
-        let element_ctx = ctx.with_element(element, index, nesting);
+        let element_ctx = ctx.with_element_variable(Rcvar::clone(element), index, nesting);
         let scoped = match foreach.element_scope {
             Some(true) if !element.is_object() => {
                 return Verdict::Error("elementScope=true needs map elements".to_string());
@@ -417,8 +420,16 @@ impl Checker<'_> {
                 Err(e) => return Verdict::Error(format!("failed to evaluate preconditions: {e}")),
             }
         }
-        let target = scoped.then_some(element);
-        self.check(&foreach.check, &element_ctx, resource, target, nesting + 1)
+        // Only pattern checks read the element as JSON.
+        let target = (scoped && matches!(foreach.check, Check::Pattern(_) | Check::AnyPattern(_)))
+            .then(|| serde_json::to_value(&**element).unwrap_or(Value::Null));
+        self.check(
+            &foreach.check,
+            &element_ctx,
+            resource,
+            target.as_ref(),
+            nesting + 1,
+        )
     }
 
     fn check_pod_security(

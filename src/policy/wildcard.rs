@@ -12,18 +12,30 @@ pub fn matches(pattern: &str, text: &str) -> bool {
     if pattern == "*" {
         return true;
     }
+    // Called hundreds of times per admission review (kinds, names,
+    // namespaces, pattern values): compare without allocating when possible.
+    if !contains_wildcard(pattern) {
+        return pattern == text;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        return match_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
-    // Iterative matcher with single-star backtracking: linear in practice and
-    // free of recursion, so hostile patterns cannot blow the stack.
+    match_units(&pattern, &text, '*', '?')
+}
+
+/// Iterative matcher with single-star backtracking: linear in practice and
+/// free of recursion, so hostile patterns cannot blow the stack.
+fn match_units<T: Copy + PartialEq>(pattern: &[T], text: &[T], any_run: T, any_one: T) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<usize> = None;
     let mut star_text = 0usize;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len() && (pattern[p] == any_one || pattern[p] == text[t]) {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        } else if p < pattern.len() && pattern[p] == any_run {
             star = Some(p);
             star_text = t;
             p += 1;
@@ -35,7 +47,7 @@ pub fn matches(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    while p < pattern.len() && pattern[p] == '*' {
+    while p < pattern.len() && pattern[p] == any_run {
         p += 1;
     }
     p == pattern.len()
@@ -71,5 +83,14 @@ mod tests {
         assert!(!matches("abc", "abd"));
         assert!(contains_wildcard("a*"));
         assert!(!contains_wildcard("abc"));
+    }
+
+    #[test]
+    fn non_ascii_text_matches_by_character() {
+        // `?` is one character, not one byte.
+        assert!(matches("caf?", "café"));
+        assert!(matches("*é", "résumé"));
+        assert!(!matches("caf??", "café"));
+        assert!(matches("ü*", "über"));
     }
 }

@@ -79,6 +79,16 @@ pub fn search(expression: &str, data: &Value) -> Result<Value, QueryError> {
 
 /// Evaluates `expression` against an already converted document.
 pub fn search_variable(expression: &str, data: Rcvar) -> Result<Value, QueryError> {
+    let result = evaluate(expression, data)?;
+    serde_json::to_value(&*result).map_err(|e| QueryError {
+        expression: expression.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Evaluates `expression`, keeping the result in the runtime's form (for
+/// foreach lists, whose elements become variables again).
+pub fn evaluate(expression: &str, data: Rcvar) -> Result<Rcvar, QueryError> {
     let error = |message: String| QueryError {
         expression: expression.to_string(),
         message,
@@ -87,9 +97,7 @@ pub fn search_variable(expression: &str, data: Rcvar) -> Result<Value, QueryErro
     // `Expression::search` would re-serialize an `Rcvar` argument through
     // serde (no specialization); interpret the shared document directly.
     let mut context = jmespath::Context::new(compiled.as_str(), &KYVERNO_RUNTIME);
-    let result = jmespath::interpret(&data, compiled.as_ast(), &mut context)
-        .map_err(|e| error(e.to_string()))?;
-    serde_json::to_value(&*result).map_err(|e| error(e.to_string()))
+    jmespath::interpret(&data, compiled.as_ast(), &mut context).map_err(|e| error(e.to_string()))
 }
 
 /// Checks that an expression parses, for load-time validation.
