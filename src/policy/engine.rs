@@ -138,8 +138,8 @@ pub(crate) fn conditions_hold(
 }
 
 fn condition_holds(condition: &Condition, ctx: &EvalContext) -> Result<bool, EvalError> {
-    let key = variables::substitute(&condition.key, ctx)?;
-    let value = variables::substitute(&condition.value, ctx)?;
+    let key = variables::substitute_cow(&condition.key, ctx)?;
+    let value = variables::substitute_cow(&condition.value, ctx)?;
     Ok(ConditionOperator::evaluate(
         condition.operator,
         &key,
@@ -254,7 +254,7 @@ impl Checker<'_> {
         let target = element.unwrap_or(resource);
         match check {
             Check::Pattern(pattern) => {
-                let pattern = match variables::substitute(pattern, ctx) {
+                let pattern = match variables::substitute_cow(pattern, ctx) {
                     Ok(p) => p,
                     Err(e) => return Verdict::Error(format!("variable substitution failed: {e}")),
                 };
@@ -310,7 +310,7 @@ impl Checker<'_> {
         let mut failures = Vec::new();
         let mut skips = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
-            let pattern = match variables::substitute(pattern, ctx) {
+            let pattern = match variables::substitute_cow(pattern, ctx) {
                 Ok(p) => p,
                 Err(e) => return Verdict::Error(format!("variable substitution failed: {e}")),
             };

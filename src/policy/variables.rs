@@ -3,6 +3,7 @@
 //! longer strings are rendered as text. Inner variables resolve first
 //! (`{{ a.{{ b }} }}`), and `\{{ … }}` escapes a literal.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -23,6 +24,31 @@ static ESCAPED_VARIABLE: LazyLock<Option<Regex>> =
 
 /// Guards against values that keep producing new variables.
 const MAX_PASSES: usize = 32;
+
+/// [`substitute`], without copying a document that has no variable (most
+/// patterns and condition values): the common case costs a scan, not a clone.
+pub fn substitute_cow<'a>(
+    document: &'a Value,
+    ctx: &EvalContext,
+) -> Result<Cow<'a, Value>, EvalError> {
+    if has_variables(document) {
+        substitute(document, ctx).map(Cow::Owned)
+    } else {
+        Ok(Cow::Borrowed(document))
+    }
+}
+
+/// True when any string or map key of `document` may hold a `{{ }}`.
+fn has_variables(document: &Value) -> bool {
+    match document {
+        Value::String(text) => text.contains("{{"),
+        Value::Array(items) => items.iter().any(has_variables),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains("{{") || has_variables(value)),
+        _ => false,
+    }
+}
 
 /// Substitutes variables in every string (and map key) of `document`.
 pub fn substitute(document: &Value, ctx: &EvalContext) -> Result<Value, EvalError> {
