@@ -15,14 +15,6 @@ use crate::admission::state::AppState;
 use crate::admission::verdict::Verdict;
 use crate::policy::{self, EvalInput};
 
-/// A review that could not be evaluated; answered with 500 so the API
-/// server applies the webhook's `failurePolicy`.
-#[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
-    #[error("could not re-encode the admission request for evaluation: {0}")]
-    Encode(#[source] serde_json::Error),
-}
-
 /// The answer to a review and how to count it.
 pub struct Admission {
     pub response: AdmissionResponse,
@@ -30,16 +22,15 @@ pub struct Admission {
 }
 
 /// Decides a `/validate` review.
-pub fn validate(state: &AppState, request: &Request) -> Result<Admission, AdmitError> {
+pub fn validate(state: &AppState, request: &Request) -> Admission {
     let _span = request_span(request, "validate").entered();
     let modes = state.modes.current();
     if let Some(allowed) = exempt(&modes, request) {
-        return Ok(allowed);
+        return allowed;
     }
-    let request_json = serde_json::to_value(request).map_err(AdmitError::Encode)?;
-    let Some(input) = eval_input(request, &request_json) else {
+    let Some(input) = eval_input(request) else {
         // Nothing to judge (e.g. CONNECT): allow.
-        return Ok(allowed(request));
+        return allowed(request);
     };
     let outcomes = state.policies.validate(&input.as_eval_input());
     let verdict = Verdict::assess(&outcomes, &modes);
@@ -49,17 +40,17 @@ pub fn validate(state: &AppState, request: &Request) -> Result<Admission, AdmitE
             .violation(&violation.policy, &violation.rule, violation.mode);
     }
 
-    let mut response = AdmissionResponse::from(request);
+    let mut response = AdmissionResponse::from(&request.typed);
     let warnings = verdict.warnings();
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
     }
     if let Some(message) = verdict.deny_message(&describe_subject(request)) {
         tracing::info!(violations = verdict.violations.len(), "request denied");
-        return Ok(Admission {
+        return Admission {
             response: response.deny(message),
             result: ReviewResult::Denied,
-        });
+        };
     }
 
     let audited: Vec<_> = verdict.in_mode(Mode::Audit).cloned().collect();
@@ -72,41 +63,40 @@ pub fn validate(state: &AppState, request: &Request) -> Result<Admission, AdmitE
             observed_at: SystemTime::now(),
         });
     }
-    Ok(Admission {
+    Admission {
         response,
         result: ReviewResult::Allowed,
-    })
+    }
 }
 
 /// Decides a `/mutate` review: the JSON patch of the mutate rules that apply.
 ///
 /// Mutation is a convenience, never the enforcement point (validation runs
 /// after it), so an engine error admits the object unchanged with a warning.
-pub fn mutate(state: &AppState, request: &Request) -> Result<Admission, AdmitError> {
+pub fn mutate(state: &AppState, request: &Request) -> Admission {
     let _span = request_span(request, "mutate").entered();
     if let Some(allowed) = exempt(&state.modes.current(), request) {
-        return Ok(allowed);
+        return allowed;
     }
-    let request_json = serde_json::to_value(request).map_err(AdmitError::Encode)?;
-    let Some(input) = eval_input(request, &request_json) else {
-        return Ok(allowed(request));
+    let Some(input) = eval_input(request) else {
+        return allowed(request);
     };
-    let response = AdmissionResponse::from(request);
+    let response = AdmissionResponse::from(&request.typed);
     let operations = match state.policies.mutate(&input.as_eval_input()) {
         Ok(operations) => operations,
         Err(error) => {
             tracing::warn!(%error, "mutation skipped");
-            return Ok(with_warning(
+            return with_warning(
                 response,
                 format!("aiops-operator: mutation skipped: {error}"),
-            ));
+            );
         }
     };
     if operations.is_empty() {
-        return Ok(Admission {
+        return Admission {
             response,
             result: ReviewResult::Allowed,
-        });
+        };
     }
     let count = operations.len();
     let patched = to_kube_patch(&operations)
@@ -120,17 +110,17 @@ pub fn mutate(state: &AppState, request: &Request) -> Result<Admission, AdmitErr
     match patched {
         Ok(patched) => {
             tracing::info!(operations = count, "request mutated");
-            Ok(Admission {
+            Admission {
                 response: patched,
                 result: ReviewResult::Allowed,
-            })
+            }
         }
         Err(error) => {
             tracing::warn!(%error, "mutation patch could not be encoded");
-            Ok(with_warning(
+            with_warning(
                 response,
                 format!("aiops-operator: mutation skipped: {error}"),
-            ))
+            )
         }
     }
 }
@@ -158,7 +148,7 @@ fn request_span(request: &Request, endpoint: &'static str) -> tracing::Span {
 
 fn allowed(request: &Request) -> Admission {
     Admission {
-        response: AdmissionResponse::from(request),
+        response: AdmissionResponse::from(&request.typed),
         result: ReviewResult::Allowed,
     }
 }
@@ -181,7 +171,7 @@ fn exempt(modes: &ModeConfig, request: &Request) -> Option<Admission> {
     )?;
     tracing::debug!(exemption = exemption.kind(), "request exempt from policies");
     Some(Admission {
-        response: AdmissionResponse::from(request),
+        response: AdmissionResponse::from(&request.typed),
         result: ReviewResult::Exempt,
     })
 }
@@ -193,7 +183,7 @@ struct OwnedInput<'a> {
     operation: &'a Operation,
     username: String,
     groups: Vec<String>,
-    request_json: &'a Value,
+    request_fields: &'a Value,
 }
 
 impl OwnedInput<'_> {
@@ -207,24 +197,23 @@ impl OwnedInput<'_> {
             roles: Vec::new(),
             cluster_roles: Vec::new(),
         };
-        input.admission_info = Some(self.request_json);
+        input.admission_info = Some(self.request_fields);
         input
     }
 }
 
 /// The object to judge: the new object, or for DELETE the old one. `None`
 /// when the request carries neither.
-fn eval_input<'a>(request: &'a Request, request_json: &'a Value) -> Option<OwnedInput<'a>> {
-    let present = |key: &str| request_json.get(key).filter(|v| v.is_object());
-    let old_resource = present("oldObject");
-    let resource = present("object").or(old_resource)?;
+fn eval_input(request: &Request) -> Option<OwnedInput<'_>> {
+    let old_resource = request.old_object.as_ref();
+    let resource = request.object.as_ref().or(old_resource)?;
     Some(OwnedInput {
         resource,
         old_resource,
         operation: &request.operation,
         username: request.user_info.username.clone().unwrap_or_default(),
         groups: request.user_info.groups.clone().unwrap_or_default(),
-        request_json,
+        request_fields: &request.fields,
     })
 }
 
@@ -249,10 +238,9 @@ fn operation_name(operation: &Operation) -> &'static str {
 /// Reference to the reviewed object for Events and PolicyReports. On CREATE
 /// the object has no uid yet, and with generateName not even a final name.
 fn object_reference(request: &Request) -> ObjectReference {
-    let meta = request.object.as_ref().map(|o| &o.metadata);
     let name = Some(request.name.clone())
         .filter(|n| !n.is_empty())
-        .or_else(|| meta.and_then(|m| m.name.clone()));
+        .or_else(|| request.object_meta_str("name").map(String::from));
     let api_version = if request.kind.group.is_empty() {
         request.kind.version.clone()
     } else {
@@ -263,7 +251,7 @@ fn object_reference(request: &Request) -> ObjectReference {
         kind: Some(request.kind.kind.clone()),
         name,
         namespace: request.namespace.clone().filter(|ns| !ns.is_empty()),
-        uid: meta.and_then(|m| m.uid.clone()),
+        uid: request.object_meta_str("uid").map(String::from),
         ..ObjectReference::default()
     }
 }
@@ -304,7 +292,7 @@ mod tests {
     }
 
     fn decide(state: &AppState, request: &Request) -> Admission {
-        validate(state, request).unwrap_or_else(|e| panic!("{e}"))
+        validate(state, request)
     }
 
     #[test]

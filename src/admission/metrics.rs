@@ -2,7 +2,7 @@
 //! the text exposition format.
 //!
 //! - `aiops_admission_requests_total{endpoint, result}`: reviews answered
-//!   (`allowed`, `denied`, `exempt`, `invalid`, `error`).
+//!   (`allowed`, `denied`, `exempt`, `invalid`).
 //! - `aiops_admission_request_duration_seconds{endpoint}`: latency of every
 //!   HTTP request, measured by a tower layer around the router.
 //! - `aiops_admission_violations_total{policy, rule, mode}`: violated rules.
@@ -59,8 +59,6 @@ pub enum ReviewResult {
     Exempt,
     /// The body was not a usable v1 AdmissionReview (400).
     Invalid,
-    /// The review could not be evaluated (500).
-    Error,
 }
 
 impl ReviewResult {
@@ -70,7 +68,6 @@ impl ReviewResult {
             ReviewResult::Denied => "denied",
             ReviewResult::Exempt => "exempt",
             ReviewResult::Invalid => "invalid",
-            ReviewResult::Error => "error",
         }
     }
 }

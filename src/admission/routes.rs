@@ -17,7 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::admission::admit::{self, Admission, AdmitError};
+use crate::admission::admit::{self, Admission};
 use crate::admission::metrics::ReviewResult;
 use crate::admission::review::{self, Request as ReviewRequest};
 use crate::admission::state::AppState;
@@ -73,15 +73,13 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 /// Parses the review and allows it without evaluation: the ceiling for
 /// benchmarks of the real endpoints.
 async fn noop(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, "noop", &body, |_, request| {
-        Ok(Admission {
-            response: AdmissionResponse::from(request),
-            result: ReviewResult::Allowed,
-        })
+    answer_review(&state, "noop", &body, |_, request| Admission {
+        response: AdmissionResponse::from(&request.typed),
+        result: ReviewResult::Allowed,
     })
 }
 
-type Decide = fn(&AppState, &ReviewRequest) -> Result<Admission, AdmitError>;
+type Decide = fn(&AppState, &ReviewRequest) -> Admission;
 
 fn answer_review(
     state: &AppState,
@@ -97,17 +95,9 @@ fn answer_review(
             return error.into_response();
         }
     };
-    match decide(state, &request) {
-        Ok(admission) => {
-            state.metrics.review(endpoint, admission.result);
-            review::reply(admission.response).into_response()
-        }
-        Err(error) => {
-            state.metrics.review(endpoint, ReviewResult::Error);
-            tracing::error!(endpoint, %error, uid = %request.uid, "could not evaluate the review");
-            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
-        }
-    }
+    let admission = decide(state, &request);
+    state.metrics.review(endpoint, admission.result);
+    review::reply(admission.response).into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -3,13 +3,15 @@
 //! `serviceAccountName`/`serviceAccountNamespace`, foreach `element`s,
 //! rule `context` variables and user-supplied values.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use ::jmespath::{Rcvar, Variable};
 use serde_json::{Map, Value, json};
 
 use crate::policy::images::images_variable;
-use crate::policy::jmespath::{self, QueryError, to_variable};
+use crate::policy::jmespath::{self, QueryError, Reads, to_variable};
 use crate::policy::{EvalInput, Operation};
 
 /// The evaluation context of one rule against one resource.
@@ -17,19 +19,58 @@ use crate::policy::{EvalInput, Operation};
 /// The document is kept as its top-level entries, already converted for the
 /// JMESPath runtime and shared by reference: a query does not re-convert
 /// the request, and adding a rule variable or foreach element to a copy of
-/// the context copies only the top-level map.
+/// the context copies only the top-level map. The costly parts (the
+/// request's objects, `images`) are converted on the first query that may
+/// read them, once per request, shared by all copies.
 #[derive(Debug, Clone)]
-pub struct EvalContext {
+pub struct EvalContext<'a> {
+    /// The document; `request` lacks `object`/`oldObject` and `images` is
+    /// absent while `lazy` is set.
     root: BTreeMap<String, Rcvar>,
+    lazy: Option<Rc<LazyParts<'a>>>,
     delete: bool,
 }
 
-impl EvalContext {
+/// The parts of the document built on first need.
+#[derive(Debug)]
+struct LazyParts<'a> {
+    /// `request` without its objects, as in the context's root.
+    request_fields: BTreeMap<String, Rcvar>,
+    object: &'a Value,
+    old_object: &'a Value,
+    /// The resource `images` is read from.
+    resource: &'a Value,
+    request: OnceCell<Rcvar>,
+    images: OnceCell<Rcvar>,
+}
+
+impl LazyParts<'_> {
+    fn request(&self) -> Rcvar {
+        Rcvar::clone(self.request.get_or_init(|| {
+            let mut request = self.request_fields.clone();
+            request.insert("object".into(), to_variable(self.object));
+            request.insert("oldObject".into(), to_variable(self.old_object));
+            Rcvar::new(Variable::Object(request))
+        }))
+    }
+
+    fn images(&self) -> Rcvar {
+        Rcvar::clone(
+            self.images
+                .get_or_init(|| to_variable(&images_variable(self.resource))),
+        )
+    }
+}
+
+static NULL: Value = Value::Null;
+
+impl<'a> EvalContext<'a> {
     /// Wraps an already built document.
     #[cfg(test)]
-    pub fn from_root(root: Value) -> EvalContext {
+    pub fn from_root(root: Value) -> EvalContext<'static> {
         let mut ctx = EvalContext {
             root: BTreeMap::new(),
+            lazy: None,
             delete: false,
         };
         if let Value::Object(map) = root {
@@ -42,7 +83,7 @@ impl EvalContext {
     }
 
     /// Builds the context for an admission request or bare resource.
-    pub fn for_input(input: &EvalInput<'_>) -> EvalContext {
+    pub fn for_input(input: &EvalInput<'a>) -> EvalContext<'a> {
         // `object`/`oldObject` are replaced below: convert neither twice.
         let mut request: BTreeMap<String, Rcvar> = match input.admission_info {
             Some(Value::Object(map)) => map
@@ -54,13 +95,10 @@ impl EvalContext {
         };
         let operation = input.operation.as_str();
         request.insert("operation".into(), to_variable(&Value::from(operation)));
-        let null = Value::Null;
         let (object, old_object) = match input.operation {
-            Operation::Delete => (&null, input.old_resource.unwrap_or(input.resource)),
-            _ => (input.resource, input.old_resource.unwrap_or(&null)),
+            Operation::Delete => (&NULL, input.old_resource.unwrap_or(input.resource)),
+            _ => (input.resource, input.old_resource.unwrap_or(&NULL)),
         };
-        request.insert("object".into(), to_variable(object));
-        request.insert("oldObject".into(), to_variable(old_object));
         request.entry("userInfo".into()).or_insert_with(|| {
             to_variable(
                 &json!({"username": input.user_info.username, "groups": input.user_info.groups}),
@@ -98,11 +136,18 @@ impl EvalContext {
         }
 
         let mut root = BTreeMap::new();
-        root.insert("request".into(), Rcvar::new(Variable::Object(request)));
         root.insert(
-            "images".into(),
-            to_variable(&images_variable(input.resource)),
+            "request".into(),
+            Rcvar::new(Variable::Object(request.clone())),
         );
+        let lazy = LazyParts {
+            request_fields: request,
+            object,
+            old_object,
+            resource: input.resource,
+            request: OnceCell::new(),
+            images: OnceCell::new(),
+        };
         let (sa_namespace, sa_name) = service_account(&input.user_info.username);
         root.insert(
             "serviceAccountName".into(),
@@ -114,6 +159,7 @@ impl EvalContext {
         );
         let mut ctx = EvalContext {
             root,
+            lazy: Some(Rc::new(lazy)),
             delete: input.operation == Operation::Delete,
         };
         for (name, value) in input.variables {
@@ -135,12 +181,36 @@ impl EvalContext {
 
     /// Runs a JMESPath query over the context.
     pub fn query(&self, expression: &str) -> Result<Value, QueryError> {
-        jmespath::search_variable(expression, Rcvar::new(Variable::Object(self.root.clone())))
+        self.query_variable(expression)
+            .map(|result| jmespath::to_json(&result))
     }
 
     /// Runs a JMESPath query, keeping the result in the runtime's form.
     pub fn query_variable(&self, expression: &str) -> Result<Rcvar, QueryError> {
-        jmespath::evaluate(expression, Rcvar::new(Variable::Object(self.root.clone())))
+        jmespath::evaluate_with(expression, |reads| self.document(reads))
+    }
+
+    /// The document for a query that may read `reads`.
+    fn document(&self, reads: Reads) -> Rcvar {
+        let mut root = self.root.clone();
+        if let Some(lazy) = &self.lazy {
+            if reads.request_objects {
+                root.insert("request".into(), lazy.request());
+            }
+            if reads.images {
+                root.insert("images".into(), lazy.images());
+            }
+        }
+        Rcvar::new(Variable::Object(root))
+    }
+
+    /// Builds the lazy parts into the root for good, before the root is
+    /// edited where they live.
+    fn materialize(&mut self) {
+        if let Some(lazy) = self.lazy.take() {
+            self.root.insert("request".into(), lazy.request());
+            self.root.insert("images".into(), lazy.images());
+        }
     }
 
     /// True for DELETE requests, where `request.object` reads the old object.
@@ -150,6 +220,10 @@ impl EvalContext {
 
     /// Sets a (possibly dotted) variable, creating intermediate maps.
     pub fn set_path(&mut self, dotted: &str, value: Value) {
+        let head = dotted.split_once('.').map_or(dotted, |(head, _)| head);
+        if head == "request" || head == "images" {
+            self.materialize();
+        }
         let Some((head, rest)) = dotted.split_once('.') else {
             self.root.insert(dotted.to_string(), to_variable(&value));
             return;
@@ -158,7 +232,7 @@ impl EvalContext {
         let mut node = self
             .root
             .get(head)
-            .and_then(|existing| serde_json::to_value(&**existing).ok())
+            .map(|existing| jmespath::to_json(existing))
             .unwrap_or(Value::Null);
         set_nested(&mut node, rest, value);
         self.root.insert(head.to_string(), to_variable(&node));
@@ -167,7 +241,7 @@ impl EvalContext {
     /// Adds a foreach element: `element`/`elementIndex` and the nesting
     /// specific `element<N>`/`elementIndex<N>`.
     #[cfg(test)]
-    pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext {
+    pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext<'a> {
         self.with_element_variable(to_variable(element), index, nesting)
     }
 
@@ -178,7 +252,7 @@ impl EvalContext {
         element: Rcvar,
         index: usize,
         nesting: usize,
-    ) -> EvalContext {
+    ) -> EvalContext<'a> {
         let mut ctx = self.clone();
         let index = to_variable(&Value::from(index));
         ctx.root.insert("element".into(), Rcvar::clone(&element));
@@ -251,6 +325,54 @@ mod tests {
         assert_eq!(ctx.query("request.namespace").unwrap(), json!("ns"));
         assert_eq!(ctx.query("serviceAccountName").unwrap(), json!("builder"));
         assert_eq!(ctx.query("serviceAccountNamespace").unwrap(), json!("team"));
+    }
+
+    #[test]
+    fn lazy_parts_answer_like_an_eager_document() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "a", "image": "registry.example/app:1.2"}]}});
+        let old = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "old"}});
+        let vars = BTreeMap::new();
+        let admission = json!({"uid": "u1", "dryRun": false, "object": {"ignored": true}});
+        let input = EvalInput {
+            resource: &pod,
+            old_resource: Some(&old),
+            operation: Operation::Update,
+            user_info: UserInfo::default(),
+            namespace_labels: None,
+            admission_info: Some(&admission),
+            variables: &vars,
+        };
+        let ctx = EvalContext::for_input(&input);
+        let cases = [
+            ("request.object.metadata.name", json!("p")),
+            ("request.oldObject.metadata.name", json!("old")),
+            ("request.uid", json!("u1")),
+            ("request.operation", json!("UPDATE")),
+            ("keys(request) | contains(@, 'object')", json!(true)),
+            ("request.object.spec.containers[].name", json!(["a"])),
+            ("images.containers.a.tag", json!("1.2")),
+            ("length(keys(@)) > `3`", json!(true)),
+        ];
+        for (expression, expected) in cases {
+            assert_eq!(ctx.query(expression).unwrap(), expected, "{expression}");
+        }
+        // The foreach copy shares the parts.
+        let with = ctx.with_element(&json!({"x": 1}), 0, 0);
+        assert_eq!(with.query("request.object.kind").unwrap(), json!("Pod"));
+        // Editing `request` keeps the objects.
+        let mut edited = ctx.clone();
+        edited.set_path("request.operation", json!("CREATE"));
+        assert_eq!(edited.query("request.operation").unwrap(), json!("CREATE"));
+        assert_eq!(
+            edited.query("request.object.metadata.name").unwrap(),
+            json!("p")
+        );
+        assert_eq!(
+            edited.query("images.containers.a.tag").unwrap(),
+            json!("1.2")
+        );
     }
 
     #[test]

@@ -66,10 +66,10 @@ pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, input: &EvalInput<'_>) 
 }
 
 /// Builds the rule's context: the input document plus `context` variables.
-pub(crate) fn rule_context(
-    base: &EvalContext,
+pub(crate) fn rule_context<'a>(
+    base: &EvalContext<'a>,
     entries: &[ContextVariable],
-) -> Result<EvalContext, EvalError> {
+) -> Result<EvalContext<'a>, EvalError> {
     let mut ctx = base.clone();
     for entry in entries {
         let mut value = match &entry.value {
@@ -149,10 +149,10 @@ fn condition_holds(condition: &Condition, ctx: &EvalContext) -> Result<bool, Eva
 
 /// Evaluates every validate rule of `policy`. `base` is the input's
 /// context, built on first use and shared by all policies of a request.
-pub(crate) fn validate_policy(
+pub(crate) fn validate_policy<'a>(
     policy: &Policy,
-    input: &EvalInput<'_>,
-    base: &OnceCell<EvalContext>,
+    input: &EvalInput<'a>,
+    base: &OnceCell<EvalContext<'a>>,
 ) -> Vec<RuleOutcome> {
     let mut outcomes = Vec::new();
     for rule in &policy.rules {
@@ -422,7 +422,7 @@ impl Checker<'_> {
         }
         // Only pattern checks read the element as JSON.
         let target = (scoped && matches!(foreach.check, Check::Pattern(_) | Check::AnyPattern(_)))
-            .then(|| serde_json::to_value(&**element).unwrap_or(Value::Null));
+            .then(|| crate::policy::jmespath::to_json(element));
         self.check(
             &foreach.check,
             &element_ctx,

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx() -> EvalContext {
+    fn ctx() -> EvalContext<'static> {
         EvalContext::from_root(json!({
             "request": {"operation": "CREATE", "object": {"metadata": {"name": "web", "labels": {"tier": "front"}}, "spec": {"replicas": 3}}},
             "key": "tier"

@@ -10,8 +10,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::DynamicObject;
 use kube::core::admission::AdmissionResponse;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::approval::{ApprovalDecision, ApprovalKey, Requester, review_remediation_change};
 use super::crd::Remediation;
@@ -36,10 +37,8 @@ pub fn router(state: Arc<ApprovalWebhook>) -> Router {
         .with_state(state)
 }
 
-fn to_remediation(object: &DynamicObject) -> Result<Remediation, String> {
-    serde_json::to_value(object)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("not a valid Remediation: {e}"))
+fn to_remediation(object: &Value) -> Result<Remediation, String> {
+    Remediation::deserialize(object).map_err(|e| format!("not a valid Remediation: {e}"))
 }
 
 async fn review_remediation(State(state): State<Arc<ApprovalWebhook>>, body: Bytes) -> Response {
@@ -47,7 +46,7 @@ async fn review_remediation(State(state): State<Arc<ApprovalWebhook>>, body: Byt
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
-    let response = AdmissionResponse::from(&request);
+    let response = AdmissionResponse::from(&request.typed);
     let decision = (|| {
         let new = request.object.as_ref().ok_or("the request has no object")?;
         let new = to_remediation(new)?;

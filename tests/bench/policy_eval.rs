@@ -5,7 +5,11 @@
 //! CPU the engine costs, the one number that decides the webhook's ceiling.
 //! Writes `target/bench/policy-eval.json` (microseconds per review).
 //!
-//! Knob: `BENCH_POLICY_SECONDS` (3 per review).
+//! Alongside the engine it times the other stage of the webhook's request
+//! path that runs in the same thread: parsing the body (`parse_review`,
+//! which /noop also does). The binary's allocator is used here too.
+//!
+//! Knob: `BENCH_POLICY_SECONDS` (3 per review and stage).
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
@@ -14,8 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use aiops_operator::admission::review;
 use aiops_operator::policy::{EvalInput, Operation, PolicySet, RuleStatus, UserInfo};
 use serde_json::{Value, json};
+
+// The shipped binary's allocator (src/main.rs), so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -47,14 +56,36 @@ fn reviews_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn read_review(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// The review's body and its `request`.
+fn read_review(path: &Path) -> Result<(Vec<u8>, Value), String> {
+    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let review: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    review
+        serde_json::from_slice(&body).map_err(|e| format!("{}: {e}", path.display()))?;
+    let request = review
         .get("request")
         .cloned()
-        .ok_or_else(|| format!("{}: no request", path.display()))
+        .ok_or_else(|| format!("{}: no request", path.display()))?;
+    Ok((body, request))
+}
+
+/// Seconds per call of `f`, after a warm-up, over about `seconds`.
+fn seconds_per_call(seconds: f64, mut f: impl FnMut()) -> (u64, f64) {
+    for _ in 0..200 {
+        f();
+    }
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs_f64(seconds) {
+        for _ in 0..50 {
+            f();
+        }
+        n += 50;
+    }
+    (n, started.elapsed().as_secs_f64() / n as f64)
+}
+
+fn micros(seconds: f64) -> f64 {
+    (seconds * 1e7).round() / 10.0
 }
 
 fn input(request: &Value) -> Result<EvalInput<'_>, String> {
@@ -91,7 +122,7 @@ fn run() -> Result<(), String> {
     let dir = reviews_dir()?;
     let mut rows = BTreeMap::new();
     for name in ["pod", "deployment"] {
-        let request = read_review(&dir.join(format!("{name}-review.json")))?;
+        let (body, request) = read_review(&dir.join(format!("{name}-review.json")))?;
         let input = input(&request)?;
         let outcomes = policies.validate(&input);
         let failed: Vec<String> = outcomes
@@ -105,24 +136,20 @@ fn run() -> Result<(), String> {
                 outcomes.len()
             ));
         }
-        // Warm-up, then as many evaluations as fit in the time.
-        for _ in 0..200 {
-            std::hint::black_box(policies.validate(&input));
-        }
-        let started = Instant::now();
-        let mut n = 0u64;
-        while started.elapsed() < Duration::from_secs_f64(seconds) {
-            for _ in 0..50 {
-                std::hint::black_box(policies.validate(std::hint::black_box(&input)));
-            }
-            n += 50;
-        }
-        let per = started.elapsed().as_secs_f64() / n as f64;
+        let (n, per) = seconds_per_call(seconds, || {
+            std::hint::black_box(policies.validate(std::hint::black_box(&input)));
+        });
+        review::parse_review(&body).map_err(|e| e.to_string())?;
+        let (_, parse) = seconds_per_call(seconds, || {
+            std::hint::black_box(review::parse_review(std::hint::black_box(&body)).ok());
+        });
         let row = json!({
+            "body_bytes": body.len(),
             "rules_evaluated": outcomes.len(),
             "evaluations": n,
-            "us_per_review": (per * 1e7).round() / 10.0,
+            "us_per_review": micros(per),
             "reviews_per_s_one_core": (1.0 / per).round(),
+            "parse_review_us": micros(parse),
         });
         eprintln!("bench-policy: {name}: {row}");
         rows.insert(name, row);
