@@ -4,11 +4,13 @@
 # with realistic Pod and Deployment AdmissionReviews (tests/bench/make_reviews.py),
 # and writes target/bench/webhook.json.
 #
-# Three runs at the same fixed concurrency, each BENCH_SECONDS long:
+# Four runs at the same fixed concurrency, each BENCH_SECONDS long:
 #   1. /validate at a fixed 2,000 req/s (latency-corrected): rps, p50, p99;
-#   2. /validate as fast as it goes: max_rps;
-#   3. /noop (parse the review, allow without evaluating) as fast as it
-#      goes: noop_max_rps, the ceiling of the same TLS/HTTP/JSON stack.
+#   2. /noop (parse the review, allow without evaluating) at the same rate:
+#      noop_p50_ms, noop_p99_ms, the latency floor of the same stack;
+#   3. /validate as fast as it goes: max_rps;
+#   4. /noop as fast as it goes: noop_max_rps, the ceiling of the same
+#      TLS/HTTP/JSON stack.
 # The server's peak RSS (VmHWM) is read at the end. oha runs on the same
 # 2 cores as the server, so every figure includes the client's CPU cost.
 set -euo pipefail
@@ -90,13 +92,14 @@ BENCH_SECONDS_SAVED=$SECONDS_PER_RUN
 SECONDS_PER_RUN=3 oha_run warmup /validate
 SECONDS_PER_RUN=$BENCH_SECONDS_SAVED
 oha_run fixed /validate -q "$RATE" --latency-correction
+oha_run noop-fixed /noop -q "$RATE" --latency-correction
 oha_run max /validate
 oha_run noop /noop
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
 
 python3 tests/bench/summarize_webhook.py \
-  --fixed "$work/fixed.json" --max "$work/max.json" --noop "$work/noop.json" \
+  --fixed "$work/fixed.json" --noop-fixed "$work/noop-fixed.json" --max "$work/max.json" --noop "$work/noop.json" \
   --rss-kib "$rss_kib" --rate "$RATE" --concurrency "$CONCURRENCY" \
   --seconds "$SECONDS_PER_RUN" --reviews "$work/reviews" \
   --oha-version "$OHA_VERSION" --load-before "$load_before" --load-after "$load_after" \
