@@ -40,8 +40,8 @@ impl IntoResponse for ReviewError {
 /// (reachable through `Deref`), while `object` and `oldObject` stay JSON:
 /// that is the form the policy engine reads, and typing a several-KB
 /// object only to encode it back to JSON for the engine cost more than
-/// the evaluation of half the policies (bench-policy, `parse_review_us`
-/// and `encode_request_us`).
+/// the evaluation of half the policies (bench-policy: 87 µs to parse
+/// typed plus 36 µs to encode, against 67 µs for this parse).
 #[derive(Debug, Clone)]
 pub struct Request {
     /// kube's typed request. Its own `object`/`old_object` are always

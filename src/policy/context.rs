@@ -34,8 +34,8 @@ pub struct EvalContext<'a> {
 /// The parts of the document built on first need.
 #[derive(Debug)]
 struct LazyParts<'a> {
-    /// `request` without its objects, as in the context's root.
-    request_fields: BTreeMap<String, Rcvar>,
+    /// `request` without its objects: the same value as the root's.
+    request_fields: Rcvar,
     object: &'a Value,
     old_object: &'a Value,
     /// The resource `images` is read from.
@@ -47,7 +47,7 @@ struct LazyParts<'a> {
 impl LazyParts<'_> {
     fn request(&self) -> Rcvar {
         Rcvar::clone(self.request.get_or_init(|| {
-            let mut request = self.request_fields.clone();
+            let mut request = self.request_fields.as_object().cloned().unwrap_or_default();
             request.insert("object".into(), to_variable(self.object));
             request.insert("oldObject".into(), to_variable(self.old_object));
             Rcvar::new(Variable::Object(request))
@@ -135,11 +135,9 @@ impl<'a> EvalContext<'a> {
             });
         }
 
+        let request = Rcvar::new(Variable::Object(request));
         let mut root = BTreeMap::new();
-        root.insert(
-            "request".into(),
-            Rcvar::new(Variable::Object(request.clone())),
-        );
+        root.insert("request".into(), Rcvar::clone(&request));
         let lazy = LazyParts {
             request_fields: request,
             object,
