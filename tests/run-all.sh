@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "disk: free space where the build and caches go"
+bash tests/disk-check.sh
+
 step "lint: rustfmt and clippy"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
@@ -45,6 +48,9 @@ if [[ -z ${KEEP_LLM:-} ]]; then
   step "local model: stop the server"
   bash tests/llm/server.sh down
 fi
+
+step "disk: what this run left"
+bash tests/disk-check.sh --report
 
 if [[ -z ${KEEP_SANDBOX:-} ]]; then
   step "sandbox: cluster-down leaves no process and no listening port"

@@ -26,6 +26,13 @@ if [[ -f "$bin/.complete" ]]; then
 fi
 
 mkdir -p "$bin"
+# Go's build and module caches go to a scratch folder beside the binaries and
+# are removed once the binaries exist: they reach several GB for Kubernetes,
+# are only useful for the next rebuild (which a pin change triggers anyway),
+# and a CI machine's disk is not always large.
+scratch="$cache_root/$key.go-scratch"
+export GOCACHE="$scratch/build" GOMODCACHE="$scratch/mod" GOFLAGS="-modcacherw"
+trap 'rm -rf "$scratch"' EXIT
 echo "sandbox: building Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION into $bin (cold builds take a while)" >&2
 start=$(date +%s)
 
@@ -47,9 +54,10 @@ echo "sandbox: Kubernetes built after $(( $(date +%s) - start ))s" >&2
 echo "sandbox: etcd built after $(( $(date +%s) - start ))s" >&2
 
 # kwok's go.mod has no replace directives, so `go install` builds it as pinned.
-GOBIN="$bin" GOFLAGS=-trimpath go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+GOBIN="$bin" GOFLAGS="-trimpath -modcacherw" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 echo "sandbox: kwok built after $(( $(date +%s) - start ))s" >&2
 
+echo "sandbox: Go caches used $(du -sh "$scratch" | cut -f1), now removed" >&2
 echo "$(( $(date +%s) - start ))" > "$bin/.build-seconds"
 touch "$bin/.complete"
 echo "$bin"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Disk preflight for `make test` and `make demo`.
+#
+#   disk-check.sh            fail early, with a clear message, when the disk
+#                            holding the checkout has less free space than a
+#                            cold run needs (AIOPS_MIN_FREE_GB, default below)
+#   disk-check.sh --report   print what the run's outputs take up
+#
+# A cold run builds the Rust targets (debug and release), the sandbox's Go
+# binaries and the model server's venv; without this check a full disk shows
+# up minutes later as an LLVM "IO failure on output stream".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/aiops-operator
+# Measured on a cold clean-clone run: see BENCHMARKS.md, "Disk".
+min_gb=${AIOPS_MIN_FREE_GB:-8}
+
+free_kb() { df -Pk "$1" | awk 'NR==2 {print $4}'; }
+sizes() {
+  for d in target .venv-llm "$cache_root/sandbox" "$cache_root/models" "$HOME/.cargo/registry"; do
+    [[ -e $d ]] && du -sh "$d" 2>/dev/null
+  done
+  return 0
+}
+
+if [[ ${1:-} == --report ]]; then
+  sizes
+  df -h . | awk 'NR==2 {print "free on " $6 ": " $4 " of " $2}'
+  exit 0
+fi
+
+have_kb=$(free_kb .)
+df -h . | awk 'NR==2 {print "free on " $6 ": " $4 " of " $2}'
+sizes
+# What is already built counts toward the need: a warm checkout needs little.
+if [[ -d target/debug && -d target/release ]]; then
+  min_gb=$(( min_gb / 4 + 1 ))
+fi
+if (( have_kb < min_gb * 1024 * 1024 )); then
+  echo "disk-check: only $(( have_kb / 1024 )) MiB free on the checkout's disk; a run needs about ${min_gb} GiB" >&2
+  echo "disk-check: free some space (or set AIOPS_MIN_FREE_GB if you know better) and run again" >&2
+  exit 1
+fi
