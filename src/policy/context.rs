@@ -3,63 +3,26 @@
 //! `serviceAccountName`/`serviceAccountNamespace`, foreach `element`s,
 //! rule `context` variables and user-supplied values.
 
-use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use ::jmespath::{Rcvar, Variable};
 use serde_json::{Map, Value, json};
 
 use crate::policy::images::images_variable;
-use crate::policy::jmespath::{self, QueryError, Reads, to_variable};
+use crate::policy::jmespath::{self, Deferred, Node, QueryError, to_variable};
 use crate::policy::{EvalInput, Operation};
 
 /// The evaluation context of one rule against one resource.
 ///
-/// The document is kept as its top-level entries, already converted for the
-/// JMESPath runtime and shared by reference: a query does not re-convert
-/// the request, and adding a rule variable or foreach element to a copy of
-/// the context copies only the top-level map. The costly parts (the
-/// request's objects, `images`) are converted on the first query that may
-/// read them, once per request, shared by all copies.
+/// The document's top-level entries are [`Node`]s: the request's own JSON
+/// is borrowed, never copied or converted, and queries walk it in place.
+/// `images` is built on the first query that reads it, once per request and
+/// shared by every copy. Copies (a rule's variables, a foreach element)
+/// share the entries and copy only the top-level map when they add one.
 #[derive(Debug, Clone)]
 pub struct EvalContext<'a> {
-    /// The document; `request` lacks `object`/`oldObject` and `images` is
-    /// absent while `lazy` is set.
-    root: BTreeMap<String, Rcvar>,
-    lazy: Option<Rc<LazyParts<'a>>>,
+    root: Rc<BTreeMap<String, Node<'a>>>,
     delete: bool,
-}
-
-/// The parts of the document built on first need.
-#[derive(Debug)]
-struct LazyParts<'a> {
-    /// `request` without its objects: the same value as the root's.
-    request_fields: Rcvar,
-    object: &'a Value,
-    old_object: &'a Value,
-    /// The resource `images` is read from.
-    resource: &'a Value,
-    request: OnceCell<Rcvar>,
-    images: OnceCell<Rcvar>,
-}
-
-impl LazyParts<'_> {
-    fn request(&self) -> Rcvar {
-        Rcvar::clone(self.request.get_or_init(|| {
-            let mut request = self.request_fields.as_object().cloned().unwrap_or_default();
-            request.insert("object".into(), to_variable(self.object));
-            request.insert("oldObject".into(), to_variable(self.old_object));
-            Rcvar::new(Variable::Object(request))
-        }))
-    }
-
-    fn images(&self) -> Rcvar {
-        Rcvar::clone(
-            self.images
-                .get_or_init(|| to_variable(&images_variable(self.resource))),
-        )
-    }
 }
 
 static NULL: Value = Value::Null;
@@ -68,61 +31,69 @@ impl<'a> EvalContext<'a> {
     /// Wraps an already built document.
     #[cfg(test)]
     pub fn from_root(root: Value) -> EvalContext<'static> {
-        let mut ctx = EvalContext {
-            root: BTreeMap::new(),
-            lazy: None,
-            delete: false,
-        };
+        let mut entries = BTreeMap::new();
         if let Value::Object(map) = root {
             for (key, value) in &map {
-                ctx.root.insert(key.clone(), to_variable(value));
+                entries.insert(key.clone(), Node::Var(to_variable(value)));
             }
         }
+        let mut ctx = EvalContext {
+            root: Rc::new(entries),
+            delete: false,
+        };
         ctx.delete = ctx.operation_is_delete();
         ctx
     }
 
     /// Builds the context for an admission request or bare resource.
     pub fn for_input(input: &EvalInput<'a>) -> EvalContext<'a> {
-        // `object`/`oldObject` are replaced below: convert neither twice.
-        let mut request: BTreeMap<String, Rcvar> = match input.admission_info {
+        let converted = |value: &Value| Node::Var(to_variable(value));
+        // `object`/`oldObject` are set below from the input.
+        let mut request: BTreeMap<String, Node<'a>> = match input.admission_info {
             Some(Value::Object(map)) => map
                 .iter()
                 .filter(|(key, _)| key.as_str() != "object" && key.as_str() != "oldObject")
-                .map(|(key, value)| (key.clone(), to_variable(value)))
+                .map(|(key, value)| (key.clone(), Node::Json(value)))
                 .collect(),
             _ => BTreeMap::new(),
         };
-        let operation = input.operation.as_str();
-        request.insert("operation".into(), to_variable(&Value::from(operation)));
+        request.insert(
+            "operation".into(),
+            converted(&Value::from(input.operation.as_str())),
+        );
         let (object, old_object) = match input.operation {
             Operation::Delete => (&NULL, input.old_resource.unwrap_or(input.resource)),
             _ => (input.resource, input.old_resource.unwrap_or(&NULL)),
         };
+        request.insert("object".into(), Node::Json(object));
+        request.insert("oldObject".into(), Node::Json(old_object));
         request.entry("userInfo".into()).or_insert_with(|| {
-            to_variable(
+            converted(
                 &json!({"username": input.user_info.username, "groups": input.user_info.groups}),
             )
         });
         request
             .entry("roles".into())
-            .or_insert_with(|| to_variable(&json!(input.user_info.roles)));
+            .or_insert_with(|| converted(&json!(input.user_info.roles)));
         request
             .entry("clusterRoles".into())
-            .or_insert_with(|| to_variable(&json!(input.user_info.cluster_roles)));
+            .or_insert_with(|| converted(&json!(input.user_info.cluster_roles)));
         let subject = input.resource;
         if let Some(namespace) = subject
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
+            .get("metadata")
+            .and_then(|metadata| metadata.get("namespace"))
+            && namespace.is_string()
         {
             request
                 .entry("namespace".into())
-                .or_insert_with(|| to_variable(&Value::from(namespace)));
+                .or_insert(Node::Json(namespace));
         }
-        if let Some(name) = subject.pointer("/metadata/name").and_then(Value::as_str) {
-            request
-                .entry("name".into())
-                .or_insert_with(|| to_variable(&Value::from(name)));
+        if let Some(name) = subject
+            .get("metadata")
+            .and_then(|metadata| metadata.get("name"))
+            && name.is_string()
+        {
+            request.entry("name".into()).or_insert(Node::Json(name));
         }
         if let Some(kind) = subject.get("kind").and_then(Value::as_str) {
             let api_version = subject
@@ -131,33 +102,27 @@ impl<'a> EvalContext<'a> {
                 .unwrap_or("");
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
             request.entry("kind".into()).or_insert_with(|| {
-                to_variable(&json!({"group": group, "version": version, "kind": kind}))
+                converted(&json!({"group": group, "version": version, "kind": kind}))
             });
         }
 
-        let request = Rcvar::new(Variable::Object(request));
         let mut root = BTreeMap::new();
-        root.insert("request".into(), Rcvar::clone(&request));
-        let lazy = LazyParts {
-            request_fields: request,
-            object,
-            old_object,
-            resource: input.resource,
-            request: OnceCell::new(),
-            images: OnceCell::new(),
-        };
+        root.insert("request".into(), Node::Map(Rc::new(request)));
+        root.insert(
+            "images".into(),
+            Deferred::node(input.resource, images_variable),
+        );
         let (sa_namespace, sa_name) = service_account(&input.user_info.username);
         root.insert(
             "serviceAccountName".into(),
-            to_variable(&Value::from(sa_name)),
+            converted(&Value::from(sa_name)),
         );
         root.insert(
             "serviceAccountNamespace".into(),
-            to_variable(&Value::from(sa_namespace)),
+            converted(&Value::from(sa_namespace)),
         );
         let mut ctx = EvalContext {
-            root,
-            lazy: Some(Rc::new(lazy)),
+            root: Rc::new(root),
             delete: input.operation == Operation::Delete,
         };
         for (name, value) in input.variables {
@@ -169,46 +134,21 @@ impl<'a> EvalContext<'a> {
     }
 
     fn operation_is_delete(&self) -> bool {
-        self.root
+        let operation = self
+            .root
             .get("request")
-            .and_then(|request| request.as_object())
-            .and_then(|request| request.get("operation"))
-            .and_then(|operation| operation.as_string())
-            .is_some_and(|operation| operation == "DELETE")
+            .map_or(Node::Null, |request| request.field("operation"));
+        operation.to_json() == "DELETE"
     }
 
     /// Runs a JMESPath query over the context.
     pub fn query(&self, expression: &str) -> Result<Value, QueryError> {
-        self.query_variable(expression)
-            .map(|result| jmespath::to_json(&result))
+        self.query_node(expression).map(|result| result.to_json())
     }
 
-    /// Runs a JMESPath query, keeping the result in the runtime's form.
-    pub fn query_variable(&self, expression: &str) -> Result<Rcvar, QueryError> {
-        jmespath::evaluate_with(expression, |reads| self.document(reads))
-    }
-
-    /// The document for a query that may read `reads`.
-    fn document(&self, reads: Reads) -> Rcvar {
-        let mut root = self.root.clone();
-        if let Some(lazy) = &self.lazy {
-            if reads.request_objects {
-                root.insert("request".into(), lazy.request());
-            }
-            if reads.images {
-                root.insert("images".into(), lazy.images());
-            }
-        }
-        Rcvar::new(Variable::Object(root))
-    }
-
-    /// Builds the lazy parts into the root for good, before the root is
-    /// edited where they live.
-    fn materialize(&mut self) {
-        if let Some(lazy) = self.lazy.take() {
-            self.root.insert("request".into(), lazy.request());
-            self.root.insert("images".into(), lazy.images());
-        }
+    /// Runs a JMESPath query; the result may still borrow the request.
+    pub fn query_node(&self, expression: &str) -> Result<Node<'a>, QueryError> {
+        jmespath::query(expression, &Node::Map(Rc::clone(&self.root)))
     }
 
     /// True for DELETE requests, where `request.object` reads the old object.
@@ -218,45 +158,47 @@ impl<'a> EvalContext<'a> {
 
     /// Sets a (possibly dotted) variable, creating intermediate maps.
     pub fn set_path(&mut self, dotted: &str, value: Value) {
-        let head = dotted.split_once('.').map_or(dotted, |(head, _)| head);
-        if head == "request" || head == "images" {
-            self.materialize();
-        }
+        let root = Rc::make_mut(&mut self.root);
         let Some((head, rest)) = dotted.split_once('.') else {
-            self.root.insert(dotted.to_string(), to_variable(&value));
+            root.insert(dotted.to_string(), Node::Var(to_variable(&value)));
             return;
         };
+        // `request.operation` and the like: edit the map, keep its
+        // borrowed entries.
+        if !rest.contains('.')
+            && let Some(Node::Map(map)) = root.get_mut(head)
+        {
+            Rc::make_mut(map).insert(rest.to_string(), Node::Var(to_variable(&value)));
+            return;
+        }
         // Rare (dotted user values): rebuild the one top-level entry.
-        let mut node = self
-            .root
-            .get(head)
-            .map(|existing| jmespath::to_json(existing))
-            .unwrap_or(Value::Null);
+        let mut node = root.get(head).map_or(Value::Null, Node::to_json);
         set_nested(&mut node, rest, value);
-        self.root.insert(head.to_string(), to_variable(&node));
+        root.insert(head.to_string(), Node::Var(to_variable(&node)));
+    }
+
+    /// Adds a foreach element (JSON): see [`Self::with_element_node`].
+    #[cfg(test)]
+    pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext<'a> {
+        self.with_element_node(Node::Var(to_variable(element)), index, nesting)
     }
 
     /// Adds a foreach element: `element`/`elementIndex` and the nesting
-    /// specific `element<N>`/`elementIndex<N>`.
-    #[cfg(test)]
-    pub fn with_element(&self, element: &Value, index: usize, nesting: usize) -> EvalContext<'a> {
-        self.with_element_variable(to_variable(element), index, nesting)
-    }
-
-    /// [`Self::with_element`] for an element already in the runtime's form
-    /// (an item of a foreach list): nothing is converted.
-    pub fn with_element_variable(
+    /// specific `element<N>`/`elementIndex<N>`. An element of a list queried
+    /// from the request stays borrowed.
+    pub fn with_element_node(
         &self,
-        element: Rcvar,
+        element: Node<'a>,
         index: usize,
         nesting: usize,
     ) -> EvalContext<'a> {
         let mut ctx = self.clone();
-        let index = to_variable(&Value::from(index));
-        ctx.root.insert("element".into(), Rcvar::clone(&element));
-        ctx.root.insert("elementIndex".into(), Rcvar::clone(&index));
-        ctx.root.insert(format!("element{nesting}"), element);
-        ctx.root.insert(format!("elementIndex{nesting}"), index);
+        let root = Rc::make_mut(&mut ctx.root);
+        let index = Node::Var(to_variable(&Value::from(index)));
+        root.insert("element".into(), element.clone());
+        root.insert("elementIndex".into(), index.clone());
+        root.insert(format!("element{nesting}"), element);
+        root.insert(format!("elementIndex{nesting}"), index);
         ctx
     }
 }
@@ -356,7 +298,7 @@ mod tests {
         for (expression, expected) in cases {
             assert_eq!(ctx.query(expression).unwrap(), expected, "{expression}");
         }
-        // The foreach copy shares the parts.
+        // A foreach copy still reads the request.
         let with = ctx.with_element(&json!({"x": 1}), 0, 0);
         assert_eq!(with.query("request.object.kind").unwrap(), json!("Pod"));
         // Editing `request` keeps the objects.

@@ -3,15 +3,16 @@
 //! anyPattern, deny, foreach, podSecurity), producing one outcome per rule
 //! that applies.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use ::jmespath::{Rcvar, Variable};
 use serde_json::Value;
 
 use crate::policy::conditions::ConditionOperator;
 use crate::policy::context::EvalContext;
 use crate::policy::error::EvalError;
 use crate::policy::images::pod_spec;
+use crate::policy::jmespath::Node;
 use crate::policy::matching::{MatchSubject, rule_applies};
 use crate::policy::pattern::{PatternOutcome, match_pattern};
 use crate::policy::pod_security;
@@ -19,7 +20,7 @@ use crate::policy::spec::{
     ActionOverride, Check, Condition, Conditions, ContextVariable, ForeachValidation, Rule,
     RuleBody, Validation,
 };
-use crate::policy::variables;
+use crate::policy::variables::{self, Template};
 use crate::policy::wildcard;
 use crate::policy::{EvalInput, FailureAction, Operation, Policy, RuleOutcome, RuleStatus};
 
@@ -54,7 +55,8 @@ pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, input: &EvalInput<'_>) 
     if let Some(namespace) = &policy.namespace {
         let resource_namespace = input
             .resource
-            .pointer("/metadata/namespace")
+            .get("metadata")
+            .and_then(|metadata| metadata.get("namespace"))
             .and_then(Value::as_str)
             .unwrap_or("");
         if namespace != resource_namespace {
@@ -181,7 +183,8 @@ pub(crate) fn validate_policy<'a>(
 
 fn failure_action(policy: &Policy, validation: &Validation, resource: &Value) -> FailureAction {
     let namespace = resource
-        .pointer("/metadata/namespace")
+        .get("metadata")
+        .and_then(|metadata| metadata.get("namespace"))
         .and_then(Value::as_str)
         .unwrap_or("");
     let from_overrides = |overrides: &[ActionOverride]| {
@@ -306,7 +309,12 @@ impl Checker<'_> {
         }
     }
 
-    fn check_any_pattern(&self, patterns: &[Value], ctx: &EvalContext, target: &Value) -> Verdict {
+    fn check_any_pattern(
+        &self,
+        patterns: &[Template],
+        ctx: &EvalContext,
+        target: &Value,
+    ) -> Verdict {
         let mut failures = Vec::new();
         let mut skips = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
@@ -357,15 +365,12 @@ impl Checker<'_> {
         let mut applied = 0;
         for foreach in list {
             // A list that cannot be evaluated contributes nothing, as in Kyverno.
-            // Elements stay in the runtime's form: each becomes `element`
-            // without a round trip through JSON.
-            let Ok(elements) = ctx.query_variable(&foreach.list) else {
+            // Elements taken from the request stay borrowed: each becomes
+            // `element` without a copy.
+            let Ok(elements) = ctx.query_node(&foreach.list) else {
                 continue;
             };
-            let elements = match &*elements {
-                Variable::Array(items) => items.clone(),
-                _ => vec![elements],
-            };
+            let elements = elements.items().unwrap_or_else(|| vec![elements]);
             let count = elements.len();
             for (index, element) in elements.iter().enumerate() {
                 if element.is_null() {
@@ -397,11 +402,11 @@ impl Checker<'_> {
         foreach: &ForeachValidation,
         ctx: &EvalContext,
         resource: &Value,
-        element: &Rcvar,
+        element: &Node<'_>,
         index: usize,
         nesting: usize,
     ) -> Verdict {
-        let element_ctx = ctx.with_element_variable(Rcvar::clone(element), index, nesting);
+        let element_ctx = ctx.with_element_node(element.clone(), index, nesting);
         let scoped = match foreach.element_scope {
             Some(true) if !element.is_object() => {
                 return Verdict::Error("elementScope=true needs map elements".to_string());
@@ -420,14 +425,18 @@ impl Checker<'_> {
                 Err(e) => return Verdict::Error(format!("failed to evaluate preconditions: {e}")),
             }
         }
-        // Only pattern checks read the element as JSON.
+        // Only pattern checks read the element as JSON; borrowed when it
+        // came from the request.
         let target = (scoped && matches!(foreach.check, Check::Pattern(_) | Check::AnyPattern(_)))
-            .then(|| crate::policy::jmespath::to_json(element));
+            .then(|| match element.as_borrowed_json() {
+                Some(json) => Cow::Borrowed(json),
+                None => Cow::Owned(element.to_json()),
+            });
         self.check(
             &foreach.check,
             &element_ctx,
             resource,
-            target.as_ref(),
+            target.as_deref(),
             nesting + 1,
         )
     }

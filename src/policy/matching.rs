@@ -14,10 +14,10 @@ use crate::policy::{EvalInput, UserInfo};
 /// The facts about a request that matching looks at.
 pub struct MatchSubject<'a> {
     pub resource: &'a Value,
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    pub subresource: String,
+    pub group: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+    pub subresource: &'a str,
     pub operation: &'static str,
     pub user: &'a UserInfo,
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
@@ -35,17 +35,12 @@ impl<'a> MatchSubject<'a> {
             .admission_info
             .and_then(|info| info.get("subResource"))
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
         MatchSubject {
             resource,
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: resource
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            group,
+            version,
+            kind: resource.get("kind").and_then(Value::as_str).unwrap_or(""),
             subresource,
             operation: input.operation.as_str(),
             user: &input.user_info,
@@ -68,7 +63,8 @@ impl<'a> MatchSubject<'a> {
 
     fn namespace(&self) -> &str {
         self.resource
-            .pointer("/metadata/namespace")
+            .get("metadata")
+            .and_then(|metadata| metadata.get("namespace"))
             .and_then(Value::as_str)
             .unwrap_or("")
     }
@@ -197,7 +193,7 @@ fn description_matches(description: &ResourceDescription, subject: &MatchSubject
 }
 
 /// Parses a kind selector into (group, version, kind, subresource).
-pub fn parse_kind_selector(selector: &str) -> (String, String, String, String) {
+pub fn parse_kind_selector(selector: &str) -> (&str, &str, &str, &str) {
     let is_version = |s: &str| {
         s == "*" || {
             let rest = s.strip_prefix('v').unwrap_or("");
@@ -214,45 +210,61 @@ pub fn parse_kind_selector(selector: &str) -> (String, String, String, String) {
                     }))
         }
     };
-    let mut parts: Vec<String> = selector.split('/').map(str::to_string).collect();
-    if let Some(last) = parts.pop() {
-        parts.extend(last.split('.').map(str::to_string));
+    // Runs for every kind of every rule on every request: split without
+    // allocating. More than four parts selects nothing.
+    let mut parts = [""; 4];
+    let mut count = 0;
+    let (head, last) = match selector.rsplit_once('/') {
+        Some((head, last)) => (Some(head), last),
+        None => (None, selector),
+    };
+    for part in head
+        .into_iter()
+        .flat_map(|head| head.split('/'))
+        .chain(last.split('.'))
+    {
+        if count == parts.len() {
+            return ("", "", "", "");
+        }
+        parts[count] = part;
+        count += 1;
     }
-    let star = || "*".to_string();
-    match parts.as_slice() {
-        [kind] => (star(), star(), kind.clone(), String::new()),
-        [a, b] if a == "*" && b == "*" => (star(), star(), star(), star()),
-        [a, b] if a == "*" && b.to_lowercase() == *b => (star(), star(), a.clone(), b.clone()),
-        [a, b] if is_version(a) => (star(), a.clone(), b.clone(), String::new()),
-        [a, b] => (star(), star(), a.clone(), b.clone()),
+    let lower_case = |s: &str| s.chars().all(|c| c.to_lowercase().eq(std::iter::once(c)));
+    match &parts[..count] {
+        [kind] => ("*", "*", kind, ""),
+        ["*", "*"] => ("*", "*", "*", "*"),
+        ["*", b] if lower_case(b) => ("*", "*", "*", b),
+        [a, b] if is_version(a) => ("*", a, b, ""),
+        [a, b] => ("*", "*", a, b),
         // `v1/Pod/status` is version/kind/subresource, but `*/*/Pod` reads
         // as group/version/kind: subresources are lower case, kinds are not.
         [a, b, c] if is_version(a) && !(is_version(b) && c.starts_with(char::is_uppercase)) => {
-            (star(), a.clone(), b.clone(), c.clone())
+            ("*", a, b, c)
         }
-        [a, b, c] => (a.clone(), b.clone(), c.clone(), String::new()),
-        [a, b, c, d] => (a.clone(), b.clone(), c.clone(), d.clone()),
-        _ => (String::new(), String::new(), String::new(), String::new()),
+        [a, b, c] => (a, b, c, ""),
+        [a, b, c, d] => (a, b, c, d),
+        _ => ("", "", "", ""),
     }
 }
 
 fn kinds_match(kinds: &[String], subject: &MatchSubject) -> bool {
     kinds.iter().any(|selector| {
         let (group, version, kind, subresource) = parse_kind_selector(selector);
-        wildcard::matches(&group, &subject.group)
-            && wildcard::matches(&version, &subject.version)
-            && wildcard::matches(&kind, &subject.kind)
+        wildcard::matches(group, subject.group)
+            && wildcard::matches(version, subject.version)
+            && wildcard::matches(kind, subject.kind)
             && if subresource.is_empty() {
                 subject.subresource.is_empty()
             } else {
-                wildcard::matches(&subresource, &subject.subresource)
+                wildcard::matches(subresource, subject.subresource)
             }
     })
 }
 
 fn annotations_match(expected: &serde_json::Map<String, Value>, resource: &Value) -> bool {
     let actual = resource
-        .pointer("/metadata/annotations")
+        .get("metadata")
+        .and_then(|metadata| metadata.get("annotations"))
         .and_then(Value::as_object);
     expected.iter().all(|(key, value)| {
         let pattern = value.as_str().unwrap_or("");
@@ -266,7 +278,8 @@ fn annotations_match(expected: &serde_json::Map<String, Value>, resource: &Value
 
 fn labels_of(resource: &Value) -> BTreeMap<String, String> {
     resource
-        .pointer("/metadata/labels")
+        .get("metadata")
+        .and_then(|metadata| metadata.get("labels"))
         .and_then(Value::as_object)
         .map(|labels| {
             labels
@@ -402,10 +415,10 @@ mod tests {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         MatchSubject {
             resource,
-            group: group.into(),
-            version: version.into(),
-            kind: resource["kind"].as_str().unwrap_or("").into(),
-            subresource: String::new(),
+            group,
+            version,
+            kind: resource["kind"].as_str().unwrap_or(""),
+            subresource: "",
             operation: Operation::Create.as_str(),
             user,
             namespace_labels: None,
@@ -414,30 +427,29 @@ mod tests {
 
     #[test]
     fn kind_selectors() {
-        assert_eq!(
-            parse_kind_selector("Pod"),
-            ("*".into(), "*".into(), "Pod".into(), "".into())
-        );
-        assert_eq!(
-            parse_kind_selector("v1/Pod"),
-            ("*".into(), "v1".into(), "Pod".into(), "".into())
-        );
+        assert_eq!(parse_kind_selector("Pod"), ("*", "*", "Pod", ""));
+        assert_eq!(parse_kind_selector("v1/Pod"), ("*", "v1", "Pod", ""));
         assert_eq!(
             parse_kind_selector("apps/v1/Deployment"),
-            ("apps".into(), "v1".into(), "Deployment".into(), "".into())
+            ("apps", "v1", "Deployment", "")
         );
         assert_eq!(
             parse_kind_selector("batch/*/CronJob"),
-            ("batch".into(), "*".into(), "CronJob".into(), "".into())
+            ("batch", "*", "CronJob", "")
         );
         assert_eq!(
             parse_kind_selector("Pod/status"),
-            ("*".into(), "*".into(), "Pod".into(), "status".into())
+            ("*", "*", "Pod", "status")
         );
+        assert_eq!(parse_kind_selector("*/*/Pod"), ("*", "*", "Pod", ""));
         assert_eq!(
-            parse_kind_selector("*/*/Pod"),
-            ("*".into(), "*".into(), "Pod".into(), "".into())
+            parse_kind_selector("apps/v1/Deployment/scale"),
+            ("apps", "v1", "Deployment", "scale")
         );
+        assert_eq!(parse_kind_selector("*/scale"), ("*", "*", "*", "scale"));
+        // More than four parts selects nothing.
+        assert_eq!(parse_kind_selector("a/b/c/d/e"), ("", "", "", ""));
+        assert_eq!(parse_kind_selector("a/b/c/D.e"), ("", "", "", ""));
     }
 
     #[test]

@@ -8,13 +8,18 @@ use serde_json::{Map, Value};
 use crate::policy::FailureAction;
 use crate::policy::conditions::ConditionOperator;
 use crate::policy::error::PolicyError;
+use crate::policy::variables::Template;
+
+fn templates(values: &[Value]) -> Vec<Template> {
+    values.iter().cloned().map(Template::new).collect()
+}
 
 /// One condition: `key <operator> value` (both may hold variables).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
-    pub key: Value,
+    pub key: Template,
     pub operator: ConditionOperator,
-    pub value: Value,
+    pub value: Template,
     pub message: Option<String>,
 }
 
@@ -114,8 +119,8 @@ pub struct PodSecuritySpec {
 /// What a validation (or one foreach level) checks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Pattern(Value),
-    AnyPattern(Vec<Value>),
+    Pattern(Template),
+    AnyPattern(Vec<Template>),
     Deny(Conditions),
     Foreach(Vec<ForeachValidation>),
     PodSecurity(PodSecuritySpec),
@@ -467,9 +472,9 @@ impl Parser<'_> {
                     self.invalid(&format!("unknown condition operator {operator_name:?}"))
                 })?;
                 Ok(Condition {
-                    key: map.get("key").cloned().unwrap_or(Value::Null),
+                    key: Template::new(map.get("key").cloned().unwrap_or(Value::Null)),
                     operator,
-                    value: map.get("value").cloned().unwrap_or(Value::Null),
+                    value: Template::new(map.get("value").cloned().unwrap_or(Value::Null)),
                     message: map
                         .get("message")
                         .and_then(Value::as_str)
@@ -540,10 +545,10 @@ impl Parser<'_> {
                 | "failureAction"
                 | "failureActionOverrides"
                 | "allowExistingViolations" => {}
-                "pattern" => checks.push(Check::Pattern(entry.clone())),
-                "anyPattern" => {
-                    checks.push(Check::AnyPattern(self.array(entry, "anyPattern")?.clone()))
-                }
+                "pattern" => checks.push(Check::Pattern(Template::new(entry.clone()))),
+                "anyPattern" => checks.push(Check::AnyPattern(templates(
+                    self.array(entry, "anyPattern")?,
+                ))),
                 "deny" => checks.push(Check::Deny(self.deny(entry)?)),
                 "foreach" => checks.push(Check::Foreach(
                     self.foreach_list(entry, "validate.foreach")?,
@@ -610,10 +615,10 @@ impl Parser<'_> {
             for (key, item) in map {
                 match key.as_str() {
                     "list" | "context" | "preconditions" | "elementScope" => {}
-                    "pattern" => checks.push(Check::Pattern(item.clone())),
-                    "anyPattern" => {
-                        checks.push(Check::AnyPattern(self.array(item, "anyPattern")?.clone()))
-                    }
+                    "pattern" => checks.push(Check::Pattern(Template::new(item.clone()))),
+                    "anyPattern" => checks.push(Check::AnyPattern(templates(
+                        self.array(item, "anyPattern")?,
+                    ))),
                     "deny" => checks.push(Check::Deny(self.deny(item)?)),
                     "foreach" => checks.push(Check::Foreach(
                         self.foreach_list(item, &format!("{what}.foreach"))?,

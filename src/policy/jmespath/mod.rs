@@ -4,16 +4,18 @@
 
 mod arithmetic;
 mod encoding;
+mod native;
 mod objects;
 mod strings;
 mod time;
+
+pub use native::{Deferred, Node};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::LazyLock;
 
-use jmespath::ast::Ast;
 use jmespath::functions::{ArgumentType, CustomFunction, Signature};
 use jmespath::{ErrorReason, Expression, JmespathError, Rcvar, Runtime, Variable};
 use serde_json::Value;
@@ -42,115 +44,27 @@ static KYVERNO_RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 /// from substituted values could otherwise grow the cache without bound.
 const CACHE_LIMIT: usize = 4096;
 
-/// A compiled expression and what it may read of the evaluation document.
-type Compiled = (Rc<Expression<'static>>, Reads);
-
 thread_local! {
     /// Compiled expressions by source text: policies query the same few
     /// expressions for every request, and parsing dominates small queries.
-    static COMPILED: RefCell<HashMap<String, Compiled>> = RefCell::new(HashMap::new());
+    static COMPILED: RefCell<HashMap<String, Rc<Expression<'static>>>> = RefCell::new(HashMap::new());
 }
 
 /// Compiles `expression` once per thread (errors are not cached).
-fn compiled(expression: &str) -> Result<Compiled, JmespathError> {
+fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, JmespathError> {
     if let Some(hit) = COMPILED.with(|cache| cache.borrow().get(expression).cloned()) {
         return Ok(hit);
     }
     let runtime: &'static Runtime = &KYVERNO_RUNTIME;
-    let expression_ast = runtime.compile(expression)?;
-    let reads = Reads::of(expression_ast.as_ast());
-    let compiled = (Rc::new(expression_ast), reads);
+    let compiled = Rc::new(runtime.compile(expression)?);
     COMPILED.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(expression.to_string(), compiled.clone());
+        cache.insert(expression.to_string(), Rc::clone(&compiled));
     });
     Ok(compiled)
-}
-
-/// Which of the evaluation document's costly parts an expression may read.
-///
-/// Converting `request.object` (several KB) into the runtime's form was the
-/// largest single cost of evaluating the baseline policies, yet only a few
-/// of their queries read it. The context therefore builds those parts on
-/// first need, and this tells it the need. The analysis is conservative:
-/// anything it cannot prove unread counts as read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reads {
-    /// `request.object` or `request.oldObject` (or the whole `request`).
-    pub request_objects: bool,
-    /// The top-level `images` variable.
-    pub images: bool,
-}
-
-impl Reads {
-    const ALL: Reads = Reads {
-        request_objects: true,
-        images: true,
-    };
-    const NOTHING: Reads = Reads {
-        request_objects: false,
-        images: false,
-    };
-
-    /// What `ast`, evaluated against the document's root, may read. Only
-    /// nodes evaluated at the root can reach the root's fields: the right
-    /// side of a sub-expression or projection and expression references
-    /// see other values (JMESPath has no way back to the root).
-    fn of(ast: &Ast) -> Reads {
-        match ast {
-            Ast::Field { name, .. } => Reads {
-                // The whole `request` map escapes to whatever consumes it.
-                request_objects: name == "request",
-                images: name == "images",
-            },
-            Ast::Identity { .. } => Reads::ALL,
-            Ast::Literal { .. } | Ast::Index { .. } | Ast::Slice { .. } | Ast::Expref { .. } => {
-                Reads::NOTHING
-            }
-            Ast::Subexpr { lhs, rhs, .. } => match (&**lhs, &**rhs) {
-                (Ast::Field { name, .. }, Ast::Field { name: field, .. }) if name == "request" => {
-                    Reads {
-                        request_objects: field == "object" || field == "oldObject",
-                        images: false,
-                    }
-                }
-                _ => Reads::of(lhs),
-            },
-            Ast::Projection { lhs, .. } => Reads::of(lhs),
-            Ast::Flatten { node, .. } | Ast::ObjectValues { node, .. } | Ast::Not { node, .. } => {
-                Reads::of(node)
-            }
-            Ast::Comparison { lhs, rhs, .. }
-            | Ast::And { lhs, rhs, .. }
-            | Ast::Or { lhs, rhs, .. } => Reads::of(lhs).or(Reads::of(rhs)),
-            Ast::Condition {
-                predicate, then, ..
-            } => Reads::of(predicate).or(Reads::of(then)),
-            Ast::MultiList { elements, .. } => {
-                elements.iter().fold(Reads::NOTHING, |reads, element| {
-                    reads.or(Reads::of(element))
-                })
-            }
-            Ast::MultiHash { elements, .. } => {
-                elements.iter().fold(Reads::NOTHING, |reads, pair| {
-                    reads.or(Reads::of(&pair.value))
-                })
-            }
-            Ast::Function { args, .. } => args
-                .iter()
-                .fold(Reads::NOTHING, |reads, arg| reads.or(Reads::of(arg))),
-        }
-    }
-
-    fn or(self, other: Reads) -> Reads {
-        Reads {
-            request_objects: self.request_objects || other.request_objects,
-            images: self.images || other.images,
-        }
-    }
 }
 
 /// Converts a JSON document into the runtime's representation, once, so it
@@ -202,36 +116,18 @@ pub fn to_json(data: &Variable) -> Value {
 
 /// Evaluates `expression` against `data`.
 pub fn search(expression: &str, data: &Value) -> Result<Value, QueryError> {
-    search_variable(expression, to_variable(data))
+    query(expression, &Node::Json(data)).map(|result| result.to_json())
 }
 
-/// Evaluates `expression` against an already converted document.
-pub fn search_variable(expression: &str, data: Rcvar) -> Result<Value, QueryError> {
-    evaluate(expression, data).map(|result| to_json(&result))
-}
-
-/// Evaluates `expression`, keeping the result in the runtime's form (for
-/// foreach lists, whose elements become variables again).
-pub fn evaluate(expression: &str, data: Rcvar) -> Result<Rcvar, QueryError> {
-    evaluate_with(expression, |_| data)
-}
-
-/// Evaluates `expression` against the document `document` builds, which is
-/// told what the expression may read (see [`Reads`]).
-pub fn evaluate_with(
-    expression: &str,
-    document: impl FnOnce(Reads) -> Rcvar,
-) -> Result<Rcvar, QueryError> {
+/// Evaluates `expression` against `root`, in place (see [`native`]).
+pub fn query<'a>(expression: &str, root: &Node<'a>) -> Result<Node<'a>, QueryError> {
     let error = |message: String| QueryError {
         expression: expression.to_string(),
         message,
     };
-    let (compiled, reads) = compiled(expression).map_err(|e| error(e.to_string()))?;
-    let data = document(reads);
-    // `Expression::search` would re-serialize an `Rcvar` argument through
-    // serde (no specialization); interpret the shared document directly.
+    let compiled = compiled(expression).map_err(|e| error(e.to_string()))?;
     let mut context = jmespath::Context::new(compiled.as_str(), &KYVERNO_RUNTIME);
-    jmespath::interpret(&data, compiled.as_ast(), &mut context).map_err(|e| error(e.to_string()))
+    native::interpret(root, compiled.as_ast(), &mut context).map_err(|e| error(e.to_string()))
 }
 
 /// Checks that an expression parses, for load-time validation.
@@ -310,13 +206,6 @@ mod tests {
         search(expr, &data).unwrap()
     }
 
-    fn reads(expression: &str) -> Reads {
-        match compiled(expression) {
-            Ok((_, reads)) => reads,
-            Err(e) => panic!("{expression}: {e}"),
-        }
-    }
-
     #[test]
     fn conversion_round_trips_and_matches_the_crate() {
         let document = json!({"s": "x", "n": 1, "neg": -2, "f": 1.5, "big": 18446744073709551615u64,
@@ -328,60 +217,6 @@ mod tests {
         };
         assert_eq!(*ours, crates);
         assert_eq!(to_json(&ours), document);
-    }
-
-    #[test]
-    fn reads_names_what_an_expression_may_touch() {
-        let objects = Reads {
-            request_objects: true,
-            images: false,
-        };
-        let images = Reads {
-            request_objects: false,
-            images: true,
-        };
-        for expression in [
-            "request.object.metadata.name",
-            "request.oldObject",
-            "request.object.spec.[containers, initContainers][].image",
-            "request.object.spec.containers[?name == 'a'].image | [0]",
-            "length(request.object.spec.containers)",
-            "request.operation == 'CREATE' && request.object.kind == 'Pod'",
-            "{a: request.object.metadata}",
-            "[request.oldObject.spec]",
-            "!request.object",
-            "request.\"object\".spec",
-        ] {
-            assert_eq!(reads(expression), objects, "{expression}");
-        }
-        for expression in ["images.containers.*.tag", "keys(images)"] {
-            assert_eq!(reads(expression), images, "{expression}");
-        }
-        // The whole request, or the whole document, may reach everything.
-        for expression in [
-            "request",
-            "keys(request)",
-            "request.*",
-            "request.[operation]",
-            "@",
-            "*",
-            "to_string(@)",
-        ] {
-            assert!(reads(expression).request_objects, "{expression}");
-        }
-        assert_eq!(reads("@"), Reads::ALL);
-        for expression in [
-            "request.operation || 'BACKGROUND'",
-            "request.userInfo.username",
-            "element.image",
-            "regex_match(':[^/]*$', element.image)",
-            "serviceAccountName",
-            "`{\"object\": 1}`.object",
-            "element.securityContext.object",
-            "sort_by(element.items, &object)",
-        ] {
-            assert_eq!(reads(expression), Reads::NOTHING, "{expression}");
-        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, AnchorKind, handler_for};
+use super::anchor::{Anchor, AnchorKind, child_path, handler_for};
 use super::metadata::expand_metadata_wildcards;
 use super::value::value_matches;
 
@@ -165,37 +165,39 @@ impl PatternWalk {
         let expanded = expand_metadata_wildcards(pattern, resource);
         let pattern = expanded.as_ref().unwrap_or(pattern);
 
-        // Phase 1: conditional, existence, equality and negation anchors,
-        // in a stable (sorted) order.
-        let mut anchored: Vec<(&String, &Value)> = pattern
-            .iter()
-            .filter(|(key, _)| is_phase_one_anchor(key))
-            .collect();
-        anchored.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, value) in anchored {
-            handler_for(key, value).handle(self, resource, path)?;
-        }
-
-        // Phase 2: everything else. Global anchors and keys whose values
-        // contain anchors go first, so "does not apply" is decided before an
-        // ordinary mismatch can fail the rule.
-        let mut rest: Vec<(&String, &Value)> = pattern
-            .iter()
-            .filter(|(key, _)| !is_phase_one_anchor(key))
-            .collect();
-        rest.sort_by(|a, b| {
-            let rank = |(key, value): &(&String, &Value)| -> u8 {
-                if Anchor::parse(key).is_some_and(|a| a.kind == AnchorKind::Global) {
+        // Each key's anchor is parsed once here (the ordering below needs it
+        // several times per key).
+        let mut anchored = Vec::new();
+        let mut rest = Vec::new();
+        for (key, value) in pattern {
+            let kind = Anchor::parse(key).map(|anchor| anchor.kind);
+            if kind.is_some_and(is_phase_one) {
+                anchored.push((key, value));
+            } else {
+                // Global anchors and keys whose values contain anchors go
+                // first, so "does not apply" is decided before an ordinary
+                // mismatch can fail the rule.
+                let rank: u8 = if kind == Some(AnchorKind::Global) {
                     0
                 } else if has_nested_anchors(value) {
                     1
                 } else {
                     2
-                }
-            };
-            rank(a).cmp(&rank(b)).then_with(|| a.0.cmp(b.0))
-        });
-        for (key, value) in rest {
+                };
+                rest.push((rank, key, value));
+            }
+        }
+
+        // Phase 1: conditional, existence, equality and negation anchors,
+        // in a stable (sorted) order.
+        anchored.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in anchored {
+            handler_for(key, value).handle(self, resource, path)?;
+        }
+
+        // Phase 2: everything else, by rank, then by key.
+        rest.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        for (_, key, value) in rest {
             handler_for(key, value).handle(self, resource, path)?;
         }
         Ok(())
@@ -231,7 +233,7 @@ impl PatternWalk {
                 let mut applied = 0;
                 let mut skipped = Vec::new();
                 for (index, pattern_item) in pattern.iter().enumerate() {
-                    let item_path = format!("{path}{index}/");
+                    let item_path = child_path(path, &index.to_string());
                     match self.validate_element(&resource[index], pattern_item, &item_path) {
                         Ok(()) => applied += 1,
                         Err(err) if err.kind.is_skip() => skipped.push(err.message),
@@ -253,7 +255,7 @@ impl PatternWalk {
         let mut applied = 0;
         let mut skipped = Vec::new();
         for (index, element) in resource.iter().enumerate() {
-            let element_path = format!("{path}{index}/");
+            let element_path = child_path(path, &index.to_string());
             match self.validate_element(element, pattern, &element_path) {
                 Ok(()) => applied += 1,
                 Err(err) if err.kind.is_skip() => skipped.push(err.message),
@@ -275,16 +277,14 @@ fn all_skipped(applied: usize, skipped: Vec<String>, path: &str) -> Result<(), E
     Ok(())
 }
 
-fn is_phase_one_anchor(key: &str) -> bool {
-    Anchor::parse(key).is_some_and(|anchor| {
-        matches!(
-            anchor.kind,
-            AnchorKind::Conditional
-                | AnchorKind::Existence
-                | AnchorKind::Equality
-                | AnchorKind::Negation
-        )
-    })
+fn is_phase_one(kind: AnchorKind) -> bool {
+    matches!(
+        kind,
+        AnchorKind::Conditional
+            | AnchorKind::Existence
+            | AnchorKind::Equality
+            | AnchorKind::Negation
+    )
 }
 
 /// True when a pattern value contains a validation anchor at any depth.

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ElementHandler;
+use super::{ElementHandler, child_path};
 use crate::policy::pattern::validate::{ElementError, PatternWalk};
 
 pub struct EqualityAnchor<'a> {
@@ -20,7 +20,7 @@ impl ElementHandler for EqualityAnchor<'_> {
     ) -> Result<(), ElementError> {
         match resource.get(self.key) {
             Some(value) => {
-                let current = format!("{path}{}/", self.key);
+                let current = child_path(path, self.key);
                 walk.validate_element(value, self.pattern, &current)
             }
             None => Ok(()),

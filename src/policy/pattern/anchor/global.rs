@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ElementHandler;
+use super::{ElementHandler, child_path};
 use crate::policy::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct GlobalAnchor<'a> {
@@ -19,7 +19,7 @@ impl ElementHandler for GlobalAnchor<'_> {
         resource: &Map<String, Value>,
         path: &str,
     ) -> Result<(), ElementError> {
-        let current = format!("{path}{}/", self.key);
+        let current = child_path(path, self.key);
         let Some(value) = resource.get(self.key) else {
             return Ok(());
         };

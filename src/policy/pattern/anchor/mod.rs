@@ -92,6 +92,17 @@ impl<'a> Anchor<'a> {
     }
 }
 
+/// The walk path one level below `path` (`/spec/` + `containers` →
+/// `/spec/containers/`). Built for every key the walk visits, so without
+/// the formatting machinery.
+pub fn child_path(path: &str, key: &str) -> String {
+    let mut child = String::with_capacity(path.len() + key.len() + 1);
+    child.push_str(path);
+    child.push_str(key);
+    child.push('/');
+    child
+}
+
 /// Removes any anchor from a key, e.g. `=(volumes)` → `volumes`.
 pub fn strip_anchor(raw: &str) -> &str {
     Anchor::parse(raw).map_or(raw, |anchor| anchor.key)

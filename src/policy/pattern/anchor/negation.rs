@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ElementHandler;
+use super::{ElementHandler, child_path};
 use crate::policy::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct NegationAnchor<'a> {
@@ -17,7 +17,7 @@ impl ElementHandler for NegationAnchor<'_> {
         resource: &Map<String, Value>,
         path: &str,
     ) -> Result<(), ElementError> {
-        let current = format!("{path}{}/", self.key);
+        let current = child_path(path, self.key);
         if resource.contains_key(self.key) {
             return Err(ElementError::new(
                 ErrorKind::Negation,

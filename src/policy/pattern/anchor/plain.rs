@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ElementHandler;
+use super::{ElementHandler, child_path};
 use crate::policy::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct PlainKey<'a> {
@@ -29,7 +29,7 @@ impl ElementHandler for PlainKey<'_> {
             }
             return Ok(());
         }
-        let current = format!("{path}{}/", self.key);
+        let current = child_path(path, self.key);
         walk.validate_element(value, self.pattern, &current)
     }
 }
