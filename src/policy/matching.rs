@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::policy::spec::{MatchBlock, ResourceDescription, ResourceFilter, Subject, UserFilter};
+use crate::policy::spec::{
+    KindSelector, MatchBlock, ResourceDescription, ResourceFilter, Subject, UserFilter,
+};
 use crate::policy::wildcard;
 use crate::policy::{EvalInput, UserInfo};
 
@@ -247,16 +249,15 @@ pub fn parse_kind_selector(selector: &str) -> (&str, &str, &str, &str) {
     }
 }
 
-fn kinds_match(kinds: &[String], subject: &MatchSubject) -> bool {
+fn kinds_match(kinds: &[KindSelector], subject: &MatchSubject) -> bool {
     kinds.iter().any(|selector| {
-        let (group, version, kind, subresource) = parse_kind_selector(selector);
-        wildcard::matches(group, subject.group)
-            && wildcard::matches(version, subject.version)
-            && wildcard::matches(kind, subject.kind)
-            && if subresource.is_empty() {
+        wildcard::matches(&selector.kind, subject.kind)
+            && wildcard::matches(&selector.group, subject.group)
+            && wildcard::matches(&selector.version, subject.version)
+            && if selector.subresource.is_empty() {
                 subject.subresource.is_empty()
             } else {
-                wildcard::matches(subresource, subject.subresource)
+                wildcard::matches(&selector.subresource, subject.subresource)
             }
     })
 }

@@ -37,7 +37,7 @@ pub enum Conditions {
 /// The resource side of a match/exclude block.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceDescription {
-    pub kinds: Vec<String>,
+    pub kinds: Vec<KindSelector>,
     pub name: Option<String>,
     pub names: Vec<String>,
     pub namespaces: Vec<String>,
@@ -49,7 +49,37 @@ pub struct ResourceDescription {
 
 impl ResourceDescription {
     pub fn is_empty(&self) -> bool {
-        self == &ResourceDescription::default()
+        self.kinds.is_empty()
+            && self.name.is_none()
+            && self.names.is_empty()
+            && self.namespaces.is_empty()
+            && self.annotations.is_empty()
+            && self.selector.is_none()
+            && self.namespace_selector.is_none()
+            && self.operations.is_empty()
+    }
+}
+
+/// A `kinds` entry, split once at load into its group, version, kind and
+/// subresource (matching runs for every rule on every request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindSelector {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub subresource: String,
+}
+
+impl KindSelector {
+    pub fn parse(selector: &str) -> KindSelector {
+        let (group, version, kind, subresource) =
+            crate::policy::matching::parse_kind_selector(selector);
+        KindSelector {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: kind.to_string(),
+            subresource: subresource.to_string(),
+        }
     }
 }
 
@@ -402,7 +432,13 @@ impl Parser<'_> {
         let mut description = ResourceDescription::default();
         for (key, entry) in map {
             match key.as_str() {
-                "kinds" => description.kinds = self.strings(Some(entry), "kinds")?,
+                "kinds" => {
+                    description.kinds = self
+                        .strings(Some(entry), "kinds")?
+                        .iter()
+                        .map(|kind| KindSelector::parse(kind))
+                        .collect();
+                }
                 "name" => description.name = entry.as_str().map(str::to_string),
                 "names" => description.names = self.strings(Some(entry), "names")?,
                 "namespaces" => description.namespaces = self.strings(Some(entry), "namespaces")?,

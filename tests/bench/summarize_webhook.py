@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Turns the three oha runs of tests/bench/webhook.sh into target/bench/webhook.json.
+"""Turns the oha runs of tests/bench/webhook.sh into target/bench/webhook.json.
 
-Latencies are oha's (seconds) converted to milliseconds; the fixed-rate run
-was made with --latency-correction, so its percentiles count the time a
-request waited for its scheduled start (no coordinated omission).
+Latencies are oha's (seconds) converted to milliseconds; the fixed-rate runs
+were made with --latency-correction, so their percentiles count the time a
+request waited for its scheduled start (no coordinated omission). Each of
+the four runs is repeated once per round; the headline figures are medians
+over the rounds, and every round is kept under "rounds".
 """
 import argparse
 import datetime
 import json
 import os
+import statistics
 from pathlib import Path
 
 
@@ -41,35 +44,48 @@ def run_summary(run):
     }
 
 
+def median(values):
+    return round(statistics.median(values), 3)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ["fixed", "noop-fixed", "max", "noop", "reviews", "oha-version", "load-before", "load-after"]:
+    for name in ["runs", "reviews", "oha-version", "load-before", "load-after"]:
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--rss-kib", type=int, required=True)
     parser.add_argument("--rate", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--seconds", type=int, required=True)
     args = parser.parse_args()
 
-    fixed = run_summary(load(args.fixed))
-    maximum = run_summary(load(args.max))
-    noop = run_summary(load(args.noop))
-    noop_fixed = run_summary(load(args.noop_fixed))
+    runs = Path(args.runs)
+    rounds = []
+    for index in range(1, args.rounds + 1):
+        one = {name: run_summary(load(runs / f"{name}-{index}.json"))
+               for name in ["fixed", "noop-fixed", "max", "noop"]}
+        one["ratio_to_noop"] = round(one["max"]["rps"] / one["noop"]["rps"], 3) if one["noop"]["rps"] else 0.0
+        rounds.append(one)
+
+    def med(run, key):
+        return median([one[run][key] for one in rounds])
+
+    fixed = {"rps": med("fixed", "rps"), "p50_ms": med("fixed", "p50_ms"), "p99_ms": med("fixed", "p99_ms")}
+    ratio = median([one["ratio_to_noop"] for one in rounds])
     reviews = Path(args.reviews)
-    ratio = maximum["rps"] / noop["rps"] if noop["rps"] else 0.0
     report = {
         # The headline keys (issue 3 §6).
         "rps": fixed["rps"],
         "p50_ms": fixed["p50_ms"],
         "p99_ms": fixed["p99_ms"],
-        "max_rps": maximum["rps"],
-        "noop_max_rps": noop["rps"],
+        "max_rps": med("max", "rps"),
+        "noop_max_rps": med("noop", "rps"),
         "rss_mib": round(args.rss_kib / 1024.0, 1),
         "ratio_to_noop": round(ratio, 3),
         # The same fixed rate against /noop: the latency floor of this
         # TLS/HTTP stack plus the client on these CPUs, for comparison.
-        "noop_p50_ms": noop_fixed["p50_ms"],
-        "noop_p99_ms": noop_fixed["p99_ms"],
+        "noop_p50_ms": med("noop-fixed", "p50_ms"),
+        "noop_p99_ms": med("noop-fixed", "p99_ms"),
         "targets": {
             "p99_under_2ms_at_2000rps": fixed["p99_ms"] < 2.0 and fixed["rps"] >= 0.98 * args.rate,
             "max_rps_at_least_70pct_of_noop": ratio >= 0.70,
@@ -78,6 +94,7 @@ def main():
             "target_rate_rps": args.rate,
             "concurrency": args.concurrency,
             "seconds_per_run": args.seconds,
+            "rounds": args.rounds,
             "endpoint": "/validate (Enforce, all 12 policies in policies/)",
             "ceiling_endpoint": "/noop (parse the review and allow, no evaluation)",
             "bodies": "Pod and Deployment CREATE AdmissionReviews, alternating (oha -Z)",
@@ -92,7 +109,11 @@ def main():
             "loadavg_after": args.load_after,
             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
-        "runs": {"fixed_rate": fixed, "noop_fixed_rate": noop_fixed, "max": maximum, "noop_max": noop},
+        "rounds": [
+            {"fixed_rate": one["fixed"], "noop_fixed_rate": one["noop-fixed"], "max": one["max"],
+             "noop_max": one["noop"], "ratio_to_noop": one["ratio_to_noop"]}
+            for one in rounds
+        ],
     }
     print(json.dumps(report, indent=2))
 

@@ -4,22 +4,27 @@
 # with realistic Pod and Deployment AdmissionReviews (tests/bench/make_reviews.py),
 # and writes target/bench/webhook.json.
 #
-# Four runs at the same fixed concurrency, each BENCH_SECONDS long:
+# Four runs at the same fixed concurrency, each BENCH_SECONDS long, repeated
+# BENCH_ROUNDS times in turn (this VM's speed drifts from minute to minute;
+# a /validate run and the /noop run right after it see the same machine):
 #   1. /validate at a fixed 2,000 req/s (latency-corrected): rps, p50, p99;
 #   2. /noop (parse the review, allow without evaluating) at the same rate:
 #      noop_p50_ms, noop_p99_ms, the latency floor of the same stack;
 #   3. /validate as fast as it goes: max_rps;
 #   4. /noop as fast as it goes: noop_max_rps, the ceiling of the same
 #      TLS/HTTP/JSON stack.
-# The server's peak RSS (VmHWM) is read at the end. oha runs on the same
-# 2 cores as the server, so every figure includes the client's CPU cost.
+# Headline figures are medians over the rounds; the ratio is the median of
+# each round's /validate over /noop. The server's peak RSS (VmHWM) is read
+# at the end. oha runs on the same 2 cores as the server, so every figure
+# includes the client's CPU cost.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OHA_VERSION=1.16.0
 OHA=target/tools/bin/oha
 OUT=target/bench
-SECONDS_PER_RUN=${BENCH_SECONDS:-12}
+SECONDS_PER_RUN=${BENCH_SECONDS:-8}
+ROUNDS=${BENCH_ROUNDS:-3}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 RATE=2000
 
@@ -91,15 +96,17 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 BENCH_SECONDS_SAVED=$SECONDS_PER_RUN
 SECONDS_PER_RUN=3 oha_run warmup /validate
 SECONDS_PER_RUN=$BENCH_SECONDS_SAVED
-oha_run fixed /validate -q "$RATE" --latency-correction
-oha_run noop-fixed /noop -q "$RATE" --latency-correction
-oha_run max /validate
-oha_run noop /noop
+for round in $(seq "$ROUNDS"); do
+  oha_run "fixed-$round" /validate -q "$RATE" --latency-correction
+  oha_run "noop-fixed-$round" /noop -q "$RATE" --latency-correction
+  oha_run "max-$round" /validate
+  oha_run "noop-$round" /noop
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
 
 python3 tests/bench/summarize_webhook.py \
-  --fixed "$work/fixed.json" --noop-fixed "$work/noop-fixed.json" --max "$work/max.json" --noop "$work/noop.json" \
+  --runs "$work" --rounds "$ROUNDS" \
   --rss-kib "$rss_kib" --rate "$RATE" --concurrency "$CONCURRENCY" \
   --seconds "$SECONDS_PER_RUN" --reviews "$work/reviews" \
   --oha-version "$OHA_VERSION" --load-before "$load_before" --load-after "$load_after" \

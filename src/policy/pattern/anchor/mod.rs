@@ -118,33 +118,64 @@ pub trait ElementHandler {
     ) -> Result<(), ElementError>;
 }
 
+/// The handler for one pattern key: one variant per anchor kind. An enum,
+/// not a boxed trait object: the walk builds one for every key it visits.
+pub enum Handler<'a> {
+    Conditional(ConditionalAnchor<'a>),
+    Global(GlobalAnchor<'a>),
+    Existence(ExistenceAnchor<'a>),
+    Equality(EqualityAnchor<'a>),
+    Negation(NegationAnchor<'a>),
+    AddIfNotPresent(AddIfNotPresentAnchor<'a>),
+    Plain(PlainKey<'a>),
+}
+
+impl Handler<'_> {
+    pub fn handle(
+        &self,
+        walk: &mut PatternWalk,
+        resource: &Map<String, Value>,
+        path: &str,
+    ) -> Result<(), ElementError> {
+        match self {
+            Handler::Conditional(h) => h.handle(walk, resource, path),
+            Handler::Global(h) => h.handle(walk, resource, path),
+            Handler::Existence(h) => h.handle(walk, resource, path),
+            Handler::Equality(h) => h.handle(walk, resource, path),
+            Handler::Negation(h) => h.handle(walk, resource, path),
+            Handler::AddIfNotPresent(h) => h.handle(walk, resource, path),
+            Handler::Plain(h) => h.handle(walk, resource, path),
+        }
+    }
+}
+
 /// Builds the handler for a pattern key.
-pub fn handler_for<'a>(key: &'a str, pattern: &'a Value) -> Box<dyn ElementHandler + 'a> {
+pub fn handler_for<'a>(key: &'a str, pattern: &'a Value) -> Handler<'a> {
     match Anchor::parse(key) {
         Some(anchor) => match anchor.kind {
-            AnchorKind::Conditional => Box::new(ConditionalAnchor {
+            AnchorKind::Conditional => Handler::Conditional(ConditionalAnchor {
                 key: anchor.key,
                 pattern,
             }),
-            AnchorKind::Global => Box::new(GlobalAnchor {
+            AnchorKind::Global => Handler::Global(GlobalAnchor {
                 key: anchor.key,
                 pattern,
             }),
-            AnchorKind::Existence => Box::new(ExistenceAnchor {
+            AnchorKind::Existence => Handler::Existence(ExistenceAnchor {
                 key: anchor.key,
                 pattern,
             }),
-            AnchorKind::Equality => Box::new(EqualityAnchor {
+            AnchorKind::Equality => Handler::Equality(EqualityAnchor {
                 key: anchor.key,
                 pattern,
             }),
-            AnchorKind::Negation => Box::new(NegationAnchor { key: anchor.key }),
-            AnchorKind::AddIfNotPresent => Box::new(AddIfNotPresentAnchor {
+            AnchorKind::Negation => Handler::Negation(NegationAnchor { key: anchor.key }),
+            AnchorKind::AddIfNotPresent => Handler::AddIfNotPresent(AddIfNotPresentAnchor {
                 raw_key: key,
                 pattern,
             }),
         },
-        None => Box::new(PlainKey { key, pattern }),
+        None => Handler::Plain(PlainKey { key, pattern }),
     }
 }
 
