@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+bash tests/disk-check.sh >/dev/null
+
 say "Sandbox cluster (real kube-apiserver, controllers, kwok nodes)"
 bash tests/sandbox/cluster.sh up
 bin=$(cat target/sandbox/bin-dir)

@@ -51,7 +51,13 @@ impl Verdict {
 }
 
 /// True when the rule selects the input (policy namespace, match, exclude).
-pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, input: &EvalInput<'_>) -> bool {
+/// `subject` is the input's [`MatchSubject`], built once for all rules.
+pub(crate) fn rule_selects(
+    policy: &Policy,
+    rule: &Rule,
+    input: &EvalInput<'_>,
+    subject: &MatchSubject,
+) -> bool {
     if let Some(namespace) = &policy.namespace {
         let resource_namespace = input
             .resource
@@ -63,8 +69,7 @@ pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, input: &EvalInput<'_>) 
             return false;
         }
     }
-    let subject = MatchSubject::from_input(input);
-    rule_applies(&rule.match_block, rule.exclude.as_ref(), &subject)
+    rule_applies(&rule.match_block, rule.exclude.as_ref(), subject)
 }
 
 /// Builds the rule's context: the input document plus `context` variables.
@@ -157,11 +162,12 @@ pub(crate) fn validate_policy<'a>(
     base: &OnceCell<EvalContext<'a>>,
 ) -> Vec<RuleOutcome> {
     let mut outcomes = Vec::new();
+    let subject = MatchSubject::from_input(input);
     for rule in &policy.rules {
         let RuleBody::Validate(validation) = &rule.body else {
             continue;
         };
-        if !rule_selects(policy, rule, input) {
+        if !rule_selects(policy, rule, input, &subject) {
             continue;
         }
         let base = base.get_or_init(|| EvalContext::for_input(input));

@@ -273,12 +273,13 @@ impl PolicySet {
     ) -> Result<Vec<json_patch::PatchOperation>, PolicyError> {
         let mut current = input.resource.clone();
         let base = context::EvalContext::for_input(input);
+        let subject = matching::MatchSubject::from_input(input);
         for policy in &self.policies {
             for rule in &policy.rules {
                 let RuleBody::Mutate(patch) = &rule.body else {
                     continue;
                 };
-                if !engine::rule_selects(policy, rule, input) {
+                if !engine::rule_selects(policy, rule, input, &subject) {
                     continue;
                 }
                 let failure = |reason: String| PolicyError::Mutation {
