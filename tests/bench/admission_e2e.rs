@@ -17,6 +17,12 @@
 //! we measure: the figures are the API server's create path (authn, authz,
 //! admission incl. our webhook, validation, etcd), nothing downstream.
 //!
+//! `BENCH_E2E_ENDPOINT=noop` registers the webhook's `/noop` endpoint
+//! instead (it parses the review and allows it without evaluating any
+//! policy): the cost of having any webhook of this stack in the path, the
+//! floor under the `validate` figures. The output then goes to
+//! `target/bench/admission-e2e-noop.json`.
+//!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
 use std::path::{Path, PathBuf};
@@ -44,6 +50,8 @@ struct Settings {
     rounds: usize,
     warmup: Duration,
     measure: Duration,
+    /// `validate` (the default) or `noop`.
+    endpoint: String,
     out: PathBuf,
 }
 
@@ -55,6 +63,11 @@ impl Settings {
             .map(|c| c.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .context("BENCH_E2E_CLIENTS: comma-separated client counts")?;
+        let endpoint = var("BENCH_E2E_ENDPOINT", "validate");
+        ensure!(
+            endpoint == "validate" || endpoint == "noop",
+            "BENCH_E2E_ENDPOINT must be validate or noop, not {endpoint:?}"
+        );
         Ok(Settings {
             clients,
             rounds: var("BENCH_E2E_ROUNDS", "3")
@@ -66,7 +79,12 @@ impl Settings {
                     .parse()
                     .context("BENCH_E2E_SECONDS")?,
             ),
-            out: repo_root().join("target/bench/admission-e2e.json"),
+            out: repo_root().join(if endpoint == "validate" {
+                "target/bench/admission-e2e.json".to_string()
+            } else {
+                format!("target/bench/admission-e2e-{endpoint}.json")
+            }),
+            endpoint,
         })
     }
 }
@@ -188,9 +206,15 @@ async fn run() -> Result<()> {
     let webhook = start_webhook(dir.path())?;
     cleanup.webhook = Some(webhook.child);
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).context("ca.crt")?;
-    let probe = WebhookProbe::new(webhook.port, &ca_pem)?;
+    let probe = WebhookProbe::new(webhook.port, &ca_pem, &settings.endpoint)?;
     probe.wait_ready().await?;
-    let configuration = webhook_configuration(&cleanup.configuration, webhook.port, &ca_pem, &id)?;
+    let configuration = webhook_configuration(
+        &cleanup.configuration,
+        webhook.port,
+        &ca_pem,
+        &id,
+        &settings.endpoint,
+    )?;
 
     // Someone else's webhook matching every namespace would sit in both
     // phases and blur the comparison: record it, loudly.
@@ -244,6 +268,7 @@ async fn run() -> Result<()> {
             "kubernetes": version.git_version,
             "webhook": "target/release aiops-operator run --webhook-only --standalone --admission-mode Enforce, all 12 policies; registered via clientConfig.url + caBundle, failurePolicy Fail, timeoutSeconds 5",
             "pod": "2 containers with resources, probes, env and a restricted securityContext; compliant with all 12 policies (every create is evaluated and allowed); a scheduling gate keeps the scheduler and kwok out of the measurement",
+            "endpoint": format!("/{}", settings.endpoint),
             "rounds": settings.rounds,
             "warmup_seconds_per_phase": settings.warmup.as_secs_f64(),
             "seconds_per_phase": settings.measure.as_secs_f64(),
@@ -378,10 +403,11 @@ fn start_webhook(dir: &Path) -> Result<StartedWebhook> {
 struct WebhookProbe {
     http: reqwest::Client,
     base: String,
+    endpoint: String,
 }
 
 impl WebhookProbe {
-    fn new(port: u16, ca_pem: &str) -> Result<WebhookProbe> {
+    fn new(port: u16, ca_pem: &str, endpoint: &str) -> Result<WebhookProbe> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -391,6 +417,7 @@ impl WebhookProbe {
         Ok(WebhookProbe {
             http,
             base: format!("https://127.0.0.1:{port}"),
+            endpoint: endpoint.to_string(),
         })
     }
 
@@ -409,8 +436,9 @@ impl WebhookProbe {
         }
     }
 
-    /// How many `/validate` reviews the webhook has answered.
+    /// How many reviews the webhook has answered on the bench's endpoint.
     async fn validated(&self) -> Result<f64> {
+        let label = format!("endpoint=\"{}\"", self.endpoint);
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -422,7 +450,7 @@ impl WebhookProbe {
             .lines()
             .filter(|l| {
                 l.starts_with("aiops_admission_requests_total{")
-                    && l.contains("endpoint=\"validate\"")
+                    && l.contains(&label)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
@@ -436,6 +464,7 @@ fn webhook_configuration(
     port: u16,
     ca_pem: &str,
     id: &str,
+    endpoint: &str,
 ) -> Result<ValidatingWebhookConfiguration> {
     let shipped =
         std::fs::read_to_string(repo_root().join("manifests/webhook-configurations.yaml"))
@@ -454,7 +483,7 @@ fn webhook_configuration(
     };
     webhook["name"] = json!(WEBHOOK_NAME);
     webhook["clientConfig"] = json!({
-        "url": format!("https://127.0.0.1:{port}/validate"),
+        "url": format!("https://127.0.0.1:{port}/{endpoint}"),
         "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
     });
     webhook["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
