@@ -448,10 +448,7 @@ impl WebhookProbe {
             .await?;
         Ok(text
             .lines()
-            .filter(|l| {
-                l.starts_with("aiops_admission_requests_total{")
-                    && l.contains(&label)
-            })
+            .filter(|l| l.starts_with("aiops_admission_requests_total{") && l.contains(&label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
