@@ -38,6 +38,7 @@ mod pattern;
 mod pod_security;
 mod quantity;
 mod spec;
+mod text_cache;
 mod variables;
 mod wildcard;
 

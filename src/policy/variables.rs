@@ -4,8 +4,6 @@
 //! (`{{ a.{{ b }} }}`), and `\{{ … }}` escapes a literal.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::LazyLock;
 
@@ -16,6 +14,7 @@ use crate::policy::context::EvalContext;
 use crate::policy::error::EvalError;
 use crate::policy::gofmt;
 use crate::policy::pattern::anchor::strip_anchor;
+use crate::policy::text_cache::TextCache;
 
 /// An unescaped variable: the capture group 2 is the `{{ … }}` itself, group
 /// 1 is the character before it (so `\{{` is not taken). The patterns are
@@ -173,29 +172,22 @@ thread_local! {
     /// (conditions, messages), the same on every request, and finding the
     /// variables with the capture-group regex cost ~12 k instructions a
     /// text, about a tenth of evaluating the baseline policies.
-    static SPANS: RefCell<HashMap<String, Spans>> = RefCell::new(HashMap::new());
+    static SPANS: TextCache<Spans> = TextCache::new(SPAN_CACHE_LIMIT);
 }
 
 /// The byte ranges of the unescaped `{{ … }}` variables in `text`.
 fn variable_spans(text: &str) -> Result<Spans, EvalError> {
-    if let Some(hit) = SPANS.with(|cache| cache.borrow().get(text).cloned()) {
-        return Ok(hit);
-    }
-    let Some(variable_regex) = VARIABLE.as_ref() else {
-        return Err(EvalError::Other("variable pattern unavailable".to_string()));
-    };
-    let spans: Spans = variable_regex
-        .captures_iter(text)
-        .filter_map(|c| c.get(2).map(|m| (m.start(), m.end())))
-        .collect();
     SPANS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= SPAN_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(text.to_string(), Rc::clone(&spans));
-    });
-    Ok(spans)
+        cache.get_or_derive(text, |text| {
+            let Some(variable_regex) = VARIABLE.as_ref() else {
+                return Err(EvalError::Other("variable pattern unavailable".to_string()));
+            };
+            Ok(variable_regex
+                .captures_iter(text)
+                .filter_map(|c| c.get(2).map(|m| (m.start(), m.end())))
+                .collect())
+        })
+    })
 }
 
 fn resolve(variable: &str, ctx: &EvalContext, path: &[String]) -> Result<Value, EvalError> {

@@ -11,11 +11,10 @@ mod time;
 
 pub use native::{Deferred, Node};
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::LazyLock;
 
+use crate::policy::text_cache::TextCache;
 use jmespath::functions::{ArgumentType, CustomFunction, Signature};
 use jmespath::{ErrorReason, Expression, JmespathError, Rcvar, Runtime, Variable};
 use serde_json::Value;
@@ -47,24 +46,17 @@ const CACHE_LIMIT: usize = 4096;
 thread_local! {
     /// Compiled expressions by source text: policies query the same few
     /// expressions for every request, and parsing dominates small queries.
-    static COMPILED: RefCell<HashMap<String, Rc<Expression<'static>>>> = RefCell::new(HashMap::new());
+    static COMPILED: TextCache<Rc<Expression<'static>>> = TextCache::new(CACHE_LIMIT);
 }
 
 /// Compiles `expression` once per thread (errors are not cached).
 fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, JmespathError> {
-    if let Some(hit) = COMPILED.with(|cache| cache.borrow().get(expression).cloned()) {
-        return Ok(hit);
-    }
     let runtime: &'static Runtime = &KYVERNO_RUNTIME;
-    let compiled = Rc::new(runtime.compile(expression)?);
     COMPILED.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(expression.to_string(), Rc::clone(&compiled));
-    });
-    Ok(compiled)
+        cache.get_or_derive(expression, |expression| {
+            runtime.compile(expression).map(Rc::new)
+        })
+    })
 }
 
 /// Converts a JSON document into the runtime's representation, once, so it

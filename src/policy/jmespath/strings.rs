@@ -1,14 +1,12 @@
 //! Kyverno's string and regex JMESPath functions.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use jmespath::Runtime;
 use jmespath::functions::ArgumentType as A;
 use regex::Regex;
 use serde_json::Value;
 
 use super::{arg_f64, arg_str, arg_text, number, register_function};
+use crate::policy::text_cache::TextCache;
 use crate::policy::wildcard;
 
 pub(super) fn register(rt: &mut Runtime) {
@@ -149,22 +147,15 @@ const REGEX_CACHE_LIMIT: usize = 256;
 thread_local! {
     /// Compiled patterns: policies pass the same literal pattern for every
     /// element of every request, and compiling dwarfs matching.
-    static REGEXES: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    static REGEXES: TextCache<Regex> = TextCache::new(REGEX_CACHE_LIMIT);
 }
 
 fn compile(pattern: &str) -> Result<Regex, String> {
-    if let Some(hit) = REGEXES.with(|cache| cache.borrow().get(pattern).cloned()) {
-        return Ok(hit);
-    }
-    let regex = Regex::new(pattern).map_err(|e| format!("invalid regular expression: {e}"))?;
     REGEXES.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= REGEX_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), regex.clone());
-    });
-    Ok(regex)
+        cache.get_or_derive(pattern, |pattern| {
+            Regex::new(pattern).map_err(|e| format!("invalid regular expression: {e}"))
+        })
+    })
 }
 
 fn regex_match(args: &[Value]) -> Result<Value, String> {
