@@ -268,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn lazy_parts_answer_like_an_eager_document() {
+    fn borrowed_request_answers_like_an_eager_document() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": "ns"},
             "spec": {"containers": [{"name": "a", "image": "registry.example/app:1.2"}]}});
