@@ -52,14 +52,9 @@ impl Verdict {
 
 /// True when the rule selects the input (policy namespace, match, exclude).
 /// `subject` is the input's [`MatchSubject`], built once for all rules.
-pub(crate) fn rule_selects(
-    policy: &Policy,
-    rule: &Rule,
-    input: &EvalInput<'_>,
-    subject: &MatchSubject,
-) -> bool {
+pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, subject: &MatchSubject) -> bool {
     if let Some(namespace) = &policy.namespace {
-        let resource_namespace = input
+        let resource_namespace = subject
             .resource
             .get("metadata")
             .and_then(|metadata| metadata.get("namespace"))
@@ -167,7 +162,7 @@ pub(crate) fn validate_policy<'a>(
         let RuleBody::Validate(validation) = &rule.body else {
             continue;
         };
-        if !rule_selects(policy, rule, input, &subject) {
+        if !rule_selects(policy, rule, &subject) {
             continue;
         }
         let base = base.get_or_init(|| EvalContext::for_input(input));

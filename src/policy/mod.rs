@@ -280,7 +280,7 @@ impl PolicySet {
                 let RuleBody::Mutate(patch) = &rule.body else {
                     continue;
                 };
-                if !engine::rule_selects(policy, rule, input, &subject) {
+                if !engine::rule_selects(policy, rule, &subject) {
                     continue;
                 }
                 let failure = |reason: String| PolicyError::Mutation {

@@ -49,14 +49,7 @@ pub struct ResourceDescription {
 
 impl ResourceDescription {
     pub fn is_empty(&self) -> bool {
-        self.kinds.is_empty()
-            && self.name.is_none()
-            && self.names.is_empty()
-            && self.namespaces.is_empty()
-            && self.annotations.is_empty()
-            && self.selector.is_none()
-            && self.namespace_selector.is_none()
-            && self.operations.is_empty()
+        self == &ResourceDescription::default()
     }
 }
 

@@ -252,24 +252,32 @@ fn opens_now(case: &Case, known_remediation: bool, grace: &GracePeriods, now: In
 /// Rejected no new one is opened for it (unless a human deletes the old one).
 pub const REOPEN_COOLDOWN: Duration = Duration::from_secs(600);
 
-/// Whether the workload's last Remediation ended without a fix, recently.
-fn recently_failed(remediations: &[Arc<Remediation>], workload_uid: &str, now: SystemTime) -> bool {
+/// How long after a fix was Verified no new case is opened for the same
+/// workload. The rollout is complete when the new pods are ready, but the
+/// old revision's crash-looping pods are still being deleted for a moment
+/// and keep reporting their old failure; a failure that outlasts this is
+/// real and opens a case then (the tick re-evaluates).
+pub const VERIFIED_SETTLE: Duration = Duration::from_secs(30);
+
+/// Whether a new case for the workload must wait: its last Remediation
+/// ended without a fix within [`REOPEN_COOLDOWN`], or was Verified within
+/// [`VERIFIED_SETTLE`].
+fn held_off(remediations: &[Arc<Remediation>], workload_uid: &str, now: SystemTime) -> bool {
     remediations.iter().any(|r| {
         let Some(status) = r.status.as_ref() else {
             return false;
         };
-        let unsuccessful = matches!(
-            status.phase,
-            Phase::RolledBack | Phase::Failed | Phase::Rejected
-        );
+        let window = match status.phase {
+            Phase::RolledBack | Phase::Failed | Phase::Rejected => REOPEN_COOLDOWN,
+            Phase::Verified => VERIFIED_SETTLE,
+            _ => return false,
+        };
         let closed_at = status
             .last_update_time
             .as_ref()
             .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64));
         r.spec.target.uid == workload_uid
-            && unsuccessful
-            && closed_at
-                .is_some_and(|at| now.duration_since(at).unwrap_or_default() < REOPEN_COOLDOWN)
+            && closed_at.is_some_and(|at| now.duration_since(at).unwrap_or_default() < window)
     })
 }
 
@@ -350,10 +358,12 @@ async fn evaluate_case(
     match (name, findings.is_empty()) {
         (None, true) => case.pods.is_empty(),
         (None, false) => {
-            if recently_failed(remediations, workload_uid, SystemTime::now()) {
+            if held_off(remediations, workload_uid, SystemTime::now()) {
                 // The last attempt for this workload was rolled back, failed
                 // or rejected: opening a new case at once would propose the
-                // same fix again, round and round. Wait for the cool-down.
+                // same fix again, round and round. Or it was just verified,
+                // and what is left are the old revision's pods on their way
+                // out. Wait.
                 return false;
             }
             match open_case(shared, case, &findings).await {
@@ -714,19 +724,19 @@ mod cooldown_tests {
     #[test]
     fn a_recent_rollback_holds_off_a_new_case_for_the_cool_down() {
         let now = SystemTime::now();
-        assert!(recently_failed(&[closed(Phase::RolledBack, 5)], "w", now));
-        assert!(recently_failed(&[closed(Phase::Rejected, 5)], "w", now));
-        assert!(!recently_failed(
-            &[closed(Phase::RolledBack, 5)],
-            "other",
-            now
-        ));
-        assert!(!recently_failed(
-            &[closed(Phase::RolledBack, 3600)],
-            "w",
-            now
-        ));
-        // A fix that worked does not hold anything off.
-        assert!(!recently_failed(&[closed(Phase::Verified, 5)], "w", now));
+        assert!(held_off(&[closed(Phase::RolledBack, 5)], "w", now));
+        assert!(held_off(&[closed(Phase::Rejected, 5)], "w", now));
+        assert!(!held_off(&[closed(Phase::RolledBack, 5)], "other", now));
+        assert!(!held_off(&[closed(Phase::RolledBack, 3600)], "w", now));
+    }
+
+    #[test]
+    fn a_fix_that_worked_holds_off_only_while_the_old_pods_go() {
+        let now = SystemTime::now();
+        assert!(held_off(&[closed(Phase::Verified, 5)], "w", now));
+        assert!(!held_off(&[closed(Phase::Verified, 60)], "w", now));
+        assert!(!held_off(&[closed(Phase::Verified, 5)], "other", now));
+        // Open cases hold nothing off (they are the case).
+        assert!(!held_off(&[closed(Phase::Proposed, 5)], "w", now));
     }
 }

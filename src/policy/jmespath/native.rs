@@ -238,6 +238,16 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The node in the crate's form when it is an array (for slices).
+    fn to_var_if_array(&self) -> Option<Rcvar> {
+        match self {
+            Node::Json(Value::Array(_)) | Node::List(_) => Some(self.to_var()),
+            Node::Var(var) if var.is_array() => Some(Rcvar::clone(var)),
+            Node::Deferred(_) => self.settled().to_var_if_array(),
+            _ => None,
+        }
+    }
+
     /// The JSON this node borrows, when it is borrowed JSON.
     pub fn as_borrowed_json(&self) -> Option<&'a Value> {
         match self {
@@ -397,17 +407,6 @@ pub fn interpret<'a>(
             }
         }
     })
-}
-
-impl Node<'_> {
-    fn to_var_if_array(&self) -> Option<Rcvar> {
-        match self {
-            Node::Json(Value::Array(_)) | Node::List(_) => Some(self.to_var()),
-            Node::Var(var) if var.is_array() => Some(Rcvar::clone(var)),
-            Node::Deferred(_) => self.settled().to_var_if_array(),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
