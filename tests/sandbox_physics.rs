@@ -150,6 +150,54 @@ async fn unknown_tag_gives_image_pull_backoff_with_warning_event() {
 }
 
 #[tokio::test]
+async fn a_bare_pod_whose_image_is_changed_in_place_restarts_with_the_new_image() {
+    let sandbox = Sandbox::connect().await;
+    let ns = sandbox.namespace("inplace").await;
+    let client = &sandbox.client;
+    create::<Pod>(
+        client,
+        &ns.name,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "tools", "labels": {"app": "tools"}},
+               "spec": {"containers": [{"name": "sh", "image": "busybox:1.36.11"}]}}),
+    )
+    .await;
+    wait_until(ROLLOUT, "the bad tag's ImagePullBackOff", || async {
+        pods(client, &ns.name, "app=tools")
+            .await
+            .into_iter()
+            .find(|p| {
+                container_statuses(p)
+                    .iter()
+                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
+            })
+    })
+    .await;
+
+    // Only a running Pod's images may change; the kubelet restarts the
+    // container with the new one.
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    api.patch(
+        "tools",
+        &PatchParams::default(),
+        &Patch::Strategic(
+            json!({"spec": {"containers": [{"name": "sh", "image": "busybox:1.36.1"}]}}),
+        ),
+    )
+    .await
+    .expect("an in-place image change is allowed");
+    let pod = wait_until(ROLLOUT, "the pod Ready on the new image", || async {
+        let pod = api.get("tools").await.ok()?;
+        pod_ready(&pod).then_some(pod)
+    })
+    .await;
+    let statuses = container_statuses(&pod);
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].image, "busybox:1.36.1");
+    assert!(waiting_reason(&statuses[0]).is_none(), "{statuses:?}");
+}
+
+#[tokio::test]
 async fn memory_limit_below_need_is_oomkilled_into_crash_loop() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("oom").await;

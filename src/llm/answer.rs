@@ -62,6 +62,14 @@ pub struct EnvSetting {
 }
 
 impl ContainerChange {
+    fn is_image_only(&self) -> bool {
+        self.memory_limit_mib.is_none()
+            && self.memory_request_mib.is_none()
+            && self.env.is_none()
+            && self.command.is_none()
+            && self.args.is_none()
+    }
+
     fn is_empty(&self) -> bool {
         self.image.is_none()
             && self.memory_limit_mib.is_none()
@@ -143,7 +151,8 @@ pub fn fix_to_proposal(
     };
     let mut actions = Vec::new();
     if !lists.is_empty() {
-        match not_patchable(&workload.kind) {
+        let images_only = fix.changes.iter().all(ContainerChange::is_image_only);
+        match not_patchable(&workload.kind, images_only) {
             None => {
                 actions.push(Action {
                     target: workload.clone(),
@@ -212,12 +221,14 @@ fn text(raw: &str, max: usize) -> String {
     truncate(&redact(flat.trim()), max)
 }
 
-/// Kinds whose template a live apply cannot fix (as the rules say).
-fn not_patchable(kind: &str) -> Option<&'static str> {
+/// Kinds whose template a live apply cannot fix (as the rules say). A bare
+/// Pod takes new images in place, and nothing else.
+fn not_patchable(kind: &str, images_only: bool) -> Option<&'static str> {
     match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" | "CronJob" => None,
+        "Pod" if images_only => None,
         "Job" => Some("a Job's pod template is immutable"),
-        "Pod" => Some("a bare Pod is not replaced by anything"),
+        "Pod" => Some("a bare Pod's containers can take a new image in place, nothing else"),
         _ => Some("this kind's pods are not replaced by changing its template"),
     }
 }
@@ -511,6 +522,46 @@ mod tests {
         .unwrap();
         assert!(job.actions.is_empty());
         assert!(job.summary.contains("needs a human"));
+    }
+
+    #[test]
+    fn a_bare_pod_gets_an_image_patch_in_place_but_other_changes_stay_a_diagnosis() {
+        let mut pod = evidence("Pod");
+        pod.workload.api_version = "v1".into();
+        let image = fix_to_proposal(
+            &fix(vec![ContainerChange {
+                container: "init-db".into(),
+                image: Some("busybox:1.36.1".into()),
+                ..ContainerChange::default()
+            }]),
+            &pod,
+            &facts(),
+            "m",
+        )
+        .unwrap();
+        assert_eq!(
+            image.actions[0].patch,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"initContainers": [{"name": "init-db", "image": "busybox:1.36.1"}]}})
+        );
+        let memory = fix_to_proposal(
+            &fix(vec![ContainerChange {
+                container: "app".into(),
+                memory_limit_mib: Some(128),
+                ..ContainerChange::default()
+            }]),
+            &pod,
+            &facts(),
+            "m",
+        )
+        .unwrap();
+        assert!(memory.actions.is_empty());
+        assert!(
+            memory.summary.contains("needs a human"),
+            "{}",
+            memory.summary
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ use super::patch::{diff, merge_apply, restore_patch};
 use super::rollout::{RolloutProgress, rollout_progress};
 use super::rules::propose_from_rules;
 use super::{Shared, status_patch};
+use crate::llm::propose::ModelProposal as ModelAnswer;
 
 /// Why a reconcile failed; every variant is retried by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -247,102 +248,158 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
         &revisions,
         &shared.config.rules,
     );
-    let proposal = match ask_model(
+    let (primary, model) = match ask_model(
         shared,
         remediation,
         &namespace,
         &evidence,
         &status.findings,
-        rules,
+        rules.clone(),
     )
     .await?
     {
-        Some(proposal) => proposal,
+        Some(asked) => asked,
         None => return Ok(Action::requeue(Duration::from_secs(2))),
     };
-    let verdict = guard_proposal(
-        &namespace,
-        target,
-        &status.findings,
-        &proposal,
-        &live,
-        &shared.policies,
-        &shared.config.guardrails,
-    );
     status.evidence = Some(evidence);
-    status.guardrail = Some(verdict.clone());
-    status.proposal_signature = shared.key.sign_proposal(
-        remediation.metadata.uid.as_deref().unwrap_or_default(),
-        &proposal.hash,
-    );
-    status.proposal = Some(proposal.clone());
-    status.dry_run = None;
-    if !verdict.allowed {
-        let message = format!("proposal refused: {}", verdict.violations.join("; "));
-        transition(
-            shared,
-            remediation,
-            status,
-            Phase::Failed,
-            "GuardrailRejected",
-            &message,
-        )
-        .await?;
-        return Ok(Action::await_change());
+    // A model's proposal that cannot be shown must leave the reviewer no
+    // worse off than no model at all: the rules' proposal (or diagnosis)
+    // stands in, with a note saying why the model's answer was set aside.
+    let mut candidates = vec![primary];
+    if model.is_some() {
+        candidates.push(rules);
     }
-    if proposal.actions.is_empty() {
-        let message = format!("needs a human: {}", proposal.summary);
-        transition(
-            shared,
-            remediation,
-            status,
-            Phase::Proposed,
-            "NeedsHuman",
-            &message,
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-    match dry_run(shared, remediation, &namespace, &proposal, &live).await {
-        Ok(dry) => {
-            status.dry_run = Some(dry);
-            let message = format!(
-                "{} (from {}); approve with kubectl to apply",
-                proposal.summary, proposal.source
-            );
-            transition(
-                shared,
-                remediation,
-                status,
-                Phase::Proposed,
-                "Proposed",
-                &message,
-            )
-            .await?;
+    let mut set_aside: Option<String> = None;
+    let last = candidates.len() - 1;
+    for (index, mut proposal) in candidates.into_iter().enumerate() {
+        let fallback_left = index < last;
+        if let Some(note) = &set_aside {
+            proposal.risks.push(note.clone());
+            proposal = proposal.seal();
         }
-        Err(message) => {
-            status.dry_run = Some(DryRun {
-                result: "Failed".into(),
-                message: message.clone(),
-                diff: Vec::new(),
-                proposal_hash: proposal.hash.clone(),
-            });
+        let verdict = guard_proposal(
+            &namespace,
+            target,
+            &status.findings,
+            &proposal,
+            &live,
+            &shared.policies,
+            &shared.config.guardrails,
+        );
+        status.guardrail = Some(verdict.clone());
+        status.proposal_signature = shared.key.sign_proposal(
+            remediation.metadata.uid.as_deref().unwrap_or_default(),
+            &proposal.hash,
+        );
+        status.proposal = Some(proposal.clone());
+        status.dry_run = None;
+        if !verdict.allowed {
+            let message = format!("proposal refused: {}", verdict.violations.join("; "));
+            if fallback_left {
+                set_aside = Some(model_set_aside(&proposal, &message));
+                continue;
+            }
+            record_model_outcome(shared, model.as_ref(), index == 0);
             transition(
                 shared,
                 remediation,
                 status,
                 Phase::Failed,
-                "DryRunFailed",
+                "GuardrailRejected",
                 &message,
             )
             .await?;
+            return Ok(Action::await_change());
+        }
+        if proposal.actions.is_empty() {
+            record_model_outcome(shared, model.as_ref(), index == 0);
+            let message = with_note(format!("needs a human: {}", proposal.summary), &set_aside);
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Proposed,
+                "NeedsHuman",
+                &message,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        match dry_run(shared, remediation, &namespace, &proposal, &live).await {
+            Ok(dry) => {
+                record_model_outcome(shared, model.as_ref(), index == 0);
+                status.dry_run = Some(dry);
+                let message = with_note(
+                    format!(
+                        "{} (from {}); approve with kubectl to apply",
+                        proposal.summary, proposal.source
+                    ),
+                    &set_aside,
+                );
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Proposed,
+                    "Proposed",
+                    &message,
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            Err(message) if fallback_left => {
+                set_aside = Some(model_set_aside(&proposal, &message));
+            }
+            Err(message) => {
+                record_model_outcome(shared, model.as_ref(), index == 0);
+                status.dry_run = Some(DryRun {
+                    result: "Failed".into(),
+                    message: message.clone(),
+                    diff: Vec::new(),
+                    proposal_hash: proposal.hash.clone(),
+                });
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Failed,
+                    "DryRunFailed",
+                    &message,
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
         }
     }
     Ok(Action::await_change())
 }
 
-/// The proposal to show: the rules' own, or the model's when the rules
-/// have no fix (or `llm.always`). `None` while the model call is running.
+/// The note a fallback proposal carries when the model's was set aside.
+fn model_set_aside(model: &Proposal, why: &str) -> String {
+    tracing::warn!(%why, source = %model.source, "model proposal set aside; the rules' stands");
+    format!(
+        "the model's proposal ({}) was set aside: {why}",
+        model.summary.chars().take(300).collect::<String>()
+    )
+}
+
+fn with_note(message: String, note: &Option<String>) -> String {
+    match note {
+        Some(note) => format!("{message}; {note}"),
+        None => message,
+    }
+}
+
+/// Counts a model answer once its fate is known: shown, or set aside.
+fn record_model_outcome(shared: &Shared, model: Option<&ModelAnswer>, shown: bool) {
+    if let Some(answer) = model {
+        shared.metrics.observe_model_answer(answer, shown);
+    }
+}
+
+/// The proposal to show first: the rules' own, or the model's when the
+/// rules have no fix (or `llm.always`), returned with the model's answer so
+/// the caller can fall back to the rules. `None` while the model call runs.
 async fn ask_model(
     shared: &Shared,
     remediation: &Remediation,
@@ -350,12 +407,12 @@ async fn ask_model(
     evidence: &super::crd::Evidence,
     findings: &[super::crd::Finding],
     rules: Proposal,
-) -> Result<Option<Proposal>, ReconcileError> {
+) -> Result<Option<(Proposal, Option<ModelAnswer>)>, ReconcileError> {
     let Some(proposer) = shared.llm.clone() else {
-        return Ok(Some(rules));
+        return Ok(Some((rules, None)));
     };
     if !proposer.should_ask(&rules) {
-        return Ok(Some(rules));
+        return Ok(Some((rules, None)));
     }
     let key = remediation.metadata.uid.clone().unwrap_or_default();
     let cluster_images = running_images(shared, namespace).await?;
@@ -368,7 +425,6 @@ async fn ask_model(
     ) {
         super::model_calls::ModelCall::Running => Ok(None),
         super::model_calls::ModelCall::Done(Ok(answer)) => {
-            shared.metrics.observe_model_answer(&answer);
             tracing::info!(
                 source = %answer.proposal.source,
                 prompt_tokens = answer.usage.prompt_tokens,
@@ -378,7 +434,7 @@ async fn ask_model(
                 seconds = answer.elapsed_seconds,
                 "model proposal"
             );
-            Ok(Some(answer.proposal))
+            Ok(Some((answer.proposal.clone(), Some(*answer))))
         }
         super::model_calls::ModelCall::Done(Err(error)) => {
             // The model failed or answered garbage: keep the rules' diagnosis
@@ -391,7 +447,7 @@ async fn ask_model(
             fallback
                 .risks
                 .push(format!("the model's proposal was discarded: {error}"));
-            Ok(Some(fallback.seal()))
+            Ok(Some((fallback.seal(), None)))
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - the patched object must not fail a baseline policy (in Enforce) that
 //!   the live object passes, so a fix can never add privileged, host access
 //!   or `:latest`;
+//! - a bare Pod may only take new images (the rest of its spec is
+//!   immutable);
 //! - size limits apply, and a patch that changes nothing is refused.
 use std::collections::BTreeSet;
 
@@ -209,7 +211,9 @@ fn check_paths(
             continue;
         };
         if rest.starts_with("imagePullSecrets") {
-            if !allowed.contains(&ChangeClass::ImagePullSecrets) {
+            if kind == "Pod" {
+                violations.push(format!("{at}: {path} cannot change on a running Pod"));
+            } else if !allowed.contains(&ChangeClass::ImagePullSecrets) {
                 violations.push(format!("{at}: {path} is not allowed for these findings"));
             }
             continue;
@@ -235,6 +239,11 @@ fn check_paths(
             continue;
         }
         match class_of(field) {
+            // A running Pod takes a new image in place (the kubelet restarts
+            // the container); every other field of its spec is immutable.
+            Some(class) if kind == "Pod" && class != ChangeClass::Image => violations.push(
+                format!("{at}: {path} ({field}) cannot change on a running Pod; only images can"),
+            ),
             Some(class) if allowed.contains(&class) => {}
             Some(_) => violations.push(format!(
                 "{at}: {path} ({field}) is not allowed for these findings"
@@ -381,6 +390,54 @@ spec:
             &policies(),
             &GuardrailLimits::default(),
         )
+    }
+
+    #[test]
+    fn a_bare_pod_takes_a_new_image_in_place_and_nothing_else() {
+        let pod = WorkloadRef {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "web".into(),
+            uid: "uid-1".into(),
+        };
+        let live = json!({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"},
+                          "spec": {"containers": [{"name": "app", "image": "nginx:bad"}]}});
+        let for_pod = |container: Value| {
+            let mut p = proposal(json!({"apiVersion": "v1", "kind": "Pod",
+                                        "metadata": {"name": "web", "namespace": "shop"},
+                                        "spec": {"containers": [container]}}));
+            p.actions[0].target = pod.clone();
+            p.seal()
+        };
+        let crash = vec![Finding {
+            container: "app".into(),
+            reason: "CrashLoopBackOff".into(),
+            pods: 1,
+            ..Finding::default()
+        }];
+        let verdict = |p: &Proposal| {
+            guard_proposal(
+                "shop",
+                &pod,
+                &crash,
+                p,
+                &live,
+                &policies(),
+                &GuardrailLimits::default(),
+            )
+        };
+        let image = verdict(&for_pod(json!({"name": "app", "image": "nginx:1.25.5"})));
+        assert!(image.allowed, "{:?}", image.violations);
+        let env = verdict(&for_pod(
+            json!({"name": "app", "env": [{"name": "A", "value": "1"}]}),
+        ));
+        assert!(!env.allowed);
+        assert!(
+            env.violations[0].contains("cannot change on a running Pod"),
+            "{:?}",
+            env.violations
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl RemediationMetrics {
         );
         registry.register(
             "remediation_model_proposal",
-            "Model proposals asked for, by result: ok, cached, schema_invalid, unusable, error",
+            "Model proposals asked for, by result: ok, cached, refused (set aside by the guardrails or the dry run), schema_invalid, unusable, error",
             metrics.model_calls.clone(),
         );
         registry.register(
@@ -125,13 +125,19 @@ impl RemediationMetrics {
 }
 
 impl RemediationMetrics {
-    /// A model call that produced a proposal (before the guardrails).
-    pub fn observe_model_answer(&self, answer: &crate::llm::propose::ModelProposal) {
+    /// A model call that produced a proposal, counted once the guardrails
+    /// and the dry run decided: `shown` when it is what the reviewer sees,
+    /// else `refused` (the rules' proposal stood in for it).
+    pub fn observe_model_answer(&self, answer: &crate::llm::propose::ModelProposal, shown: bool) {
+        let result = match (shown, answer.cached) {
+            (false, _) => "refused",
+            (true, true) => "cached",
+            (true, false) => "ok",
+        };
+        self.count_model_call(result);
         if answer.cached {
-            self.count_model_call("cached");
             return;
         }
-        self.count_model_call("ok");
         self.model_seconds.observe(answer.elapsed_seconds);
         self.model_prompt_tokens
             .inc_by(answer.usage.prompt_tokens.unwrap_or(0));
@@ -182,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn model_calls_count_tokens_and_time_but_not_cache_hits() {
+    fn model_calls_count_tokens_and_time_but_not_cache_hits_and_refusals_by_name() {
         use crate::llm::propose::ModelProposal;
         use crate::llm::provider::Usage;
         let mut registry = Registry::default();
@@ -197,24 +203,30 @@ mod tests {
             cached: false,
             elapsed_seconds: 4.5,
         };
-        metrics.observe_model_answer(&answer);
-        metrics.observe_model_answer(&ModelProposal {
-            cached: true,
-            ..answer
-        });
+        metrics.observe_model_answer(&answer, true);
+        // Set aside by the guardrails: counted as refused, its cost still counts.
+        metrics.observe_model_answer(&answer, false);
+        metrics.observe_model_answer(
+            &ModelProposal {
+                cached: true,
+                ..answer
+            },
+            true,
+        );
         metrics.observe_model_failure("schema_invalid", 2.0);
         metrics.observe_model_failure("error", 30.0);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         for line in [
             "remediation_model_proposal_total{result=\"ok\"} 1",
+            "remediation_model_proposal_total{result=\"refused\"} 1",
             "remediation_model_proposal_total{result=\"cached\"} 1",
             "remediation_model_proposal_total{result=\"schema_invalid\"} 1",
             "remediation_model_proposal_total{result=\"error\"} 1",
-            "remediation_model_proposal_seconds_sum 6.5",
-            "remediation_model_proposal_seconds_count 2",
-            "remediation_model_prompt_tokens_total 900",
-            "remediation_model_completion_tokens_total 60",
+            "remediation_model_proposal_seconds_sum 11.0",
+            "remediation_model_proposal_seconds_count 3",
+            "remediation_model_prompt_tokens_total 1800",
+            "remediation_model_completion_tokens_total 120",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

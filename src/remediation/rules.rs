@@ -487,8 +487,8 @@ fn template_not_patchable(kind: &str) -> Option<String> {
         "Deployment" | "StatefulSet" | "DaemonSet" | "CronJob" => None,
         "Job" => Some("a Job's pod template is immutable; re-create the Job with the fix".into()),
         "Pod" => Some(
-            "a bare Pod is not replaced by anything; re-create it with the fix, or run it under a \
-             Deployment"
+            "a bare Pod is not replaced by anything and only its images can change in place; \
+             re-create it with the fix, or run it under a Deployment"
                 .into(),
         ),
         "ReplicaSet" | "ReplicationController" => Some(format!(

@@ -26,6 +26,10 @@ How a pod moves, per container (init containers first, in order):
                  container runs again, and step 4 repeats.
   6. complete  - a healthy pod with restartPolicy Never/OnFailure succeeds.
   7. delete    - a pod with a deletionTimestamp is removed, so rollouts finish.
+  8. new image - a container image changed in place (only images of a
+                 running Pod may change) is judged again (classify), then
+                 its containers start over from step 2 with the new image,
+                 as a kubelet restarts a container whose image changed.
 
 Every later stage reads only the annotation and the pod's status, so the
 stage selectors are mutually exclusive per container and need no catalog.
@@ -41,6 +45,9 @@ from datetime import datetime, timezone
 import yaml
 
 ANNOTATION = "sandbox.aiops-operator.dev/physics"
+# The images the verdicts were made for: a pod whose spec names other images
+# (an in-place image update) is judged again.
+IMAGES_ANNOTATION = "sandbox.aiops-operator.dev/physics-images"
 
 # Binary and decimal quantity suffixes, as Kubernetes parses memory sizes.
 UNITS = {
@@ -138,7 +145,9 @@ CLASSIFY = r"""
 {{ $catalog := CATALOG }}
 {{ $units := UNITS }}
 {{ $verdicts := ";" }}
+{{ $images := ";" }}
 {{ range $c := concat (.spec.initContainers | default list) .spec.containers }}
+  {{ $images = printf "%s%s=%s;" $images $c.name $c.image }}
   {{ $v := "ok" }}
   {{ $entry := get $catalog $c.image }}
   {{ if not $entry }}
@@ -164,6 +173,7 @@ CLASSIFY = r"""
 {{ end }}
 annotations:
   ANNOTATION: {{ $verdicts | Quote }}
+  IMAGES_ANNOTATION: {{ $images | Quote }}
 """
 
 # Looks up one container's verdict in the annotation: sets $v from $c.name.
@@ -443,6 +453,16 @@ conditions:
 ANY_STATUS = "[(.status.initContainerStatuses // [])[], (.status.containerStatuses // [])[]]"
 ANNOTATION_JQ = f'(.metadata.annotations["{ANNOTATION}"] // "")'
 NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
+# The ";name=image;" strings of the spec, of the last verdicts, and of the
+# container statuses (in the order classify writes them).
+SPEC_IMAGES_JQ = (
+    '(";" + ([(.spec.initContainers // [])[], .spec.containers[] | "\\(.name)=\\(.image);"] | join("")))'
+)
+IMAGES_JQ = f'(.metadata.annotations["{IMAGES_ANNOTATION}"] // "")'
+STATUS_IMAGES_JQ = (
+    '(";" + ([(.status.initContainerStatuses // [])[], (.status.containerStatuses // [])[]'
+    ' | "\\(.name)=\\(.image);"] | join("")))'
+)
 
 
 def jq_true(expression):
@@ -475,6 +495,7 @@ def status_patch(template):
 def build_stages(catalog, logs_dir, kube_version):
     def fill(template):
         return (template.replace("VERDICT_OF", VERDICT_OF)
+                .replace("IMAGES_ANNOTATION", IMAGES_ANNOTATION)
                 .replace("ANNOTATION", ANNOTATION)
                 .replace("CATALOG", catalog_dict(catalog))
                 .replace("UNITS", units_dict())
@@ -529,6 +550,17 @@ def build_stages(catalog, logs_dir, kube_version):
             jq_true(f'{ANNOTATION_JQ} | test("=(pull|oom|crash);") | not'),
             jq_true(f'[(.status.containerStatuses // [])[] | select(.state.running == null)] | length == 0'),
         ], [status_patch(fill(COMPLETE))], delay_ms=1000, jitter_ms=2000),
+        pod_stage("pod-image-changed", [
+            NOT_DELETING,
+            {"key": f'.metadata.annotations["{ANNOTATION}"]', "operator": "Exists"},
+            jq_true(f"{SPEC_IMAGES_JQ} != {IMAGES_JQ}"),
+        ], [{"patch": {"root": "metadata", "template": fill(CLASSIFY)}}]),
+        pod_stage("pod-image-restart", [
+            NOT_DELETING,
+            {"key": ".status.podIP", "operator": "Exists"},
+            jq_true(f"{SPEC_IMAGES_JQ} == {IMAGES_JQ}"),
+            jq_true(f"{STATUS_IMAGES_JQ} != {IMAGES_JQ}"),
+        ], [status_patch(fill(START))], delay_ms=500, jitter_ms=500),
         pod_stage("pod-delete", [
             {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
             {"key": ".metadata.finalizers", "operator": "DoesNotExist"},
