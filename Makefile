@@ -51,7 +51,7 @@ llm-status: ## is the local model server running?
 
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings are errors
-	cargo fmt --check
+	cargo fmt --all --check
 	cargo clippy --locked --all-targets -- -D warnings
 
 .PHONY: test

@@ -10,5 +10,5 @@ pub mod cli;
 pub mod llm;
 pub mod operator;
 pub mod plugin;
-pub mod policy;
+pub use aiops_policy as policy;
 pub mod remediation;

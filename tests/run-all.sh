@@ -13,7 +13,7 @@ step "disk: free space where the build and caches go"
 bash tests/disk-check.sh
 
 step "lint: rustfmt and clippy"
-cargo fmt --check
+cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 
 step "policy conformance: Kyverno's own suites, read in place from ../shared"

@@ -1,0 +1,439 @@
+//! Runs Kyverno CLI test suites (`kyverno-test.yaml`, `cli.kyverno.io`
+//! `Test`) against this engine and compares every expected result, the way
+//! `kyverno test` maps them: rule names also match their `autogen-` twins,
+//! resources are found by kind and name (or `namespace/name`), and a
+//! resource the rule does not select counts as `skip`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::load::yaml_documents;
+use crate::{EvalInput, Operation, PolicyError, PolicySet, RuleOutcome, UserInfo};
+
+/// One compared expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResultCheck {
+    pub test: String,
+    pub policy: String,
+    pub rule: String,
+    pub kind: String,
+    pub resource: String,
+    pub expected: String,
+    pub actual: String,
+    pub ok: bool,
+}
+
+/// All comparisons of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConformanceReport {
+    pub results: Vec<ResultCheck>,
+}
+
+impl ConformanceReport {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.ok).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.passed()
+    }
+
+    /// The closing line, exactly `N passed, M failed`.
+    pub fn summary(&self) -> String {
+        format!("{} passed, {} failed", self.passed(), self.failed())
+    }
+}
+
+/// Why a suite could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ConformanceError {
+    #[error("conformance directory {} does not exist", .0.display())]
+    MissingDirectory(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no kyverno-test.yaml found under {}", .0.display())]
+    NoTests(PathBuf),
+}
+
+/// Runs every `kyverno-test.yaml` under `dir`.
+pub fn run_dir(dir: &Path) -> Result<ConformanceReport, ConformanceError> {
+    if !dir.is_dir() {
+        return Err(ConformanceError::MissingDirectory(dir.to_path_buf()));
+    }
+    let mut test_files = Vec::new();
+    find_test_files(dir, &mut test_files)?;
+    test_files.sort();
+    if test_files.is_empty() {
+        return Err(ConformanceError::NoTests(dir.to_path_buf()));
+    }
+    let mut report = ConformanceReport::default();
+    for file in test_files {
+        report.results.extend(run_test_file(&file)?);
+    }
+    Ok(report)
+}
+
+fn find_test_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConformanceError> {
+    let io = |source| ConformanceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            find_test_files(&path, out)?;
+        } else if path.file_name().and_then(|n| n.to_str()) == Some("kyverno-test.yaml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, ConformanceError> {
+    std::fs::read_to_string(path).map_err(|source| ConformanceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Values from a `variables` file or inline `values`.
+#[derive(Debug, Default)]
+struct TestValues {
+    global: BTreeMap<String, Value>,
+    /// (policy, resource) → values.
+    per_resource: BTreeMap<(String, String), BTreeMap<String, Value>>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl TestValues {
+    fn parse(raw: &Value) -> TestValues {
+        let mut values = TestValues::default();
+        let to_map = |v: Option<&Value>| -> BTreeMap<String, Value> {
+            v.and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        values.global = to_map(raw.get("globalValues"));
+        for policy in raw
+            .get("policies")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let policy_name = policy
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            for resource in policy
+                .get("resources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let resource_name = resource
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                values.per_resource.insert(
+                    (policy_name.clone(), resource_name),
+                    to_map(resource.get("values")),
+                );
+            }
+        }
+        for selector in raw
+            .get("namespaceSelector")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = selector
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let labels = selector
+                .get("labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            values.namespace_labels.insert(name, labels);
+        }
+        values
+    }
+
+    fn for_resource(&self, policy: &str, resource: &str) -> BTreeMap<String, Value> {
+        let mut merged = self.global.clone();
+        if let Some(specific) = self
+            .per_resource
+            .get(&(policy.to_string(), resource.to_string()))
+        {
+            merged.extend(specific.clone());
+        }
+        merged
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let test_name = file.display().to_string();
+    let documents = yaml_documents(&read(file)?, &test_name).unwrap_or_default();
+    let Some(test) = documents.into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    let expectations = test
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+
+    let policies = load_policies(dir, &strings(test.get("policies")));
+    let resources = load_resources(dir, &strings(test.get("resources")))?;
+    let values = match (
+        test.get("variables").and_then(Value::as_str),
+        test.get("values"),
+    ) {
+        (Some(path), _) => {
+            let docs = yaml_documents(&read(&dir.join(path))?, path).unwrap_or_default();
+            docs.first().map(TestValues::parse).unwrap_or_default()
+        }
+        (None, Some(inline)) => TestValues::parse(inline),
+        (None, None) => TestValues::default(),
+    };
+
+    let mut checks = Vec::new();
+    for expectation in &expectations {
+        let field = |name: &str| {
+            expectation
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (policy, rule, kind, expected) = (
+            field("policy"),
+            field("rule"),
+            field("kind"),
+            field("result"),
+        );
+        let namespace = expectation.get("namespace").and_then(Value::as_str);
+        let mut names = strings(expectation.get("resources"));
+        if let Some(single) = expectation.get("resource").and_then(Value::as_str) {
+            names.push(single.to_string());
+        }
+        for name in names {
+            let actual = match &policies {
+                Err(e) => format!("error: {e}"),
+                Ok(set) => actual_result(
+                    set, &resources, &values, &policy, &rule, &kind, &name, namespace, &expected,
+                ),
+            };
+            checks.push(ResultCheck {
+                test: test_name.clone(),
+                policy: policy.clone(),
+                rule: rule.clone(),
+                kind: kind.clone(),
+                resource: name,
+                ok: actual == expected,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(checks)
+}
+
+fn load_policies(dir: &Path, paths: &[String]) -> Result<PolicySet, PolicyError> {
+    let mut set = PolicySet::default();
+    for path in paths {
+        let full = dir.join(path);
+        if full.is_dir() {
+            set.merge(PolicySet::load_dir(&full)?);
+            continue;
+        }
+        let text = std::fs::read_to_string(&full).map_err(|source| PolicyError::Io {
+            path: full.clone(),
+            source,
+        })?;
+        set.merge(PolicySet::from_yaml(&text, &full.display().to_string())?);
+    }
+    Ok(set)
+}
+
+fn load_resources(dir: &Path, paths: &[String]) -> Result<Vec<Value>, ConformanceError> {
+    let mut resources = Vec::new();
+    for path in paths {
+        let full = dir.join(path);
+        let docs = yaml_documents(&read(&full)?, path).unwrap_or_default();
+        resources.extend(docs.into_iter().filter(|d| d.get("kind").is_some()));
+    }
+    Ok(resources)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn actual_result(
+    set: &PolicySet,
+    resources: &[Value],
+    values: &TestValues,
+    policy: &str,
+    rule: &str,
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+    expected: &str,
+) -> String {
+    let matching: Vec<&Value> = resources
+        .iter()
+        .filter(|r| r.get("kind").and_then(Value::as_str) == Some(kind))
+        .filter(|r| {
+            let resource_name = r
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let resource_ns = r
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let qualified = format!("{resource_ns}/{resource_name}");
+            (resource_name == name || qualified == name)
+                && namespace.is_none_or(|ns| ns == resource_ns)
+        })
+        .collect();
+    if matching.is_empty() {
+        return "not found".to_string();
+    }
+    let mut first_actual = None;
+    for resource in matching {
+        let outcomes = evaluate(set, values, policy, resource);
+        let statuses: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| {
+                o.rule == rule
+                    || o.rule == format!("autogen-{rule}")
+                    || o.rule == format!("autogen-cronjob-{rule}")
+            })
+            .map(|o| o.status.as_str())
+            .collect();
+        // A rule that does not select the resource produces no outcome: the
+        // resource is excluded, which the test format calls `skip`.
+        let actual = match statuses.iter().find(|s| **s != expected) {
+            Some(mismatch) => (*mismatch).to_string(),
+            None => statuses.first().map_or("skip", |s| s).to_string(),
+        };
+        if actual != expected {
+            return actual;
+        }
+        first_actual.get_or_insert(actual);
+    }
+    first_actual.unwrap_or_else(|| "skip".to_string())
+}
+
+fn evaluate(
+    set: &PolicySet,
+    values: &TestValues,
+    policy: &str,
+    resource: &Value,
+) -> Vec<RuleOutcome> {
+    let resource_name = resource
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let variables = values.for_resource(policy, resource_name);
+    // The Kyverno CLI treats a `request.operation` value as the operation,
+    // with the resource as both old and new object for UPDATE/DELETE.
+    let operation = variables
+        .get("request.operation")
+        .and_then(Value::as_str)
+        .and_then(Operation::parse)
+        .unwrap_or(Operation::Create);
+    let namespace = resource
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let input = EvalInput {
+        resource,
+        old_resource: matches!(operation, Operation::Update | Operation::Delete)
+            .then_some(resource),
+        operation,
+        user_info: UserInfo::default(),
+        namespace_labels: values.namespace_labels.get(namespace),
+        admission_info: None,
+        variables: &variables,
+    };
+    set.validate_policy(policy, &input)
+}
+
+/// Renders the per-mismatch lines and the closing summary line.
+pub fn render_text(report: &ConformanceReport) -> String {
+    let mut out = String::new();
+    for check in report.results.iter().filter(|c| !c.ok) {
+        out.push_str(&format!(
+            "MISMATCH {}: policy={} rule={} kind={} resource={} expected={} actual={}\n",
+            check.test,
+            check.policy,
+            check.rule,
+            check.kind,
+            check.resource,
+            check.expected,
+            check.actual
+        ));
+    }
+    out.push_str(&report.summary());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_format() {
+        let mut report = ConformanceReport::default();
+        report.results.push(ResultCheck {
+            test: "t".into(),
+            policy: "p".into(),
+            rule: "r".into(),
+            kind: "Pod".into(),
+            resource: "x".into(),
+            expected: "pass".into(),
+            actual: "fail".into(),
+            ok: false,
+        });
+        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert!(render_text(&report).starts_with("MISMATCH t: policy=p rule=r"));
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        assert!(matches!(
+            run_dir(Path::new("/definitely/not/here")),
+            Err(ConformanceError::MissingDirectory(_))
+        ));
+    }
+}
