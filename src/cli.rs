@@ -34,7 +34,7 @@ pub enum Command {
     /// Try a language model on one evidence document, without a cluster.
     Llm {
         #[command(subcommand)]
-        command: crate::llm::command::LlmCommand,
+        command: crate::remediation::propose::command::LlmCommand,
     },
 }
 
@@ -97,7 +97,9 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Some(Command::Policy { command }) => run_policy(command),
-        Some(Command::Llm { command }) => crate::llm::command::run_llm_command(command),
+        Some(Command::Llm { command }) => {
+            crate::remediation::propose::command::run_llm_command(command)
+        }
         Some(Command::Certs(args)) => crate::admission::command::run_certs_command(&args),
         Some(Command::Run(args)) if args.webhook_only => {
             crate::admission::command::run_webhook_command(args.webhook)

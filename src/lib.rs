@@ -7,6 +7,7 @@
 //! - [`llm`]: model providers for proposals.
 pub mod admission;
 pub mod cli;
+pub mod k8s;
 pub mod llm;
 pub mod operator;
 pub mod plugin;

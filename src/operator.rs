@@ -148,7 +148,7 @@ impl ControllerParts {
         webhook: &Webhook,
         key: ApprovalKey,
         metrics: RemediationMetrics,
-        llm: Option<Arc<crate::llm::propose::ModelProposer>>,
+        llm: Option<Arc<crate::remediation::propose::model::ModelProposer>>,
     ) -> Self {
         let identity = args
             .pod_name
@@ -336,7 +336,7 @@ async fn model_proposer(
     namespace: &str,
     config_map: &str,
     config: &ControllerConfig,
-) -> Option<Arc<crate::llm::propose::ModelProposer>> {
+) -> Option<Arc<crate::remediation::propose::model::ModelProposer>> {
     use k8s_openapi::api::core::v1::ConfigMap;
     let data = match Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get_opt(config_map)
@@ -357,7 +357,10 @@ async fn model_proposer(
             return None;
         }
     };
-    match crate::llm::propose::ModelProposer::from_config(&llm, config.rules.memory_cap) {
+    match crate::remediation::propose::model::ModelProposer::from_config(
+        &llm,
+        config.rules.memory_cap,
+    ) {
         Ok(proposer) => {
             tracing::info!(provider = ?llm.provider, model = %llm.model, url = %llm.url, "model proposals configured");
             Some(Arc::new(proposer))

@@ -170,10 +170,10 @@ fn the_schema_check_rejects_what_the_schema_forbids() {
 #[tokio::test]
 async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
     use aiops_operator::llm::config::{LlmConfig, ProviderKind};
-    use aiops_operator::llm::propose::{Incident, ModelProposer};
     use aiops_operator::policy::PolicySet;
     use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
     use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+    use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
 
     let config = LlmConfig {
         provider: ProviderKind::Openai,

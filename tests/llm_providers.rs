@@ -11,18 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aiops_operator::llm::command::{guard_offline, offline_workload, report};
-use aiops_operator::llm::{
-    ApiKey, Incident, LlmConfig, LlmError, ModelProposal, ModelProposer, ProviderKind,
-    build_provider,
-};
+use aiops_operator::k8s::redact::redact;
+use aiops_operator::llm::{ApiKey, LlmConfig, LlmError, ProviderKind, build_provider};
 use aiops_operator::policy::PolicySet;
 use aiops_operator::remediation::crd::{
     Action, ContainerTemplate, Evidence, Finding, LogTail, Proposal, WorkloadRef,
 };
 use aiops_operator::remediation::evidence::summarize_containers;
 use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
-use aiops_operator::remediation::redact::redact;
+use aiops_operator::remediation::propose::command::{guard_offline, offline_workload, report};
+use aiops_operator::remediation::propose::model::{Incident, ModelProposal, ModelProposer};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -237,7 +237,7 @@ async fn a_refused_model_proposal_leaves_the_rules_diagnosis_in_front_and_stays_
         serde_json::to_string(&evidence)
             .unwrap()
             .contains("superuser password is not specified"),
-        "the crash line is still in the evidence"
+        "the crash line is in the evidence: {evidence:?}"
     );
     assert!(status.guardrail.is_some_and(|g| g.allowed));
     let metrics = op.metrics().await;

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::config::LlmConfig;
 use super::provider::{LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage};
-use super::schema::validate_answer;
 use super::transport::HttpTransport;
+use super::validate::validate_answer;
 
 /// A model served by Ollama.
 #[derive(Debug)]

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use super::config::LlmConfig;
 use super::provider::{LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage};
-use super::schema::validate_answer;
 use super::transport::HttpTransport;
-use crate::remediation::redact::{redact, truncate};
+use super::validate::validate_answer;
+use crate::k8s::redact::{redact, truncate};
 
 /// A model behind an OpenAI-compatible endpoint.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use super::breaker::CircuitBreaker;
 use super::config::{ApiKey, LlmConfig};
 use super::provider::LlmError;
-use crate::remediation::redact::{redact, truncate};
+use crate::k8s::redact::{redact, truncate};
 
 /// The longest retry delay, whatever the attempt.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);

@@ -31,14 +31,14 @@ use super::crd::{
     DryRun, Phase, Proposal, REGENERATE_ANNOTATION, Remediation, RemediationStatus, Snapshot,
     WorkloadRef,
 };
-use super::detect::detect_anomaly;
+use super::detect::{detect_anomaly, restarted_after_failure};
 use super::evidence::{fetch_workload, gather_evidence, revision_templates};
 use super::guardrails::{guard_proposal, introduced_policy_violations};
 use super::patch::{diff, merge_apply, restore_patch};
+use super::propose::rules::propose_from_rules;
 use super::rollout::{RolloutProgress, rollout_progress};
-use super::rules::propose_from_rules;
 use super::{Shared, status_patch};
-use crate::llm::propose::ModelProposal as ModelAnswer;
+use crate::remediation::propose::model::ModelProposal as ModelAnswer;
 
 /// Why a reconcile failed; every variant is retried by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,8 @@ async fn transition(
     Ok(())
 }
 
-/// The workload's pods that show findings now.
+/// The workload's pods that show findings now, or crashed and restarted
+/// (between two crashes a crash-looping pod shows none).
 async fn failing_pods(
     shared: &Shared,
     namespace: &str,
@@ -179,7 +180,10 @@ async fn failing_pods(
     let now = Timestamp::now();
     Ok(pods
         .into_iter()
-        .filter(|p| !detect_anomaly(p, now, shared.config.not_ready_after).is_empty())
+        .filter(|p| {
+            restarted_after_failure(p)
+                || !detect_anomaly(p, now, shared.config.not_ready_after).is_empty()
+        })
         .collect())
 }
 

@@ -103,6 +103,27 @@ fn image_does_not_exist(message: &str) -> bool {
     .any(|needle| message.contains(needle))
 }
 
+/// Whether a container of `pod` has restarted after a failed run: a
+/// crash-looping container is `Running` for a moment between crashes, and
+/// its previous logs are still the evidence a case needs.
+pub fn restarted_after_failure(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .any(|c| {
+            c.restart_count > 0
+                && c.last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code != 0)
+        })
+}
+
 /// Everything wrong with one pod right now. `now` decides the NotReady
 /// threshold (`not_ready_after`), measured from the pod's start time.
 pub fn detect_anomaly(pod: &Pod, now: Timestamp, not_ready_after: Duration) -> Vec<PodFinding> {
@@ -334,6 +355,27 @@ mod tests {
         let found = detect_anomaly(&p, now(), Duration::from_secs(120));
         assert_eq!(found[0].reason, "CrashLoopBackOff");
         assert_eq!(found[0].exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_crash_looping_container_between_crashes_has_restarted_after_failure() {
+        let between = pod(json!({
+            "spec": {"containers": [{"name": "db", "image": "postgres:16.4"}]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "db", "image": "postgres:16.4", "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+        }));
+        assert!(detect_anomaly(&between, now(), Duration::from_secs(120)).is_empty());
+        assert!(restarted_after_failure(&between));
+        let clean_exit = pod(json!({
+            "spec": {"containers": [{"name": "db", "image": "postgres:16.4"}]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "db", "image": "postgres:16.4", "imageID": "", "ready": true, "restartCount": 1,
+                "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
+        }));
+        assert!(!restarted_after_failure(&clean_exit));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use super::crd::{
     ContainerTemplate, EventSummary, Evidence, LogTail, ObservedContainer, Revision, WorkloadRef,
 };
 use super::guardrails::pod_spec_path;
-use super::redact::{redact, redact_args, truncate};
+use crate::k8s::redact::{redact, redact_args, truncate};
 
 /// The bound on serialized (compact JSON) evidence.
 pub const MAX_EVIDENCE_BYTES: usize = 16 * 1024;

@@ -128,7 +128,11 @@ impl RemediationMetrics {
     /// A model call that produced a proposal, counted once the guardrails
     /// and the dry run decided: `shown` when it is what the reviewer sees,
     /// else `refused` (the rules' proposal stood in for it).
-    pub fn observe_model_answer(&self, answer: &crate::llm::propose::ModelProposal, shown: bool) {
+    pub fn observe_model_answer(
+        &self,
+        answer: &crate::remediation::propose::model::ModelProposal,
+        shown: bool,
+    ) {
         let result = match (shown, answer.cached) {
             (false, _) => "refused",
             (true, true) => "cached",
@@ -189,8 +193,8 @@ mod tests {
 
     #[test]
     fn model_calls_count_tokens_and_time_but_not_cache_hits_and_refusals_by_name() {
-        use crate::llm::propose::ModelProposal;
         use crate::llm::provider::Usage;
+        use crate::remediation::propose::model::ModelProposal;
         let mut registry = Registry::default();
         let metrics = RemediationMetrics::register(&mut registry);
         let answer = ModelProposal {

@@ -11,8 +11,7 @@
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
 //! - [`owner`]: from a broken pod to the workload a fix targets.
-//! - [`redact`]: masks credential-looking text before it becomes evidence.
-//! - [`rules`]: fixes proposed without a model, when the cluster knows the answer.
+//! - [`propose`]: proposals, from the rules or from a model.
 //! - [`detector`]: the pod watcher that opens one Remediation per workload.
 //! - [`controller`]: the phase machine from proposal to verified fix.
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
@@ -31,9 +30,8 @@ pub mod metrics;
 pub mod model_calls;
 pub mod owner;
 pub mod patch;
-pub mod redact;
+pub mod propose;
 pub mod rollout;
-pub mod rules;
 
 use std::time::Duration;
 
@@ -75,7 +73,7 @@ pub struct ControllerConfig {
     pub retention: Duration,
     /// Bounded retries of an apply.
     pub max_attempts: u32,
-    pub rules: rules::RuleConfig,
+    pub rules: propose::rules::RuleConfig,
     pub guardrails: GuardrailLimits,
 }
 
@@ -92,7 +90,7 @@ impl ControllerConfig {
             resolve_after: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 3600),
             max_attempts: 3,
-            rules: rules::RuleConfig::default(),
+            rules: propose::rules::RuleConfig::default(),
             guardrails: GuardrailLimits {
                 operator_namespace: operator_namespace.to_string(),
                 ..GuardrailLimits::default()
@@ -112,7 +110,7 @@ pub struct Shared {
     /// The admission ConfigMap's view: exempt namespaces are not watched either.
     pub modes: ModeHandle,
     /// The model proposer, when a provider is configured (`llm.provider`).
-    pub llm: Option<std::sync::Arc<crate::llm::propose::ModelProposer>>,
+    pub llm: Option<std::sync::Arc<crate::remediation::propose::model::ModelProposer>>,
     /// Model calls in flight or finished, by Remediation uid: they run on
     /// their own tasks, never inside a reconcile worker.
     pub model_calls: model_calls::ModelCalls,

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::llm::propose::{Incident, ModelProposal, ModelProposer};
 use crate::remediation::crd::{Evidence, Finding};
+use crate::remediation::propose::model::{Incident, ModelProposal, ModelProposer};
 
 type Outcome = Result<Box<ModelProposal>, FailedCall>;
 

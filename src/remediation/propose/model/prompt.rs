@@ -20,10 +20,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::schema::IncidentFacts;
+use crate::k8s::redact::{redact, redact_args};
 use crate::remediation::crd::{Evidence, Finding};
 use crate::remediation::evidence::bound_evidence;
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
-use crate::remediation::redact::{redact, redact_args};
 
 pub const BEGIN_UNTRUSTED: &str = "BEGIN UNTRUSTED EVIDENCE";
 pub const END_UNTRUSTED: &str = "END UNTRUSTED EVIDENCE";
@@ -341,8 +341,8 @@ fn worked_example(facts: &IncidentFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::schema::incident_facts;
     use crate::remediation::crd::{ContainerTemplate, LogTail, WorkloadRef};
+    use crate::remediation::propose::model::schema::incident_facts;
 
     fn evidence(log_lines: usize) -> Evidence {
         Evidence {

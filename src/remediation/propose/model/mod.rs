@@ -1,3 +1,16 @@
+//! A language model's proposal for one incident. The model never writes a
+//! patch or chooses a target: it fills in a small "fix" object whose JSON
+//! Schema is built per incident from cluster facts (container names,
+//! verified candidate images, memory bounds, known env names); the answer is
+//! validated against that schema, and this code turns it into a
+//! server-side-apply patch of the Remediation's own workload, which the
+//! guardrails then check. Nothing a model says is trusted.
+//!
+//! - [`schema`]: the per-incident JSON Schema and the facts behind it.
+//! - [`prompt`]: the prompt, its token budget and the redaction of what goes in.
+//! - [`answer`]: from a schema-valid answer to a sealed proposal.
+//! - [`cache`]: answers reused for identical failure fingerprints.
+//!
 //! The pipeline the controller calls for one incident: redact → facts →
 //! per-incident schema → prompt within budget → cache or model call
 //! (validated against the schema) → fix object → sealed proposal for the
@@ -13,12 +26,17 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::answer::{fix_to_proposal, parse_fix};
-use super::cache::{ProposalCache, fingerprint};
-use super::config::{LlmConfig, ProviderKind};
-use super::prompt::{PromptStats, build_prompt, redact_evidence, redact_findings};
-use super::provider::{LlmError, ProposalRequest, Provider, Usage};
-use super::schema::{SCHEMA_NAME, answer_schema, incident_facts};
+pub mod answer;
+pub mod cache;
+pub mod prompt;
+pub mod schema;
+
+use self::answer::{fix_to_proposal, parse_fix};
+use self::cache::{ProposalCache, fingerprint};
+use self::prompt::{PromptStats, build_prompt, redact_evidence, redact_findings};
+use self::schema::{SCHEMA_NAME, answer_schema, incident_facts};
+use crate::llm::config::{LlmConfig, ProviderKind};
+use crate::llm::provider::{LlmError, ProposalRequest, Provider, Usage};
 use crate::remediation::crd::{Evidence, Finding, Proposal};
 
 /// One broken workload, as the controller knows it.
@@ -79,7 +97,7 @@ impl ModelProposer {
     /// The proposer the configuration names.
     pub fn from_config(config: &LlmConfig, memory_cap: u64) -> Result<Self, LlmError> {
         Ok(ModelProposer::new(
-            super::provider::build_provider(config)?,
+            crate::llm::provider::build_provider(config)?,
             config,
             memory_cap,
         ))
@@ -181,7 +199,7 @@ impl ModelProposer {
 struct Prepared {
     request: ProposalRequest,
     stats: PromptStats,
-    facts: super::schema::IncidentFacts,
+    facts: schema::IncidentFacts,
     key: String,
 }
 

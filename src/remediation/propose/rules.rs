@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 
-use super::crd::{Action, Evidence, Finding, Proposal};
-use super::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
-use super::evidence::{ManagedBy, RevisionTemplate, management_tools};
-use super::guardrails::pod_spec_path;
+use crate::remediation::crd::{Action, Evidence, Finding, Proposal};
+use crate::remediation::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
+use crate::remediation::evidence::{ManagedBy, RevisionTemplate, management_tools};
+use crate::remediation::guardrails::pod_spec_path;
 
 /// The `source` of every proposal made here.
 pub const RULES_SOURCE: &str = "rules";
@@ -595,7 +595,7 @@ fn one_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    super::redact::truncate(flat.trim(), 240)
+    crate::k8s::redact::truncate(flat.trim(), 240)
 }
 
 fn risks(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Vec<String> {

@@ -9,13 +9,13 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
-use super::config::{ConfigError, LlmConfig, ProviderKind};
-use super::propose::{Incident, ModelProposal, ModelProposer};
-use super::provider::LlmError;
+use super::model::{Incident, ModelProposal, ModelProposer};
+use crate::llm::config::{ConfigError, LlmConfig, ProviderKind};
+use crate::llm::provider::LlmError;
 use crate::policy::{PolicyError, PolicySet};
 use crate::remediation::crd::{Evidence, Finding, GuardrailVerdict};
 use crate::remediation::guardrails::{GuardrailLimits, guard_proposal, pod_spec_path};
-use crate::remediation::rules::RuleConfig;
+use crate::remediation::propose::rules::RuleConfig;
 
 /// `llm` subcommands.
 #[derive(Debug, clap::Subcommand)]

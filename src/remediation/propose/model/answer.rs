@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::provider::LlmError;
 use super::schema::IncidentFacts;
+use crate::k8s::redact::{redact, truncate};
+use crate::llm::provider::LlmError;
 use crate::remediation::crd::{Action, Evidence, Proposal};
 use crate::remediation::guardrails::pod_spec_path;
-use crate::remediation::redact::{redact, truncate};
-use crate::remediation::rules::format_memory;
+use crate::remediation::propose::rules::format_memory;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -366,9 +366,9 @@ fn workload_patch(evidence: &Evidence, lists: BTreeMap<&'static str, Vec<Value>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::schema::{ContainerFacts, MemoryBounds};
     use crate::remediation::crd::WorkloadRef;
     use crate::remediation::guardrails::ChangeClass;
+    use crate::remediation::propose::model::schema::{ContainerFacts, MemoryBounds};
 
     fn evidence(kind: &str) -> Evidence {
         Evidence {

@@ -2,10 +2,9 @@
 //! into evidence (logs, command and args, event messages, probe commands).
 //!
 //! Evidence is stored in the Remediation's status, shown to reviewers and
-//! sent to a model, so a leaked token there is a leak to all of them
-//! (origin flaw #9). Redaction works on shapes, not on knowledge of the
-//! secrets: bearer tokens, JWTs, cloud and SaaS key formats, private key
-//! blocks, `password=…`-style pairs, credentials in URLs and long
+//! sent to a model, so a leaked token there is a leak to all of them.
+//! Redaction works on shapes, not on knowledge of the secrets: bearer
+//! tokens, JWTs, cloud and SaaS key formats, private key blocks, `password=…`-style pairs, credentials in URLs and long
 //! high-entropy strings. It errs towards masking: a masked harmless value
 //! costs a little context, a leaked secret cannot be taken back.
 use std::borrow::Cow;

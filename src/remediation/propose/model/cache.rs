@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::provider::ModelAnswer;
+use crate::llm::provider::ModelAnswer;
 use crate::remediation::crd::{ContainerTemplate, Finding};
 
 /// The cache key of one incident.

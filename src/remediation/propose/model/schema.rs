@@ -25,11 +25,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Value, json};
 
-use super::provider::LlmError;
 use crate::remediation::crd::{Evidence, Finding};
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
-use crate::remediation::redact::{redact, truncate};
-use crate::remediation::rules::parse_memory;
+use crate::remediation::propose::rules::parse_memory;
 
 /// The schema's name in OpenAI's `json_schema.name`.
 pub const SCHEMA_NAME: &str = "remediation_fix";
@@ -41,7 +39,6 @@ const MAX_ENV_NAMES: usize = 32;
 const MAX_ENV_CHANGES: usize = 8;
 const MAX_COMMAND_ITEMS: usize = 16;
 const MAX_STRING: usize = 256;
-const MAX_VIOLATIONS_SHOWN: usize = 8;
 
 /// A container image reference with a tag and/or digest.
 const IMAGE_PATTERN: &str =
@@ -457,40 +454,11 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
     })
 }
 
-/// Parses the model's text and checks it against `schema`. Nothing else
-/// looks at an answer that fails here.
-pub fn validate_answer(schema: &Value, content: &str) -> Result<Value, LlmError> {
-    let answer: Value = serde_json::from_str(content).map_err(|source| LlmError::InvalidJson {
-        excerpt: truncate(&redact(content.trim()), 120),
-        source,
-    })?;
-    let validator = jsonschema::validator_for(schema).map_err(|e| LlmError::BadSchema {
-        detail: e.to_string(),
-    })?;
-    let violations: Vec<String> = validator
-        .iter_errors(&answer)
-        .take(MAX_VIOLATIONS_SHOWN)
-        .map(|error| {
-            let path = error.instance_path().to_string();
-            let at = if path.is_empty() {
-                "/".to_string()
-            } else {
-                path
-            };
-            // The message quotes the offending value, which may be huge or hostile.
-            format!("at {at}: {}", truncate(&redact(&error.to_string()), 200))
-        })
-        .collect();
-    if violations.is_empty() {
-        Ok(answer)
-    } else {
-        Err(LlmError::SchemaViolation { violations })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::provider::LlmError;
+    use crate::llm::validate::validate_answer;
     use crate::remediation::crd::{ContainerTemplate, Revision, WorkloadRef};
 
     fn evidence(image: &str) -> Evidence {
