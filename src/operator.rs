@@ -108,11 +108,7 @@ pub async fn approval_key(client: &Client, namespace: &str) -> Result<ApprovalKe
         return Ok(ApprovalKey::new(key));
     }
     let mut bytes = vec![0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(OperatorError::Random)?,
-        &mut bytes,
-    )
-    .map_err(OperatorError::Random)?;
+    getrandom::fill(&mut bytes).map_err(|e| OperatorError::Random(e.into()))?;
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(APPROVAL_KEY_SECRET.into()),

@@ -7,6 +7,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use aiops_operator::k8s::quantity::parse_memory;
 use aiops_operator::remediation::crd::{Evidence, Finding, WorkloadRef};
 use aiops_operator::remediation::detect::detect_anomaly;
 use aiops_operator::remediation::evidence::{
@@ -14,7 +15,7 @@ use aiops_operator::remediation::evidence::{
     revision_templates,
 };
 use aiops_operator::remediation::owner::{OwnedWorkload, OwnerCache, owner_workload};
-use aiops_operator::remediation::propose::rules::{RuleConfig, parse_memory, propose_from_rules};
+use aiops_operator::remediation::propose::rules::{RuleConfig, propose_from_rules};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};

@@ -1,6 +1,12 @@
 //! Small facts about Kubernetes objects that every other module needs, in
-//! one leaf module that imports nothing else from the project: the
-//! redaction of credential-looking text before it leaves as evidence or a
-//! prompt, and (as they are consolidated here) the helpers for workloads,
-//! pods and JSON pointers.
+//! one leaf module that imports nothing else from the operator (only the
+//! policy engine's quantity parser):
+//!
+//! - [`redact`]: credential-looking text masked before it leaves as
+//!   evidence, an Event or a prompt;
+//! - [`pod_spec`]: where each workload kind keeps its pod spec, and the
+//!   partial object that changes containers there;
+//! - [`quantity`]: memory quantities as bytes.
+pub mod pod_spec;
+pub mod quantity;
 pub mod redact;

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::crd::{Finding, GuardrailVerdict, Proposal, WorkloadRef};
 use super::patch::{merge_apply, touched_paths};
+use crate::k8s::pod_spec::{get_dotted, pod_spec_path};
 use crate::policy::{EvalInput, PolicySet, RuleStatus};
 
 /// Limits on what a proposal may carry.
@@ -64,16 +65,6 @@ pub fn allowed_changes(reason: &str) -> &'static [ChangeClass] {
         "NotReady" => &[Probes, Resources],
         "Unschedulable" => &[Resources],
         _ => &[],
-    }
-}
-
-/// The pod spec inside a workload of this kind (`spec.template.spec`, or the
-/// CronJob's `spec.jobTemplate.spec.template.spec`, or a bare Pod's `spec`).
-pub fn pod_spec_path(kind: &str) -> &'static str {
-    match kind {
-        "Pod" => "spec",
-        "CronJob" => "spec.jobTemplate.spec.template.spec",
-        _ => "spec.template.spec",
     }
 }
 
@@ -201,7 +192,7 @@ fn check_paths(
     violations: &mut Vec<String>,
 ) {
     let pod_spec = pod_spec_path(kind);
-    let live_spec = pointer(live, pod_spec);
+    let live_spec = get_dotted(live, pod_spec);
     for path in touched_paths(patch) {
         let Some(rest) = path
             .strip_prefix(pod_spec)
@@ -265,10 +256,6 @@ fn split_container_path(rest: &str) -> Option<(&str, &str, &str)> {
     let field = after.strip_prefix('.')?;
     let field = field.split(['.', '[']).next()?;
     Some((list, container, field))
-}
-
-fn pointer<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(value, |v, key| v.get(key))
 }
 
 /// Enforce-mode failures the patch introduces (failing after, passing before).

@@ -42,7 +42,7 @@ use serde_json::Value;
 use super::crd::{
     ContainerTemplate, EventSummary, Evidence, LogTail, ObservedContainer, Revision, WorkloadRef,
 };
-use super::guardrails::pod_spec_path;
+use crate::k8s::pod_spec::pod_template_pointer;
 use crate::k8s::redact::{redact, redact_args, truncate};
 
 /// The bound on serialized (compact JSON) evidence.
@@ -309,26 +309,13 @@ pub async fn fetch_workload(
     Ok(value)
 }
 
-/// Where the pod template sits in a workload of `kind`, as a JSON pointer
-/// ("" for a bare Pod, which is its own template).
-pub fn pod_template_pointer(kind: &str) -> String {
-    let template = pod_spec_path(kind)
-        .strip_suffix(".spec")
-        .unwrap_or_default();
-    if template.is_empty() {
-        String::new()
-    } else {
-        format!("/{}", template.replace('.', "/"))
-    }
-}
-
 fn current_template(
     namespace: &str,
     workload: &WorkloadRef,
     live: &Value,
 ) -> Result<PodTemplateSpec, EvidenceError> {
     let pointer = pod_template_pointer(&workload.kind);
-    let raw = live.pointer(&pointer).cloned().unwrap_or(Value::Null);
+    let raw = live.pointer(pointer).cloned().unwrap_or(Value::Null);
     let raw = if pointer.is_empty() {
         // A Pod: keep only what a template has.
         serde_json::json!({"metadata": raw.get("metadata"), "spec": raw.get("spec")})
@@ -337,7 +324,7 @@ fn current_template(
     };
     serde_json::from_value(raw).map_err(|source| EvidenceError::Template {
         workload: describe(namespace, workload),
-        path: pointer,
+        path: pointer.to_string(),
         source,
     })
 }

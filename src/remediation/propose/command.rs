@@ -10,11 +10,12 @@ use std::process::ExitCode;
 use serde_json::{Map, Value, json};
 
 use super::model::{Incident, ModelProposal, ModelProposer};
+use crate::k8s::pod_spec::{ObjectKey, containers_patch};
 use crate::llm::config::{ConfigError, LlmConfig, ProviderKind};
 use crate::llm::provider::LlmError;
 use crate::policy::{PolicyError, PolicySet};
 use crate::remediation::crd::{Evidence, Finding, GuardrailVerdict};
-use crate::remediation::guardrails::{GuardrailLimits, guard_proposal, pod_spec_path};
+use crate::remediation::guardrails::{GuardrailLimits, guard_proposal};
 use crate::remediation::propose::rules::RuleConfig;
 
 /// `llm` subcommands.
@@ -316,27 +317,16 @@ pub fn offline_workload(evidence: &Evidence) -> Value {
         };
         lists.entry(list).or_default().push(Value::Object(item));
     }
-    let mut spec = Value::Object(
-        lists
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), Value::Array(v)))
-            .collect(),
-    );
-    for key in pod_spec_path(&evidence.workload.kind).rsplit('.') {
-        spec = json!({ key: spec });
-    }
-    let mut object = json!({
-        "apiVersion": evidence.workload.api_version,
-        "kind": evidence.workload.kind,
-        "metadata": {
-            "name": evidence.workload.name,
-            "namespace": evidence.namespace,
-            "uid": evidence.workload.uid,
+    let mut object = containers_patch(
+        ObjectKey {
+            api_version: &evidence.workload.api_version,
+            kind: &evidence.workload.kind,
+            name: &evidence.workload.name,
+            namespace: &evidence.namespace,
         },
-    });
-    if let (Some(object), Value::Object(spec)) = (object.as_object_mut(), spec) {
-        object.extend(spec);
-    }
+        lists,
+    );
+    object["metadata"]["uid"] = json!(evidence.workload.uid);
     object
 }
 

@@ -20,10 +20,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 
+use crate::k8s::pod_spec::{ObjectKey, containers_patch, pod_spec_pointer};
+use crate::k8s::quantity::{format_memory, parse_memory};
 use crate::remediation::crd::{Action, Evidence, Finding, Proposal};
 use crate::remediation::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
 use crate::remediation::evidence::{ManagedBy, RevisionTemplate, management_tools};
-use crate::remediation::guardrails::pod_spec_path;
 
 /// The `source` of every proposal made here.
 pub const RULES_SOURCE: &str = "rules";
@@ -99,7 +100,7 @@ pub fn propose_from_rules(
     config: &RuleConfig,
 ) -> Proposal {
     let kind = evidence.workload.kind.as_str();
-    let spec = workload.pointer(&pointer_of(pod_spec_path(kind)));
+    let spec = workload.pointer(pod_spec_pointer(kind));
     let outcomes: Vec<Outcome> = primary_findings(findings)
         .into_iter()
         .map(|finding| Outcome {
@@ -716,84 +717,15 @@ fn workload_patch(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Value {
             .or_default()
             .push(Value::Object(container));
     }
-    let mut body = Value::Object(
-        lists
-            .into_iter()
-            .map(|(list, items)| (list.to_string(), Value::Array(items)))
-            .collect(),
-    );
-    for key in pod_spec_path(&evidence.workload.kind).rsplit('.') {
-        body = json!({ key: body });
-    }
-    let mut patch = json!({
-        "apiVersion": evidence.workload.api_version,
-        "kind": evidence.workload.kind,
-        "metadata": {"name": evidence.workload.name, "namespace": evidence.namespace},
-    });
-    if let (Some(patch), Value::Object(body)) = (patch.as_object_mut(), body) {
-        patch.extend(body);
-    }
-    patch
-}
-
-/// "spec.template.spec" → "/spec/template/spec".
-fn pointer_of(dotted: &str) -> String {
-    format!("/{}", dotted.replace('.', "/"))
-}
-
-/// Bytes in a Kubernetes memory quantity ("16Mi", "1G", "1.5Gi", "128974848",
-/// "129e6"); None for what a memory limit cannot be.
-pub fn parse_memory(quantity: &str) -> Option<u64> {
-    let quantity = quantity.trim();
-    let split = quantity
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(quantity.len());
-    let (number, suffix) = quantity.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let multiplier: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exponent if exponent.starts_with(['e', 'E']) => {
-            10f64.powi(exponent[1..].parse::<i32>().ok()?)
-        }
-        _ => return None,
-    };
-    let bytes = (number * multiplier).ceil();
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
-/// The shortest exact quantity for `bytes`: binary units first ("32Mi"),
-/// then decimal ("200M"), then plain bytes.
-pub fn format_memory(bytes: u64) -> String {
-    const UNITS: &[(u64, &str)] = &[
-        (1024 * 1024 * 1024 * 1024, "Ti"),
-        (1024 * 1024 * 1024, "Gi"),
-        (1024 * 1024, "Mi"),
-        (1024, "Ki"),
-        (1_000_000_000_000, "T"),
-        (1_000_000_000, "G"),
-        (1_000_000, "M"),
-        (1_000, "k"),
-    ];
-    if bytes == 0 {
-        return "0".into();
-    }
-    UNITS
-        .iter()
-        .find(|(unit, _)| bytes.is_multiple_of(*unit))
-        .map(|(unit, suffix)| format!("{}{suffix}", bytes / unit))
-        .unwrap_or_else(|| bytes.to_string())
+    containers_patch(
+        ObjectKey {
+            api_version: &evidence.workload.api_version,
+            kind: &evidence.workload.kind,
+            name: &evidence.workload.name,
+            namespace: &evidence.namespace,
+        },
+        lists,
+    )
 }
 
 #[cfg(test)]
@@ -1425,21 +1357,5 @@ mod tests {
             proposal.summary
         );
         assert!(proposal.confidence <= 0.5);
-    }
-
-    #[test]
-    fn memory_quantities_parse_and_format() {
-        assert_eq!(parse_memory("16Mi"), Some(16 * 1024 * 1024));
-        assert_eq!(parse_memory("1.5Gi"), Some(1536 * 1024 * 1024));
-        assert_eq!(parse_memory("100M"), Some(100_000_000));
-        assert_eq!(parse_memory("129e6"), Some(129_000_000));
-        assert_eq!(parse_memory("128974848"), Some(128_974_848));
-        assert_eq!(parse_memory("lots"), None);
-        assert_eq!(parse_memory("5Xi"), None);
-        assert_eq!(format_memory(32 * 1024 * 1024), "32Mi");
-        assert_eq!(format_memory(2 * GI), "2Gi");
-        assert_eq!(format_memory(200_000_000), "200M");
-        assert_eq!(format_memory(1536 * 1024 * 1024), "1536Mi");
-        assert_eq!(format_memory(1001), "1001");
     }
 }

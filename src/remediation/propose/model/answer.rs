@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::schema::IncidentFacts;
+use crate::k8s::pod_spec::{ObjectKey, containers_patch};
+use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, truncate};
 use crate::llm::provider::LlmError;
 use crate::remediation::crd::{Action, Evidence, Proposal};
-use crate::remediation::guardrails::pod_spec_path;
-use crate::remediation::propose::rules::format_memory;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -157,7 +157,15 @@ pub fn fix_to_proposal(
                 actions.push(Action {
                     target: workload.clone(),
                     namespace: evidence.namespace.clone(),
-                    patch: workload_patch(evidence, lists),
+                    patch: containers_patch(
+                        ObjectKey {
+                            api_version: &workload.api_version,
+                            kind: &workload.kind,
+                            name: &workload.name,
+                            namespace: &evidence.namespace,
+                        },
+                        lists,
+                    ),
                 });
                 rollback_plan.push(
                     "the operator's snapshot restores the prior values of the changed fields"
@@ -342,27 +350,6 @@ fn container_patch(
 
 /// The server-side-apply partial object: identity from the evidence, the
 /// container items under the kind's pod spec.
-fn workload_patch(evidence: &Evidence, lists: BTreeMap<&'static str, Vec<Value>>) -> Value {
-    let mut body = Value::Object(
-        lists
-            .into_iter()
-            .map(|(list, items)| (list.to_string(), Value::Array(items)))
-            .collect(),
-    );
-    for key in pod_spec_path(&evidence.workload.kind).rsplit('.') {
-        body = json!({ key: body });
-    }
-    let mut patch = json!({
-        "apiVersion": evidence.workload.api_version,
-        "kind": evidence.workload.kind,
-        "metadata": {"name": evidence.workload.name, "namespace": evidence.namespace},
-    });
-    if let (Some(patch), Value::Object(body)) = (patch.as_object_mut(), body) {
-        patch.extend(body);
-    }
-    patch
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

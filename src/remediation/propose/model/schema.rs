@@ -22,12 +22,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use aiops_policy::images::ImageReference;
 use regex::Regex;
 use serde_json::{Value, json};
 
+use crate::k8s::quantity::parse_memory;
 use crate::remediation::crd::{Evidence, Finding};
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
-use crate::remediation::propose::rules::parse_memory;
 
 /// The schema's name in OpenAI's `json_schema.name`.
 pub const SCHEMA_NAME: &str = "remediation_fix";
@@ -219,7 +220,7 @@ pub fn image_candidates(
     container: &ContainerFacts,
     cluster_images: &[String],
 ) -> Vec<String> {
-    let Some(current) = split_reference(&container.image) else {
+    let Some((current, _)) = repository_of(&container.image) else {
         return Vec::new();
     };
     let history = evidence
@@ -232,13 +233,13 @@ pub fn image_candidates(
         if out.len() >= MAX_CANDIDATES {
             break;
         }
-        let Some(candidate) = split_reference(image) else {
+        let Some((candidate, unversioned)) = repository_of(image) else {
             continue;
         };
         let usable = image != &container.image
             && is_match(&IMAGE_REFERENCE, image)
-            && !candidate.tag.is_empty_or_latest()
-            && similar_repository(&current.repository, &candidate.repository)
+            && !unversioned
+            && similar_repository(&current, &candidate)
             && !out.contains(image);
         if usable {
             out.push(image.clone());
@@ -247,64 +248,20 @@ pub fn image_candidates(
     out
 }
 
-struct Reference {
-    repository: String,
-    tag: Tag,
-}
-
-enum Tag {
-    None,
-    Named(String),
-    Digest,
-}
-
-impl Tag {
-    fn is_empty_or_latest(&self) -> bool {
-        match self {
-            Tag::None => true,
-            Tag::Named(tag) => tag == "latest",
-            Tag::Digest => false,
-        }
-    }
-}
-
-/// "ghcr.io/acme/web:1.2@sha256:…" → repository "ghcr.io/acme/web", with
-/// Docker Hub's implicit registry and `library/` made explicit.
-fn split_reference(image: &str) -> Option<Reference> {
+/// An image's repository with Docker Hub's implicit registry and `library/`
+/// made explicit ("nginx:1.25" → "docker.io/library/nginx"), and whether it
+/// names no version (untagged or `:latest`, and no digest).
+fn repository_of(image: &str) -> Option<(String, bool)> {
     let image = image.trim();
     if image.is_empty() {
         return None;
     }
-    let (name, digest) = match image.split_once('@') {
-        Some((name, _)) => (name, true),
-        None => (image, false),
-    };
-    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-    let (repository, tag) = match name[last_slash..].rfind(':') {
-        Some(colon) => {
-            let at = last_slash + colon;
-            (&name[..at], Tag::Named(name[at + 1..].to_string()))
-        }
-        None if digest => (name, Tag::Digest),
-        None => (name, Tag::None),
-    };
-    let tag = match tag {
-        Tag::None if digest => Tag::Digest,
-        other => other,
-    };
-    let mut parts: Vec<&str> = repository.split('/').collect();
-    let has_registry = parts.len() > 1
-        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
-    if !has_registry {
-        if parts.len() == 1 {
-            parts.insert(0, "library");
-        }
-        parts.insert(0, "docker.io");
-    }
-    Some(Reference {
-        repository: parts.join("/").to_ascii_lowercase(),
-        tag,
-    })
+    let parts = ImageReference::parse(image);
+    let unversioned = parts.digest.is_empty() && parts.tag == "latest";
+    Some((
+        format!("{}/{}", parts.registry, parts.path).to_ascii_lowercase(),
+        unversioned,
+    ))
 }
 
 /// Same repository, or same registry and path with a last name component
@@ -315,21 +272,9 @@ fn similar_repository(a: &str, b: &str) -> bool {
     }
     let (a_dir, a_name) = a.rsplit_once('/').unwrap_or(("", a));
     let (b_dir, b_name) = b.rsplit_once('/').unwrap_or(("", b));
-    a_dir == b_dir && a_name.len().min(b_name.len()) >= 3 && edit_distance(a_name, b_name) <= 2
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
+    a_dir == b_dir
+        && a_name.len().min(b_name.len()) >= 3
+        && strsim::levenshtein(a_name, b_name) <= 2
 }
 
 fn is_match(regex: &LazyLock<Option<Regex>>, text: &str) -> bool {
@@ -710,11 +655,19 @@ mod tests {
             "docker.io/library/nginx",
             "evil.example.com/nginx"
         ));
-        let r = split_reference("localhost:5000/app:1.0").unwrap();
-        assert_eq!(r.repository, "localhost:5000/app");
-        assert!(!r.tag.is_empty_or_latest());
-        let r = split_reference("nginx@sha256:abc").unwrap();
-        assert!(!r.tag.is_empty_or_latest());
-        assert!(split_reference("nginx").unwrap().tag.is_empty_or_latest());
+        assert_eq!(
+            repository_of("localhost:5000/app:1.0"),
+            Some(("localhost:5000/app".to_string(), false))
+        );
+        assert_eq!(
+            repository_of("nginx@sha256:abc"),
+            Some(("docker.io/library/nginx".to_string(), false))
+        );
+        assert_eq!(
+            repository_of("Nginx"),
+            Some(("docker.io/library/nginx".to_string(), true))
+        );
+        assert_eq!(repository_of("nginx:latest").map(|r| r.1), Some(true));
+        assert_eq!(repository_of(" "), None);
     }
 }
