@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults — a local
-# sandbox cluster, the operator running against it, and a human approving
-# a fix with plain kubectl:
+# sandbox cluster, the operator running against it (admission in Enforce),
+# and a user with plain kubectl. Prevention first:
+#   P1. the registered ValidatingWebhookConfiguration, in one screen;
+#   P2. a privileged Pod with a :latest image is denied, every violated rule
+#       listed;
+#   P3. a ConfigMap patch switches to Audit without a restart: the same Pod
+#       is admitted with warnings, a Warning Event and a PolicyReport result;
+#   P4. back to Enforce, the Pod deleted, so the repair starts clean.
+# Each outcome is checked, and the part prints how long it took. Then repair,
+# with a human approving a fix:
 #   1. a healthy Deployment is broken by a bad image tag;
 #   2. the operator opens one Remediation with a rule-based fix, guarded and
 #      validated by a server-side dry run (the diff is shown);
@@ -15,6 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+demo_start=$EPOCHREALTIME
 
 bash tests/disk-check.sh >/dev/null
 
@@ -24,9 +34,12 @@ bin=$(cat target/sandbox/bin-dir)
 export KUBECONFIG=$PWD/target/sandbox/kubeconfig
 kubectl() { "$bin/kubectl" "$@"; }
 
-say "Operator: build and start (webhook + controller, as its ServiceAccount)"
+say "Operator: build and start (webhook + controller, as its ServiceAccount; admission in Enforce)"
 cargo build --release --locked --quiet
 ln -sf aiops-operator target/release/kubectl-aiops
+# Enforce: every policy denies, so the demo shows a denial listing every
+# violated rule; the objects the repair part creates comply.
+export AIOPS_MODE=Enforce
 port=$(AIOPS_BIN=$PWD/target/release/aiops-operator bash tests/operator/local.sh start demo-operator)
 echo "operator serving https://127.0.0.1:$port (log: target/operator/demo-operator/log)"
 stop_operator() {
@@ -40,6 +53,156 @@ ns=demo
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$ns" >/dev/null
 until kubectl -n "$ns" get serviceaccount default >/dev/null 2>&1; do sleep 0.2; done
+
+# Prevention. Every outcome is checked; the demo stops at the first that
+# differs from what it says.
+fail() { echo "demo: $*" >&2; exit 1; }
+reply=""
+
+# Runs a check until it passes, for at most $1 seconds: registrations and
+# ConfigMap changes reach the API server and the webhook asynchronously, so
+# the demo polls briefly instead of sleeping a fixed time.
+within() {
+  local limit=$1 what=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || fail "$what: still not the case after $limit s; last reply:
+$reply"
+    sleep 0.2
+  done
+}
+
+set_modes() {
+  echo "+ kubectl -n aiops-system patch configmap aiops-operator-config --type=merge -p '$1'"
+  kubectl -n aiops-system patch configmap aiops-operator-config --type=merge -p "$1" >/dev/null
+}
+
+risky=target/demo/risky-pod.yaml
+# What the risky Pod breaks, as policy/rule: the denial, the warnings and
+# the report must each name all of them.
+risky_rules=(disallow-privileged-containers/no-privileged-containers disallow-latest-tag/validate-image-tag)
+mkdir -p target/demo
+cat > "$risky" <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: risky
+spec:
+  # Never scheduled: only admission matters here, and an image the sandbox
+  # cannot pull would open a repair case.
+  schedulingGates:
+  - name: demo.aiops-operator.dev/admission-only
+  containers:
+  - name: app
+    image: nginx:latest
+    securityContext:
+      privileged: true
+EOF
+
+# Creates the risky Pod, passing on extra flags (--dry-run=server). Sets
+# $reply to kubectl's output, warnings included, and $admitted to 1 or 0.
+create_risky() {
+  if reply=$(kubectl -n "$ns" create -f "$risky" "$@" 2>&1); then admitted=1; else admitted=0; fi
+}
+reply_names_every_rule() {
+  local prefix=$1 rule
+  for rule in "${risky_rules[@]}"; do [[ $reply == *"$prefix$rule:"* ]] || return 1; done
+}
+reply_names_a_rule() {
+  local prefix=$1 rule
+  for rule in "${risky_rules[@]}"; do [[ $reply == *"$prefix$rule:"* ]] && return 0; done
+  return 1
+}
+denied_naming_every_rule() {
+  ((admitted == 0)) && [[ $reply == *'admission webhook "validate.aiops-operator.dev" denied the request'* ]] &&
+    reply_names_every_rule "- "
+}
+admitted_with_audit_warnings() { ((admitted == 1)) && reply_names_every_rule "Warning: [Audit] "; }
+# A dry run passes the whole admission chain, but the webhook records no
+# Event or report for it (sideEffects: NoneOnDryRun), so it can probe freely.
+dry_run_denied() { create_risky --dry-run=server && denied_naming_every_rule; }
+dry_run_audited() { create_risky --dry-run=server && admitted_with_audit_warnings; }
+# One Event, not one per rule: the recorder folds Events with the same
+# reason on the same object into a series, keeping the first message.
+warning_event_on_pod() {
+  reply=$(kubectl -n "$ns" get events -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message \
+    --field-selector involvedObject.kind=Pod,involvedObject.name=risky,type=Warning,reason=PolicyViolation)
+  reply_names_a_rule "[Audit] "
+}
+report_fails_every_rule() {
+  report=$(kubectl -n "$ns" get policyreport -o jsonpath='{.items[?(@.scope.name=="risky")].metadata.name}')
+  reply="no PolicyReport for Pod risky yet"
+  [[ -n $report ]] || return 1
+  reply=$(kubectl -n "$ns" get policyreport "$report" \
+    -o jsonpath='{range .results[*]}{.policy}/{.rule}: {.result}{"\n"}{end}')
+  local rule
+  for rule in "${risky_rules[@]}"; do [[ $reply == *"$rule: fail"* ]] || return 1; done
+}
+operator_pid() { cat target/operator/demo-operator/pid; }
+
+prevention_start=$EPOCHREALTIME
+say "Prevention (admission mode from the ConfigMap: $(kubectl -n aiops-system get configmap aiops-operator-config -o jsonpath='{.data.mode}'))"
+say "P1. The registered ValidatingWebhookConfiguration"
+echo "+ kubectl get validatingwebhookconfiguration aiops-operator-validating -o jsonpath=..."
+kubectl get validatingwebhookconfiguration aiops-operator-validating -o jsonpath='{range .webhooks[*]}webhook        {.name} -> {.clientConfig.url}
+failurePolicy  {.failurePolicy} (timeout {.timeoutSeconds} s, sideEffects {.sideEffects})
+namespaces     {range .namespaceSelector.matchExpressions[*]}{.key} {.operator} {.values}{end}
+{range .rules[*]}rule           {.operations} {.apiGroups}/{.apiVersions} {.resources}
+{end}{end}'
+echo "(manifests/webhook-configurations.yaml ships failurePolicy Fail for Enforce; this local install registers Ignore)"
+
+say "P2. Enforce: a privileged Pod with a :latest image is denied, every violated rule listed"
+echo "+ cat $risky"
+cat "$risky"
+within 20 "the webhook denies the risky Pod in Enforce, naming ${risky_rules[*]}" dry_run_denied
+echo "+ kubectl -n $ns create -f $risky"
+create_risky
+echo "$reply"
+denied_naming_every_rule || fail "the risky Pod was not denied in Enforce with every violated rule listed"
+
+say "P3. Audit by a ConfigMap patch, no restart: the same Pod is admitted"
+pid=$(operator_pid)
+switched=$EPOCHREALTIME
+# policyModes pins disallow-latest-tag to Enforce and wins over mode, so
+# Audit for every policy clears it.
+set_modes '{"data":{"mode":"Audit","policyModes":null}}'
+within 10 "the switch to Audit takes effect" dry_run_audited
+[[ $(operator_pid) == "$pid" ]] || fail "the operator restarted during the switch to Audit"
+echo "(Audit in force $(seconds_since "$switched") s after the patch; the same operator process, pid $pid)"
+echo "+ kubectl -n $ns create -f $risky"
+create_risky
+echo "$reply"
+admitted_with_audit_warnings || fail "the risky Pod was not admitted with an [Audit] warning for each rule"
+kubectl -n "$ns" get pod risky
+say "   A Warning Event on the Pod"
+within 10 "a PolicyViolation Warning Event on Pod risky naming an audited rule" warning_event_on_pod
+echo "+ kubectl -n $ns get events --field-selector involvedObject.kind=Pod,involvedObject.name=risky,type=Warning,reason=PolicyViolation -o custom-columns=..."
+echo "$reply"
+say "   A PolicyReport result, per violated rule"
+within 10 "a PolicyReport with a fail result for each rule" report_fails_every_rule
+echo "+ kubectl -n $ns get policyreport"
+kubectl -n "$ns" get policyreport
+echo "+ kubectl -n $ns get policyreport $report -o yaml   (excerpt: the first result, the summary)"
+# kubectl prints keys sorted, so results come before summary.
+kubectl -n "$ns" get policyreport "$report" -o yaml | awk '
+  /^[a-z]/ { section = $1 }
+  section == "results:" && /^- / && ++results == 2 { print "- ...  (one result per violated rule)" }
+  section == "summary:" || (section == "results:" && results < 2) { print }'
+
+say "P4. Back to Enforce; the Pod is deleted"
+switched=$EPOCHREALTIME
+set_modes '{"data":{"mode":"Enforce","policyModes":"disallow-latest-tag: Enforce\n"}}'
+within 10 "the switch back to Enforce takes effect" dry_run_denied
+echo "(Enforce in force $(seconds_since "$switched") s after the patch)"
+echo "+ kubectl -n $ns delete pod risky --wait"
+kubectl -n "$ns" delete pod risky --wait=true
+# Reports are kept per object and outlive it; the demo removes its own.
+kubectl -n "$ns" delete policyreport "$report" >/dev/null
+[[ -z $(kubectl -n "$ns" get pods -o name) ]] || fail "pods are left in namespace $ns"
+[[ $(operator_pid) == "$pid" ]] || fail "the operator restarted during the switch back to Enforce"
+echo "prevention part: $(seconds_since "$prevention_start") s"
+
+say "Repair"
 
 say "1. A healthy Deployment: nginx:1.25.5, 3 replicas"
 kubectl -n "$ns" create deployment web --image=nginx:1.25.5 --replicas=3
@@ -113,4 +276,4 @@ else
   say "   The model's proposal is not ready for review (refused or a diagnosis only); nothing is applied"
 fi
 
-say "Done. The sandbox keeps running (make cluster-down stops it); make run starts the operator in the foreground."
+say "Done in $(seconds_since "$demo_start") s. The sandbox keeps running (make cluster-down stops it); make run starts the operator in the foreground."
