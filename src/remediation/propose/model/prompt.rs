@@ -3,9 +3,8 @@
 //! worked example) and the evidence as clearly delimited, JSON-encoded,
 //! untrusted data, within a token budget.
 //!
-//! Tenant text (logs, event messages) reached the prototype's prompt as
-//! instructions (origin flaw #10). Here it only ever appears inside the
-//! untrusted block, JSON-encoded (so it cannot start a line of its own),
+//! Tenant text (logs, event messages) must never reach the model as
+//! instructions. It only ever appears inside the untrusted block, JSON-encoded (so it cannot start a line of its own),
 //! with any copy of the block's markers defused; and nothing the model
 //! says is acted on before the schema and the guardrails pass it.
 //!
