@@ -173,6 +173,9 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
     use aiops_operator::policy::PolicySet;
     use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
     use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+    use aiops_operator::remediation::propose::model::mentions::IncidentWords;
+    use aiops_operator::remediation::propose::model::prompt::redact_evidence;
+    use aiops_operator::remediation::propose::model::schema::incident_facts;
     use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
 
     let config = LlmConfig {
@@ -246,15 +249,42 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
         &policies,
         &GuardrailLimits::default(),
     );
-    // Any image the schema allowed is a candidate, so every action targets the
-    // workload and stays inside the allowed fields; the verdict says so.
+    // Whatever the model chose, an action targets the workload, passes the
+    // guardrails, and sets only an offered candidate image.
     for action in &answer.proposal.actions {
         assert_eq!(action.target, workload);
         assert_eq!(action.namespace, "shop");
+        let image = action.patch["spec"]["template"]["spec"]["containers"][0]["image"].as_str();
+        assert!(
+            image.is_none_or(|i| images.iter().any(|c| c == i)),
+            "an image outside the candidates {images:?}: {}",
+            action.patch
+        );
+    }
+    if !answer.proposal.actions.is_empty() {
+        assert!(verdict.allowed, "the real model's fix passes: {verdict:?}");
     }
     assert!(
         verdict.allowed || !verdict.violations.is_empty(),
         "a refusal always carries its reasons: {verdict:?}"
+    );
+    // The cause a reviewer sees names only facts of this incident, whatever
+    // the model wrote (it is kept, flagged, among the risks otherwise).
+    let facts = incident_facts(&redact_evidence(&evidence), &findings, &images, 2 << 30);
+    let words = IncidentWords::for_proposal(&evidence, &facts, &answer.proposal);
+    assert!(
+        answer
+            .proposal
+            .root_cause
+            .starts_with("Container app (image ngnix:1.25.5)"),
+        "the operator's words lead: {}",
+        answer.proposal.root_cause
+    );
+    assert_eq!(
+        words.unknown_mentions(&answer.proposal.root_cause),
+        Vec::<String>::new(),
+        "the shown cause: {}",
+        answer.proposal.root_cause
     );
     eprintln!(
         "real model proposal: {:?}; guardrails: {verdict:?}",
