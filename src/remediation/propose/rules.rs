@@ -799,20 +799,8 @@ pub fn format_memory(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remediation::crd::{ContainerTemplate, LogTail, Revision, WorkloadRef};
-
-    fn evidence(kind: &str, api_version: &str) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: api_version.into(),
-                kind: kind.into(),
-                name: "web".into(),
-                uid: "web-uid".into(),
-            },
-            namespace: "shop".into(),
-            ..Evidence::default()
-        }
-    }
+    use crate::remediation::crd::{ContainerTemplate, Revision};
+    use crate::remediation::fixtures::evidence;
 
     fn deployment(containers: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -848,7 +836,7 @@ mod tests {
     #[test]
     fn image_pull_failure_restores_the_last_healthy_image() {
         let live = deployment(json!([{"name": "nginx", "image": "nginx:does-not-exist"}]));
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.history = vec![
             revision(3, "nginx:also-broken", false),
             revision(2, "nginx:1.25.5", true),
@@ -899,7 +887,7 @@ mod tests {
     #[test]
     fn image_pull_failure_without_a_healthy_alternative_needs_a_human() {
         let live = deployment(json!([{"name": "nginx", "image": "nginx:does-not-exist"}]));
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.history = vec![
             revision(2, "nginx:1.25.5", false),
             // Healthy, but the same image: restoring it changes nothing.
@@ -928,7 +916,7 @@ mod tests {
         let mut live = deployment(json!([{"name": "app", "image": "app:1"}]));
         live["spec"]["template"]["spec"]["initContainers"] =
             json!([{"name": "setup", "image": "busybox:0.0.0-missing"}]);
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.history = vec![Revision {
             revision: 1,
             images: BTreeMap::from([
@@ -963,7 +951,7 @@ mod tests {
         oom.exit_code = Some(137);
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("redis", "CrashLoopBackOff"), oom],
             &[],
             &RuleConfig::default(),
@@ -992,7 +980,7 @@ mod tests {
             "resources": {"requests": {"memory": "1536Mi"}, "limits": {"memory": "1536Mi"}}}]));
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("app", OOM_KILLED)],
             &[],
             &RuleConfig::default(),
@@ -1007,7 +995,7 @@ mod tests {
             "resources": {"requests": {"memory": "900Mi"}, "limits": {"memory": "800Mi"}}}]));
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("app", OOM_KILLED)],
             &[],
             &RuleConfig {
@@ -1027,7 +1015,7 @@ mod tests {
                 deployment(json!([{"name": "app", "image": "app:1", "resources": resources}]));
             let proposal = propose_from_rules(
                 &live,
-                &evidence("Deployment", "apps/v1"),
+                &evidence("Deployment"),
                 &[finding("app", OOM_KILLED)],
                 &[],
                 &RuleConfig::default(),
@@ -1045,7 +1033,7 @@ mod tests {
                 "restartPolicy": "Never",
                 "containers": [{"name": "nginx", "image": "nginx:broken",
                                 "resources": {"limits": {"memory": "64Mi"}}}]}}}}}});
-        let mut ev = evidence("CronJob", "batch/v1");
+        let mut ev = evidence("CronJob");
         ev.history = vec![revision(1, "nginx:1.25.5", true)];
         let config = RuleConfig::default();
         let pull = propose_from_rules(
@@ -1102,7 +1090,7 @@ mod tests {
         );
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[oom.clone()],
             &[unhealthy, healthy.clone()],
             &RuleConfig::default(),
@@ -1120,7 +1108,7 @@ mod tests {
         );
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[oom],
             &[small],
             &RuleConfig::default(),
@@ -1149,15 +1137,13 @@ mod tests {
                 true,
             ),
         ];
-        let mut ev = evidence("Deployment", "apps/v1");
-        ev.logs = vec![LogTail {
-            pod: "db-1".into(),
-            container: "db".into(),
-            previous: true,
-            lines: vec![
+        let ev = evidence("Deployment").with_previous_log(
+            "db-1",
+            "db",
+            vec![
                 "Error: Database is uninitialized and superuser password is not specified.".into(),
             ],
-        }];
+        );
         let mut crash = finding("db", "CrashLoopBackOff");
         crash.exit_code = Some(1);
         let proposal = propose_from_rules(&live, &ev, &[crash], &history, &RuleConfig::default());
@@ -1204,7 +1190,7 @@ mod tests {
         )];
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("db", "CrashLoopBackOff")],
             &history,
             &RuleConfig::default(),
@@ -1239,7 +1225,7 @@ mod tests {
         for history in [same, unhealthy, Vec::new()] {
             let proposal = propose_from_rules(
                 &live,
-                &evidence("Deployment", "apps/v1"),
+                &evidence("Deployment"),
                 &[finding("db", "CrashLoopBackOff")],
                 &history,
                 &RuleConfig::default(),
@@ -1264,7 +1250,7 @@ mod tests {
         )];
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("db", "CreateContainerConfigError")],
             &history,
             &RuleConfig::default(),
@@ -1280,7 +1266,7 @@ mod tests {
     #[test]
     fn managed_workloads_warn_that_a_sync_reverts_the_patch() {
         let live = deployment(json!([{"name": "nginx", "image": "nginx:bad"}]));
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.history = vec![revision(1, "nginx:1.25.5", true)];
         ev.management = BTreeMap::from([
             ("app.kubernetes.io/managed-by".into(), "Helm".into()),
@@ -1308,7 +1294,7 @@ mod tests {
     fn statefulset_fixes_warn_about_stuck_pods() {
         let mut live = deployment(json!([{"name": "nginx", "image": "nginx:bad"}]));
         live["kind"] = json!("StatefulSet");
-        let mut ev = evidence("StatefulSet", "apps/v1");
+        let mut ev = evidence("StatefulSet");
         ev.history = vec![revision(1, "nginx:1.25.5", true)];
         let proposal = propose_from_rules(
             &live,
@@ -1334,7 +1320,7 @@ mod tests {
             let live = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "web"},
                 "spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:bad"}]}},
                          "containers": [{"name": "nginx", "image": "nginx:bad"}]}});
-            let mut ev = evidence(kind, "v1");
+            let mut ev = evidence(kind);
             ev.history = vec![revision(1, "nginx:1.25.5", true)];
             let proposal = propose_from_rules(
                 &live,
@@ -1360,7 +1346,7 @@ mod tests {
     #[test]
     fn other_failures_are_diagnosed_without_actions() {
         let live = deployment(json!([{"name": "app", "image": "app:1"}]));
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.containers = vec![ContainerTemplate {
             name: "app".into(),
             probes: vec!["readiness: httpGet :8080/ready every 10s, timeout 1s, 3 failures".into()],
@@ -1401,7 +1387,7 @@ mod tests {
             {"name": "nginx", "image": "nginx:bad"},
             {"name": "side", "image": "side:1"}
         ]));
-        let mut ev = evidence("Deployment", "apps/v1");
+        let mut ev = evidence("Deployment");
         ev.history = vec![revision(1, "nginx:1.25.5", true)];
         let proposal = propose_from_rules(
             &live,
