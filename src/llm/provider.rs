@@ -66,6 +66,11 @@ pub enum LlmError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("the API key for {provider} cannot be used: {problem}")]
+    ApiKey {
+        provider: String,
+        problem: &'static str,
+    },
     #[error(
         "the circuit breaker for {provider} is open after repeated failures; retry in {retry_in:?}"
     )]
@@ -88,6 +93,8 @@ pub enum LlmError {
         url: String,
         status: u16,
         body: String,
+        /// What the server said about trying again.
+        retry: RetryHint,
     },
     #[error("POST {url}: the response is larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: usize },
@@ -118,8 +125,21 @@ impl LlmError {
     pub fn is_transient(&self) -> bool {
         match self {
             LlmError::Timeout { .. } | LlmError::Transport { .. } => true,
-            LlmError::Status { status, .. } => *status >= 500 || *status == 429,
+            LlmError::Status { status, retry, .. } => {
+                *retry != RetryHint::Never && (*status >= 500 || *status == 429)
+            }
             _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Status {
+                retry: RetryHint::After(wait),
+                ..
+            } => Some(*wait),
+            _ => None,
         }
     }
 
@@ -149,6 +169,18 @@ impl LlmError {
                 | LlmError::Unusable { .. }
         )
     }
+}
+
+/// What an error response said about trying again, beyond its status code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Nothing: the status code decides, with our own backoff.
+    #[default]
+    Unspecified,
+    /// A `retry-after` header: the server will take us again after this long.
+    After(Duration),
+    /// The server said waiting will not help (a spent quota): no retry.
+    Never,
 }
 
 /// The rules-only provider: every call says "not configured".
