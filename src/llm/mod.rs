@@ -13,6 +13,8 @@
 //! - [`ollama`]: Ollama's `/api/chat` with structured outputs.
 //! - [`validate`]: the answer checked against the request's JSON Schema.
 //! - [`openai`]: OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, LocalAI, OpenAI).
+//! - [`anthropic`]: Anthropic's `/v1/messages` (Claude) with structured outputs.
+pub mod anthropic;
 pub mod breaker;
 pub mod config;
 pub mod ollama;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::anthropic::AnthropicProvider;
 use super::config::{LlmConfig, ProviderKind};
 use super::ollama::OllamaProvider;
 use super::openai::OpenAiProvider;
@@ -46,7 +47,8 @@ pub type ProposeFuture<'a> =
 
 /// A model server.
 pub trait Provider: Send + Sync {
-    /// `ollama:qwen2.5:7b`, `openai:qwen2.5-coder-0.5b`, or `none`.
+    /// `ollama:qwen2.5:7b`, `openai:qwen2.5-coder-0.5b`,
+    /// `anthropic:claude-haiku-4-5-20251001`, or `none`.
     fn name(&self) -> String;
 
     /// Asks the model once (with the provider's retries) and returns the
@@ -203,5 +205,6 @@ pub fn build_provider(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError>
         ProviderKind::None => Arc::new(NoProvider),
         ProviderKind::Ollama => Arc::new(OllamaProvider::new(config)?),
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(config)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(config)?),
     })
 }
