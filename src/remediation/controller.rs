@@ -168,7 +168,10 @@ async fn failing_pods(
     namespace: &str,
     live: &Value,
 ) -> Result<Vec<Pod>, kube::Error> {
-    let pods = shared.stores.workload_pods(&shared.client, namespace, live).await?;
+    let pods = shared
+        .stores
+        .workload_pods(&shared.client, namespace, live)
+        .await?;
     let now = Timestamp::now();
     Ok(pods
         .into_iter()
@@ -660,7 +663,9 @@ async fn verify(remediation: &Remediation, shared: &Shared) -> Result<Action, Re
         .unwrap_or_else(Timestamp::now);
     let now = Timestamp::now();
     let grace = &shared.config.grace;
-    let failing_new: Vec<String> = workload_pods(shared, &namespace, &live)
+    let failing_new: Vec<String> = shared
+        .stores
+        .workload_pods(&shared.client, &namespace, &live)
         .await?
         .iter()
         .filter(|p| {
@@ -738,7 +743,6 @@ async fn roll_back(
         .await?;
         return Ok(Action::await_change());
     };
-    let target = &remediation.spec.target;
     let api = target_api(shared, &namespace, remediation)?;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     match api

@@ -25,13 +25,13 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::core::SelectorExt;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::Value;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde_json::Value;
 
 use crate::k8s::workload::pod_selector;
 
@@ -204,8 +204,8 @@ impl LeaderStores {
     /// The pods selected by the workload (or the bare Pod itself), by name:
     /// from the pod store once it is complete, from the API before.
     pub async fn workload_pods(
-            &self,
-            client: &Client,
+        &self,
+        client: &Client,
         namespace: &str,
         live: &Value,
     ) -> Result<Vec<Pod>, kube::Error> {
@@ -238,7 +238,8 @@ impl LeaderStores {
         };
         let mut pods: Vec<Pod> = store
             .state_filter(|pod| {
-                pod.metadata.namespace.as_deref() == Some(namespace) && selector.matches(pod.labels())
+                pod.metadata.namespace.as_deref() == Some(namespace)
+                    && selector.matches(pod.labels())
             })
             .into_iter()
             .map(|pod| (*pod).clone())

@@ -42,8 +42,8 @@ use serde_json::Value;
 use super::crd::{
     ContainerTemplate, EventSummary, Evidence, LogTail, ObservedContainer, Revision, WorkloadRef,
 };
-use crate::k8s::pod_spec::pod_template_pointer;
 use crate::k8s::pod::pod_is_ready;
+use crate::k8s::pod_spec::pod_template_pointer;
 use crate::k8s::redact::{redact, redact_args, truncate};
 use crate::k8s::workload::{BadApiVersion, pod_selector, workload_api};
 
