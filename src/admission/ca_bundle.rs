@@ -40,55 +40,51 @@ pub async fn publish_ca_bundle(
     // ByteString serialises as base64, the wire form of caBundle.
     let bundle =
         serde_json::to_value(ByteString(ca_pem.to_vec())).map_err(CaBundleError::Encode)?;
-    let validating_api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    for name in validating {
-        let config = validating_api
-            .get(name)
-            .await
-            .map_err(|source| CaBundleError::Get {
-                kind: "ValidatingWebhookConfiguration",
-                name: name.clone(),
-                source,
-            })?;
-        let webhooks: Vec<String> = config
+    publish_to::<ValidatingWebhookConfiguration>(client, validating, &bundle, |config| {
+        config
             .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| w.name)
-            .collect();
-        patch_bundle(
-            &validating_api,
-            "ValidatingWebhookConfiguration",
-            name,
-            &webhooks,
-            &bundle,
-        )
-        .await?;
-    }
-    let mutating_api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    for name in mutating {
-        let config = mutating_api
-            .get(name)
-            .await
-            .map_err(|source| CaBundleError::Get {
-                kind: "MutatingWebhookConfiguration",
-                name: name.clone(),
-                source,
-            })?;
-        let webhooks: Vec<String> = config
+            .iter()
+            .flatten()
+            .map(|w| w.name.clone())
+            .collect()
+    })
+    .await?;
+    publish_to::<MutatingWebhookConfiguration>(client, mutating, &bundle, |config| {
+        config
             .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| w.name)
-            .collect();
-        patch_bundle(
-            &mutating_api,
-            "MutatingWebhookConfiguration",
-            name,
-            &webhooks,
-            &bundle,
-        )
-        .await?;
+            .iter()
+            .flatten()
+            .map(|w| w.name.clone())
+            .collect()
+    })
+    .await
+}
+
+/// Sets `caBundle` on every webhook of the named configurations of kind `K`;
+/// `webhook_names` lists a configuration's webhooks (the two kinds keep
+/// them in lists of different types).
+async fn publish_to<K>(
+    client: &kube::Client,
+    names: &[String],
+    bundle: &serde_json::Value,
+    webhook_names: impl Fn(&K) -> Vec<String>,
+) -> Result<(), CaBundleError>
+where
+    K: k8s_openapi::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let kind = K::KIND;
+    for name in names {
+        let config = api.get(name).await.map_err(|source| CaBundleError::Get {
+            kind,
+            name: name.clone(),
+            source,
+        })?;
+        patch_bundle(&api, kind, name, &webhook_names(&config), bundle).await?;
     }
     Ok(())
 }

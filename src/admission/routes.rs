@@ -220,6 +220,17 @@ mod tests {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.into())
             .unwrap_or_else(|e| panic!("{e}"));
+        send(router, request).await
+    }
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let request = HttpRequest::get(path)
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        send(router, request).await
+    }
+
+    async fn send(router: Router, request: HttpRequest<Body>) -> (StatusCode, String) {
         let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -285,18 +296,7 @@ mod tests {
             let (status, _) = post(router.clone(), path, review.to_string()).await;
             assert_eq!(status, StatusCode::OK, "{path}");
         }
-        let response = router
-            .oneshot(
-                HttpRequest::get("/metrics")
-                    .body(Body::empty())
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .await
-            .unwrap_or_else(|e| match e {});
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
+        let (_, text) = get(router, "/metrics").await;
         for stage in ["parse", "match", "evaluate", "encode"] {
             let count = format!("aiops_admission_stage_seconds_count{{stage=\"{stage}\"}} 1\n");
             assert!(text.contains(&count), "{count} missing from\n{text}");
@@ -309,29 +309,10 @@ mod tests {
         let (status, _) = post(router.clone(), "/noop", "junk").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         for path in ["/healthz", "/readyz"] {
-            let response = router
-                .clone()
-                .oneshot(
-                    HttpRequest::get(path)
-                        .body(Body::empty())
-                        .unwrap_or_else(|e| panic!("{e}")),
-                )
-                .await
-                .unwrap_or_else(|e| match e {});
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let (status, _) = get(router.clone(), path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
         }
-        let response = router
-            .oneshot(
-                HttpRequest::get("/metrics")
-                    .body(Body::empty())
-                    .unwrap_or_else(|e| panic!("{e}")),
-            )
-            .await
-            .unwrap_or_else(|e| match e {});
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
+        let (_, text) = get(router, "/metrics").await;
         assert!(
             text.contains("aiops_admission_requests_total{endpoint=\"noop\",result=\"invalid\"} 1"),
             "{text}"

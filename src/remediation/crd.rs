@@ -11,6 +11,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::k8s::pod_spec::ObjectKey;
+
 /// The annotation a human sets (to any new value) to ask for a new proposal.
 pub const REGENERATE_ANNOTATION: &str = "aiops-operator.dev/regenerate";
 
@@ -372,6 +374,18 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+impl Evidence {
+    /// The workload this evidence is about, as the key of a patch to it.
+    pub fn workload_key(&self) -> ObjectKey<'_> {
+        ObjectKey {
+            api_version: &self.workload.api_version,
+            kind: &self.workload.kind,
+            name: &self.workload.name,
+            namespace: &self.namespace,
+        }
+    }
 }
 
 impl Proposal {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value, json};
 
 use super::model::{Incident, ModelProposal, ModelProposer};
-use crate::k8s::pod_spec::{ObjectKey, containers_patch};
+use crate::k8s::pod_spec::containers_patch;
 use crate::llm::config::{ConfigError, LlmConfig, ProviderKind};
 use crate::llm::provider::LlmError;
 use crate::policy::{PolicyError, PolicySet};
@@ -317,15 +317,7 @@ pub fn offline_workload(evidence: &Evidence) -> Value {
         };
         lists.entry(list).or_default().push(Value::Object(item));
     }
-    let mut object = containers_patch(
-        ObjectKey {
-            api_version: &evidence.workload.api_version,
-            kind: &evidence.workload.kind,
-            name: &evidence.workload.name,
-            namespace: &evidence.namespace,
-        },
-        lists,
-    );
+    let mut object = containers_patch(evidence.workload_key(), lists);
     object["metadata"]["uid"] = json!(evidence.workload.uid);
     object
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::mentions::IncidentWords;
 use super::schema::IncidentFacts;
-use crate::k8s::pod_spec::{ObjectKey, containers_patch};
+use crate::k8s::pod_spec::containers_patch;
 use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, truncate};
 use crate::llm::provider::LlmError;
@@ -195,15 +195,7 @@ pub fn fix_to_proposal(
                 actions.push(Action {
                     target: workload.clone(),
                     namespace: evidence.namespace.clone(),
-                    patch: containers_patch(
-                        ObjectKey {
-                            api_version: &workload.api_version,
-                            kind: &workload.kind,
-                            name: &workload.name,
-                            namespace: &evidence.namespace,
-                        },
-                        lists,
-                    ),
+                    patch: containers_patch(evidence.workload_key(), lists),
                 });
                 rollback_plan.push(
                     "the operator's snapshot restores the prior values of the changed fields"

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 
-use crate::k8s::pod_spec::{ObjectKey, containers_patch, pod_spec_pointer};
+use crate::k8s::pod_spec::{containers_patch, pod_spec_pointer};
 use crate::k8s::quantity::{format_memory, parse_memory};
 use crate::remediation::crd::{Action, Evidence, Finding, Proposal};
 use crate::remediation::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
@@ -477,15 +477,7 @@ fn workload_patch(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Value {
             .or_default()
             .push(Value::Object(container));
     }
-    containers_patch(
-        ObjectKey {
-            api_version: &evidence.workload.api_version,
-            kind: &evidence.workload.kind,
-            name: &evidence.workload.name,
-            namespace: &evidence.namespace,
-        },
-        lists,
-    )
+    containers_patch(evidence.workload_key(), lists)
 }
 
 mod words;
