@@ -6,7 +6,8 @@
 //! - a cap on the response body, enforced while streaming it;
 //! - the HTTP status checked before the body is used;
 //! - bounded retries with exponential backoff and jitter on 5xx, 429,
-//!   timeouts and connection errors;
+//!   timeouts and connection errors, except the 5xx answers the provider
+//!   knows to be refusals of the request itself;
 //! - a circuit breaker that fails calls fast while the server is down.
 //!
 //! The API key goes only into the `Authorization` header, marked sensitive.
@@ -26,6 +27,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Bytes of an error body kept in an error message.
 const ERROR_BODY_BYTES: usize = 300;
 
+/// Tells, from an error status and the server's error message, that the
+/// server refused the request itself (so it is neither retried nor an outage).
+pub type RequestErrorCheck = fn(status: u16, message: &str) -> bool;
+
 /// A resilient JSON-over-HTTP client for one model server.
 #[derive(Debug)]
 pub struct HttpTransport {
@@ -39,6 +44,7 @@ pub struct HttpTransport {
     breaker: CircuitBreaker,
     permits: Semaphore,
     api_key: Option<ApiKey>,
+    request_error: Option<RequestErrorCheck>,
 }
 
 impl HttpTransport {
@@ -64,7 +70,15 @@ impl HttpTransport {
             breaker: CircuitBreaker::new(config.breaker_threshold, config.breaker_cooldown),
             permits: Semaphore::new(config.max_concurrency.max(1)),
             api_key: config.api_key.clone(),
+            request_error: None,
         })
+    }
+
+    /// Some servers answer a malformed request with a 5xx; `check` picks
+    /// those out so they fail at once as [`LlmError::Rejected`].
+    pub fn with_request_errors(mut self, check: RequestErrorCheck) -> Self {
+        self.request_error = Some(check);
+        self
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -118,9 +132,10 @@ impl HttpTransport {
                     attempt += 1;
                 }
                 Err(error) => {
-                    // A 4xx means the server is up and said no; an oversized
-                    // body means it misbehaves. Neither is worth a retry.
-                    if matches!(error, LlmError::Status { .. }) {
+                    // A 4xx or a refusal means the server is up and said no;
+                    // an oversized body means it misbehaves. Neither is
+                    // worth a retry.
+                    if matches!(error, LlmError::Status { .. } | LlmError::Rejected { .. }) {
                         self.breaker.record_success();
                     } else {
                         self.breaker.record_failure();
@@ -164,10 +179,11 @@ impl HttpTransport {
             bytes.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            return Err(LlmError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: error_text(&bytes),
+            let (status, body) = (status.as_u16(), error_text(&bytes));
+            let url = url.to_string();
+            return Err(match self.request_error {
+                Some(refused) if refused(status, &body) => LlmError::Rejected { url, status, body },
+                _ => LlmError::Status { url, status, body },
             });
         }
         Ok(bytes)
