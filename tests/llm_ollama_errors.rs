@@ -5,18 +5,20 @@
 //! template that dropped the system message. Each must end with a clear
 //! error or a flagged proposal, and only an outage may be retried or count
 //! against the circuit breaker.
+mod support;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiops_operator::llm::ollama::OllamaProvider;
 use aiops_operator::llm::{LlmConfig, LlmError, ProposalRequest, Provider, ProviderKind};
-use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
 use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use support::{pull_evidence, pull_findings};
 
 // ------------------------------------------------------------------ double
 
@@ -251,35 +253,6 @@ async fn an_answer_cut_at_the_token_limit_is_a_clear_error() {
 
 // ------------------------------------------------------- dropped system prompt
 
-fn evidence() -> Evidence {
-    Evidence {
-        workload: WorkloadRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "web".into(),
-            uid: "uid-web".into(),
-        },
-        namespace: "shop".into(),
-        containers: vec![ContainerTemplate {
-            name: "app".into(),
-            image: "ngnix:1.25.5".into(),
-            ..ContainerTemplate::default()
-        }],
-        ..Evidence::default()
-    }
-}
-
-fn findings() -> Vec<Finding> {
-    vec![Finding {
-        container: "app".into(),
-        reason: "ImagePullBackOff".into(),
-        message: "Back-off pulling image \"ngnix:1.25.5\"".into(),
-        pods: 2,
-        image: Some("ngnix:1.25.5".into()),
-        ..Finding::default()
-    }]
-}
-
 fn fix() -> String {
     json!({
         "summary": "Use the image that runs elsewhere",
@@ -294,7 +267,7 @@ fn fix() -> String {
 
 /// The proposal's risks when the server reports `prompt_eval_count`.
 async fn risks_with_prompt_count(count: impl Fn(usize) -> u64) -> (Vec<String>, usize) {
-    let (evidence, findings) = (evidence(), findings());
+    let (evidence, findings) = (pull_evidence("shop"), pull_findings());
     let images = vec!["nginx:1.25.5".to_string()];
     let incident = Incident {
         evidence: &evidence,

@@ -9,22 +9,29 @@
 //! it never skips, so a missing server cannot pass silently.
 //!
 //! It asserts that the answer became a proposal (the server accepted the
-//! request as the provider sends it, and its answer passed the schema), and
-//! that the server read the whole prompt: a chat template that drops the
-//! system message shows as a prompt token count far below the estimate and
-//! a flag on the proposal. It asserts nothing about which fix a 135M model
-//! picks.
+//! request as the provider sends it, and its answer passed the schema), that
+//! the server read the whole prompt (a chat template that drops the system
+//! message shows as a prompt token count far below the estimate and a flag
+//! on the proposal), and that whatever fix came back passes the guardrails
+//! and names only facts of the incident. It asserts nothing about which fix
+//! a 135M model picks.
+mod support;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aiops_operator::llm::{LlmConfig, ProviderKind};
-use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
+use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+use aiops_operator::remediation::propose::model::mentions::IncidentWords;
+use aiops_operator::remediation::propose::model::prompt::redact_evidence;
+use aiops_operator::remediation::propose::model::schema::incident_facts;
 use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
+use serde_json::json;
+use support::{baseline_policies, pull_evidence, pull_findings, repo_root, web_workload};
 
 /// `OLLAMA_URL` and `OLLAMA_MODEL` from the file `server.sh up` writes.
 fn server() -> (String, String) {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ollama/env");
+    let file = repo_root().join("target/ollama/env");
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
         panic!(
             "the Ollama server is not running ({}: {e}).\n\
@@ -45,39 +52,8 @@ fn server() -> (String, String) {
     }
 }
 
-/// A new Deployment whose image repository is misspelled, with the right
-/// image running elsewhere in the cluster.
-fn evidence() -> Evidence {
-    Evidence {
-        workload: WorkloadRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "web".into(),
-            uid: "uid-web".into(),
-        },
-        namespace: "shop".into(),
-        containers: vec![ContainerTemplate {
-            name: "app".into(),
-            image: "ngnix:1.25.5".into(),
-            ..ContainerTemplate::default()
-        }],
-        ..Evidence::default()
-    }
-}
-
-fn findings() -> Vec<Finding> {
-    vec![Finding {
-        container: "app".into(),
-        reason: "ImagePullBackOff".into(),
-        message: "Back-off pulling image \"ngnix:1.25.5\": repository does not exist".into(),
-        pods: 2,
-        image: Some("ngnix:1.25.5".into()),
-        ..Finding::default()
-    }]
-}
-
 #[tokio::test]
-async fn the_real_ollama_answers_the_provider_with_a_schema_valid_fix() {
+async fn the_real_ollama_answers_the_provider_with_a_fix_that_passes_the_guardrails() {
     let (url, model) = server();
     let http = reqwest::Client::new();
     match http.get(format!("{url}/api/version")).send().await {
@@ -98,7 +74,9 @@ async fn the_real_ollama_answers_the_provider_with_a_schema_valid_fix() {
         ..LlmConfig::default()
     };
     let proposer = ModelProposer::from_config(&config, 2 << 30).expect("the provider builds");
-    let (evidence, findings) = (evidence(), findings());
+    let workload = web_workload();
+    let evidence = pull_evidence("shop");
+    let findings = pull_findings();
     let images = vec!["nginx:1.25.5".to_string(), "redis:7.2.5".to_string()];
     let incident = Incident {
         evidence: &evidence,
@@ -108,41 +86,82 @@ async fn the_real_ollama_answers_the_provider_with_a_schema_valid_fix() {
     let started = Instant::now();
     let outcome = proposer.propose(&incident).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let proposal = outcome.unwrap_or_else(|e| panic!("{model} at {url}: no proposal: {e}"));
+    let answer = outcome.unwrap_or_else(|e| panic!("{model} at {url}: no proposal: {e}"));
 
-    assert_eq!(proposal.proposal.source, format!("ollama:{model}"));
-    assert!(!proposal.cached);
-    let prompt_tokens = proposal
+    assert_eq!(answer.proposal.source, format!("ollama:{model}"));
+    assert_eq!(
+        answer.proposal.hash,
+        answer.proposal.content_hash(),
+        "sealed"
+    );
+    assert!(!answer.cached);
+    let prompt_tokens = answer
         .usage
         .prompt_tokens
         .expect("Ollama reports prompt_eval_count");
     assert!(
-        proposal.usage.completion_tokens.is_some_and(|n| n > 0),
+        answer.usage.completion_tokens.is_some_and(|n| n > 0),
         "{:?}",
-        proposal.usage
+        answer.usage
     );
     // The whole prompt reached the model: the ChatML template kept the
     // system message (without it the count is about a third of this).
     assert!(
-        prompt_tokens as f64 >= proposal.prompt.estimated_tokens as f64 * 0.5,
+        prompt_tokens as f64 >= answer.prompt.estimated_tokens as f64 * 0.5,
         "the server read {prompt_tokens} prompt tokens of about {} sent",
-        proposal.prompt.estimated_tokens
+        answer.prompt.estimated_tokens
     );
     assert!(
-        proposal
+        answer
             .proposal
             .risks
             .iter()
             .all(|r| !r.contains("prompt tokens of about")),
         "{:#?}",
-        proposal.proposal.risks
+        answer.proposal.risks
+    );
+
+    // Whatever the model chose, an action targets the workload, sets only an
+    // offered candidate image, and passes the guardrails.
+    let live = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ngnix:1.25.5"}]}}}});
+    let verdict = guard_proposal(
+        "shop",
+        &workload,
+        &findings,
+        &answer.proposal,
+        &live,
+        &baseline_policies(),
+        &GuardrailLimits::default(),
+    );
+    for action in &answer.proposal.actions {
+        assert_eq!(action.target, workload);
+        let image = action.patch["spec"]["template"]["spec"]["containers"][0]["image"].as_str();
+        assert!(
+            image.is_none_or(|i| images.iter().any(|c| c == i)),
+            "an image outside the candidates {images:?}: {}",
+            action.patch
+        );
+    }
+    if !answer.proposal.actions.is_empty() {
+        assert!(verdict.allowed, "the real model's fix passes: {verdict:?}");
+    }
+    // The cause a reviewer sees names only facts of this incident.
+    let facts = incident_facts(&redact_evidence(&evidence), &findings, &images, 2 << 30);
+    let words = IncidentWords::for_proposal(&evidence, &facts, &answer.proposal);
+    assert_eq!(
+        words.unknown_mentions(&answer.proposal.root_cause),
+        Vec::<String>::new(),
+        "the shown cause: {}",
+        answer.proposal.root_cause
     );
     eprintln!(
-        "{model}: {} action(s) in {elapsed:.1}s ({prompt_tokens} prompt tokens, about {} \
-         estimated; {:?} completion tokens): {}",
-        proposal.proposal.actions.len(),
-        proposal.prompt.estimated_tokens,
-        proposal.usage.completion_tokens,
-        proposal.proposal.summary
+        "{model} on Ollama: {} action(s) in {elapsed:.1}s ({prompt_tokens} prompt tokens, \
+         about {} estimated; {:?} completion tokens): {}",
+        answer.proposal.actions.len(),
+        answer.prompt.estimated_tokens,
+        answer.usage.completion_tokens,
+        answer.proposal.summary
     );
 }

@@ -414,22 +414,9 @@ fn container_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remediation::crd::WorkloadRef;
+    use crate::remediation::fixtures::{self, evidence};
     use crate::remediation::guardrails::ChangeClass;
     use crate::remediation::propose::model::schema::{ContainerFacts, MemoryBounds};
-
-    fn evidence(kind: &str) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: kind.into(),
-                name: "web".into(),
-                uid: "u1".into(),
-            },
-            namespace: "shop".into(),
-            ..Evidence::default()
-        }
-    }
 
     fn facts() -> IncidentFacts {
         IncidentFacts {
@@ -496,7 +483,7 @@ mod tests {
         assert_eq!(proposal.actions.len(), 1);
         let action = &proposal.actions[0];
         assert_eq!(action.namespace, "shop");
-        assert_eq!(action.target.uid, "u1");
+        assert_eq!(action.target.uid, fixtures::UID);
         assert_eq!(
             action.patch,
             json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -574,8 +561,7 @@ mod tests {
 
     #[test]
     fn a_bare_pod_gets_an_image_patch_in_place_but_other_changes_stay_a_diagnosis() {
-        let mut pod = evidence("Pod");
-        pod.workload.api_version = "v1".into();
+        let pod = evidence("Pod");
         let image = fix_to_proposal(
             &fix(vec![ContainerChange {
                 container: "init-db".into(),

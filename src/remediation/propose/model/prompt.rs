@@ -361,34 +361,19 @@ fn worked_example(facts: &IncidentFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remediation::crd::{ContainerTemplate, LogTail, WorkloadRef};
+    use crate::remediation::fixtures;
     use crate::remediation::propose::model::schema::incident_facts;
 
+    /// A mistyped image, a password among the args and `log_lines` log
+    /// lines that each carry a password.
     fn evidence(log_lines: usize) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-                uid: "u1".into(),
-            },
-            namespace: "shop".into(),
-            containers: vec![ContainerTemplate {
-                name: "app".into(),
-                image: "ngnix:1.25".into(),
-                args: vec!["--db-password".into(), "hunter2-planted".into()],
-                ..ContainerTemplate::default()
-            }],
-            logs: vec![LogTail {
-                pod: "web-1".into(),
-                container: "app".into(),
-                previous: true,
-                lines: (0..log_lines)
-                    .map(|i| format!("line {i}: connecting with password=planted-{i} to db"))
-                    .collect(),
-            }],
-            ..Evidence::default()
-        }
+        let lines = (0..log_lines)
+            .map(|i| format!("line {i}: connecting with password=planted-{i} to db"))
+            .collect();
+        fixtures::evidence("Deployment")
+            .with_container("app", "ngnix:1.25")
+            .with_args(&["--db-password", "hunter2-planted"])
+            .with_previous_log("web-1", "app", lines)
     }
 
     fn findings() -> Vec<Finding> {

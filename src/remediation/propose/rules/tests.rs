@@ -1,19 +1,7 @@
 //! Unit tests of the rules, per failure class, including the "no safe fix" cases.
 use super::*;
-use crate::remediation::crd::{ContainerTemplate, LogTail, Revision, WorkloadRef};
-
-fn evidence(kind: &str, api_version: &str) -> Evidence {
-    Evidence {
-        workload: WorkloadRef {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            name: "web".into(),
-            uid: "web-uid".into(),
-        },
-        namespace: "shop".into(),
-        ..Evidence::default()
-    }
-}
+use crate::remediation::crd::{ContainerTemplate, Revision};
+use crate::remediation::fixtures::evidence;
 
 fn deployment(containers: Value) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -49,7 +37,7 @@ fn patch_containers(proposal: &Proposal) -> &Value {
 #[test]
 fn image_pull_failure_restores_the_last_healthy_image() {
     let live = deployment(json!([{"name": "nginx", "image": "nginx:does-not-exist"}]));
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.history = vec![
         revision(3, "nginx:also-broken", false),
         revision(2, "nginx:1.25.5", true),
@@ -102,7 +90,7 @@ fn image_pull_failure_restores_the_last_healthy_image() {
 #[test]
 fn image_pull_failure_without_a_healthy_alternative_needs_a_human() {
     let live = deployment(json!([{"name": "nginx", "image": "nginx:does-not-exist"}]));
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.history = vec![
         revision(2, "nginx:1.25.5", false),
         // Healthy, but the same image: restoring it changes nothing.
@@ -131,7 +119,7 @@ fn init_container_image_is_restored_under_init_containers() {
     let mut live = deployment(json!([{"name": "app", "image": "app:1"}]));
     live["spec"]["template"]["spec"]["initContainers"] =
         json!([{"name": "setup", "image": "busybox:0.0.0-missing"}]);
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.history = vec![Revision {
         revision: 1,
         images: BTreeMap::from([
@@ -166,7 +154,7 @@ fn oom_doubles_the_memory_limit() {
     oom.exit_code = Some(137);
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[finding("redis", "CrashLoopBackOff"), oom],
         &[],
         &RuleConfig::default(),
@@ -195,7 +183,7 @@ fn oom_stops_at_the_cap_and_lowers_an_oversized_request() {
         "resources": {"requests": {"memory": "1536Mi"}, "limits": {"memory": "1536Mi"}}}]));
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[finding("app", OOM_KILLED)],
         &[],
         &RuleConfig::default(),
@@ -210,7 +198,7 @@ fn oom_stops_at_the_cap_and_lowers_an_oversized_request() {
         "resources": {"requests": {"memory": "900Mi"}, "limits": {"memory": "800Mi"}}}]));
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[finding("app", OOM_KILLED)],
         &[],
         &RuleConfig {
@@ -229,7 +217,7 @@ fn oom_at_the_cap_or_without_a_limit_needs_a_human() {
         let live = deployment(json!([{"name": "app", "image": "app:1", "resources": resources}]));
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("app", OOM_KILLED)],
             &[],
             &RuleConfig::default(),
@@ -247,7 +235,7 @@ fn cronjob_patches_go_under_the_job_template() {
             "restartPolicy": "Never",
             "containers": [{"name": "nginx", "image": "nginx:broken",
                             "resources": {"limits": {"memory": "64Mi"}}}]}}}}}});
-    let mut ev = evidence("CronJob", "batch/v1");
+    let mut ev = evidence("CronJob");
     ev.history = vec![revision(1, "nginx:1.25.5", true)];
     let config = RuleConfig::default();
     let pull = propose_from_rules(
@@ -304,7 +292,7 @@ fn oom_after_a_limit_cut_goes_back_to_the_healthy_limit_when_doubling_is_not_eno
     );
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[oom.clone()],
         &[unhealthy, healthy.clone()],
         &RuleConfig::default(),
@@ -322,7 +310,7 @@ fn oom_after_a_limit_cut_goes_back_to_the_healthy_limit_when_doubling_is_not_eno
     );
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[oom],
         &[small],
         &RuleConfig::default(),
@@ -351,15 +339,11 @@ fn crash_after_a_template_change_reverts_the_changed_fields() {
             true,
         ),
     ];
-    let mut ev = evidence("Deployment", "apps/v1");
-    ev.logs = vec![LogTail {
-        pod: "db-1".into(),
-        container: "db".into(),
-        previous: true,
-        lines: vec![
-            "Error: Database is uninitialized and superuser password is not specified.".into(),
-        ],
-    }];
+    let ev = evidence("Deployment").with_previous_log(
+        "db-1",
+        "db",
+        vec!["Error: Database is uninitialized and superuser password is not specified.".into()],
+    );
     let mut crash = finding("db", "CrashLoopBackOff");
     crash.exit_code = Some(1);
     let proposal = propose_from_rules(&live, &ev, &[crash], &history, &RuleConfig::default());
@@ -406,7 +390,7 @@ fn env_entries_added_by_the_bad_revision_are_named_as_a_risk() {
     )];
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[finding("db", "CrashLoopBackOff")],
         &history,
         &RuleConfig::default(),
@@ -441,7 +425,7 @@ fn crash_without_a_template_change_or_healthy_revision_needs_a_human() {
     for history in [same, unhealthy, Vec::new()] {
         let proposal = propose_from_rules(
             &live,
-            &evidence("Deployment", "apps/v1"),
+            &evidence("Deployment"),
             &[finding("db", "CrashLoopBackOff")],
             &history,
             &RuleConfig::default(),
@@ -466,7 +450,7 @@ fn config_errors_revert_env_only() {
     )];
     let proposal = propose_from_rules(
         &live,
-        &evidence("Deployment", "apps/v1"),
+        &evidence("Deployment"),
         &[finding("db", "CreateContainerConfigError")],
         &history,
         &RuleConfig::default(),
@@ -482,7 +466,7 @@ fn config_errors_revert_env_only() {
 #[test]
 fn managed_workloads_warn_that_a_sync_reverts_the_patch() {
     let live = deployment(json!([{"name": "nginx", "image": "nginx:bad"}]));
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.history = vec![revision(1, "nginx:1.25.5", true)];
     ev.management = BTreeMap::from([
         ("app.kubernetes.io/managed-by".into(), "Helm".into()),
@@ -510,7 +494,7 @@ fn managed_workloads_warn_that_a_sync_reverts_the_patch() {
 fn statefulset_fixes_warn_about_stuck_pods() {
     let mut live = deployment(json!([{"name": "nginx", "image": "nginx:bad"}]));
     live["kind"] = json!("StatefulSet");
-    let mut ev = evidence("StatefulSet", "apps/v1");
+    let mut ev = evidence("StatefulSet");
     ev.history = vec![revision(1, "nginx:1.25.5", true)];
     let proposal = propose_from_rules(
         &live,
@@ -536,7 +520,7 @@ fn kinds_without_a_patchable_template_get_advice_only() {
         let live = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "web"},
             "spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:bad"}]}},
                      "containers": [{"name": "nginx", "image": "nginx:bad"}]}});
-        let mut ev = evidence(kind, "v1");
+        let mut ev = evidence(kind);
         ev.history = vec![revision(1, "nginx:1.25.5", true)];
         let proposal = propose_from_rules(
             &live,
@@ -562,7 +546,7 @@ fn kinds_without_a_patchable_template_get_advice_only() {
 #[test]
 fn other_failures_are_diagnosed_without_actions() {
     let live = deployment(json!([{"name": "app", "image": "app:1"}]));
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.containers = vec![ContainerTemplate {
         name: "app".into(),
         probes: vec!["readiness: httpGet :8080/ready every 10s, timeout 1s, 3 failures".into()],
@@ -603,7 +587,7 @@ fn one_fix_and_one_unfixable_container_share_a_proposal() {
         {"name": "nginx", "image": "nginx:bad"},
         {"name": "side", "image": "side:1"}
     ]));
-    let mut ev = evidence("Deployment", "apps/v1");
+    let mut ev = evidence("Deployment");
     ev.history = vec![revision(1, "nginx:1.25.5", true)];
     let proposal = propose_from_rules(
         &live,
