@@ -4,9 +4,9 @@
 //!
 //! The layers, lowest first: `k8s` (Kubernetes helpers, a leaf), then `llm`
 //! (the model client) and `admission` (the webhook), then `remediation`, then
-//! `operator`, `cli` and `plugin` on top. A module may name only modules in a
-//! lower layer; the policy engine is its own crate and cannot name the
-//! operator at all.
+//! `operator` and `plugin`, and `cli` (which starts the operator) on top. A
+//! module may name only modules in a lower layer; the policy engine is its
+//! own crate and cannot name the operator at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,9 @@ fn layer(module: &str) -> Option<u8> {
         "k8s" => 0,
         "llm" | "admission" => 1,
         "remediation" => 2,
-        "operator" | "cli" | "plugin" => 3,
+        "operator" | "plugin" => 3,
+        // The command line parses arguments and hands them to `operator`.
+        "cli" => 4,
         _ => return None,
     })
 }
