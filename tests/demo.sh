@@ -262,6 +262,7 @@ port=$(AIOPS_BIN=$PWD/target/release/aiops-operator AIOPS_LLM_URL=$llm_url \
   AIOPS_LLM_PROVIDER=$llm_provider AIOPS_LLM_MODEL=$llm_model \
   bash tests/operator/local.sh start demo-operator)
 echo "operator restarted with the $llm_provider provider -> $llm_url ($llm_model)"
+model_start=$EPOCHREALTIME
 kubectl -n "$ns" create deployment api --image=ngnix:1.25.5 --replicas=2
 for _ in $(seq 1 240); do
   phase=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" \
@@ -271,6 +272,15 @@ for _ in $(seq 1 240); do
 done
 rem2=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" -o jsonpath='{.items[0].metadata.name}')
 kubectl -n "$ns" get rem
+# The model step must really have gone through the chosen route: a proposal
+# from another source (or none, after a failed call) is a failed demo, not a
+# quieter one.
+source=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.proposal.source}')
+if [[ $source != "$llm_provider:$llm_model" ]]; then
+  kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.message}{"\n"}' >&2 || true
+  fail "the proposal for api came from '${source:-nowhere}', not $llm_provider:$llm_model"
+fi
+echo "proposal from $source after $(seconds_since "$model_start") s (the Deployment's creation to phase $phase)"
 say "   kubectl aiops show $rem2 (the model's proposal, its guardrail verdict and dry-run diff)"
 target/release/kubectl-aiops -n "$ns" show "$rem2"
 ready=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.conditions[?(@.type=="ReadyForReview")].status}')

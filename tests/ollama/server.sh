@@ -104,6 +104,11 @@ start_server() {
   done
 }
 
+# One compute thread by default: these CPU backends are built without OpenMP,
+# and ggml's own thread pool busy-waits between steps, so two threads on two
+# cores that other work shares generated 1-2.5 tokens/s with SmolLM2 where
+# one thread generated 36 (AIOPS_OLLAMA_THREADS to change it).
+#
 # Imports the verified GGUF under `name` unless the same Modelfile was
 # imported before. Without an explicit TEMPLATE Ollama falls back to
 # `{{ .Prompt }}` for these files, which drops the system message without
@@ -119,6 +124,7 @@ TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}
 """
 PARAMETER stop "<|im_start|>"
 PARAMETER stop "<|im_end|>"
+PARAMETER num_thread ${AIOPS_OLLAMA_THREADS:-1}
 EOF
   local stamp=$models/.imported.$name want
   want=$(sha256sum < "$modelfile" | cut -c1-64)
