@@ -49,6 +49,20 @@ llm-down: ## stop the local model server
 llm-status: ## is the local model server running?
 	@bash $(LLM) status
 
+OLLAMA := tests/ollama/server.sh
+
+.PHONY: ollama-up
+ollama-up: ## build Ollama from its pinned Go module (cached) and serve MODEL=qwen|smollm2 on 127.0.0.1; prints its URL
+	@bash $(OLLAMA) up $(MODEL)
+
+.PHONY: ollama-down
+ollama-down: ## stop the Ollama server
+	@bash $(OLLAMA) down
+
+.PHONY: ollama-status
+ollama-status: ## is the Ollama server running?
+	@bash $(OLLAMA) status
+
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check

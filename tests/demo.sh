@@ -16,9 +16,11 @@
 #   3. `kubectl patch rem … approved=true` approves exactly that proposal;
 #   4. the fix is applied and verified; the Remediation ends Verified;
 #   5. a failure the rules cannot fix (a misspelled repository in a brand-new
-#      Deployment, no history) goes to the local model (Qwen2.5-Coder-0.5B on
-#      llama.cpp, sha256-verified); its proposal passes the same guardrails and
-#      dry run, and is approved with kubectl when it is valid.
+#      Deployment, no history) goes to the local model (Qwen2.5-Coder-0.5B,
+#      sha256-verified) served by Ollama built here (the first run builds it,
+#      10-20 minutes; DEMO_LLM=llamacpp uses llama.cpp's server instead); its
+#      proposal passes the same guardrails and dry run, and is approved with
+#      kubectl when it is valid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +48,7 @@ stop_operator() {
   bash tests/operator/local.sh stop demo-operator
   bash tests/operator/local.sh uninstall
   bash tests/llm/server.sh down >/dev/null 2>&1 || true
+  bash tests/ollama/server.sh down >/dev/null 2>&1 || true
 }
 trap stop_operator EXIT
 
@@ -238,13 +241,28 @@ kubectl -n "$ns" get events --field-selector involvedObject.name="$rem" \
 [[ $phase == Verified ]] || { echo "demo: the remediation ended $phase" >&2; exit 1; }
 
 say "5. A failure the rules cannot fix: a new Deployment with a misspelled repository"
-say "   Local model server (xllamacpp, Qwen2.5-Coder-0.5B Q4_K_M, sha256-verified)"
-llm_url=$(bash tests/llm/server.sh up qwen | tail -1)
+case ${DEMO_LLM:-ollama} in
+  ollama)
+    say "   Local model server (Ollama built here, Qwen2.5-Coder-0.5B Q4_K_M, sha256-verified)"
+    llm_url=$(bash tests/ollama/server.sh up qwen | tail -1)
+    llm_provider=ollama
+    llm_model=$(sed -n 's/^OLLAMA_MODEL=//p' target/ollama/env)
+    ;;
+  llamacpp)
+    say "   Local model server (xllamacpp, Qwen2.5-Coder-0.5B Q4_K_M, sha256-verified)"
+    llm_url=$(bash tests/llm/server.sh up qwen | tail -1)
+    llm_provider=openai
+    llm_model=qwen2.5-coder-0.5b
+    ;;
+  *) fail "DEMO_LLM must be ollama or llamacpp, not '$DEMO_LLM'" ;;
+esac
 echo "model server: $llm_url"
 bash tests/operator/local.sh stop demo-operator
 port=$(AIOPS_BIN=$PWD/target/release/aiops-operator AIOPS_LLM_URL=$llm_url \
-  AIOPS_LLM_MODEL=qwen2.5-coder-0.5b bash tests/operator/local.sh start demo-operator)
-echo "operator restarted with the openai provider -> $llm_url"
+  AIOPS_LLM_PROVIDER=$llm_provider AIOPS_LLM_MODEL=$llm_model \
+  bash tests/operator/local.sh start demo-operator)
+echo "operator restarted with the $llm_provider provider -> $llm_url ($llm_model)"
+model_start=$EPOCHREALTIME
 kubectl -n "$ns" create deployment api --image=ngnix:1.25.5 --replicas=2
 for _ in $(seq 1 240); do
   phase=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" \
@@ -254,6 +272,15 @@ for _ in $(seq 1 240); do
 done
 rem2=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$(kubectl -n "$ns" get deploy api -o jsonpath='{.metadata.uid}')" -o jsonpath='{.items[0].metadata.name}')
 kubectl -n "$ns" get rem
+# The model step must really have gone through the chosen route: a proposal
+# from another source (or none, after a failed call) is a failed demo, not a
+# quieter one.
+source=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.proposal.source}')
+if [[ $source != "$llm_provider:$llm_model" ]]; then
+  kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.message}{"\n"}' >&2 || true
+  fail "the proposal for api came from '${source:-nowhere}', not $llm_provider:$llm_model"
+fi
+echo "proposal from $source after $(seconds_since "$model_start") s (the Deployment's creation to phase $phase)"
 say "   kubectl aiops show $rem2 (the model's proposal, its guardrail verdict and dry-run diff)"
 target/release/kubectl-aiops -n "$ns" show "$rem2"
 ready=$(kubectl -n "$ns" get rem "$rem2" -o jsonpath='{.status.conditions[?(@.type=="ReadyForReview")].status}')

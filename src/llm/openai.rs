@@ -136,6 +136,7 @@ impl OpenAiProvider {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
             },
+            notes: Vec::new(),
         })
     }
 }

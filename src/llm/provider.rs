@@ -23,6 +23,9 @@ pub struct ProposalRequest {
     pub schema: Value,
     /// A name for the schema (`[A-Za-z0-9_-]`, at most 64), as OpenAI requires.
     pub schema_name: String,
+    /// The operator's own estimate of the prompt's size in tokens, so a
+    /// provider can tell when the server read far less than was sent.
+    pub estimated_prompt_tokens: usize,
 }
 
 /// Token counts the server reported, when it reports them.
@@ -39,6 +42,9 @@ pub struct ModelAnswer {
     /// The answer object; it passed the request's schema.
     pub answer: Value,
     pub usage: Usage,
+    /// What the provider noticed about the call that a reviewer of the
+    /// proposal should read (a prompt the server only partly read).
+    pub notes: Vec<String>,
 }
 
 /// The future a provider returns: boxed so providers can live behind `dyn`.
@@ -97,6 +103,14 @@ pub enum LlmError {
         body: String,
         /// What the server said about trying again.
         retry: RetryHint,
+    },
+    /// The server is up and refused this request (a bad `format`, a wrongly
+    /// typed option) under a 5xx status: retrying cannot help.
+    #[error("POST {url}: HTTP {status}: the server refused the request: {body}")]
+    Rejected {
+        url: String,
+        status: u16,
+        body: String,
     },
     #[error("POST {url}: the response is larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: usize },
@@ -185,6 +199,26 @@ pub enum RetryHint {
     Never,
 }
 
+/// Below this share of the estimate, the server's prompt token count means
+/// part of the prompt never reached the model. The estimate (characters / 4)
+/// is close to real tokenizers for this English and JSON, and a dropped
+/// system message leaves about a third of it.
+const PROMPT_SHORTFALL_RATIO: f64 = 0.5;
+
+/// A note for the proposal when the server read far fewer prompt tokens than
+/// the operator sent: the usual cause is a chat template that drops the
+/// system message (and with it the rules the answer must follow).
+pub fn prompt_shortfall(estimated: usize, counted: Option<u64>) -> Option<String> {
+    let counted = counted?;
+    ((counted as f64) < estimated as f64 * PROMPT_SHORTFALL_RATIO).then(|| {
+        format!(
+            "the model server read only {counted} prompt tokens of about {estimated} sent: \
+             part of the prompt (likely the system message) was dropped, so the model \
+             answered without its instructions; check the server's chat template"
+        )
+    })
+}
+
 /// The rules-only provider: every call says "not configured".
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoProvider;
@@ -207,4 +241,20 @@ pub fn build_provider(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError>
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(config)?),
         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(config)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_count_far_below_the_estimate_is_a_shortfall_and_a_close_one_is_not() {
+        // 230 of about 757: the system message was dropped.
+        let note = prompt_shortfall(757, Some(230)).expect("a shortfall");
+        assert!(note.contains("230") && note.contains("757"), "{note}");
+        assert_eq!(prompt_shortfall(757, Some(700)), None);
+        assert_eq!(prompt_shortfall(757, Some(1200)), None);
+        // No count, no claim.
+        assert_eq!(prompt_shortfall(757, None), None);
+    }
 }

@@ -7,7 +7,9 @@
 //! - the HTTP status checked before the body is used;
 //! - bounded retries with exponential backoff and jitter on 5xx, 429,
 //!   timeouts and connection errors, waiting instead as long as a
-//!   `retry-after` header asks when the call's time budget allows it;
+//!   `retry-after` header asks when the call's time budget allows it, and
+//!   except the 5xx answers the provider knows to be refusals of the
+//!   request itself;
 //! - a circuit breaker that fails calls fast while the server is down.
 //!
 //! The API key goes only into one request header (`Authorization: Bearer`,
@@ -55,6 +57,10 @@ impl Default for RequestHeaders {
     }
 }
 
+/// Tells, from an error status and the server's error message, that the
+/// server refused the request itself (so it is neither retried nor an outage).
+pub type RequestErrorCheck = fn(status: u16, message: &str) -> bool;
+
 /// A resilient JSON-over-HTTP client for one model server.
 #[derive(Debug)]
 pub struct HttpTransport {
@@ -70,6 +76,7 @@ pub struct HttpTransport {
     /// The fixed headers and the key's header, built once. The key's value
     /// is marked sensitive, so `Debug` of this map never prints it.
     headers: HeaderMap,
+    request_error: Option<RequestErrorCheck>,
 }
 
 impl HttpTransport {
@@ -101,7 +108,15 @@ impl HttpTransport {
             breaker: CircuitBreaker::new(config.breaker_threshold, config.breaker_cooldown),
             permits: Semaphore::new(config.max_concurrency.max(1)),
             headers,
+            request_error: None,
         })
+    }
+
+    /// Some servers answer a malformed request with a 5xx; `check` picks
+    /// those out so they fail at once as [`LlmError::Rejected`].
+    pub fn with_request_errors(mut self, check: RequestErrorCheck) -> Self {
+        self.request_error = Some(check);
+        self
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -170,9 +185,10 @@ impl HttpTransport {
                     attempt += 1;
                 }
                 Err(error) => {
-                    // A 4xx means the server is up and said no; an oversized
-                    // body means it misbehaves. Neither is worth a retry.
-                    if matches!(error, LlmError::Status { .. }) {
+                    // A 4xx or a refusal means the server is up and said no;
+                    // an oversized body means it misbehaves. Neither is
+                    // worth a retry.
+                    if matches!(error, LlmError::Status { .. } | LlmError::Rejected { .. }) {
                         self.breaker.record_success();
                     } else {
                         self.breaker.record_failure();
@@ -217,9 +233,16 @@ impl HttpTransport {
         }
         if !status.is_success() {
             let (body, quota_spent) = error_text(&bytes);
+            let (url, status) = (url.to_string(), status.as_u16());
+            if self
+                .request_error
+                .is_some_and(|refused| refused(status, &body))
+            {
+                return Err(LlmError::Rejected { url, status, body });
+            }
             return Err(LlmError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
+                url,
+                status,
                 body,
                 retry: match retry_after {
                     _ if quota_spent => RetryHint::Never,

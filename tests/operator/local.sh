@@ -16,6 +16,8 @@
 # AIOPS_MODE (admission mode for the ConfigMap; default Policy),
 # AIOPS_LLM_URL / AIOPS_LLM_MODEL (model proposals from an OpenAI-compatible
 # server, e.g. the one `make llm-up` starts; unset: rules only),
+# AIOPS_LLM_PROVIDER=ollama (the server at AIOPS_LLM_URL is Ollama, e.g. the
+# one `make ollama-up` starts; default openai),
 # AIOPS_LLM_ALWAYS=true (ask the model even when the rules have a fix),
 # AIOPS_WEBHOOK_NAMESPACE_LABEL (only namespaces with this label set to
 # "true" go through the webhooks; for tests), AIOPS_OPERATOR_ARGS (extra
@@ -71,11 +73,15 @@ EOF
   sandbox_kubectl wait --for condition=established --timeout=30s crd/remediations.aiops-operator.dev >/dev/null
   sed "s/^  mode: Policy$/  mode: ${AIOPS_MODE:-Policy}/" "$repo/manifests/admission-config.yaml" \
     | sandbox_kubectl apply -f - >/dev/null
-  # Model proposals: the local OpenAI-compatible server when AIOPS_LLM_URL is
-  # set (make llm-up), rules only otherwise. Read by the operator at start.
-  local llm
+  # Model proposals: the local server when AIOPS_LLM_URL is set (make llm-up
+  # or make ollama-up), rules only otherwise. Read by the operator at start.
+  local llm provider=${AIOPS_LLM_PROVIDER:-openai}
+  case $provider in
+    openai|ollama) ;;
+    *) echo "local.sh: AIOPS_LLM_PROVIDER must be openai or ollama, not '$provider'" >&2; exit 1 ;;
+  esac
   if [[ -n ${AIOPS_LLM_URL:-} ]]; then
-    llm="{\"llm.provider\":\"openai\",\"llm.url\":\"$AIOPS_LLM_URL\",\"llm.model\":\"${AIOPS_LLM_MODEL:-local}\",\"llm.timeoutSeconds\":\"180\",\"llm.always\":\"${AIOPS_LLM_ALWAYS:-false}\"}"
+    llm="{\"llm.provider\":\"$provider\",\"llm.url\":\"$AIOPS_LLM_URL\",\"llm.model\":\"${AIOPS_LLM_MODEL:-local}\",\"llm.timeoutSeconds\":\"180\",\"llm.always\":\"${AIOPS_LLM_ALWAYS:-false}\"}"
   else
     llm='{"llm.provider":"none","llm.always":"false"}'
   fi

@@ -128,6 +128,7 @@ mod tests {
         ModelAnswer {
             answer: json!({ "n": n }),
             usage: Usage::default(),
+            notes: Vec::new(),
         }
     }
 

@@ -144,6 +144,7 @@ impl ModelProposer {
                 user: prompt.user,
                 schema,
                 schema_name: SCHEMA_NAME.into(),
+                estimated_prompt_tokens: prompt.stats.estimated_tokens,
             },
             stats: prompt.stats,
             facts,
@@ -165,12 +166,18 @@ impl ModelProposer {
             None => (self.provider.propose(&prepared.request).await?, false),
         };
         let fix = parse_fix(&answer.answer)?;
-        let proposal = fix_to_proposal(
+        let mut proposal = fix_to_proposal(
             &fix,
             incident.evidence,
             &prepared.facts,
             &self.provider.name(),
         )?;
+        if !answer.notes.is_empty() {
+            // The reviewer reads why this answer deserves less trust; the
+            // hash covers risks, so the proposal is sealed again.
+            proposal.risks.extend(answer.notes.iter().cloned());
+            proposal = proposal.seal();
+        }
         if !cached {
             self.cache.insert(prepared.key, answer.clone());
         }
