@@ -12,8 +12,8 @@
 //! a fixed seed and `cache_prompt: false`, and asserts that the answer is JSON
 //! that matches the schema. It asserts nothing about which candidate the model
 //! picks. Plain reqwest for now; it moves to the real provider (src/llm) later.
+mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ fn server_url() -> String {
     if let Ok(url) = std::env::var("AIOPS_LLM_URL") {
         return url.trim_end_matches('/').to_string();
     }
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/llm/url");
+    let file = support::repo_root().join("target/llm/url");
     match std::fs::read_to_string(&file) {
         Ok(url) => url.trim().trim_end_matches('/').to_string(),
         Err(e) => panic!(
@@ -170,10 +170,12 @@ fn the_schema_check_rejects_what_the_schema_forbids() {
 #[tokio::test]
 async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
     use aiops_operator::llm::config::{LlmConfig, ProviderKind};
-    use aiops_operator::policy::PolicySet;
-    use aiops_operator::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
     use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+    use aiops_operator::remediation::propose::model::mentions::IncidentWords;
+    use aiops_operator::remediation::propose::model::prompt::redact_evidence;
+    use aiops_operator::remediation::propose::model::schema::incident_facts;
     use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
+    use support::{baseline_policies, pull_evidence, pull_findings, web_workload};
 
     let config = LlmConfig {
         provider: ProviderKind::Openai,
@@ -183,30 +185,9 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
         ..LlmConfig::default()
     };
     let proposer = ModelProposer::from_config(&config, 2 << 30).expect("provider");
-    let workload = WorkloadRef {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: "web".into(),
-        uid: "uid-web".into(),
-    };
-    let evidence = Evidence {
-        workload: workload.clone(),
-        namespace: "shop".into(),
-        containers: vec![ContainerTemplate {
-            name: "app".into(),
-            image: "ngnix:1.25.5".into(),
-            ..ContainerTemplate::default()
-        }],
-        ..Evidence::default()
-    };
-    let findings = vec![Finding {
-        container: "app".into(),
-        reason: "ImagePullBackOff".into(),
-        message: "Back-off pulling image \"ngnix:1.25.5\"".into(),
-        pods: 2,
-        image: Some("ngnix:1.25.5".into()),
-        ..Finding::default()
-    }];
+    let workload = web_workload();
+    let evidence = pull_evidence("shop");
+    let findings = pull_findings();
     let images = vec!["nginx:1.25.5".to_string(), "nginx:1.27.3".to_string()];
     let answer = proposer
         .propose(&Incident {
@@ -235,8 +216,7 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
     let live = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web"},
         "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ngnix:1.25.5"}]}}}});
-    let policies = PolicySet::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"))
-        .expect("baseline policies");
+    let policies = baseline_policies();
     let verdict = guard_proposal(
         "shop",
         &workload,
@@ -246,15 +226,42 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
         &policies,
         &GuardrailLimits::default(),
     );
-    // Any image the schema allowed is a candidate, so every action targets the
-    // workload and stays inside the allowed fields; the verdict says so.
+    // Whatever the model chose, an action targets the workload, passes the
+    // guardrails, and sets only an offered candidate image.
     for action in &answer.proposal.actions {
         assert_eq!(action.target, workload);
         assert_eq!(action.namespace, "shop");
+        let image = action.patch["spec"]["template"]["spec"]["containers"][0]["image"].as_str();
+        assert!(
+            image.is_none_or(|i| images.iter().any(|c| c == i)),
+            "an image outside the candidates {images:?}: {}",
+            action.patch
+        );
+    }
+    if !answer.proposal.actions.is_empty() {
+        assert!(verdict.allowed, "the real model's fix passes: {verdict:?}");
     }
     assert!(
         verdict.allowed || !verdict.violations.is_empty(),
         "a refusal always carries its reasons: {verdict:?}"
+    );
+    // The cause a reviewer sees names only facts of this incident, whatever
+    // the model wrote (it is kept, flagged, among the risks otherwise).
+    let facts = incident_facts(&redact_evidence(&evidence), &findings, &images, 2 << 30);
+    let words = IncidentWords::for_proposal(&evidence, &facts, &answer.proposal);
+    assert!(
+        answer
+            .proposal
+            .root_cause
+            .starts_with("Container app (image ngnix:1.25.5)"),
+        "the operator's words lead: {}",
+        answer.proposal.root_cause
+    );
+    assert_eq!(
+        words.unknown_mentions(&answer.proposal.root_cause),
+        Vec::<String>::new(),
+        "the shown cause: {}",
+        answer.proposal.root_cause
     );
     eprintln!(
         "real model proposal: {:?}; guardrails: {verdict:?}",

@@ -14,7 +14,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::{
-    OperatorProcess, Sandbox, TestNamespace, create, deployment, phase, remediations, wait_until,
+    OperatorProcess, Sandbox, TestNamespace, approval_patch, create, create_deployment, phase,
+    remediations, wait_deployment_rolled_out, wait_remediation, wait_until,
 };
 
 const STEP: Duration = Duration::from_secs(120);
@@ -39,40 +40,14 @@ fn operator() -> &'static OperatorProcess {
 /// Waits for the namespace's only Remediation to reach `want`.
 async fn wait_phase(client: &Client, ns: &str, want: Phase) -> Remediation {
     let op = operator();
-    let found = wait_until(
-        STEP,
-        &format!("a remediation in {ns} to reach {want:?}"),
-        || async {
-            let all = remediations(client, ns).await;
-            all.into_iter().find(|r| phase(r) == want)
-        },
-    )
-    .await;
+    let found = wait_remediation(client, ns, &[want], STEP).await;
     assert_eq!(
         remediations(client, ns).await.len(),
         1,
         "exactly one Remediation per broken workload; operator log:\n{}",
-        tail(&op.log())
+        op.log_tail(40)
     );
     found
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn approve(sandbox: &Sandbox, ns: &str, name: &str) -> (bool, String) {
-    sandbox.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "rem",
-        name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"approved":true}}"#,
-    ])
 }
 
 /// The proposal is rule-based, guarded, dry-run validated with a diff.
@@ -112,26 +87,6 @@ async fn patch_deployment(client: &Client, ns: &str, name: &str, patch: serde_js
         .expect("patch deployment");
 }
 
-async fn wait_deployment_healthy(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    replicas: i32,
-) -> Deployment {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    wait_until(STEP, &format!("deployment {name} healthy"), || async {
-        let d = api.get(name).await.ok()?;
-        let s = d.status.clone()?;
-        let done = s.observed_generation == d.metadata.generation
-            && s.updated_replicas == Some(replicas)
-            && s.ready_replicas == Some(replicas)
-            && s.available_replicas == Some(replicas)
-            && s.replicas == Some(replicas);
-        done.then_some(d)
-    })
-    .await
-}
-
 fn container(d: &Deployment) -> k8s_openapi::api::core::v1::Container {
     d.spec
         .as_ref()
@@ -155,8 +110,8 @@ async fn healthy_then_broken(
     operator();
     let ns = sandbox.e2e_namespace(prefix).await;
     let client = &sandbox.client;
-    create::<Deployment>(client, &ns.name, deployment("app", 3, initial)).await;
-    wait_deployment_healthy(client, &ns.name, "app", 3).await;
+    create_deployment(client, &ns.name, "app", 3, initial).await;
+    wait_deployment_rolled_out(client, &ns.name, "app").await;
     patch_deployment(client, &ns.name, "app", breakage).await;
     let proposed = wait_phase(client, &ns.name, Phase::Proposed).await;
     (ns, proposed)
@@ -173,14 +128,14 @@ async fn bad_image_tag_after_a_good_rollout_is_restored_and_verified() {
     )
     .await;
     assert_reviewable(&proposed, IMAGE_PULL, "containers[web].image");
-    let (ok, out) = approve(&sandbox, &ns.name, &proposed.name_any());
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
     assert!(ok, "kubectl patch approves: {out}");
 
     let verified = wait_phase(&sandbox.client, &ns.name, Phase::Verified).await;
     let status = verified.status.unwrap();
     assert_eq!(status.approved_by.as_deref(), Some("sandbox-admin"));
     assert!(status.verified_at.is_some() && status.applied_at.is_some());
-    let d = wait_deployment_healthy(&sandbox.client, &ns.name, "app", 3).await;
+    let d = wait_deployment_rolled_out(&sandbox.client, &ns.name, "app").await;
     assert_eq!(container(&d).image.as_deref(), Some("nginx:1.25.5"));
 
     // One /metrics for the whole operator: repair and admission series.
@@ -217,10 +172,10 @@ async fn memory_limit_cut_below_need_is_raised_and_verified() {
     )
     .await;
     assert_reviewable(&proposed, &["OOMKilled"], "resources.limits.memory");
-    let (ok, out) = approve(&sandbox, &ns.name, &proposed.name_any());
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
     assert!(ok, "{out}");
     wait_phase(&sandbox.client, &ns.name, Phase::Verified).await;
-    let d = wait_deployment_healthy(&sandbox.client, &ns.name, "app", 3).await;
+    let d = wait_deployment_rolled_out(&sandbox.client, &ns.name, "app").await;
     let resources = container(&d).resources.unwrap();
     let limit = &resources.limits.unwrap()["memory"].0;
     assert_eq!(
@@ -246,10 +201,10 @@ async fn removed_required_env_var_is_restored_and_verified() {
     let evidence = serde_json::to_string(&proposed.status.as_ref().unwrap().evidence).unwrap();
     assert!(evidence.contains("superuser password is not specified"));
     assert!(!evidence.contains("from-the-template"));
-    let (ok, out) = approve(&sandbox, &ns.name, &proposed.name_any());
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
     assert!(ok, "{out}");
     wait_phase(&sandbox.client, &ns.name, Phase::Verified).await;
-    let d = wait_deployment_healthy(&sandbox.client, &ns.name, "app", 3).await;
+    let d = wait_deployment_rolled_out(&sandbox.client, &ns.name, "app").await;
     let env = container(&d).env.unwrap_or_default();
     assert!(env.iter().any(|e| e.name == "POSTGRES_PASSWORD"), "{env:?}");
 }
@@ -261,19 +216,13 @@ async fn a_fix_whose_rollout_fails_is_rolled_back_to_the_original_values() {
     // rule doubles to 32Mi, still below redis's 64Mi: the fixed pods OOM too.
     operator();
     let ns = sandbox.e2e_namespace("e2e-rollback").await;
-    create::<Deployment>(
-        &sandbox.client,
-        &ns.name,
-        deployment(
-            "app",
+    create_deployment(&sandbox.client, &ns.name, "app",
             3,
-            json!({"name": "cache", "image": "redis:7.2.5", "resources": {"limits": {"memory": "16Mi"}}}),
-        ),
-    )
+            json!({"name": "cache", "image": "redis:7.2.5", "resources": {"limits": {"memory": "16Mi"}}}))
     .await;
     let proposed = wait_phase(&sandbox.client, &ns.name, Phase::Proposed).await;
     assert_reviewable(&proposed, &["OOMKilled"], "resources.limits.memory");
-    let (ok, out) = approve(&sandbox, &ns.name, &proposed.name_any());
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
     assert!(ok, "{out}");
     let rolled_back = wait_phase(&sandbox.client, &ns.name, Phase::RolledBack).await;
     assert!(rolled_back.status.unwrap().message.contains("rolled back"));
@@ -344,7 +293,7 @@ async fn statefulset_and_daemonset_bad_images_are_fixed() {
     );
     for r in &both {
         assert_reviewable(r, IMAGE_PULL, "containers[main].image");
-        let (ok, out) = approve(&sandbox, &ns.name, &r.name_any());
+        let (ok, out) = sandbox.approve(&ns.name, &r.name_any());
         assert!(ok, "{out}");
     }
     wait_until(STEP, "both verified", || async {
@@ -371,26 +320,12 @@ async fn approvals_that_must_never_apply_are_refused() {
 
     // 1. The operator's own identity cannot approve.
     let operator_kubeconfig = support::repo_root().join("target/operator/kubeconfig");
-    let out = std::process::Command::new(sandbox.kubectl_path())
-        .arg("--kubeconfig")
-        .arg(&operator_kubeconfig)
-        .args([
-            "-n",
-            &ns.name,
-            "patch",
-            "rem",
-            &name,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"approved":true}}"#,
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("own proposals"),
-        "{stderr}"
+    let (ok, out) = support::kubectl(
+        &sandbox.kubectl_path(),
+        &operator_kubeconfig,
+        &approval_patch(&ns.name, &name),
     );
+    assert!(!ok && out.contains("own proposals"), "{out}");
 
     // 2. A proposal edited in the status (even re-hashed) cannot be approved.
     let api: Api<Remediation> = Api::namespaced(sandbox.client.clone(), &ns.name);
@@ -408,7 +343,7 @@ async fn approvals_that_must_never_apply_are_refused() {
     )
     .await
     .unwrap();
-    let (ok, out) = approve(&sandbox, &ns.name, &name);
+    let (ok, out) = sandbox.approve(&ns.name, &name);
     assert!(!ok && out.contains("not issued by the operator"), "{out}");
 
     // 3. A Remediation created by hand has no proposal: approving it is refused,
@@ -417,7 +352,7 @@ async fn approvals_that_must_never_apply_are_refused() {
         "metadata": {"name": "by-hand"},
         "spec": {"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app", "uid": "x"}, "approved": false}});
     create::<Remediation>(&sandbox.client, &ns.name, manual.clone()).await;
-    let (ok, out) = approve(&sandbox, &ns.name, "by-hand");
+    let (ok, out) = sandbox.approve(&ns.name, "by-hand");
     assert!(!ok && out.contains("no proposal"), "{out}");
     let mut approved_at_birth = manual;
     approved_at_birth["metadata"]["name"] = json!("born-approved");
@@ -445,7 +380,7 @@ async fn approvals_that_must_never_apply_are_refused() {
         phase(&current),
         Phase::Proposed,
         "log:\n{}",
-        tail(&op.log())
+        op.log_tail(40)
     );
 }
 

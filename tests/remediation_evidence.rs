@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aiops_operator::k8s::quantity::parse_memory;
-use aiops_operator::remediation::crd::{Evidence, Finding, WorkloadRef};
+use aiops_operator::remediation::crd::{Evidence, Finding, Proposal, WorkloadRef};
 use aiops_operator::remediation::detect::detect_anomaly;
 use aiops_operator::remediation::evidence::{
     MAX_EVIDENCE_BYTES, fetch_workload, gather_evidence, gather_evidence_and_revisions,
@@ -23,7 +23,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{Sandbox, create, deployment, pods, wait_until};
+use support::{
+    Sandbox, create, create_deployment, pod_last_terminated_reasons, pods,
+    wait_deployment_rolled_out, wait_pod_waiting, wait_statefulset_rolled_out, wait_until,
+    waits_in,
+};
 
 const ROLLOUT: Duration = Duration::from_secs(90);
 const FIELD_MANAGER: &str = "aiops-operator-test";
@@ -58,35 +62,11 @@ fn failing_with_findings(all: &[Pod]) -> (Vec<Pod>, Vec<Finding>) {
     (failing, findings.into_values().collect())
 }
 
-fn waiting_reasons(pod: &Pod) -> Vec<String> {
-    pod.status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-        .collect()
-}
-
-fn last_terminated_reasons(pod: &Pod) -> Vec<String> {
-    pod.status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref()?.reason.clone())
-        .collect()
-}
-
-async fn wait_rollout_complete(client: &Client, namespace: &str, name: &str, replicas: i32) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    wait_until(ROLLOUT, &format!("deployment {name} rollout"), || async {
-        let d = api.get(name).await.ok()?;
-        let s = d.status.as_ref()?;
-        let done = s.observed_generation == d.metadata.generation
-            && s.replicas == Some(replicas)
-            && s.updated_replicas == Some(replicas)
-            && s.ready_replicas == Some(replicas)
-            && s.available_replicas == Some(replicas);
-        done.then_some(())
-    })
-    .await;
+/// The patch of a proposal's only action, failing the test when it has
+/// none or several.
+fn the_one_patch(proposal: &Proposal) -> &Value {
+    assert_eq!(proposal.actions.len(), 1, "{proposal:?}");
+    &proposal.actions[0].patch
 }
 
 /// Applies a proposal's patch the way the operator does: a server-side dry
@@ -152,19 +132,17 @@ async fn crashing_postgres_evidence_has_the_crash_log_and_no_secret_values() {
                "stringData": {"password": "PLANTED-SECRET-VALUE-987"}}),
     )
     .await;
-    let created = create::<Deployment>(
+    let created = create_deployment(
         client,
         &ns.name,
-        deployment(
-            "db",
-            3,
-            json!({"name": "postgres", "image": "postgres:16.4",
-                   "args": ["--password=PLANTED-ARG-PASS-31"],
-                   "env": [
-                       {"name": "API_TOKEN", "value": "sk-live-PLANTED123456789"},
-                       {"name": "DB_PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
-                   ]}),
-        ),
+        "db",
+        3,
+        json!({"name": "postgres", "image": "postgres:16.4",
+        "args": ["--password=PLANTED-ARG-PASS-31"],
+        "env": [
+            {"name": "API_TOKEN", "value": "sk-live-PLANTED123456789"},
+            {"name": "DB_PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+        ]}),
     )
     .await;
     let target = deployment_ref(&created);
@@ -173,7 +151,7 @@ async fn crashing_postgres_evidence_has_the_crash_log_and_no_secret_values() {
         let all = pods(client, &ns.name, "app=db").await;
         let looping = all
             .iter()
-            .filter(|p| waiting_reasons(p).iter().any(|r| r == "CrashLoopBackOff"))
+            .filter(|p| waits_in(p, &["CrashLoopBackOff"]))
             .count();
         (all.len() == 3 && looping == 3).then_some(all)
     })
@@ -312,13 +290,15 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("restore").await;
     let client = &sandbox.client;
-    let created = create::<Deployment>(
+    let created = create_deployment(
         client,
         &ns.name,
-        deployment("web", 3, json!({"name": "nginx", "image": "nginx:1.25.5"})),
+        "web",
+        3,
+        json!({"name": "nginx", "image": "nginx:1.25.5"}),
     )
     .await;
-    wait_rollout_complete(client, &ns.name, "web", 3).await;
+    wait_deployment_rolled_out(client, &ns.name, "web").await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let bad = json!({"spec": {"template": {"spec": {"containers": [
@@ -327,13 +307,7 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
         .patch("web", &PatchParams::default(), &Patch::Strategic(&bad))
         .await
         .expect("roll out the bad image");
-    let broken = wait_until(ROLLOUT, "a pod in ImagePullBackOff", || async {
-        let all = pods(client, &ns.name, "app=web").await;
-        all.iter()
-            .any(|p| waiting_reasons(p).iter().any(|r| r == "ImagePullBackOff"))
-            .then_some(all)
-    })
-    .await;
+    let broken = wait_pod_waiting(client, &ns.name, "app=web", &["ImagePullBackOff"]).await;
 
     let (failing, findings) = failing_with_findings(&broken);
     assert!(
@@ -372,8 +346,7 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
         &templates,
         &RuleConfig::default(),
     );
-    assert_eq!(proposal.actions.len(), 1, "{proposal:?}");
-    let patch = &proposal.actions[0].patch;
+    let patch = the_one_patch(&proposal);
     assert_eq!(
         patch.pointer("/spec/template/spec/containers"),
         Some(&json!([{"name": "nginx", "image": "nginx:1.25.5"}]))
@@ -389,7 +362,7 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
 
     // The patch is one the API server accepts, and it heals the workload.
     apply_patch(client, &ns.name, patch).await;
-    wait_rollout_complete(client, &ns.name, "web", 3).await;
+    wait_deployment_rolled_out(client, &ns.name, "web").await;
     let healed = deployments.get("web").await.expect("deployment");
     let image = healed
         .spec
@@ -403,21 +376,23 @@ async fn oom_killed_redis_gets_its_memory_limit_doubled() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("oomfix").await;
     let client = &sandbox.client;
-    let created = create::<Deployment>(
+    let created = create_deployment(
         client,
         &ns.name,
-        deployment(
-            "cache",
-            1,
-            json!({"name": "redis", "image": "redis:7.2.5",
+        "cache",
+        1,
+        json!({"name": "redis", "image": "redis:7.2.5",
                    "resources": {"limits": {"memory": "16Mi"}}}),
-        ),
     )
     .await;
     let oom = wait_until(ROLLOUT, "OOMKilled", || async {
         let all = pods(client, &ns.name, "app=cache").await;
         all.iter()
-            .any(|p| last_terminated_reasons(p).iter().any(|r| r == "OOMKilled"))
+            .any(|p| {
+                pod_last_terminated_reasons(p)
+                    .iter()
+                    .any(|r| r == "OOMKilled")
+            })
             .then_some(all)
     })
     .await;
@@ -441,9 +416,7 @@ async fn oom_killed_redis_gets_its_memory_limit_doubled() {
         .await
         .expect("live workload");
     let proposal = propose_from_rules(&live, &evidence, &findings, &[], &RuleConfig::default());
-    assert_eq!(proposal.actions.len(), 1, "{proposal:?}");
-    let container = proposal.actions[0]
-        .patch
+    let container = the_one_patch(&proposal)
         .pointer("/spec/template/spec/containers/0")
         .expect("container in patch");
     assert_eq!(container["name"], "redis");
@@ -512,16 +485,12 @@ async fn a_job_created_by_a_cronjob_resolves_to_the_cronjob() {
                "spec": {"backoffLimit": 0, "template": pod_template}}),
     )
     .await;
-    let job_pods = wait_until(ROLLOUT, "the Job's pod failing to pull", || async {
-        let all = pods(client, &ns.name, "app=nightly").await;
-        all.iter()
-            .any(|p| {
-                waiting_reasons(p)
-                    .iter()
-                    .any(|r| r == "ImagePullBackOff" || r == "ErrImagePull")
-            })
-            .then_some(all)
-    })
+    let job_pods = wait_pod_waiting(
+        client,
+        &ns.name,
+        "app=nightly",
+        &["ImagePullBackOff", "ErrImagePull"],
+    )
     .await;
 
     let cache = OwnerCache::default();
@@ -581,22 +550,20 @@ async fn crash_after_an_env_change_is_fixed_by_reverting_the_env() {
                "stringData": {"password": "PLANTED-SECRET-VALUE-654"}}),
     )
     .await;
-    let created = create::<Deployment>(
+    let created = create_deployment(
         client,
         &ns.name,
-        deployment(
-            "db",
-            1,
-            json!({"name": "postgres", "image": "postgres:16.4",
-            "env": [
-                {"name": "POSTGRES_USER", "value": "PLANTED-USER-VALUE"},
-                {"name": "POSTGRES_PASSWORD",
-                 "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
-            ]}),
-        ),
+        "db",
+        1,
+        json!({"name": "postgres", "image": "postgres:16.4",
+        "env": [
+            {"name": "POSTGRES_USER", "value": "PLANTED-USER-VALUE"},
+            {"name": "POSTGRES_PASSWORD",
+             "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+        ]}),
     )
     .await;
-    wait_rollout_complete(client, &ns.name, "db", 1).await;
+    wait_deployment_rolled_out(client, &ns.name, "db").await;
 
     // The bad change: the password variable is dropped from the template.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -610,13 +577,7 @@ async fn crash_after_an_env_change_is_fixed_by_reverting_the_env() {
         )
         .await
         .expect("roll out the bad env");
-    let crashing = wait_until(ROLLOUT, "the new pod in CrashLoopBackOff", || async {
-        let all = pods(client, &ns.name, "app=db").await;
-        all.iter()
-            .any(|p| waiting_reasons(p).iter().any(|r| r == "CrashLoopBackOff"))
-            .then_some(all)
-    })
-    .await;
+    let crashing = wait_pod_waiting(client, &ns.name, "app=db", &["CrashLoopBackOff"]).await;
     let (failing, findings) = failing_with_findings(&crashing);
     assert!(
         findings.iter().any(|f| f.reason == "CrashLoopBackOff"),
@@ -645,9 +606,7 @@ async fn crash_after_an_env_change_is_fixed_by_reverting_the_env() {
         &templates,
         &RuleConfig::default(),
     );
-    assert_eq!(proposal.actions.len(), 1, "{proposal:?}");
-    let container = proposal.actions[0]
-        .patch
+    let container = the_one_patch(&proposal)
         .pointer("/spec/template/spec/containers/0")
         .expect("container in patch");
     assert_eq!(container["name"], "postgres");
@@ -683,7 +642,7 @@ async fn crash_after_an_env_change_is_fixed_by_reverting_the_env() {
     );
 
     apply_patch(client, &ns.name, &proposal.actions[0].patch).await;
-    wait_rollout_complete(client, &ns.name, "db", 1).await;
+    wait_deployment_rolled_out(client, &ns.name, "db").await;
 }
 
 #[tokio::test]
@@ -701,24 +660,11 @@ async fn statefulset_history_comes_from_controller_revisions() {
                                      "spec": {"containers": [{"name": "redis", "image": "redis:7.2.5"}]}}}}),
     )
     .await;
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
-    let ready = |want: i32| {
-        let statefulsets = statefulsets.clone();
-        move || {
-            let statefulsets = statefulsets.clone();
-            async move {
-                let s = statefulsets.get("store").await.ok()?.status?;
-                (s.ready_replicas == Some(want)
-                    && s.current_revision.is_some()
-                    && s.current_revision == s.update_revision)
-                    .then_some(())
-            }
-        }
-    };
-    wait_until(ROLLOUT, "statefulset ready", ready(2)).await;
+    wait_statefulset_rolled_out(client, &ns.name, "store").await;
 
     let bad = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "redis", "image": "redis:does-not-exist"}]}}}});
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     statefulsets
         .patch("store", &PatchParams::default(), &Patch::Strategic(&bad))
         .await
@@ -727,10 +673,7 @@ async fn statefulset_history_comes_from_controller_revisions() {
     let broken = wait_until(ROLLOUT, "store-1 in ImagePullBackOff", || async {
         let all = pods(client, &ns.name, "app=store").await;
         all.iter()
-            .any(|p| {
-                p.name_any() == "store-1"
-                    && waiting_reasons(p).iter().any(|r| r == "ImagePullBackOff")
-            })
+            .any(|p| p.name_any() == "store-1" && waits_in(p, &["ImagePullBackOff"]))
             .then_some(all)
     })
     .await;
@@ -767,8 +710,7 @@ async fn statefulset_history_comes_from_controller_revisions() {
         &templates,
         &RuleConfig::default(),
     );
-    assert_eq!(proposal.actions.len(), 1, "{proposal:?}");
-    let patch = &proposal.actions[0].patch;
+    let patch = the_one_patch(&proposal);
     assert_eq!(
         patch.pointer("/spec/template/spec/containers"),
         Some(&json!([{"name": "redis", "image": "redis:7.2.5"}]))
@@ -794,5 +736,5 @@ async fn statefulset_history_comes_from_controller_revisions() {
         .delete("store-1", &Default::default())
         .await
         .expect("delete the stuck pod");
-    wait_until(ROLLOUT, "statefulset healed", ready(2)).await;
+    wait_statefulset_rolled_out(client, &ns.name, "store").await;
 }

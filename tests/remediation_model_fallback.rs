@@ -14,12 +14,12 @@ use std::time::Duration;
 use aiops_operator::remediation::crd::{Phase, Remediation};
 use axum::body::Bytes;
 use axum::response::IntoResponse;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Map, Value, json};
-use support::{OperatorProcess, Sandbox, create, deployment, phase, remediations, wait_until};
+use support::{OperatorProcess, Sandbox, create, create_deployment, phase, wait_until};
 
 const STEP: Duration = Duration::from_secs(120);
 
@@ -157,24 +157,9 @@ fn operator() -> &'static OperatorProcess {
 /// that ended `Failed` prints the operator's log tail, so a failure shows why.
 async fn wait_remediation(client: &Client, ns: &str, want: &[Phase]) -> Remediation {
     let op = operator();
-    let found = wait_until(
-        STEP,
-        &format!("a remediation in {ns} to reach {want:?}"),
-        || async {
-            remediations(client, ns)
-                .await
-                .into_iter()
-                .find(|r| want.contains(&phase(r)))
-        },
-    )
-    .await;
+    let found = support::wait_remediation(client, ns, want, STEP).await;
     if phase(&found) == Phase::Failed {
-        let log = op.log();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "operator log:\n{}",
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        );
+        eprintln!("operator log:\n{}", op.log_tail(30));
     }
     found
 }
@@ -259,10 +244,12 @@ async fn a_bare_pod_with_a_mistyped_tag_takes_the_models_image_in_place_and_ends
     let ns = sandbox.e2e_namespace("model-pod").await;
     let client = &sandbox.client;
     // The candidate runs elsewhere in the cluster.
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment("shell", 1, json!({"name": "sh", "image": "busybox:1.36.1"})),
+        "shell",
+        1,
+        json!({"name": "sh", "image": "busybox:1.36.1"}),
     )
     .await;
     wait_until(STEP, "busybox:1.36.1 running", || async {
@@ -296,16 +283,7 @@ async fn a_bare_pod_with_a_mistyped_tag_takes_the_models_image_in_place_and_ends
     assert_eq!(status.dry_run.expect("a dry run").result, "Succeeded");
 
     let name = rem.metadata.name.clone().expect("a name");
-    let (ok, out) = sandbox.kubectl(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "rem",
-        &name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"approved":true}}"#,
-    ]);
+    let (ok, out) = sandbox.approve(&ns.name, &name);
     assert!(ok, "approve: {out}");
     let done = wait_remediation(
         client,

@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{Sandbox, create, deployment, wait_until};
+use support::{Sandbox, create_deployment, wait_deployment_rolled_out, wait_until};
 
 const STEP: Duration = Duration::from_secs(120);
 
@@ -35,18 +35,16 @@ async fn one_remediation_in(client: &Client, ns: &str, want: Phase) -> Remediati
 
 async fn break_deployment(sandbox: &Sandbox, ns: &str) {
     let client = &sandbox.client;
-    create::<Deployment>(
+    create_deployment(
         client,
         ns,
-        deployment("app", 2, json!({"name": "web", "image": "nginx:1.25.5"})),
+        "app",
+        2,
+        json!({"name": "web", "image": "nginx:1.25.5"}),
     )
     .await;
+    wait_deployment_rolled_out(client, ns, "app").await;
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    wait_until(STEP, "healthy rollout", || async {
-        let s = api.get("app").await.ok()?.status?;
-        (s.available_replicas == Some(2) && s.updated_replicas == Some(2)).then_some(())
-    })
-    .await;
     let bad = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.25.5-nope"}]}}}});
     api.patch("app", &PatchParams::default(), &Patch::Strategic(&bad))
         .await
@@ -93,16 +91,7 @@ async fn killing_the_operator_mid_apply_neither_applies_twice_nor_gets_stuck() {
             ("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS", "4000"),
         ],
     );
-    let (ok, out) = sandbox.kubectl(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "rem",
-        &proposed.name_any(),
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"approved":true}}"#,
-    ]);
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
     assert!(ok, "{out}");
     let applying = wait_until(STEP, "the snapshot to be saved", || async {
         let r = Api::<Remediation>::namespaced(sandbox.client.clone(), &ns.name)
@@ -196,16 +185,7 @@ async fn with_two_replicas_exactly_one_acts() {
         (now == follower.name).then_some(())
     })
     .await;
-    let (ok, out) = sandbox.kubectl(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "rem",
-        &name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"approved":true}}"#,
-    ]);
+    let (ok, out) = sandbox.approve(&ns.name, &name);
     // The approval webhook points at op-a; if op-a was the leader it is gone,
     // and approval fails closed. Either way nothing is applied twice.
     if leader.name == "op-a" {

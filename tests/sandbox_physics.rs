@@ -7,63 +7,32 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use serde_json::json;
-use support::{Sandbox, create, deployment, pod_ready, pods, wait_until};
+use support::{
+    Sandbox, container_statuses, create, create_deployment, deployment, last_terminated_reason,
+    pod_ready, pods, wait_deployment_rolled_out, wait_pod_waiting, wait_until, waiting_reason,
+    waits_in,
+};
 
 const ROLLOUT: Duration = Duration::from_secs(90);
-
-fn container_statuses(pod: &Pod) -> Vec<ContainerStatus> {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default()
-}
-
-fn waiting_reason(status: &ContainerStatus) -> Option<&str> {
-    status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
-}
-
-fn last_terminated_reason(status: &ContainerStatus) -> Option<&str> {
-    status
-        .last_state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .reason
-        .as_deref()
-}
-
-async fn wait_deployment_complete(api: &Api<Deployment>, name: &str, replicas: i32) -> Deployment {
-    wait_until(ROLLOUT, &format!("deployment {name} rollout"), || async {
-        let d = api.get(name).await.ok()?;
-        let generation = d.metadata.generation?;
-        let s = d.status.clone()?;
-        let done = s.observed_generation == Some(generation)
-            && s.replicas == Some(replicas)
-            && s.updated_replicas == Some(replicas)
-            && s.ready_replicas == Some(replicas)
-            && s.available_replicas == Some(replicas);
-        done.then_some(d)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn three_nginx_replicas_are_scheduled_and_become_ready() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("ready").await;
     let client = &sandbox.client;
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment("web", 3, json!({"name": "nginx", "image": "nginx:1.25.5"})),
+        "web",
+        3,
+        json!({"name": "nginx", "image": "nginx:1.25.5"}),
     )
     .await;
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    wait_deployment_complete(&deployments, "web", 3).await;
+    wait_deployment_rolled_out(client, &ns.name, "web").await;
 
     let ready = pods(client, &ns.name, "app=web").await;
     assert_eq!(ready.len(), 3, "exactly 3 pods: {ready:?}");
@@ -99,28 +68,20 @@ async fn unknown_tag_gives_image_pull_backoff_with_warning_event() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("pull").await;
     let client = &sandbox.client;
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment(
-            "web",
-            1,
-            json!({"name": "nginx", "image": "nginx:does-not-exist"}),
-        ),
+        "web",
+        1,
+        json!({"name": "nginx", "image": "nginx:does-not-exist"}),
     )
     .await;
 
-    let pod = wait_until(ROLLOUT, "ImagePullBackOff", || async {
-        pods(client, &ns.name, "app=web")
-            .await
-            .into_iter()
-            .find(|p| {
-                container_statuses(p)
-                    .iter()
-                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-            })
-    })
-    .await;
+    let pod = wait_pod_waiting(client, &ns.name, "app=web", &["ImagePullBackOff"])
+        .await
+        .into_iter()
+        .find(|p| waits_in(p, &["ImagePullBackOff"]))
+        .expect("the pod waiting in ImagePullBackOff");
     assert!(!pod_ready(&pod));
     let uid = pod.metadata.uid.clone().unwrap();
 
@@ -162,17 +123,7 @@ async fn a_bare_pod_whose_image_is_changed_in_place_restarts_with_the_new_image(
                "spec": {"containers": [{"name": "sh", "image": "busybox:1.36.11"}]}}),
     )
     .await;
-    wait_until(ROLLOUT, "the bad tag's ImagePullBackOff", || async {
-        pods(client, &ns.name, "app=tools")
-            .await
-            .into_iter()
-            .find(|p| {
-                container_statuses(p)
-                    .iter()
-                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-            })
-    })
-    .await;
+    wait_pod_waiting(client, &ns.name, "app=tools", &["ImagePullBackOff"]).await;
 
     // Only a running Pod's images may change; the kubelet restarts the
     // container with the new one.
@@ -202,15 +153,13 @@ async fn memory_limit_below_need_is_oomkilled_into_crash_loop() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("oom").await;
     let client = &sandbox.client;
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment(
-            "cache",
-            1,
-            json!({"name": "redis", "image": "redis:7.2.5",
+        "cache",
+        1,
+        json!({"name": "redis", "image": "redis:7.2.5",
                    "resources": {"limits": {"memory": "16Mi"}}}),
-        ),
     )
     .await;
 
@@ -256,26 +205,22 @@ async fn missing_required_env_crashes_with_previous_logs() {
     let sandbox = Sandbox::connect().await;
     let ns = sandbox.namespace("env").await;
     let client = &sandbox.client;
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment(
-            "db",
-            1,
-            json!({"name": "postgres", "image": "postgres:16.4"}),
-        ),
+        "db",
+        1,
+        json!({"name": "postgres", "image": "postgres:16.4"}),
     )
     .await;
     // The control: the same image with its variable set runs and is Ready.
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment(
-            "db-ok",
-            1,
-            json!({"name": "postgres", "image": "postgres:16.4",
+        "db-ok",
+        1,
+        json!({"name": "postgres", "image": "postgres:16.4",
                    "env": [{"name": "POSTGRES_PASSWORD", "value": "x"}]}),
-        ),
     )
     .await;
 
@@ -315,8 +260,7 @@ async fn missing_required_env_crashes_with_previous_logs() {
         "previous logs carry the crash line: {logs:?}"
     );
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    wait_deployment_complete(&deployments, "db-ok", 1).await;
+    wait_deployment_rolled_out(client, &ns.name, "db-ok").await;
 }
 
 #[tokio::test]
@@ -325,13 +269,15 @@ async fn rollout_from_bad_tag_back_to_good_completes() {
     let ns = sandbox.namespace("rollout").await;
     let client = &sandbox.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    create::<Deployment>(
+    create_deployment(
         client,
         &ns.name,
-        deployment("web", 3, json!({"name": "nginx", "image": "nginx:1.25.5"})),
+        "web",
+        3,
+        json!({"name": "nginx", "image": "nginx:1.25.5"}),
     )
     .await;
-    wait_deployment_complete(&deployments, "web", 3).await;
+    wait_deployment_rolled_out(client, &ns.name, "web").await;
 
     let set_image = |image: &'static str| {
         let deployments = deployments.clone();
@@ -345,20 +291,10 @@ async fn rollout_from_bad_tag_back_to_good_completes() {
         }
     };
     set_image("nginx:1.25.5-typo").await;
-    wait_until(ROLLOUT, "the bad revision to fail", || async {
-        pods(client, &ns.name, "app=web")
-            .await
-            .into_iter()
-            .find(|p| {
-                container_statuses(p)
-                    .iter()
-                    .any(|s| waiting_reason(s) == Some("ImagePullBackOff"))
-            })
-    })
-    .await;
+    wait_pod_waiting(client, &ns.name, "app=web", &["ImagePullBackOff"]).await;
 
     set_image("nginx:1.27.3").await;
-    wait_deployment_complete(&deployments, "web", 3).await;
+    wait_deployment_rolled_out(client, &ns.name, "web").await;
     // Old pods are gone (deleted through the physics' delete stage), not just unready.
     let remaining = wait_until(ROLLOUT, "old pods to be deleted", || async {
         let all = pods(client, &ns.name, "app=web").await;

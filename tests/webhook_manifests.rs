@@ -1,35 +1,25 @@
 //! The admission manifests parse as the Kubernetes types they claim to be
 //! and keep the lock-out protections; the example ConfigMap is read by the
 //! same parser the operator uses, without a single ignored key.
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use aiops_operator::admission::modes::{Mode, parse_config_map};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ServiceReference, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde::Deserialize;
 use serde_json::Value;
+use support::{read_yaml_documents, repo_root};
 
 const EXEMPT: [&str; 3] = ["kube-system", "kube-node-lease", "aiops-system"];
 
 fn documents(file: &str) -> Result<Vec<Value>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests")
-        .join(file);
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let mut docs = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = Value::deserialize(document)?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    read_yaml_documents(&repo_root().join("manifests").join(file))
 }
 
 fn of_kind<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> Result<T> {
@@ -58,6 +48,30 @@ fn excludes_system_namespaces(selector: Option<&LabelSelector>) -> Result<()> {
     Ok(())
 }
 
+/// The fields of a webhook, validating or mutating alike, that keep a
+/// cluster safe from the webhook itself.
+struct WebhookSafety<'a> {
+    side_effects: &'a str,
+    timeout_seconds: Option<i32>,
+    failure_policy: Option<&'a str>,
+    namespace_selector: Option<&'a LabelSelector>,
+    service: Option<&'a ServiceReference>,
+}
+
+impl<'a> WebhookSafety<'a> {
+    /// No side effects on dry runs, a short timeout, `failure_policy`, the
+    /// system namespaces left out, and a Service at `path`, which it returns.
+    fn check(&self, failure_policy: &str, path: &str) -> Result<&'a ServiceReference> {
+        assert_eq!(self.side_effects, "NoneOnDryRun");
+        assert!(self.timeout_seconds.is_some_and(|t| t <= 5));
+        assert_eq!(self.failure_policy, Some(failure_policy));
+        excludes_system_namespaces(self.namespace_selector)?;
+        let service = self.service.context("no service")?;
+        assert_eq!(service.path.as_deref(), Some(path));
+        Ok(service)
+    }
+}
+
 #[test]
 fn webhook_configurations_keep_the_cluster_safe() -> Result<()> {
     let docs = documents("webhook-configurations.yaml")?;
@@ -70,17 +84,15 @@ fn webhook_configurations_keep_the_cluster_safe() -> Result<()> {
     ensure!(!webhooks.is_empty());
     for webhook in &webhooks {
         assert_eq!(webhook.admission_review_versions, vec!["v1".to_string()]);
-        assert_eq!(webhook.side_effects, "NoneOnDryRun");
-        assert!(webhook.timeout_seconds.is_some_and(|t| t <= 5));
-        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
-        excludes_system_namespaces(webhook.namespace_selector.as_ref())?;
-        let target = webhook
-            .client_config
-            .service
-            .as_ref()
-            .context("no service")?;
+        let target = WebhookSafety {
+            side_effects: &webhook.side_effects,
+            timeout_seconds: webhook.timeout_seconds,
+            failure_policy: webhook.failure_policy.as_deref(),
+            namespace_selector: webhook.namespace_selector.as_ref(),
+            service: webhook.client_config.service.as_ref(),
+        }
+        .check("Fail", "/validate")?;
         assert_eq!(target.name, service_name);
-        assert_eq!(target.path.as_deref(), Some("/validate"));
         let resources: Vec<String> = webhook
             .rules
             .iter()
@@ -104,16 +116,14 @@ fn webhook_configurations_keep_the_cluster_safe() -> Result<()> {
 
     let mutating: MutatingWebhookConfiguration = of_kind(&docs, "MutatingWebhookConfiguration")?;
     for webhook in mutating.webhooks.unwrap_or_default() {
-        assert_eq!(webhook.side_effects, "NoneOnDryRun");
-        assert!(webhook.timeout_seconds.is_some_and(|t| t <= 5));
-        assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
-        excludes_system_namespaces(webhook.namespace_selector.as_ref())?;
-        let target = webhook
-            .client_config
-            .service
-            .as_ref()
-            .context("no service")?;
-        assert_eq!(target.path.as_deref(), Some("/mutate"));
+        WebhookSafety {
+            side_effects: &webhook.side_effects,
+            timeout_seconds: webhook.timeout_seconds,
+            failure_policy: webhook.failure_policy.as_deref(),
+            namespace_selector: webhook.namespace_selector.as_ref(),
+            service: webhook.client_config.service.as_ref(),
+        }
+        .check("Ignore", "/mutate")?;
     }
     Ok(())
 }

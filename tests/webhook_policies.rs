@@ -6,6 +6,8 @@
 //! As in the live test, only the policy under test enforces (global mode
 //! Audit plus a per-policy Enforce override): the fixtures of one policy may
 //! legitimately break another (e.g. host-process fixtures use hostNetwork).
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,9 +18,10 @@ use aiops_operator::admission::modes::{Mode, ModeConfig};
 use aiops_operator::admission::policy_files::load_policies;
 use aiops_operator::admission::review::parse_review;
 use aiops_operator::admission::state::{AppState, ModeHandle};
+use aiops_operator::policy::PolicySet;
 use anyhow::{Context, Result};
-use serde::Deserialize;
 use serde_json::{Value, json};
+use support::{create_review, read_yaml_documents, repo_root};
 
 const BASELINE: [&str; 11] = [
     "disallow-capabilities",
@@ -35,58 +38,42 @@ const BASELINE: [&str; 11] = [
 ];
 
 fn conformance_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/kyverno")
+    repo_root().join("../shared/conformance/kyverno")
 }
 
-fn state_enforcing(policy: &str) -> Result<AppState> {
-    let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])?;
-    let mut modes = ModeConfig::with_mode("aiops-system", Mode::Audit);
-    modes.policy_modes.insert(policy.to_string(), Mode::Enforce);
+/// The webhook's state with `policies` in force as `modes` say, and no
+/// audit writer.
+fn state_with(policies: PolicySet, modes: ModeConfig) -> AppState {
     let metrics = Arc::new(Metrics::new());
-    Ok(AppState::new(
+    AppState::new(
         Arc::new(policies),
         ModeHandle::new(modes),
         Arc::clone(&metrics),
         AuditSink::disabled(metrics),
-    ))
+    )
 }
 
-fn documents(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    let mut docs = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = Value::deserialize(document)?;
-        if value.is_object() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+/// The shipped policies with only `policy` enforcing, the rest in Audit.
+fn state_enforcing(policy: &str) -> Result<AppState> {
+    let policies = load_policies(&repo_root().join("policies"), &[])?;
+    let mut modes = ModeConfig::with_mode("aiops-system", Mode::Audit);
+    modes.policy_modes.insert(policy.to_string(), Mode::Enforce);
+    Ok(state_with(policies, modes))
+}
+
+fn assert_no_wrong_verdicts(wrong: &[String]) {
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 /// A CREATE review of `object` in namespace `team-a`, as the API server sends it.
 fn review_of(object: &Value) -> Value {
-    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let plural = format!("{}s", kind.to_ascii_lowercase());
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let mut object = object.clone();
-    object["metadata"]["namespace"] = json!("team-a");
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("uid-{name}"),
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": plural},
-            "name": name,
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "tester", "groups": ["system:authenticated"]},
-            "object": object,
-            "dryRun": false
-        }
-    })
+    create_review(object, "team-a", &format!("uid-{name}"))
 }
 
 /// Runs every document of `file` through `/validate`; returns one line per
@@ -98,7 +85,7 @@ fn check_file(
     expect_denied: bool,
 ) -> Result<Vec<String>> {
     let mut wrong = Vec::new();
-    for object in documents(file)? {
+    for object in read_yaml_documents(file)? {
         let body = review_of(&object).to_string();
         let request = parse_review(body.as_bytes())?;
         let admission = admit::validate(state, &request);
@@ -161,12 +148,7 @@ fn baseline_policies_give_the_fixture_verdicts() -> Result<()> {
             &["pod-good.yaml", "podcontroller-good.yaml"],
         )?);
     }
-    assert!(
-        wrong.is_empty(),
-        "{} wrong verdicts:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    assert_no_wrong_verdicts(&wrong);
     Ok(())
 }
 
@@ -187,12 +169,7 @@ fn latest_tag_policy_gives_the_fixture_verdicts() -> Result<()> {
         ],
         &["good-pod.yaml"],
     )?;
-    assert!(
-        wrong.is_empty(),
-        "{} wrong verdicts:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    assert_no_wrong_verdicts(&wrong);
     Ok(())
 }
 
@@ -246,13 +223,10 @@ fn all_policies_enforced_together_still_admit_plain_good_pods() -> Result<()> {
         eprintln!("skipped: {} not present", root.display());
         return Ok(());
     }
-    let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])?;
-    let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(
-        Arc::new(policies),
-        ModeHandle::new(ModeConfig::with_mode("aiops-system", Mode::Enforce)),
-        Arc::clone(&metrics),
-        AuditSink::disabled(metrics),
+    let policies = load_policies(&repo_root().join("policies"), &[])?;
+    let state = state_with(
+        policies,
+        ModeConfig::with_mode("aiops-system", Mode::Enforce),
     );
     let mut wrong = Vec::new();
     // Known cross-policy conflicts of the fixtures themselves:
@@ -269,31 +243,18 @@ fn all_policies_enforced_together_still_admit_plain_good_pods() -> Result<()> {
             wrong.extend(check_file(&state, policy, &fixtures.join(file), false)?);
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} wrong verdicts:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    assert_no_wrong_verdicts(&wrong);
     Ok(())
 }
 
 #[test]
 fn example_mutate_policy_adds_a_default_seccomp_profile_only_when_missing() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let root = repo_root().join("policies");
     let example = root.join("examples/add-default-seccomp.yaml");
     // Off by default: the baseline set alone never patches.
     let baseline = load_policies(&root, &[])?;
     let with_example = load_policies(&root, &[example])?;
-    let metrics = Arc::new(Metrics::new());
-    let state_for = |policies| {
-        AppState::new(
-            Arc::new(policies),
-            ModeHandle::new(ModeConfig::defaults("aiops-system")),
-            Arc::clone(&metrics),
-            AuditSink::disabled(Arc::clone(&metrics)),
-        )
-    };
+    let state_for = |policies| state_with(policies, ModeConfig::defaults("aiops-system"));
     let (baseline, with_example) = (state_for(baseline), state_for(with_example));
 
     let bare = json!({

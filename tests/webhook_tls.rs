@@ -2,6 +2,8 @@
 //! project's own policies, modes injected directly. Checks verdicts, that
 //! TLS 1.1 is refused, and that rotating the certificate files under load
 //! fails no request and the new certificate is then served.
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use aiops_operator::admission::policy_files::load_policies;
 use aiops_operator::admission::{Limits, ModeSource, Webhook, WebhookConfig};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
+use support::{certificate_der, create_review, https_client, served_certificate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -58,7 +61,7 @@ async fn start(mode: Mode) -> Result<Running> {
     let cert_path = dir.path().join("tls.crt");
     let key_path = dir.path().join("tls.key");
     write_serving_cert(&ca, &cert_path, &key_path)?;
-    let policies_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies_dir = support::repo_root().join("policies");
     let policies = load_policies(&policies_dir, &[])?;
     let webhook = Webhook::bind(WebhookConfig {
         listen: "127.0.0.1:0".parse()?,
@@ -94,41 +97,13 @@ async fn start(mode: Mode) -> Result<Running> {
 }
 
 fn client(ca: &CertAuthority, fresh_connections: bool) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes())?)
-        .tls_info(true)
-        .timeout(Duration::from_secs(10));
-    if fresh_connections {
-        // Every request does a new handshake, so rotation is exercised.
-        builder = builder.pool_max_idle_per_host(0);
-    }
-    Ok(builder.build()?)
+    https_client(ca.cert_pem(), fresh_connections)
 }
 
+/// The AdmissionReview of creating a Pod `name` with `spec` in `team-a`.
 fn review(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("uid-{name}"),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name,
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "team-a"},
-                "spec": spec
-            },
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
+    create_review(&pod, "team-a", &format!("uid-{name}"))
 }
 
 fn good_pod() -> Value {
@@ -315,24 +290,7 @@ fn client_hello(version: [u8; 2]) -> Vec<u8> {
 
 /// The end-entity certificate a fresh connection is served.
 async fn served_cert(server: &Running) -> Result<Vec<u8>> {
-    let response = client(&server.ca, true)?
-        .get(server.url("/healthz"))
-        .send()
-        .await?;
-    let info = response
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .context("no TLS info")?;
-    Ok(info
-        .peer_certificate()
-        .context("no peer certificate")?
-        .to_vec())
-}
-
-fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    Ok(CertificateDer::from_pem_slice(pem.as_bytes())?.to_vec())
+    served_certificate(server.ca.cert_pem(), &server.url("/healthz")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +341,7 @@ async fn certificate_rotation_under_load_fails_no_request() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(&server.key_path, &next.key_pem)?;
 
-    let expected = pem_to_der(&next.cert_pem)?;
+    let expected = certificate_der(&next.cert_pem)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let served = served_cert(&server).await?;

@@ -117,11 +117,14 @@ async fn write_record(
     record: &AuditRecord,
     metrics: &Metrics,
 ) {
-    for violation in &record.violations {
+    // One Event per admitted request naming every audited rule: the event
+    // recorder folds Events with the same reason on the same object into a
+    // count, so one Event per rule would keep only the first rule's words.
+    if !record.violations.is_empty() {
         let event = Event {
             type_: EventType::Warning,
             reason: "PolicyViolation".into(),
-            note: Some(event_note(violation)),
+            note: Some(event_note(&record.violations)),
             action: "Admission".into(),
             secondary: None,
         };
@@ -129,7 +132,7 @@ async fn write_record(
             Ok(()) => metrics.side_effect("event", "written"),
             Err(error) => {
                 metrics.side_effect("event", "failed");
-                tracing::warn!(%error, policy = %violation.policy, rule = %violation.rule, "could not publish the violation Event");
+                tracing::warn!(%error, violations = record.violations.len(), "could not publish the violation Event");
             }
         }
     }
@@ -166,9 +169,14 @@ async fn write_record(
     }
 }
 
-/// `[Audit] policy/rule: message`, cut to the Event size limit.
-fn event_note(violation: &Violation) -> String {
-    let mut note = format!("[{}] {}", violation.mode, violation.describe());
+/// `[Audit] policy/rule: message; [Audit] policy/rule: message`, cut to the
+/// Event size limit.
+fn event_note(violations: &[Violation]) -> String {
+    let mut note = violations
+        .iter()
+        .map(|v| format!("[{}] {}", v.mode, v.describe()))
+        .collect::<Vec<_>>()
+        .join("; ");
     if note.len() > MAX_EVENT_NOTE {
         let mut cut = MAX_EVENT_NOTE - 3;
         while !note.is_char_boundary(cut) {
@@ -226,8 +234,25 @@ mod tests {
             mode: Mode::Audit,
             errored: false,
         };
-        let note = event_note(&violation);
+        let note = event_note(&[violation]);
         assert!(note.len() <= MAX_EVENT_NOTE);
         assert!(note.ends_with("..."));
+    }
+
+    #[test]
+    fn one_note_names_every_audited_rule() {
+        let violation = |rule: &str| Violation {
+            policy: "baseline".into(),
+            rule: rule.into(),
+            message: format!("{rule} is not allowed"),
+            mode: Mode::Audit,
+            errored: false,
+        };
+        let note = event_note(&[violation("privileged"), violation("latest-tag")]);
+        assert_eq!(
+            note,
+            "[Audit] baseline/privileged: privileged is not allowed; \
+             [Audit] baseline/latest-tag: latest-tag is not allowed"
+        );
     }
 }

@@ -2,18 +2,27 @@
 //! every call runs under, parsed from the `llm.*` keys of the operator's
 //! ConfigMap. The API key never comes from the ConfigMap: it is read from
 //! the [`API_KEY_ENV`] variable, which the Deployment fills from a Secret.
+//! Anthropic's hosted API cannot be called without one, so for that
+//! provider a missing key is a configuration error, not a failed call later.
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The environment variable holding the OpenAI-compatible API key (from a Secret).
+/// The environment variable holding the API key of a hosted provider
+/// (OpenAI-compatible or Anthropic), filled from a Secret.
 pub const API_KEY_ENV: &str = "LLM_API_KEY";
 /// Ollama's own defaults.
 pub const OLLAMA_DEFAULT_URL: &str = "http://127.0.0.1:11434";
 pub const OLLAMA_DEFAULT_MODEL: &str = "qwen2.5:7b";
 /// llama.cpp's server listens here by default.
 pub const OPENAI_DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Anthropic's API; `/v1/messages` is appended.
+pub const ANTHROPIC_DEFAULT_URL: &str = "https://api.anthropic.com";
+/// A dated snapshot rather than an alias, so the default does not change
+/// model under a running operator. Haiku 4.5 takes structured outputs and
+/// still accepts `temperature: 0`, which newer Claude models refuse.
+pub const ANTHROPIC_DEFAULT_MODEL: &str = "claude-haiku-4-5-20251001";
 
 /// Which model server proposals come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -24,6 +33,8 @@ pub enum ProviderKind {
     Ollama,
     /// Any server with OpenAI's chat completions API and JSON Schema outputs.
     Openai,
+    /// Anthropic's Messages API (Claude) with structured outputs; needs LLM_API_KEY.
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -32,6 +43,7 @@ impl ProviderKind {
             ProviderKind::None => "none",
             ProviderKind::Ollama => "ollama",
             ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
@@ -43,17 +55,18 @@ impl FromStr for ProviderKind {
             "" | "none" => Ok(ProviderKind::None),
             "ollama" => Ok(ProviderKind::Ollama),
             "openai" => Ok(ProviderKind::Openai),
+            "anthropic" => Ok(ProviderKind::Anthropic),
             other => Err(ConfigError::Invalid {
                 key: "llm.provider",
                 value: other.to_string(),
-                expected: "none, ollama or openai",
+                expected: "none, ollama, openai or anthropic",
             }),
         }
     }
 }
 
 /// An API key. `Debug` and `Display` never show it; only [`ApiKey::expose`] does,
-/// for the one place that writes the `Authorization` header.
+/// for the one place that writes it into a request header.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
@@ -156,6 +169,14 @@ pub enum ConfigError {
     },
     #[error("unknown setting {key:?} (known: {known})")]
     Unknown { key: String, known: String },
+    #[error(
+        "llm.provider is {provider} but the {env} environment variable is unset or empty; \
+         fill it from a Secret (valueFrom.secretKeyRef) in the Deployment"
+    )]
+    MissingApiKey {
+        env: &'static str,
+        provider: &'static str,
+    },
 }
 
 const KEYS: &[&str] = &[
@@ -222,7 +243,18 @@ impl LlmConfig {
                     provider: "openai",
                 })?,
             ),
+            ProviderKind::Anthropic => (
+                get("llm.url").unwrap_or_else(|| ANTHROPIC_DEFAULT_URL.into()),
+                get("llm.model").unwrap_or_else(|| ANTHROPIC_DEFAULT_MODEL.into()),
+            ),
         };
+        let api_key = env(API_KEY_ENV).map(|k| ApiKey::new(k.trim()));
+        if provider == ProviderKind::Anthropic && api_key.is_none() {
+            return Err(ConfigError::MissingApiKey {
+                env: API_KEY_ENV,
+                provider: "anthropic",
+            });
+        }
         if provider != ProviderKind::None {
             check_url(&url)?;
         }
@@ -235,7 +267,7 @@ impl LlmConfig {
             max_concurrency: number(&get, "llm.maxConcurrency", 1..=16)?
                 .map_or(defaults.max_concurrency, |n| n as usize),
             always: boolean(&get, "llm.always")?.unwrap_or(defaults.always),
-            api_key: env(API_KEY_ENV).map(|k| ApiKey::new(k.trim())),
+            api_key,
             max_attempts: number(&get, "llm.maxAttempts", 1..=10)?
                 .map_or(defaults.max_attempts, |n| n as u32),
             retry_backoff: number(&get, "llm.retryBackoffMillis", 0..=60_000)?
@@ -414,6 +446,54 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("sk-test-123"), "{debug}");
         assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn anthropic_defaults_to_the_hosted_api_and_needs_a_key() {
+        let err = LlmConfig::from_config_map(&data(&[("llm.provider", "anthropic")]), no_env)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::MissingApiKey {
+                env: API_KEY_ENV,
+                provider: "anthropic"
+            }
+        );
+        assert!(err.to_string().contains("LLM_API_KEY"), "{err}");
+        // A blank Secret value is no key either.
+        let blank = |name: &str| (name == API_KEY_ENV).then(|| "  \n".to_string());
+        assert!(
+            LlmConfig::from_config_map(&data(&[("llm.provider", "anthropic")]), blank).is_err()
+        );
+
+        let env =
+            |name: &str| (name == API_KEY_ENV).then(|| "sk-ant-test-0123456789\n".to_string());
+        let config =
+            LlmConfig::from_config_map(&data(&[("llm.provider", "Anthropic")]), env).unwrap();
+        assert_eq!(config.provider, ProviderKind::Anthropic);
+        assert_eq!(config.url, ANTHROPIC_DEFAULT_URL);
+        assert_eq!(config.model, ANTHROPIC_DEFAULT_MODEL);
+        assert_eq!(
+            config.source_name(),
+            format!("anthropic:{ANTHROPIC_DEFAULT_MODEL}")
+        );
+        assert_eq!(
+            config.api_key.as_ref().map(ApiKey::expose),
+            Some("sk-ant-test-0123456789")
+        );
+        assert!(!format!("{config:?}").contains("sk-ant-test"));
+
+        let config = LlmConfig::from_config_map(
+            &data(&[
+                ("llm.provider", "anthropic"),
+                ("llm.url", "https://llm-gateway.example.com/"),
+                ("llm.model", "claude-sonnet-4-6"),
+            ]),
+            env,
+        )
+        .unwrap();
+        assert_eq!(config.url, "https://llm-gateway.example.com");
+        assert_eq!(config.model, "claude-sonnet-4-6");
     }
 
     #[test]

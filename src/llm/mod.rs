@@ -6,12 +6,15 @@
 //!
 //! - [`config`]: the `llm.*` keys of the operator's ConfigMap.
 //! - [`provider`]: the provider interface, its request, answer and errors.
-//! - [`transport`]: the resilient JSON POST both HTTP providers share
-//!   (timeouts, size cap, retries, circuit breaker, concurrency limit).
+//! - [`transport`]: the resilient JSON POST every HTTP provider shares
+//!   (timeouts, size cap, retries honouring `retry-after`, circuit breaker,
+//!   concurrency limit, where the API key goes).
 //! - [`breaker`]: the circuit breaker.
 //! - [`ollama`]: Ollama's `/api/chat` with structured outputs.
 //! - [`validate`]: the answer checked against the request's JSON Schema.
 //! - [`openai`]: OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, LocalAI, OpenAI).
+//! - [`anthropic`]: Anthropic's `/v1/messages` (Claude) with structured outputs.
+pub mod anthropic;
 pub mod breaker;
 pub mod config;
 pub mod ollama;
@@ -21,4 +24,6 @@ pub mod transport;
 pub mod validate;
 
 pub use config::{ApiKey, LlmConfig, ProviderKind};
-pub use provider::{LlmError, ModelAnswer, ProposalRequest, Provider, Usage, build_provider};
+pub use provider::{
+    LlmError, ModelAnswer, ProposalRequest, Provider, RetryHint, Usage, build_provider,
+};

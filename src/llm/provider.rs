@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::anthropic::AnthropicProvider;
 use super::config::{LlmConfig, ProviderKind};
 use super::ollama::OllamaProvider;
 use super::openai::OpenAiProvider;
@@ -46,7 +47,8 @@ pub type ProposeFuture<'a> =
 
 /// A model server.
 pub trait Provider: Send + Sync {
-    /// `ollama:qwen2.5:7b`, `openai:qwen2.5-coder-0.5b`, or `none`.
+    /// `ollama:qwen2.5:7b`, `openai:qwen2.5-coder-0.5b`,
+    /// `anthropic:claude-haiku-4-5-20251001`, or `none`.
     fn name(&self) -> String;
 
     /// Asks the model once (with the provider's retries) and returns the
@@ -65,6 +67,11 @@ pub enum LlmError {
         provider: String,
         #[source]
         source: reqwest::Error,
+    },
+    #[error("the API key for {provider} cannot be used: {problem}")]
+    ApiKey {
+        provider: String,
+        problem: &'static str,
     },
     #[error(
         "the circuit breaker for {provider} is open after repeated failures; retry in {retry_in:?}"
@@ -88,6 +95,8 @@ pub enum LlmError {
         url: String,
         status: u16,
         body: String,
+        /// What the server said about trying again.
+        retry: RetryHint,
     },
     #[error("POST {url}: the response is larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: usize },
@@ -118,8 +127,21 @@ impl LlmError {
     pub fn is_transient(&self) -> bool {
         match self {
             LlmError::Timeout { .. } | LlmError::Transport { .. } => true,
-            LlmError::Status { status, .. } => *status >= 500 || *status == 429,
+            LlmError::Status { status, retry, .. } => {
+                *retry != RetryHint::Never && (*status >= 500 || *status == 429)
+            }
             _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Status {
+                retry: RetryHint::After(wait),
+                ..
+            } => Some(*wait),
+            _ => None,
         }
     }
 
@@ -151,6 +173,18 @@ impl LlmError {
     }
 }
 
+/// What an error response said about trying again, beyond its status code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Nothing: the status code decides, with our own backoff.
+    #[default]
+    Unspecified,
+    /// A `retry-after` header: the server will take us again after this long.
+    After(Duration),
+    /// The server said waiting will not help (a spent quota): no retry.
+    Never,
+}
+
 /// The rules-only provider: every call says "not configured".
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoProvider;
@@ -171,5 +205,6 @@ pub fn build_provider(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError>
         ProviderKind::None => Arc::new(NoProvider),
         ProviderKind::Ollama => Arc::new(OllamaProvider::new(config)?),
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(config)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(config)?),
     })
 }

@@ -285,20 +285,16 @@ pub fn introduced_policy_violations(
 mod tests {
     use super::*;
     use crate::remediation::crd::Action;
+    use crate::remediation::fixtures::{UID, workload};
     use serde_json::json;
 
     fn target() -> WorkloadRef {
-        WorkloadRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "web".into(),
-            uid: "uid-1".into(),
-        }
+        workload("Deployment")
     }
 
     fn live() -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"},
+               "metadata": {"name": "web", "namespace": "shop", "uid": UID},
                "spec": {"selector": {"matchLabels": {"app": "web"}},
                         "template": {"metadata": {"labels": {"app": "web"}},
                                      "spec": {"containers": [{"name": "app", "image": "nginx:bad"}]}}}})
@@ -381,14 +377,9 @@ spec:
 
     #[test]
     fn a_bare_pod_takes_a_new_image_in_place_and_nothing_else() {
-        let pod = WorkloadRef {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: "web".into(),
-            uid: "uid-1".into(),
-        };
+        let pod = workload("Pod");
         let live = json!({"apiVersion": "v1", "kind": "Pod",
-                          "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"},
+                          "metadata": {"name": "web", "namespace": "shop", "uid": UID},
                           "spec": {"containers": [{"name": "app", "image": "nginx:bad"}]}});
         let for_pod = |container: Value| {
             let mut p = proposal(json!({"apiVersion": "v1", "kind": "Pod",

@@ -17,6 +17,7 @@
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
 //! - [`metrics`]: the repair loop's Prometheus metrics.
 //! - [`model_calls`]: model proposals run beside the reconcile workers.
+//! - `fixtures` (unit tests only): the evidence of a test incident.
 pub mod approval;
 pub mod approval_webhook;
 pub mod conditions;
@@ -25,6 +26,8 @@ pub mod crd;
 pub mod detect;
 pub mod detector;
 pub mod evidence;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod guardrails;
 pub mod metrics;
 pub mod model_calls;

@@ -1,7 +1,7 @@
 //! Model proposals run on their own tasks: a reconcile starts one and
 //! returns at once (requeueing), a later reconcile picks up the result. A
-//! slow model therefore never holds a reconcile worker (the prototype's
-//! 500-second call inside its only worker is what this avoids).
+//! slow model therefore never holds a reconcile worker: a call that can take
+//! minutes would otherwise stall every other Remediation behind it.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

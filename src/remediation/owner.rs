@@ -1,7 +1,7 @@
 //! Owner resolution: from a broken Pod to the workload that a fix must target.
 //!
 //! A patch to a Pod is undone by its controller, and a record keyed by a Pod
-//! is garbage-collected with it (origin flaw #1), so every Remediation targets
+//! is garbage-collected with it, so every Remediation targets
 //! the top of the pod's controller chain:
 //!
 //! - Pod → ReplicaSet → Deployment

@@ -25,24 +25,25 @@
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use base64::Engine as _;
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
+use support::{Sandbox, repo_root};
 
 /// Namespaces carrying this label are sent to the benchmark's webhook.
 const BENCH_LABEL: &str = "aiops-operator.dev/bench-e2e";
-const WEBHOOK_NAME: &str = "validate.aiops-operator.dev";
 
 /// Knobs, from the environment so `make` can pass them through.
 struct Settings {
@@ -89,71 +90,14 @@ impl Settings {
     }
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn main() -> ExitCode {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        eprintln!("admission_e2e: a benchmark; run it with `make bench-admission-e2e`");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("admission_e2e: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("admission_e2e: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The sandbox's files, as `tests/sandbox/cluster.sh` leaves them.
-struct SandboxFiles {
-    kubeconfig: PathBuf,
-    kubectl: PathBuf,
-}
-
-impl SandboxFiles {
-    fn find() -> Result<SandboxFiles> {
-        let dir = repo_root().join("target/sandbox");
-        let bin_dir = std::fs::read_to_string(dir.join("bin-dir")).with_context(|| {
-            format!(
-                "the sandbox is not running (no {}/bin-dir): `make cluster-up`",
-                dir.display()
-            )
-        })?;
-        Ok(SandboxFiles {
-            kubeconfig: dir.join("kubeconfig"),
-            kubectl: PathBuf::from(bin_dir.trim()).join("kubectl"),
-        })
-    }
-
-    /// Best-effort kubectl for cleanup, which must also work from `Drop`.
-    fn kubectl(&self, args: &[&str]) {
-        let _ = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+    support::run_benchmark("admission_e2e", "bench-admission-e2e", run)
 }
 
 /// Deletes what the benchmark created and stops the webhook, also when
 /// the benchmark fails half-way.
 struct Cleanup {
-    files: SandboxFiles,
+    sandbox: Sandbox,
     namespace: String,
     configuration: String,
     webhook: Option<Child>,
@@ -161,14 +105,16 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        self.files.kubectl(&[
+        // Best effort, and synchronous: this also runs while an error
+        // propagates out of `run`.
+        self.sandbox.kubectl(&[
             "delete",
             "validatingwebhookconfiguration",
             &self.configuration,
             "--ignore-not-found",
             "--wait=false",
         ]);
-        self.files.kubectl(&[
+        self.sandbox.kubectl(&[
             "delete",
             "namespace",
             &self.namespace,
@@ -184,36 +130,41 @@ impl Drop for Cleanup {
 
 async fn run() -> Result<()> {
     let settings = Settings::from_env()?;
-    let files = SandboxFiles::find()?;
-    let client = client_from(&files.kubeconfig).await?;
+    let sandbox = Sandbox::try_connect().await?;
+    let client = sandbox.client.clone();
     let version = client
         .apiserver_version()
         .await
-        .context("the sandbox API server is unreachable: `make cluster-up`")?;
+        .context("the sandbox API server's version")?;
     let load_before = loadavg();
 
     let id = format!("{:x}", std::process::id());
     let mut cleanup = Cleanup {
-        files,
+        sandbox,
         namespace: format!("aiops-bench-e2e-{id}"),
         configuration: format!("aiops-bench-e2e-{id}"),
         webhook: None,
     };
     let namespace = cleanup.namespace.clone();
-    create_namespace(&client, &namespace, &id).await?;
+    support::create_namespace(&client, &namespace, &[(BENCH_LABEL, &id)]).await?;
 
     let dir = tempfile::tempdir().context("temp dir")?;
-    let webhook = start_webhook(dir.path())?;
-    cleanup.webhook = Some(webhook.child);
+    support::generate_certs(dir.path())?;
+    let port = support::free_port()?;
+    let mut command = support::webhook_command(dir.path(), port)?;
+    command.args(["--standalone", "--admission-mode", "Enforce"]);
+    let webhook = cleanup
+        .webhook
+        .insert(command.spawn().context("starting the webhook")?);
     let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).context("ca.crt")?;
-    let probe = WebhookProbe::new(webhook.port, &ca_pem, &settings.endpoint)?;
-    probe.wait_ready().await?;
-    let configuration = webhook_configuration(
+    let probe = WebhookProbe::new(port, &ca_pem, &settings.endpoint)?;
+    support::wait_webhook_ready(webhook, &probe.http, &probe.base, Duration::from_secs(30)).await?;
+    let configuration = support::validating_configuration(
         &cleanup.configuration,
-        webhook.port,
+        &format!("https://127.0.0.1:{port}/{}", settings.endpoint),
         &ca_pem,
+        BENCH_LABEL,
         &id,
-        &settings.endpoint,
     )?;
 
     // Someone else's webhook matching every namespace would sit in both
@@ -292,15 +243,6 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
-    let raw = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("loading {}", kubeconfig.display()))?;
-    kube::Client::try_from(config).context("building the client")
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -334,72 +276,7 @@ async fn other_webhook_configurations(client: &kube::Client, ours: &str) -> Resu
         .collect())
 }
 
-async fn create_namespace(client: &kube::Client, name: &str, id: &str) -> Result<()> {
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {BENCH_LABEL: id}},
-    }))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    // Pods are refused until the controller-manager made the default account.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    let start = Instant::now();
-    while accounts.get_opt("default").await?.is_none() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "no default service account in {name} after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-struct StartedWebhook {
-    child: Child,
-    port: u16,
-}
-
-/// Generates certificates with our own `certs` command and starts the
-/// optimised binary as the webhook on a free loopback port.
-fn start_webhook(dir: &Path) -> Result<StartedWebhook> {
-    let binary = env!("CARGO_BIN_EXE_aiops-operator");
-    let certs = Command::new(binary)
-        .args(["certs", "--ip", "127.0.0.1", "--out"])
-        .arg(dir)
-        .output()
-        .context("running aiops-operator certs")?;
-    ensure!(
-        certs.status.success(),
-        "aiops-operator certs: {}",
-        String::from_utf8_lossy(&certs.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::fs::File::create(dir.join("webhook.log"))?;
-    let child = Command::new(binary)
-        .args(["run", "--webhook-only", "--standalone"])
-        .args(["--admission-mode", "Enforce"])
-        .arg("--webhook-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--webhook-tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--webhook-tls-key")
-        .arg(dir.join("tls.key"))
-        .arg("--policies-dir")
-        .arg(repo_root().join("policies"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the webhook")?;
-    Ok(StartedWebhook { child, port })
-}
-
-/// Talks to the webhook directly: readiness and its request counter.
+/// Talks to the webhook directly: its request counter.
 struct WebhookProbe {
     http: reqwest::Client,
     base: String,
@@ -408,32 +285,11 @@ struct WebhookProbe {
 
 impl WebhookProbe {
     fn new(port: u16, ca_pem: &str, endpoint: &str) -> Result<WebhookProbe> {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
-            .timeout(Duration::from_secs(5))
-            .build()?;
         Ok(WebhookProbe {
-            http,
+            http: support::https_client(ca_pem, false)?,
             base: format!("https://127.0.0.1:{port}"),
             endpoint: endpoint.to_string(),
         })
-    }
-
-    async fn wait_ready(&self) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            let ready = self.http.get(format!("{}/readyz", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "the webhook did not become ready in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// How many reviews the webhook has answered on the bench's endpoint.
@@ -452,44 +308,6 @@ impl WebhookProbe {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
-}
-
-/// The shipped validating webhook (rules, failurePolicy, sideEffects,
-/// timeout) pointed at our process and scoped to the bench namespace.
-fn webhook_configuration(
-    name: &str,
-    port: u16,
-    ca_pem: &str,
-    id: &str,
-    endpoint: &str,
-) -> Result<ValidatingWebhookConfiguration> {
-    let shipped =
-        std::fs::read_to_string(repo_root().join("manifests/webhook-configurations.yaml"))
-            .context("manifests/webhook-configurations.yaml")?;
-    let mut webhook = None;
-    for document in serde_yaml::Deserializer::from_str(&shipped) {
-        let value: Value = serde_json::to_value(
-            <serde_yaml::Value as serde::Deserialize>::deserialize(document)?,
-        )?;
-        if value["kind"] == "ValidatingWebhookConfiguration" {
-            webhook = value["webhooks"].get(0).cloned();
-        }
-    }
-    let Some(mut webhook) = webhook else {
-        bail!("no ValidatingWebhookConfiguration in manifests/webhook-configurations.yaml");
-    };
-    webhook["name"] = json!(WEBHOOK_NAME);
-    webhook["clientConfig"] = json!({
-        "url": format!("https://127.0.0.1:{port}/{endpoint}"),
-        "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
-    });
-    webhook["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {BENCH_LABEL: id}},
-        "webhooks": [webhook],
-    }))?)
 }
 
 /// Registers or unregisters the webhook and waits until the API server

@@ -255,23 +255,9 @@ fn log(message: impl AsRef<str>) {
 }
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            log(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log(format!("error: {e}"));
-            ExitCode::FAILURE
-        }
-    }
+    support::run_benchmark("llm", "bench-llm", || async {
+        run().await.map_err(anyhow::Error::msg)
+    })
 }
 
 fn env_list(name: &str) -> Option<Vec<String>> {
@@ -328,12 +314,7 @@ async fn run() -> Result<(), String> {
             ),
         ),
     ] {
-        create::<Deployment>(
-            &sandbox.client,
-            &reference.name,
-            support::deployment(name, 1, c),
-        )
-        .await;
+        support::create_deployment(&sandbox.client, &reference.name, name, 1, c).await;
         wait_rolled_out(
             &sandbox.client,
             &reference.name,
@@ -374,7 +355,7 @@ async fn run() -> Result<(), String> {
                         "{} / {}: {e}\noperator log tail:\n{}",
                         mode.as_str(),
                         scenario.name,
-                        tail(&operator.log(), 30)
+                        operator.log_tail(30)
                     ));
                 }
             };
@@ -417,11 +398,6 @@ async fn run() -> Result<(), String> {
         serde_json::to_string_pretty(&report["modes"]).unwrap_or_default()
     );
     Ok(())
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn round3(x: f64) -> f64 {
@@ -553,53 +529,22 @@ fn model_delta(before: &str, after: &str) -> Value {
     model
 }
 
+/// Waits until the scenario's workload has rolled out healthy.
 async fn wait_rolled_out(
     client: &Client,
     ns: &str,
     kind: WorkloadKind,
     name: &str,
 ) -> Result<(), String> {
-    let ready = |observed: Option<i64>, generation: Option<i64>, updated, ready, replicas| {
-        observed == generation && updated == replicas && ready == replicas
+    let rolled_out = match kind {
+        WorkloadKind::Deployment => support::try_wait_deployment_rolled_out(client, ns, name)
+            .await
+            .map(drop),
+        WorkloadKind::StatefulSet => support::try_wait_statefulset_rolled_out(client, ns, name)
+            .await
+            .map(drop),
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let done = match kind {
-            WorkloadKind::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                api.get(name).await.ok().is_some_and(|d| {
-                    let s = d.status.unwrap_or_default();
-                    let want = d.spec.and_then(|s| s.replicas);
-                    ready(
-                        s.observed_generation,
-                        d.metadata.generation,
-                        s.updated_replicas,
-                        s.ready_replicas,
-                        want,
-                    ) && s.replicas == want
-                })
-            }
-            WorkloadKind::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-                api.get(name).await.ok().is_some_and(|d| {
-                    let s = d.status.unwrap_or_default();
-                    let want = d.spec.and_then(|s| s.replicas);
-                    ready(
-                        s.observed_generation,
-                        d.metadata.generation,
-                        s.updated_replicas,
-                        s.ready_replicas,
-                        want,
-                    ) && s.current_revision == s.update_revision
-                })
-            }
-        };
-        if done {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(format!("{ns}/{name} did not roll out healthy within 120 s"))
+    rolled_out.map_err(|e| format!("{ns}/{name} did not roll out healthy: {e}"))
 }
 
 async fn run_scenario(
@@ -676,16 +621,7 @@ async fn run_scenario(
 
     let mut final_phase = status.phase;
     if reviewable {
-        let (ok, out) = sandbox.kubectl(&[
-            "-n",
-            &ns.name,
-            "patch",
-            "rem",
-            &decided.name_any(),
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"approved":true}}"#,
-        ]);
+        let (ok, out) = sandbox.approve(&ns.name, &decided.name_any());
         if !ok {
             return Err(format!("kubectl patch (approve) failed: {out}"));
         }

@@ -13,6 +13,9 @@
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
+#[path = "../support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use aiops_operator::admission::review;
 use aiops_operator::policy::{EvalInput, Operation, PolicySet, RuleStatus, UserInfo};
 use serde_json::{Value, json};
+use support::repo_root;
 
 // The shipped binary's allocator (src/main.rs), so the figures are its.
 #[global_allocator]
@@ -39,14 +43,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn reviews_dir() -> Result<PathBuf, String> {
-    let dir = repo().join("target/bench/reviews");
+    let dir = repo_root().join("target/bench/reviews");
     let status = Command::new("python3")
-        .arg(repo().join("tests/bench/make_reviews.py"))
+        .arg(repo_root().join("tests/bench/make_reviews.py"))
         .arg(&dir)
         .status()
         .map_err(|e| format!("python3 tests/bench/make_reviews.py: {e}"))?;
@@ -118,7 +118,7 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3.0);
-    let policies = PolicySet::load_dir(&repo().join("policies")).map_err(|e| e.to_string())?;
+    let policies = PolicySet::load_dir(&repo_root().join("policies")).map_err(|e| e.to_string())?;
     let dir = reviews_dir()?;
     let mut rows = BTreeMap::new();
     for name in ["pod", "deployment"] {
@@ -160,7 +160,7 @@ fn run() -> Result<(), String> {
         "reviews": rows,
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
-    let out = repo().join("target/bench/policy-eval.json");
+    let out = repo_root().join("target/bench/policy-eval.json");
     std::fs::write(
         &out,
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n",

@@ -1,5 +1,6 @@
 //! Unit tests of evidence gathering, across its sections.
 use super::*;
+use crate::remediation::fixtures;
 use serde_json::json;
 
 fn pod(value: Value) -> Pod {
@@ -351,13 +352,6 @@ fn template_pointer_per_kind() {
 fn huge_evidence() -> Evidence {
     let long = |tag: &str, i: usize| format!("{tag} {i} {}", "x".repeat(380));
     Evidence {
-        workload: WorkloadRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "web".into(),
-            uid: "uid".into(),
-        },
-        namespace: "shop".into(),
         containers: (0..40)
             .map(|i| ContainerTemplate {
                 name: format!("c{i}"),
@@ -404,7 +398,7 @@ fn huge_evidence() -> Evidence {
             })
             .collect(),
         management: BTreeMap::from([("app.kubernetes.io/managed-by".into(), "Helm".into())]),
-        truncated: false,
+        ..fixtures::evidence("Deployment")
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::mentions::IncidentWords;
 use super::schema::IncidentFacts;
 use crate::k8s::pod_spec::{ObjectKey, containers_patch};
 use crate::k8s::quantity::format_memory;
@@ -113,7 +114,20 @@ pub fn fix_to_proposal(
         lists.entry(list).or_default().push(item);
     }
 
-    let mut risks: Vec<String> = fix.risks.iter().map(|r| text(r, 200)).collect();
+    // Free text is shown only where everything it names is a fact of this
+    // incident or of the proposal; otherwise it is kept, flagged, as a risk.
+    let words = IncidentWords::new(evidence, facts, fix);
+    let vetted = |raw: &str, max: usize| -> String {
+        let shown = text(raw, max);
+        match words.unknown_mentions(raw).as_slice() {
+            [] => shown,
+            unknown => format!(
+                "(unverified: mentions {}, which this incident does not contain) {shown}",
+                unknown.join(", ")
+            ),
+        }
+    };
+    let mut risks: Vec<String> = fix.risks.iter().map(|r| vetted(r, 200)).collect();
     risks.push(format!(
         "proposed by a language model ({source}), not by a rule: check every value before approving"
     ));
@@ -129,7 +143,7 @@ pub fn fix_to_proposal(
             }
         }
     }
-    let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| text(r, 200)).collect();
+    let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| vetted(r, 200)).collect();
     // The summary says what the actions do, in our words; the model's own
     // summary follows, attributed. Small models copy the prompt's worked
     // example into their prose (container names included), so a reviewer
@@ -140,14 +154,38 @@ pub fn fix_to_proposal(
         .filter(|c| !c.is_empty())
         .map(describe_change)
         .collect();
-    let model_says = text(&fix.summary, 200);
-    let mut summary = if changes.is_empty() {
-        format!("{target}: no change proposed (the model: {model_says:?})")
+    let said = |what: &str, raw: &str, max: usize, risks: &mut Vec<String>| -> Option<String> {
+        let shown = text(raw, max);
+        if shown.is_empty() {
+            return None;
+        }
+        let unknown = words.unknown_mentions(raw);
+        if unknown.is_empty() {
+            return Some(shown);
+        }
+        risks.push(format!(
+            "the model's {what} is not shown: it mentions {}, which this incident does not \
+             contain: {shown:?}",
+            unknown.join(", ")
+        ));
+        None
+    };
+    let model_summary = said("summary", &fix.summary, 200, &mut risks);
+    let model_cause = said("explanation", &fix.root_cause, 600, &mut risks);
+    let changed = if changes.is_empty() {
+        "no change proposed".to_string()
     } else {
-        format!(
-            "{target}: {} (the model: {model_says:?})",
-            changes.join("; ")
-        )
+        changes.join("; ")
+    };
+    let mut summary = match model_summary {
+        Some(model_says) => format!("{target}: {changed} (the model: {model_says:?})"),
+        None => format!("{target}: {changed}"),
+    };
+    // The operator's own words about the finding lead; the model's
+    // explanation follows only when it names nothing foreign.
+    let root_cause = match model_cause {
+        Some(cause) => format!("{} The model: {cause:?}", finding_words(facts)),
+        None => finding_words(facts),
     };
     let mut actions = Vec::new();
     if !lists.is_empty() {
@@ -184,7 +222,7 @@ pub fn fix_to_proposal(
     };
     Ok(Proposal {
         summary,
-        root_cause: text(&fix.root_cause, 600),
+        root_cause,
         actions,
         risks,
         rollback_plan,
@@ -193,6 +231,29 @@ pub fn fix_to_proposal(
         hash: String::new(),
     }
     .seal())
+}
+
+/// The findings in the operator's words: "Container app (image
+/// ngnix:1.25.5): ErrImagePull."
+fn finding_words(facts: &IncidentFacts) -> String {
+    let failing: Vec<String> = facts
+        .containers
+        .iter()
+        .filter(|c| !c.reasons.is_empty())
+        .map(|c| {
+            format!(
+                "Container {} (image {}): {}.",
+                c.name,
+                c.image,
+                c.reasons.join(", ")
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        "No failing container was reported.".into()
+    } else {
+        failing.join(" ")
+    }
 }
 
 /// One container change in words: "container web: image nginx:1.25.5".
@@ -353,22 +414,9 @@ fn container_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remediation::crd::WorkloadRef;
+    use crate::remediation::fixtures::{self, evidence};
     use crate::remediation::guardrails::ChangeClass;
     use crate::remediation::propose::model::schema::{ContainerFacts, MemoryBounds};
-
-    fn evidence(kind: &str) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: kind.into(),
-                name: "web".into(),
-                uid: "u1".into(),
-            },
-            namespace: "shop".into(),
-            ..Evidence::default()
-        }
-    }
 
     fn facts() -> IncidentFacts {
         IncidentFacts {
@@ -435,7 +483,7 @@ mod tests {
         assert_eq!(proposal.actions.len(), 1);
         let action = &proposal.actions[0];
         assert_eq!(action.namespace, "shop");
-        assert_eq!(action.target.uid, "u1");
+        assert_eq!(action.target.uid, fixtures::UID);
         assert_eq!(
             action.patch,
             json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -513,8 +561,7 @@ mod tests {
 
     #[test]
     fn a_bare_pod_gets_an_image_patch_in_place_but_other_changes_stay_a_diagnosis() {
-        let mut pod = evidence("Pod");
-        pod.workload.api_version = "v1".into();
+        let pod = evidence("Pod");
         let image = fix_to_proposal(
             &fix(vec![ContainerChange {
                 container: "init-db".into(),
@@ -548,6 +595,63 @@ mod tests {
             memory.summary.contains("needs a human"),
             "{}",
             memory.summary
+        );
+    }
+
+    #[test]
+    fn a_cause_copied_from_elsewhere_is_not_shown_and_the_operators_words_lead() {
+        let mut copied = fix(vec![ContainerChange {
+            container: "init-db".into(),
+            image: Some("busybox:1.36.1".into()),
+            ..ContainerChange::default()
+        }]);
+        copied.summary = "Use the existing image nginx:1.25.5 for container web".into();
+        copied.root_cause = "The tag 1.25.55 is a typo".into();
+        let proposal = fix_to_proposal(&copied, &evidence("Deployment"), &facts(), "m").unwrap();
+        assert!(
+            proposal
+                .root_cause
+                .starts_with("Container app (image ngnix:1.25): OOMKilled."),
+            "{}",
+            proposal.root_cause
+        );
+        assert!(
+            !proposal.root_cause.contains("1.25.55"),
+            "{}",
+            proposal.root_cause
+        );
+        assert!(
+            !proposal.summary.contains("the model:"),
+            "{}",
+            proposal.summary
+        );
+        assert!(
+            proposal
+                .risks
+                .iter()
+                .any(|r| r.contains("explanation is not shown") && r.contains("1.25.55")),
+            "{:?}",
+            proposal.risks
+        );
+
+        let mut faithful = copied.clone();
+        faithful.root_cause = "busybox:1.36.11 does not exist; busybox:1.36.1 runs".into();
+        faithful.summary = "use busybox:1.36.1 for container init-db".into();
+        let mut with_typo = facts();
+        with_typo.containers[1].image = "busybox:1.36.11".into();
+        let proposal =
+            fix_to_proposal(&faithful, &evidence("Deployment"), &with_typo, "m").unwrap();
+        assert!(
+            proposal
+                .root_cause
+                .ends_with("The model: \"busybox:1.36.11 does not exist; busybox:1.36.1 runs\""),
+            "{}",
+            proposal.root_cause
+        );
+        assert!(
+            proposal.summary.contains("(the model:"),
+            "{}",
+            proposal.summary
         );
     }
 
@@ -588,11 +692,16 @@ mod tests {
         }]);
         f.summary = "Use the existing image nginx:1.25.5 for container web".into();
         let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
+        assert_eq!(
+            p.summary,
+            "Deployment/web: set container app: memory limit 128Mi"
+        );
         assert!(
-            p.summary
-                .starts_with("Deployment/web: set container app: memory limit 128Mi (the model: "),
-            "{}",
-            p.summary
+            p.risks
+                .iter()
+                .any(|r| r.contains("summary is not shown") && r.contains("nginx:1.25.5")),
+            "the model's words are kept, flagged: {:?}",
+            p.risks
         );
     }
 }

@@ -10,6 +10,7 @@
 //! - [`prompt`]: the prompt, its token budget and the redaction of what goes in.
 //! - [`answer`]: from a schema-valid answer to a sealed proposal.
 //! - [`cache`]: answers reused for identical failure fingerprints.
+//! - [`mentions`]: the model's free text checked against the incident's facts.
 //!
 //! The pipeline the controller calls for one incident: redact → facts →
 //! per-incident schema → prompt within budget → cache or model call
@@ -28,6 +29,7 @@ use serde::Serialize;
 
 pub mod answer;
 pub mod cache;
+pub mod mentions;
 pub mod prompt;
 pub mod schema;
 

@@ -3,9 +3,8 @@
 //! worked example) and the evidence as clearly delimited, JSON-encoded,
 //! untrusted data, within a token budget.
 //!
-//! Tenant text (logs, event messages) reached the prototype's prompt as
-//! instructions (origin flaw #10). Here it only ever appears inside the
-//! untrusted block, JSON-encoded (so it cannot start a line of its own),
+//! Tenant text (logs, event messages) must never reach the model as
+//! instructions. It only ever appears inside the untrusted block, JSON-encoded (so it cannot start a line of its own),
 //! with any copy of the block's markers defused; and nothing the model
 //! says is acted on before the schema and the guardrails pass it.
 //!
@@ -283,40 +282,61 @@ fn system_part(evidence: &Evidence, findings: &[Finding], facts: &IncidentFacts)
     text
 }
 
-/// One example answer in this incident's own answer shape.
+/// The name the worked example uses for its container: uppercase and an
+/// underscore make it an invalid Kubernetes name, so it can never be a fact
+/// of a real incident, and a model that copies it into its words is caught
+/// by the mention check.
+pub const EXAMPLE_CONTAINER: &str = "Example_App";
+/// The worked example's images: an uppercase repository on the reserved
+/// `.invalid` domain, which no real pod can run.
+const EXAMPLE_IMAGE_BAD: &str = "registry.invalid/Example_App:7.7.77";
+const EXAMPLE_IMAGE_GOOD: &str = "registry.invalid/Example_App:7.7.7";
+
+/// One example answer in this incident's own answer shape, about a
+/// workload that cannot exist.
 fn worked_example(facts: &IncidentFacts) -> String {
     let fields = facts.change_fields();
     let mut change = Map::new();
-    change.insert("container".into(), json!("web"));
+    change.insert("container".into(), json!(EXAMPLE_CONTAINER));
     for field in &fields {
         change.insert((*field).into(), Value::Null);
     }
     let (situation, summary, cause, risk, rollback) = if fields.contains(&"image") {
-        change.insert("image".into(), json!("nginx:1.25.5"));
+        change.insert("image".into(), json!(EXAMPLE_IMAGE_GOOD));
         (
-            "container \"web\" is in ImagePullBackOff: image \"nginx:1.25.55\" does not exist; \
-             candidates: nginx:1.25.5",
-            "Use the existing image nginx:1.25.5 for container web",
-            "The tag 1.25.55 is a typo; nginx:1.25.5 runs elsewhere in the cluster.",
-            "Features of the intended version are missing until it is published.",
-            "Re-apply the previous image if the new pods fail.",
+            format!(
+                "container {EXAMPLE_CONTAINER:?} is in ImagePullBackOff: image \
+                 {EXAMPLE_IMAGE_BAD:?} does not exist; candidates: {EXAMPLE_IMAGE_GOOD}"
+            ),
+            format!(
+                "Use the existing image {EXAMPLE_IMAGE_GOOD} for container {EXAMPLE_CONTAINER}"
+            ),
+            format!(
+                "The tag of {EXAMPLE_IMAGE_BAD} is a typo; {EXAMPLE_IMAGE_GOOD} runs elsewhere in \
+                 the cluster."
+            ),
+            "Features of the intended version are missing until it is published.".to_string(),
+            "Re-apply the previous image if the new pods fail.".to_string(),
         )
     } else if fields.contains(&"memoryLimitMiB") {
         change.insert("memoryLimitMiB".into(), json!(256));
         (
-            "container \"web\" is OOMKilled with a 128Mi memory limit",
-            "Raise the memory limit of container web to 256 MiB",
-            "The container needs more than its 128Mi limit under normal load.",
-            "The pods need more node memory; a leak would only take longer to hit the limit.",
-            "Set the memory limit back to 128Mi.",
+            format!("container {EXAMPLE_CONTAINER:?} is OOMKilled at its memory limit"),
+            format!("Double the memory limit of container {EXAMPLE_CONTAINER}"),
+            "The container needs more than its limit under normal load.".to_string(),
+            "The pods need more node memory; a leak would only take longer to hit the limit."
+                .to_string(),
+            "Set the memory limit back to its previous value.".to_string(),
         )
     } else {
         (
-            "container \"web\" fails and nothing in the allowed fields explains it",
-            "No safe automatic change for container web",
-            "The log shows a missing database; a human must create it.",
-            "None: nothing is changed.",
-            "Nothing to roll back.",
+            format!(
+                "container {EXAMPLE_CONTAINER:?} fails and nothing in the allowed fields explains it"
+            ),
+            format!("No safe automatic change for container {EXAMPLE_CONTAINER}"),
+            "The log shows a missing database; a human must create it.".to_string(),
+            "None: nothing is changed.".to_string(),
+            "Nothing to roll back.".to_string(),
         )
     };
     let changes = if fields
@@ -341,34 +361,19 @@ fn worked_example(facts: &IncidentFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remediation::crd::{ContainerTemplate, LogTail, WorkloadRef};
+    use crate::remediation::fixtures;
     use crate::remediation::propose::model::schema::incident_facts;
 
+    /// A mistyped image, a password among the args and `log_lines` log
+    /// lines that each carry a password.
     fn evidence(log_lines: usize) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-                uid: "u1".into(),
-            },
-            namespace: "shop".into(),
-            containers: vec![ContainerTemplate {
-                name: "app".into(),
-                image: "ngnix:1.25".into(),
-                args: vec!["--db-password".into(), "hunter2-planted".into()],
-                ..ContainerTemplate::default()
-            }],
-            logs: vec![LogTail {
-                pod: "web-1".into(),
-                container: "app".into(),
-                previous: true,
-                lines: (0..log_lines)
-                    .map(|i| format!("line {i}: connecting with password=planted-{i} to db"))
-                    .collect(),
-            }],
-            ..Evidence::default()
-        }
+        let lines = (0..log_lines)
+            .map(|i| format!("line {i}: connecting with password=planted-{i} to db"))
+            .collect();
+        fixtures::evidence("Deployment")
+            .with_container("app", "ngnix:1.25")
+            .with_args(&["--db-password", "hunter2-planted"])
+            .with_previous_log("web-1", "app", lines)
     }
 
     fn findings() -> Vec<Finding> {
@@ -395,7 +400,7 @@ mod tests {
         );
         assert!(prompt.system.contains("Output contract"));
         assert!(prompt.system.contains("Worked example"));
-        assert!(prompt.system.contains("nginx:1.25.5"));
+        assert!(prompt.system.contains(EXAMPLE_CONTAINER));
         let begin = prompt.user.find(BEGIN_UNTRUSTED).unwrap();
         let end = prompt.user.find(END_UNTRUSTED).unwrap();
         assert!(begin < end);

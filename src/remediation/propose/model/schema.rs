@@ -404,39 +404,17 @@ mod tests {
     use super::*;
     use crate::llm::provider::LlmError;
     use crate::llm::validate::validate_answer;
-    use crate::remediation::crd::{ContainerTemplate, Revision, WorkloadRef};
+    use crate::remediation::fixtures;
 
+    /// An app container running `image` beside a sidecar; revision 3 ran
+    /// the app healthily on nginx:1.25.4.
     fn evidence(image: &str) -> Evidence {
-        Evidence {
-            workload: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-                uid: "u1".into(),
-            },
-            namespace: "shop".into(),
-            containers: vec![
-                ContainerTemplate {
-                    name: "app".into(),
-                    image: image.into(),
-                    limits: [("memory".to_string(), "64Mi".to_string())].into(),
-                    env_names: vec!["LOG_LEVEL".into(), "envFrom:secret/db".into()],
-                    ..ContainerTemplate::default()
-                },
-                ContainerTemplate {
-                    name: "sidecar".into(),
-                    image: "envoyproxy/envoy:v1.30.1".into(),
-                    ..ContainerTemplate::default()
-                },
-            ],
-            history: vec![Revision {
-                revision: 3,
-                images: [("app".to_string(), "nginx:1.25.4".to_string())].into(),
-                healthy: true,
-                ..Revision::default()
-            }],
-            ..Evidence::default()
-        }
+        fixtures::evidence("Deployment")
+            .with_container("app", image)
+            .with_memory_limit("64Mi")
+            .with_env_names(&["LOG_LEVEL", "envFrom:secret/db"])
+            .with_container("sidecar", "envoyproxy/envoy:v1.30.1")
+            .with_healthy_revision(3, &[("app", "nginx:1.25.4")])
     }
 
     fn finding(reason: &str) -> Finding {
