@@ -121,10 +121,11 @@ helm-template: ## print the chart rendered with its default values (namespace ai
 		--kube-version "$$(sed -n 's/^KUBE_VERSION=//p' tests/sandbox/versions.env)"
 
 .PHONY: helm-test
-helm-test: ## helm lint, template, drift against manifests/, install/uninstall and make deploy/undeploy in the sandbox
+helm-test: build-static ## helm lint, template, drift against manifests/; in the sandbox: deploy/undeploy, helm install/uninstall, the in-cluster path (root: network namespaces)
 	@bash tests/chart/check.sh
 	@bash $(SANDBOX) up
 	@bash tests/chart/install.sh
+	@bash tests/chart/in-cluster.sh
 
 .PHONY: bench
 bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md

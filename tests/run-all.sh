@@ -32,6 +32,7 @@ bash tests/sandbox/cluster.sh up
 cleanup() {
   # Operators started by the tests first (their webhooks would outlive them).
   bash tests/operator/local.sh stop-all || true
+  bash tests/chart/in-cluster.sh stop || true
   bash tests/operator/local.sh uninstall || true
   if [[ -z ${KEEP_LLM:-} ]]; then bash tests/llm/server.sh down || true; fi
   if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
@@ -43,6 +44,9 @@ bash tests/chart/check.sh
 
 step "install routes in the sandbox: make deploy/undeploy, helm install/uninstall (tests/chart/install.sh)"
 bash tests/chart/install.sh
+
+step "in-cluster path: the chart's pods played by the static binary in network namespaces, webhook via the Service, certificate rotation under load, helm uninstall (tests/chart/in-cluster.sh)"
+bash tests/chart/in-cluster.sh
 
 step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_local_model.rs)"
 bash tests/llm/server.sh up smollm2
