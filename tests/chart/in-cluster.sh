@@ -190,9 +190,9 @@ start_pod() { # start_pod INDEX POD IP
       chown 65532:65532 /run/aiops-operator/webhook-certs
       shift 3
       exec "$@"' _ "$work/$pod.token" "$work/ca.crt" "$ns" \
+    setpriv --reuid 65532 --regid 65532 --clear-groups \
     env -i "KUBERNETES_SERVICE_HOST=$vip" KUBERNETES_SERVICE_PORT=443 \
       "POD_NAME=$pod" "POD_NAMESPACE=$ns" HOME=/nonexistent RUST_LOG=info \
-    setpriv --reuid 65532 --regid 65532 --clear-groups \
     "$bin" "${args[@]}" > "$work/$pod.log" 2>&1 < /dev/null &
   echo $! > "$work/$pod.pid"
 }
@@ -205,14 +205,14 @@ for entry in "${pods[@]}"; do
   start_pod "$i" "$pod" "$ip"
   i=$((i + 1))
 done
-grep -q listening "$work/service-vip.log" || sleep 0.5
+for _ in $(seq 1 100); do grep -q listening "$work/service-vip.log" && break; sleep 0.1; done
 grep -q listening "$work/service-vip.log" || fail "the cluster IP relay did not start: $(cat "$work/service-vip.log")"
 
 # The readinessProbe, from outside the pod as the kubelet does.
 for entry in "${pods[@]}"; do
   read -r pod ip <<<"$entry"
   ready=""
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     if curl -skf --max-time 2 "https://$ip:8443/readyz" >/dev/null 2>&1; then ready=1; break; fi
     [[ -d /proc/$(cat "$work/$pod.pid") ]] || fail "$pod exited: $(tail -5 "$work/$pod.log")"
     sleep 0.2
