@@ -14,7 +14,7 @@ out="$repo/target/image"
 tag=${IMAGE_TAG:-aiops-operator:$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)}
 
 [[ -x $bin ]] || { echo "image: no binary at $bin (make build-static)" >&2; exit 1; }
-if ldd "$bin" >/dev/null 2>&1; then
+if readelf -l "$bin" | grep -q 'program interpreter'; then
   echo "image: $bin is dynamically linked; the image has no libc (make build-static)" >&2
   exit 1
 fi
@@ -31,7 +31,7 @@ cp "$bin" "$out/context/aiops-operator"
 
 start=$(date +%s%N)
 buildah build --quiet --isolation chroot --layers=false \
-  --build-arg "BASE=$base" -f "$repo/Dockerfile" -t "$tag" "$out/context" >&2
+  --build-arg "BASE=$base" -f "$repo/Dockerfile" -t "$tag" "$out/context" >/dev/null
 buildah push --quiet --digestfile "$out/digest" "$tag" "oci-archive:$out/aiops-operator.tar:$tag" >&2
 # The local store only served this push: drop it so vfs copies do not pile up.
 buildah rmi --all >/dev/null 2>&1 || true

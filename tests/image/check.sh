@@ -32,10 +32,10 @@ rootfs="$work/bundle/rootfs"
 read -r args user < <(python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
 process = json.load(open(sys.argv[1]))["process"]
-print(json.dumps(process["args"]), process["user"]["uid"])
+print(json.dumps(process["args"], separators=(",", ":")), process["user"]["uid"])
 PY
 )
-[[ $args == '["/aiops-operator", "run"]' ]] || fail "entrypoint and command are $args, expected [/aiops-operator run]"
+[[ $args == '["/aiops-operator","run"]' ]] || fail "entrypoint and command are $args, expected [/aiops-operator run]"
 pass "entrypoint /aiops-operator, command run"
 [[ $user == 65532 ]] || fail "the image runs as uid $user, expected 65532 (non-root)"
 pass "runs as uid 65532"
