@@ -164,7 +164,7 @@ done
 args=("${args[@]//"$policies_mount"/"$work/policies"}")
 chmod -R a+rX "$work"
 
-start_pod() { # start_pod INDEX POD IP
+net_pod() { # net_pod INDEX POD IP
   local i=$1 pod=$2 ip=$3 netns=aiops-pod-$1 host=aiops-h$1
   ip netns add "$netns"
   ip link add "$host" type veth peer name eth0 netns "$netns"
@@ -177,6 +177,10 @@ start_pod() { # start_pod INDEX POD IP
   # from the namespaces, bound to nothing that leaves the machine.
   if [[ $i == 0 ]]; then ip addr add "$vip/32" dev "$host"; fi
   ip route add "$ip/32" dev "$host" src "$vip"
+}
+
+run_pod() { # run_pod INDEX POD
+  local netns=aiops-pod-$1 pod=$2
   k -n "$ns" create token aiops-operator --bound-object-kind Pod --bound-object-name "$pod" \
     --duration 1h > "$work/$pod.token"
   chmod 0644 "$work/$pod.token"
@@ -197,16 +201,24 @@ start_pod() { # start_pod INDEX POD IP
   echo $! > "$work/$pod.pid"
 }
 
-python3 "$repo/tests/chart/service_vip.py" "$vip" 443 "$APISERVER_PORT" > "$work/service-vip.log" 2>&1 &
-echo $! > "$work/service-vip.pid"
+# The pods' networks first: the relay binds the cluster IP they carry, and
+# the operators need the relay from their first request.
 i=0
 for entry in "${pods[@]}"; do
   read -r pod ip <<<"$entry"
-  start_pod "$i" "$pod" "$ip"
+  net_pod "$i" "$pod" "$ip"
   i=$((i + 1))
 done
+python3 "$repo/tests/chart/service_vip.py" "$vip" 443 "$APISERVER_PORT" > "$work/service-vip.log" 2>&1 &
+echo $! > "$work/service-vip.pid"
 for _ in $(seq 1 100); do grep -q listening "$work/service-vip.log" && break; sleep 0.1; done
 grep -q listening "$work/service-vip.log" || fail "the cluster IP relay did not start: $(cat "$work/service-vip.log")"
+i=0
+for entry in "${pods[@]}"; do
+  read -r pod ip <<<"$entry"
+  run_pod "$i" "$pod"
+  i=$((i + 1))
+done
 
 # The readinessProbe, from outside the pod as the kubelet does.
 for entry in "${pods[@]}"; do
