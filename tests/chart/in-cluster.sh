@@ -325,7 +325,10 @@ wait "$loop"
 read -r total failed < "$work/requests"
 [[ $failed == 0 ]] || fail "$failed of $total admission requests failed during the rotation: $(head -3 "$work/failures")"
 (( total >= 10 )) || fail "only $total admission requests were made during the rotation"
-pass "Secret deleted: new CA stored, published and served by both pods in $rotation_ms ms; $total admission requests, 0 failed"
+# One writer per round (install, rotation); the other replica adopted its pair.
+writes=$(cat "$work"/*.log | grep -c 'stored a new serving pair' || true)
+[[ $writes == 2 ]] || fail "the Secret was written $writes times; expected once at install and once at rotation"
+pass "Secret deleted: new CA stored by one replica, published and served by both pods in $rotation_ms ms; $total admission requests, 0 failed"
 
 # --------------------------------------------------------------- uninstall
 stop_all
