@@ -165,6 +165,7 @@ impl ControllerParts {
             modes: webhook.modes(),
             llm,
             model_calls: Default::default(),
+            stores: Default::default(),
         });
         ControllerParts {
             shared,

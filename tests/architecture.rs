@@ -4,9 +4,9 @@
 //!
 //! The layers, lowest first: `k8s` (Kubernetes helpers, a leaf), then `llm`
 //! (the model client) and `admission` (the webhook), then `remediation`, then
-//! `operator`, `cli` and `plugin` on top. A module may name only modules in a
-//! lower layer; the policy engine is its own crate and cannot name the
-//! operator at all.
+//! `operator` and `plugin`, and `cli` (which starts the operator) on top. A
+//! module may name only modules in a lower layer; the policy engine is its
+//! own crate and cannot name the operator at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,9 @@ fn layer(module: &str) -> Option<u8> {
         "k8s" => 0,
         "llm" | "admission" => 1,
         "remediation" => 2,
-        "operator" | "cli" | "plugin" => 3,
+        "operator" | "plugin" => 3,
+        // The command line parses arguments and hands them to `operator`.
+        "cli" => 4,
         _ => return None,
     })
 }
@@ -39,9 +41,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The top-level module a file under `src/` belongs to (`src/llm/x.rs` → `llm`).
 fn owning_module(file: &Path) -> String {
-    let rel = file.strip_prefix(Path::new(ROOT).join("src")).expect("file under src");
+    let rel = file
+        .strip_prefix(Path::new(ROOT).join("src"))
+        .expect("file under src");
     let first = rel.components().next().expect("non-empty path");
-    first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string()
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
 }
 
 /// Every `crate::<module>` a source text names, comments included: a doc link
@@ -56,7 +64,10 @@ fn named_modules(text: &str) -> BTreeSet<String> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
         }
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         if !name.is_empty() {
             found.insert(name);
         }
@@ -82,7 +93,10 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn top_level_modules_depend_only_on_lower_layers() {
     let graph = module_graph();
-    assert!(graph.contains_key("remediation") && graph.contains_key("k8s"), "the scan found the source tree: {graph:?}");
+    assert!(
+        graph.contains_key("remediation") && graph.contains_key("k8s"),
+        "the scan found the source tree: {graph:?}"
+    );
     let mut wrong = Vec::new();
     for (module, named) in &graph {
         let Some(own) = layer(module) else { continue };
@@ -98,10 +112,16 @@ fn top_level_modules_depend_only_on_lower_layers() {
             }
         }
     }
-    assert!(wrong.is_empty(), "dependencies against the layers: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "dependencies against the layers: {wrong:#?}"
+    );
     for module in graph.keys() {
         if module != "lib" && module != "main" {
-            assert!(layer(module).is_some(), "top-level module {module} has no layer: add it to `layer`");
+            assert!(
+                layer(module).is_some(),
+                "top-level module {module} has no layer: add it to `layer`"
+            );
         }
     }
 }
@@ -113,15 +133,24 @@ fn the_policy_engine_crate_names_nothing_of_the_operator() {
     assert!(!files.is_empty());
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read source");
-        assert!(!text.contains("aiops_operator"), "{} names the operator crate", file.display());
+        assert!(
+            !text.contains("aiops_operator"),
+            "{} names the operator crate",
+            file.display()
+        );
     }
 }
 
 #[test]
 fn the_layer_check_catches_a_cycle() {
     // The scanner itself must see a reference, or the check above proves nothing.
-    let named = named_modules("use crate::remediation::Incident; // see crate::k8s::pod_spec\nuse aiops_crate::x;");
-    assert_eq!(named, BTreeSet::from(["remediation".to_string(), "k8s".to_string()]));
+    let named = named_modules(
+        "use crate::remediation::Incident; // see crate::k8s::pod_spec\nuse aiops_crate::x;",
+    );
+    assert_eq!(
+        named,
+        BTreeSet::from(["remediation".to_string(), "k8s".to_string()])
+    );
 }
 
 #[test]
@@ -133,11 +162,17 @@ fn no_source_file_passes_the_line_limit() {
     let long: Vec<String> = files
         .iter()
         .filter_map(|f| {
-            let lines = std::fs::read_to_string(f).expect("read source").lines().count();
+            let lines = std::fs::read_to_string(f)
+                .expect("read source")
+                .lines()
+                .count();
             (lines > MAX_LINES).then(|| format!("{}: {lines} lines", f.display()))
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_LINES} lines (split them by job): {long:#?}");
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines (split them by job): {long:#?}"
+    );
 }
 
 #[test]
@@ -147,9 +182,19 @@ fn every_folder_module_says_what_it_holds() {
     rust_files(&Path::new(ROOT).join("crates/policy/src"), &mut files);
     let silent: Vec<String> = files
         .iter()
-        .filter(|f| f.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs"))
-        .filter(|f| !std::fs::read_to_string(f).expect("read source").starts_with("//! "))
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n == "mod.rs" || n == "lib.rs")
+        })
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .expect("read source")
+                .starts_with("//! ")
+        })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(silent.is_empty(), "folder modules without a top doc comment: {silent:#?}");
+    assert!(
+        silent.is_empty(),
+        "folder modules without a top doc comment: {silent:#?}"
+    );
 }

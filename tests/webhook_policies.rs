@@ -88,7 +88,7 @@ fn check_file(
     for object in read_yaml_documents(file)? {
         let body = review_of(&object).to_string();
         let request = parse_review(body.as_bytes())?;
-        let admission = admit::validate(state, &request);
+        let admission = admit::validate(state, &request, &mut state.metrics.stage_clock(true));
         let response = admission.response;
         let message = &response.result.message;
         let name = format!(
@@ -198,7 +198,12 @@ fn a_registry_port_is_not_a_tag() -> Result<()> {
         ),
     ] {
         let body = review_of(&pod(image)).to_string();
-        let response = admit::validate(&state, &parse_review(body.as_bytes())?).response;
+        let response = admit::validate(
+            &state,
+            &parse_review(body.as_bytes())?,
+            &mut state.metrics.stage_clock(true),
+        )
+        .response;
         assert_eq!(
             response.allowed, allowed,
             "{image}: {}",
@@ -271,7 +276,8 @@ fn example_mutate_policy_adds_a_default_seccomp_profile_only_when_missing() -> R
     let patch_of = |state: &AppState, object: &Value| -> Result<Option<Value>> {
         let body = review_of(object).to_string();
         let request = parse_review(body.as_bytes())?;
-        let response = admit::mutate(state, &request).response;
+        let response =
+            admit::mutate(state, &request, &mut state.metrics.stage_clock(false)).response;
         assert!(response.allowed);
         Ok(match response.patch {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),

@@ -8,12 +8,12 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde_json::Value;
 
 use crate::admission::audit_writer::AuditRecord;
-use crate::admission::metrics::ReviewResult;
+use crate::admission::metrics::{ReviewResult, Stage, StageClock};
 use crate::admission::modes::{Mode, ModeConfig};
 use crate::admission::review::{Request, describe_subject};
 use crate::admission::state::AppState;
 use crate::admission::verdict::Verdict;
-use crate::policy::{self, EvalInput};
+use crate::policy::{self, EvalInput, SelectedRules};
 
 /// The answer to a review and how to count it.
 pub struct Admission {
@@ -21,8 +21,9 @@ pub struct Admission {
     pub result: ReviewResult,
 }
 
-/// Decides a `/validate` review.
-pub fn validate(state: &AppState, request: &Request) -> Admission {
+/// Decides a `/validate` review; `clock` times the match and evaluate
+/// stages.
+pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> Admission {
     let _span = request_span(request, "validate").entered();
     let modes = state.modes.current();
     if let Some(allowed) = exempt(&modes, request) {
@@ -32,8 +33,24 @@ pub fn validate(state: &AppState, request: &Request) -> Admission {
         // Nothing to judge (e.g. CONNECT): allow.
         return allowed(request);
     };
-    let outcomes = state.policies.validate(&input.as_eval_input());
-    let verdict = Verdict::assess(&outcomes, &modes);
+    let input = input.as_eval_input();
+    let selected = state.policies.select(&input);
+    clock.lap(Stage::Match);
+    let admission = judge(state, request, &modes, &selected, &input);
+    clock.lap(Stage::Evaluate);
+    admission
+}
+
+/// Evaluates the selected rules and turns their outcomes into the answer.
+fn judge(
+    state: &AppState,
+    request: &Request,
+    modes: &ModeConfig,
+    selected: &SelectedRules,
+    input: &EvalInput,
+) -> Admission {
+    let outcomes = selected.validate(input);
+    let verdict = Verdict::assess(&outcomes, modes);
     for violation in &verdict.violations {
         state
             .metrics
@@ -73,7 +90,7 @@ pub fn validate(state: &AppState, request: &Request) -> Admission {
 ///
 /// Mutation is a convenience, never the enforcement point (validation runs
 /// after it), so an engine error admits the object unchanged with a warning.
-pub fn mutate(state: &AppState, request: &Request) -> Admission {
+pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> Admission {
     let _span = request_span(request, "mutate").entered();
     if let Some(allowed) = exempt(&state.modes.current(), request) {
         return allowed;
@@ -292,7 +309,7 @@ mod tests {
     }
 
     fn decide(state: &AppState, request: &Request) -> Admission {
-        validate(state, request)
+        validate(state, request, &mut state.metrics.stage_clock(true))
     }
 
     #[test]

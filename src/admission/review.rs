@@ -73,7 +73,11 @@ impl Request {
 
 /// Parses and checks a review body.
 pub fn parse_review(body: &[u8]) -> Result<Request, ReviewError> {
-    let mut review: Value = serde_json::from_slice(body).map_err(ReviewError::Malformed)?;
+    // The body is checked as UTF-8 once, as a whole. serde_json's byte
+    // reader checks every string on its own, which was a sixth of parsing
+    // a bench-webhook review (callgrind: 80 k of 546 k instructions).
+    let text = std::str::from_utf8(body).map_err(|_| malformed("the body is not UTF-8"))?;
+    let mut review: Value = serde_json::from_str(text).map_err(ReviewError::Malformed)?;
     let Some(fields) = review.as_object_mut() else {
         return Err(malformed("an AdmissionReview must be a JSON object"));
     };

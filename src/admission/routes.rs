@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::admit::{self, Admission};
-use crate::admission::metrics::ReviewResult;
+use crate::admission::metrics::{ReviewResult, Stage, StageClock};
 use crate::admission::review::{self, Request as ReviewRequest};
 use crate::admission::state::AppState;
 
@@ -63,41 +63,67 @@ pub fn router(state: Arc<AppState>, limits: RouteLimits) -> Router {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, "validate", &body, admit::validate)
+    answer_review(&state, &VALIDATE, &body)
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, "mutate", &body, admit::mutate)
+    answer_review(&state, &MUTATE, &body)
 }
 
 /// Parses the review and allows it without evaluation: the ceiling for
 /// benchmarks of the real endpoints.
 async fn noop(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, "noop", &body, |_, request| Admission {
-        response: AdmissionResponse::from(&request.typed),
-        result: ReviewResult::Allowed,
-    })
+    answer_review(&state, &NOOP, &body)
 }
 
-type Decide = fn(&AppState, &ReviewRequest) -> Admission;
+type Decide = fn(&AppState, &ReviewRequest, &mut StageClock) -> Admission;
 
-fn answer_review(
-    state: &AppState,
-    endpoint: &'static str,
-    body: &[u8],
+/// How one review endpoint answers.
+struct ReviewEndpoint {
+    /// Its `endpoint` label.
+    label: &'static str,
     decide: Decide,
-) -> Response {
+    /// Whether its stages go into `aiops_admission_stage_seconds`.
+    timed: bool,
+}
+
+const VALIDATE: ReviewEndpoint = ReviewEndpoint {
+    label: "validate",
+    decide: admit::validate,
+    timed: true,
+};
+
+const MUTATE: ReviewEndpoint = ReviewEndpoint {
+    label: "mutate",
+    decide: admit::mutate,
+    timed: false,
+};
+
+const NOOP: ReviewEndpoint = ReviewEndpoint {
+    label: "noop",
+    decide: |_, request, _| Admission {
+        response: AdmissionResponse::from(&request.typed),
+        result: ReviewResult::Allowed,
+    },
+    timed: false,
+};
+
+fn answer_review(state: &AppState, endpoint: &ReviewEndpoint, body: &[u8]) -> Response {
+    let mut clock = state.metrics.stage_clock(endpoint.timed);
     let request = match review::parse_review(body) {
         Ok(request) => request,
         Err(error) => {
-            state.metrics.review(endpoint, ReviewResult::Invalid);
-            tracing::warn!(endpoint, %error, "rejected an unusable review");
+            state.metrics.review(endpoint.label, ReviewResult::Invalid);
+            tracing::warn!(endpoint = endpoint.label, %error, "rejected an unusable review");
             return error.into_response();
         }
     };
-    let admission = decide(state, &request);
-    state.metrics.review(endpoint, admission.result);
-    review::reply(admission.response).into_response()
+    clock.lap(Stage::Parse);
+    let admission = (endpoint.decide)(state, &request, &mut clock);
+    state.metrics.review(endpoint.label, admission.result);
+    let reply = review::reply(admission.response).into_response();
+    clock.lap(Stage::Encode);
+    reply
 }
 
 async fn healthz() -> &'static str {
@@ -249,6 +275,32 @@ mod tests {
         assert_eq!(body["kind"], "AdmissionReview");
         assert_eq!(body["response"]["allowed"], true);
         assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+    }
+
+    #[tokio::test]
+    async fn only_validate_reviews_are_timed_stage_by_stage() {
+        let router = test_router(1 << 20);
+        let review = pod_review(serde_json::json!({"containers": [{"name": "c", "image": "x:1"}]}));
+        for path in ["/validate", "/noop", "/mutate"] {
+            let (status, _) = post(router.clone(), path, review.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+        let response = router
+            .oneshot(
+                HttpRequest::get("/metrics")
+                    .body(Body::empty())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| match e {});
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for stage in ["parse", "match", "evaluate", "encode"] {
+            let count = format!("aiops_admission_stage_seconds_count{{stage=\"{stage}\"}} 1\n");
+            assert!(text.contains(&count), "{count} missing from\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,12 @@
 //!   evidence, an Event or a prompt;
 //! - [`pod_spec`]: where each workload kind keeps its pod spec, and the
 //!   partial object that changes containers there;
-//! - [`quantity`]: memory quantities as bytes.
+//! - [`quantity`]: memory quantities as bytes;
+//! - [`workload`]: the dynamic API of any workload kind, and the selector
+//!   of its pods;
+//! - [`pod`]: pod readiness.
+pub mod pod;
 pub mod pod_spec;
 pub mod quantity;
 pub mod redact;
+pub mod workload;

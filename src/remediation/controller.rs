@@ -18,18 +18,17 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use super::Shared;
 use super::approval::bound_approval;
 use super::conditions::set_phase_conditions;
 use super::crd::{
     DryRun, Phase, Proposal, REGENERATE_ANNOTATION, Remediation, RemediationStatus, Snapshot,
-    WorkloadRef,
 };
 use super::detect::{detect_anomaly, restarted_after_failure};
 use super::evidence::{fetch_workload, gather_evidence, revision_templates};
@@ -37,7 +36,8 @@ use super::guardrails::{guard_proposal, introduced_policy_violations};
 use super::patch::{diff, merge_apply, restore_patch};
 use super::propose::rules::propose_from_rules;
 use super::rollout::{RolloutProgress, rollout_progress};
-use super::{Shared, status_patch};
+use super::status::apply_operator_status;
+use crate::k8s::workload::{BadApiVersion, workload_api};
 use crate::remediation::propose::model::ModelProposal as ModelAnswer;
 
 /// Why a reconcile failed; every variant is retried by `error_policy`.
@@ -49,19 +49,29 @@ pub enum ReconcileError {
     Evidence(#[from] super::evidence::EvidenceError),
     #[error("remediation {0} has no namespace")]
     NoNamespace(String),
+    #[error("the remediation's target: {0}")]
+    Target(#[from] BadApiVersion),
 }
 
-/// Runs the controller (and the pod detector beside it) until `shutdown` resolves.
+/// Runs the controller (and the pod detector beside it) until `shutdown`
+/// resolves. The pod and owner stores live exactly as long: a replica that
+/// stops leading stops watching.
 pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Remediation> = Api::all(shared.client.clone());
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    // The detector reads the controller's own cache of Remediations.
+    let (stores, watches) = super::stores::watch(&shared.client);
+    shared.stores.begin(stores.clone());
+    let owner_watches = tokio::spawn(watches.owners);
+    // The detector drives the pod store's watch and reads the controller's
+    // own cache of Remediations.
     let detector = tokio::spawn(super::detector::run_detector(
         Arc::clone(&shared),
         controller.store(),
+        watches.pods,
+        stores.owners,
     ));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
@@ -74,6 +84,8 @@ pub async fn run(
         })
         .await;
     detector.abort();
+    owner_watches.abort();
+    shared.stores.end();
 }
 
 fn error_policy(
@@ -110,16 +122,6 @@ fn namespace_of(remediation: &Remediation) -> Result<String, ReconcileError> {
         .ok_or_else(|| ReconcileError::NoNamespace(remediation.name_any()))
 }
 
-/// A namespaced API for the workload's kind.
-pub fn workload_api(client: &Client, namespace: &str, target: &WorkloadRef) -> Api<DynamicObject> {
-    let (group, version) = match target.api_version.split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", target.api_version.as_str()),
-    };
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind));
-    Api::namespaced_with(client.clone(), namespace, &resource)
-}
-
 /// The field manager of one Remediation's fixes: one fix never removes the
 /// fields another fix set, and a rollback releases exactly its own fields.
 pub fn field_manager(remediation: &Remediation) -> String {
@@ -149,20 +151,10 @@ async fn transition(
         message,
         &now,
     );
-    let mut patch = status_patch(&status);
-    // Findings and the main reason belong to the detector; never write back a stale copy.
-    if let Some(s) = patch.get_mut("status").and_then(Value::as_object_mut) {
-        s.remove("findings");
-        s.remove("reason");
-        s.remove("targetDisplay");
-    }
-    Api::<Remediation>::namespaced(shared.client.clone(), &namespace)
-        .patch_status(
-            &remediation.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    // Findings, reason and target display are the detector's: the operator's
+    // part of the status leaves them out, whatever this (cached) copy says.
+    let api = Api::<Remediation>::namespaced(shared.client.clone(), &namespace);
+    apply_operator_status(&api, &remediation.name_any(), &status).await?;
     shared.metrics.count_phase(phase, &status.reason);
     shared.publish(remediation, reason, message).await;
     tracing::info!(phase = ?phase, %reason, %message, "transition");
@@ -176,7 +168,10 @@ async fn failing_pods(
     namespace: &str,
     live: &Value,
 ) -> Result<Vec<Pod>, kube::Error> {
-    let pods = workload_pods(shared, namespace, live).await?;
+    let pods = shared
+        .stores
+        .workload_pods(&shared.client, namespace, live)
+        .await?;
     let now = Timestamp::now();
     Ok(pods
         .into_iter()
@@ -187,36 +182,14 @@ async fn failing_pods(
         .collect())
 }
 
-/// The pods selected by the workload (or the bare Pod itself).
-async fn workload_pods(
+/// The dynamic API of the Remediation's target kind.
+fn target_api(
     shared: &Shared,
     namespace: &str,
-    live: &Value,
-) -> Result<Vec<Pod>, kube::Error> {
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), namespace);
-    if live.get("kind").and_then(Value::as_str) == Some("Pod") {
-        let name = live
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        return Ok(api.get_opt(name).await?.into_iter().collect());
-    }
-    let labels = live
-        .pointer("/spec/selector/matchLabels")
-        .or_else(|| live.pointer("/spec/jobTemplate/spec/template/metadata/labels"))
-        .and_then(Value::as_object);
-    let Some(labels) = labels.filter(|l| !l.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let selector = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
+    remediation: &Remediation,
+) -> Result<Api<DynamicObject>, BadApiVersion> {
+    let target = &remediation.spec.target;
+    workload_api(&shared.client, namespace, &target.api_version, &target.kind)
 }
 
 async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
@@ -255,7 +228,6 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
     let (primary, model) = match ask_model(
         shared,
         remediation,
-        &namespace,
         &evidence,
         &status.findings,
         rules.clone(),
@@ -407,7 +379,6 @@ fn record_model_outcome(shared: &Shared, model: Option<&ModelAnswer>, shown: boo
 async fn ask_model(
     shared: &Shared,
     remediation: &Remediation,
-    namespace: &str,
     evidence: &super::crd::Evidence,
     findings: &[super::crd::Finding],
     rules: Proposal,
@@ -419,7 +390,7 @@ async fn ask_model(
         return Ok(Some((rules, None)));
     }
     let key = remediation.metadata.uid.clone().unwrap_or_default();
-    let cluster_images = running_images(shared, namespace).await?;
+    let cluster_images = shared.stores.running_images(&shared.client).await?;
     match shared.model_calls.poll_or_start(
         &key,
         proposer,
@@ -456,23 +427,6 @@ async fn ask_model(
     }
 }
 
-/// Images running in the cluster: candidates the model may choose from.
-async fn running_images(shared: &Shared, _namespace: &str) -> Result<Vec<String>, kube::Error> {
-    let pods: Api<Pod> = Api::all(shared.client.clone());
-    let list = pods
-        .list(&ListParams::default().fields("status.phase=Running"))
-        .await?;
-    let mut images: Vec<String> = list
-        .items
-        .iter()
-        .filter_map(|p| p.spec.as_ref())
-        .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
-        .collect();
-    images.sort();
-    images.dedup();
-    Ok(images)
-}
-
 /// Server-side dry run of every action, then the policy check on what the
 /// API server says the object would become, and the field-level diff.
 async fn dry_run(
@@ -482,7 +436,7 @@ async fn dry_run(
     proposal: &Proposal,
     live: &Value,
 ) -> Result<DryRun, String> {
-    let api = workload_api(&shared.client, namespace, &remediation.spec.target);
+    let api = target_api(shared, namespace, remediation).map_err(|e| e.to_string())?;
     let params = PatchParams::apply(&field_manager(remediation))
         .force()
         .dry_run();
@@ -627,7 +581,7 @@ async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, Rec
         return Ok(Action::await_change());
     }
     let target = &remediation.spec.target;
-    let api = workload_api(&shared.client, &namespace, target);
+    let api = target_api(shared, &namespace, remediation)?;
     if status.snapshot.is_none() {
         // The snapshot is taken from the object before any apply and stored
         // first, so a restart re-applies (idempotently) but never re-snapshots.
@@ -709,7 +663,9 @@ async fn verify(remediation: &Remediation, shared: &Shared) -> Result<Action, Re
         .unwrap_or_else(Timestamp::now);
     let now = Timestamp::now();
     let grace = &shared.config.grace;
-    let failing_new: Vec<String> = workload_pods(shared, &namespace, &live)
+    let failing_new: Vec<String> = shared
+        .stores
+        .workload_pods(&shared.client, &namespace, &live)
         .await?
         .iter()
         .filter(|p| {
@@ -787,7 +743,7 @@ async fn roll_back(
         .await?;
         return Ok(Action::await_change());
     };
-    let api = workload_api(&shared.client, &namespace, &remediation.spec.target);
+    let api = target_api(shared, &namespace, remediation)?;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     match api
         .patch(

@@ -9,6 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::k8s::pod::ready_condition;
+
 /// Container waiting reasons that mean the container cannot run.
 pub const FAILING_WAITING_REASONS: &[&str] = &[
     "ImagePullBackOff",
@@ -239,11 +241,7 @@ fn running_but_not_ready_for(pod: &Pod, now: Timestamp) -> Option<Duration> {
     if status.phase.as_deref() != Some("Running") {
         return None;
     }
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready")?;
+    let ready = ready_condition(status)?;
     if ready.status == "True" {
         return None;
     }

@@ -2,7 +2,7 @@
 //! per workload.
 //!
 //! Healthy pods cost nothing beyond the watch: only a pod with findings is
-//! traced to its workload (through the owner cache). Findings are
+//! traced to its workload (through the owner stores). Findings are
 //! aggregated per workload, held back for each reason's grace period, and
 //! written only when they change, so repeated pod events cause no writes.
 //! When every pod of a workload is healthy again before any fix, its open
@@ -20,16 +20,16 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt;
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher::{self, Event};
-use serde_json::json;
+use kube::runtime::watcher::Event;
 
+use super::Shared;
 use super::crd::{Finding, Phase, Remediation, RemediationSpec, WorkloadRef};
 use super::detect::{GracePeriods, PodFinding, detect_anomaly, primary_reason};
-use super::owner::{OwnerCache, owner_workload};
-use super::{Shared, status_patch};
+use super::owner::{OwnerStores, owner_workload};
+use super::status::{DetectorStatus, apply_detector_status, apply_operator_status};
+use super::stores::{PodEvents, is_ready};
 
 /// Findings of one workload, across its pods.
 #[derive(Debug)]
@@ -59,41 +59,37 @@ struct Cases {
     created: HashMap<String, String>,
 }
 
-/// Strips what detection never reads, so the cache stays small with thousands of pods.
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        for c in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-            c.command = None;
-            c.args = None;
-            c.liveness_probe = None;
-            c.readiness_probe = None;
-            c.startup_probe = None;
-            c.security_context = None;
-        }
-    }
-}
+/// How long the detector waits for the owner stores' first lists before
+/// it starts on pods anyway (reading owners from the API until they are in).
+const OWNER_STORES_WAIT: Duration = Duration::from_secs(10);
 
-/// Runs until the watch stream ends (it retries with backoff on errors).
-pub async fn run_detector(shared: Arc<Shared>, remediations: Store<Remediation>) {
-    let pods: Api<Pod> = Api::all(shared.client.clone());
-    let owners = OwnerCache::default();
+/// Runs until the pod watch ends (it retries with backoff on errors).
+/// `pods` is the pod store's watch, which this loop drives.
+pub async fn run_detector(
+    shared: Arc<Shared>,
+    remediations: Store<Remediation>,
+    pods: PodEvents,
+    owners: OwnerStores,
+) {
     let mut cases = Cases::default();
-    let stream = watcher::watcher(pods, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_pod);
-    let mut stream = std::pin::pin!(stream);
+    // Failing pods seen at start-up would each cost an owner GET while the
+    // owner stores are still listing; they are small and list quickly.
+    let owners_listed = async {
+        let replica_sets = owners.replica_sets.wait_until_ready();
+        let jobs = owners.jobs.wait_until_ready();
+        let _ = futures::join!(replica_sets, jobs);
+    };
+    if tokio::time::timeout(OWNER_STORES_WAIT, owners_listed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            replica_sets = is_ready(&owners.replica_sets),
+            jobs = is_ready(&owners.jobs),
+            "owner stores not listed yet; reading owners from the API meanwhile"
+        );
+    }
+    let mut stream = pods;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Opening a case outside the tick needs the Remediation cache to be
@@ -129,7 +125,7 @@ pub async fn run_detector(shared: Arc<Shared>, remediations: Store<Remediation>)
 /// workload's uid when the pod has findings.
 async fn observe_pod(
     shared: &Shared,
-    owners: &OwnerCache,
+    owners: &OwnerStores,
     cases: &mut Cases,
     pod: &Pod,
 ) -> Option<String> {
@@ -386,7 +382,7 @@ async fn evaluate_case(
         (Some(name), false) => {
             case.quiet_since = None;
             if case.written.as_ref() != Some(&findings) {
-                match write_findings(shared, &case.namespace, &name, &findings).await {
+                match write_findings(shared, case, &name, &findings).await {
                     Ok(()) => case.written = Some(findings),
                     Err(error) => {
                         tracing::warn!(%error, remediation = %name, "cannot update findings")
@@ -472,13 +468,11 @@ async fn open_case(
     ]));
     let created = api.create(&PostParams::default(), &remediation).await?;
     let name = created.name_any();
-    let reason = primary_reason(findings.iter().map(|f| f.reason.as_str())).unwrap_or_default();
+    let seen = detector_status(&case.workload, findings);
+    let reason = seen.reason.clone();
     let mut status = super::crd::RemediationStatus {
         phase: Phase::Diagnosing,
-        target_display: format!("{}/{}", case.workload.kind, case.workload.name),
-        reason: reason.to_string(),
-        findings: findings.to_vec(),
-        last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        last_update_time: Some(seen.last_update_time.clone()),
         message: format!("{} pod(s) failing", case.pods.len()),
         ..Default::default()
     };
@@ -490,13 +484,12 @@ async fn open_case(
         &message,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(status_patch(&status)),
-    )
-    .await?;
-    shared.metrics.count_phase(Phase::Diagnosing, reason);
+    // The phase first: the controller starts diagnosing once findings are
+    // in, and must find the Diagnosing record already there, not have its
+    // own next transition overwritten by it.
+    apply_operator_status(&api, &name, &status).await?;
+    apply_detector_status(&api, &name, &seen).await?;
+    shared.metrics.count_phase(Phase::Diagnosing, &reason);
     shared
         .publish(
             &created,
@@ -512,18 +505,25 @@ async fn open_case(
     Ok(name)
 }
 
+/// The detector's part of the status for `findings` of `workload`, now.
+fn detector_status(workload: &WorkloadRef, findings: &[Finding]) -> DetectorStatus {
+    let reason = primary_reason(findings.iter().map(|f| f.reason.as_str())).unwrap_or_default();
+    DetectorStatus {
+        findings: findings.to_vec(),
+        reason: reason.to_string(),
+        target_display: format!("{}/{}", workload.kind, workload.name),
+        last_update_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
 async fn write_findings(
     shared: &Shared,
-    namespace: &str,
+    case: &Case,
     name: &str,
     findings: &[Finding],
 ) -> Result<(), kube::Error> {
-    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), namespace);
-    let reason = primary_reason(findings.iter().map(|f| f.reason.as_str())).unwrap_or_default();
-    let patch = json!({"status": {"findings": findings, "reason": reason,
-        "lastUpdateTime": Time(k8s_openapi::jiff::Timestamp::now())}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), &case.namespace);
+    apply_detector_status(&api, name, &detector_status(&case.workload, findings)).await?;
     Ok(())
 }
 
@@ -542,12 +542,7 @@ async fn resolve(shared: &Shared, namespace: &str, name: &str) -> Result<(), kub
         &message,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(status_patch(&status)),
-    )
-    .await?;
+    apply_operator_status(&api, name, &status).await?;
     shared.metrics.count_phase(Phase::Resolved, &status.reason);
     shared.publish(&current, "Resolved", &status.message).await;
     Ok(())

@@ -11,6 +11,8 @@
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
 //! - [`owner`]: from a broken pod to the workload a fix targets.
+//! - [`stores`]: watch caches of pods and pod owners, kept while leading.
+//! - [`status`]: the status, written by server-side apply per field manager.
 //! - [`propose`]: proposals, from the rules or from a model.
 //! - [`detector`]: the pod watcher that opens one Remediation per workload.
 //! - [`controller`]: the phase machine from proposal to verified fix.
@@ -35,17 +37,18 @@ pub mod owner;
 pub mod patch;
 pub mod propose;
 pub mod rollout;
+pub mod status;
+pub mod stores;
 
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, CustomResourceExt, Resource};
-use serde_json::Value;
 
 use crate::admission::state::ModeHandle;
 use crate::policy::PolicySet;
 use approval::ApprovalKey;
-use crd::{Remediation, RemediationStatus};
+use crd::Remediation;
 use detect::GracePeriods;
 use guardrails::GuardrailLimits;
 use metrics::RemediationMetrics;
@@ -117,6 +120,8 @@ pub struct Shared {
     /// Model calls in flight or finished, by Remediation uid: they run on
     /// their own tasks, never inside a reconcile worker.
     pub model_calls: model_calls::ModelCalls,
+    /// Pods and pod owners, watched while this replica leads.
+    pub stores: stores::LeaderStores,
 }
 
 impl Shared {
@@ -188,31 +193,4 @@ fn event_type(reason: &str) -> EventType {
         }
         _ => EventType::Normal,
     }
-}
-
-/// A JSON merge patch that sets the whole status, with explicit nulls for
-/// the optional fields that are unset, so clearing a field really clears it.
-pub fn status_patch(status: &RemediationStatus) -> Value {
-    const OPTIONAL: &[&str] = &[
-        "observedGeneration",
-        "evidence",
-        "proposal",
-        "proposalSignature",
-        "guardrail",
-        "dryRun",
-        "snapshot",
-        "approvedBy",
-        "appliedAt",
-        "verifiedAt",
-        "appliedGeneration",
-        "message",
-    ];
-    let mut value =
-        serde_json::to_value(status).unwrap_or_else(|_| Value::Object(Default::default()));
-    if let Value::Object(map) = &mut value {
-        for key in OPTIONAL {
-            map.entry(key.to_string()).or_insert(Value::Null);
-        }
-    }
-    serde_json::json!({ "status": value })
 }

@@ -1,30 +1,29 @@
 //! Owner resolution: from a broken Pod to the workload that a fix must target.
 //!
 //! A patch to a Pod is undone by its controller, and a record keyed by a Pod
-//! is garbage-collected with it, so every Remediation targets
-//! the top of the pod's controller chain:
+//! is garbage-collected with it, so every Remediation targets the top of the
+//! pod's controller chain:
 //!
 //! - Pod → ReplicaSet → Deployment
 //! - Pod → StatefulSet, Pod → DaemonSet, Pod → ReplicationController
 //! - Pod → Job → CronJob
 //! - a bare Pod only when nothing controls it.
 //!
-//! Only the intermediate links (ReplicaSet, Job) need an API read; those
-//! reads are cached by uid in [`OwnerCache`], so twenty replicas of one
-//! Deployment cost one ReplicaSet GET. Owner kinds we do not know (a custom
-//! controller) are returned as they are: the caller decides whether it can
-//! patch them.
-use std::collections::{HashMap, VecDeque};
+//! Only the intermediate links (ReplicaSet, Job) need a read; they are read
+//! from [`OwnerStores`], the operator's watch caches of their metadata, and
+//! from the API only when the store does not hold them (yet): a ReplicaSet
+//! made a moment ago may reach the pod watch before its own. Owner kinds we
+//! do not know (a custom controller) are returned as they are: the caller
+//! decides whether it can patch them.
 use std::fmt::Debug;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -59,129 +58,22 @@ pub struct OwnedWorkload {
     pub via: Option<WorkloadRef>,
 }
 
-/// Hit and miss counts of an [`OwnerCache`]; a miss is one API GET.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OwnerCacheStats {
-    pub hits: u64,
-    pub misses: u64,
-}
-
-/// What an intermediate owner (ReplicaSet, Job) resolved to.
-#[derive(Clone, Debug)]
-struct CachedResolution {
-    workload: WorkloadRef,
-    stored_at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct CacheEntries {
-    by_uid: HashMap<String, CachedResolution>,
-    /// Insertion order, for evicting the oldest entry. A uid is in here
-    /// exactly when it is in `by_uid`: refreshing an entry updates it in
-    /// place, only eviction removes it.
-    order: VecDeque<String>,
-}
-
-/// A small, bounded cache of intermediate owner lookups keyed by uid.
-///
-/// Shared by all reconciles (`&self` methods, interior locking). Entries
-/// expire after `ttl` because a ReplicaSet can be orphaned or adopted; uids
-/// are never reused, so a stale entry can only be stale about adoption.
-#[derive(Debug)]
-pub struct OwnerCache {
-    entries: Mutex<CacheEntries>,
-    capacity: usize,
-    ttl: Duration,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl Default for OwnerCache {
-    fn default() -> Self {
-        OwnerCache::new(1024, Duration::from_secs(600))
-    }
-}
-
-impl OwnerCache {
-    /// A cache holding at most `capacity` entries (at least one), each valid for `ttl`.
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
-        OwnerCache {
-            entries: Mutex::new(CacheEntries::default()),
-            capacity: capacity.max(1),
-            ttl,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-
-    pub fn stats(&self) -> OwnerCacheStats {
-        OwnerCacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().by_uid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheEntries> {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (every mutation is a single insert/remove pair), so keep using it.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The cached resolution of an intermediate owner, counting a hit or a miss.
-    fn lookup(&self, uid: &str) -> Option<WorkloadRef> {
-        let found = self
-            .lock()
-            .by_uid
-            .get(uid)
-            .filter(|entry| entry.stored_at.elapsed() < self.ttl)
-            .map(|entry| entry.workload.clone());
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    fn store(&self, uid: &str, workload: WorkloadRef) {
-        let mut entries = self.lock();
-        let resolution = CachedResolution {
-            workload,
-            stored_at: Instant::now(),
-        };
-        if let Some(existing) = entries.by_uid.get_mut(uid) {
-            *existing = resolution;
-            return;
-        }
-        while entries.by_uid.len() >= self.capacity {
-            let Some(oldest) = entries.order.pop_front() else {
-                break;
-            };
-            entries.by_uid.remove(&oldest);
-        }
-        entries.order.push_back(uid.to_string());
-        entries.by_uid.insert(uid.to_string(), resolution);
-    }
+/// The metadata of every ReplicaSet and Job, kept by watches: twenty
+/// failing replicas of one Deployment cost no API read at all.
+#[derive(Clone)]
+pub struct OwnerStores {
+    pub replica_sets: Store<PartialObjectMeta<ReplicaSet>>,
+    pub jobs: Store<PartialObjectMeta<Job>>,
 }
 
 /// Resolves the workload that owns `pod`, reading intermediate owners
-/// through `cache`. A deleted intermediate owner falls back to the nearest
-/// owner that still exists (the pod itself, for a deleted ReplicaSet or Job).
+/// from `owners` (the API on a miss). A deleted intermediate owner falls
+/// back to the nearest owner that still exists (the pod itself, for a
+/// deleted ReplicaSet or Job).
 #[tracing::instrument(skip_all, fields(namespace = tracing::field::Empty, pod = tracing::field::Empty))]
 pub async fn owner_workload(
     client: &Client,
-    cache: &OwnerCache,
+    owners: &OwnerStores,
     pod: &Pod,
 ) -> Result<OwnedWorkload, OwnerError> {
     let namespace = pod
@@ -223,13 +115,12 @@ pub async fn owner_workload(
     let owner_ref = workload_ref(owner);
     let lookup = IntermediateLookup {
         client,
-        cache,
         namespace: &namespace,
         pod: &pod_ref,
     };
     let resolved = match (api_group(&owner.api_version), owner.kind.as_str()) {
-        ("apps", "ReplicaSet") => lookup.resolve::<ReplicaSet>(&owner_ref).await?,
-        ("batch", "Job") => lookup.resolve::<Job>(&owner_ref).await?,
+        ("apps", "ReplicaSet") => lookup.resolve(&owners.replica_sets, &owner_ref).await?,
+        ("batch", "Job") => lookup.resolve(&owners.jobs, &owner_ref).await?,
         _ => Resolved::Direct(owner_ref),
     };
     let (workload, via) = match resolved {
@@ -269,7 +160,6 @@ enum Resolved {
 
 struct IntermediateLookup<'a> {
     client: &'a Client,
-    cache: &'a OwnerCache,
     namespace: &'a str,
     pod: &'a WorkloadRef,
 }
@@ -277,50 +167,57 @@ struct IntermediateLookup<'a> {
 impl IntermediateLookup<'_> {
     /// Resolves a ReplicaSet or Job to its own controller, or to itself when
     /// it has none.
-    async fn resolve<K>(&self, intermediate: &WorkloadRef) -> Result<Resolved, OwnerError>
+    async fn resolve<K>(
+        &self,
+        store: &Store<PartialObjectMeta<K>>,
+        intermediate: &WorkloadRef,
+    ) -> Result<Resolved, OwnerError>
     where
         K: k8s_openapi::Resource
             + Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
             + DeserializeOwned
-            + Debug,
+            + Debug
+            + 'static,
     {
-        let through = |workload: WorkloadRef| {
-            if workload.uid == intermediate.uid {
-                Resolved::Direct(workload)
-            } else {
-                Resolved::Through {
-                    workload,
-                    intermediate: intermediate.clone(),
+        // A different uid is a namesake created after ours was deleted.
+        let ours = |meta: &PartialObjectMeta<K>| {
+            meta.metadata.uid.as_deref() == Some(intermediate.uid.as_str())
+        };
+        let key = ObjectRef::new(&intermediate.name).within(self.namespace);
+        let owners = match store.get(&key).filter(|meta| ours(meta)) {
+            Some(meta) => meta.metadata.owner_references.clone(),
+            None => {
+                let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+                let meta = api
+                    .get_metadata_opt(&intermediate.name)
+                    .await
+                    .map_err(|source| OwnerError::Lookup {
+                        kind: K::KIND,
+                        namespace: self.namespace.to_string(),
+                        name: intermediate.name.clone(),
+                        pod: self.pod.name.clone(),
+                        source: Box::new(source),
+                    })?;
+                match meta.filter(|meta| ours(meta)) {
+                    Some(meta) => meta.metadata.owner_references,
+                    None => return Ok(Resolved::IntermediateGone),
                 }
             }
         };
-        if let Some(workload) = self.cache.lookup(&intermediate.uid) {
-            return Ok(through(workload));
-        }
-        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
-        let meta = api
-            .get_metadata_opt(&intermediate.name)
-            .await
-            .map_err(|source| OwnerError::Lookup {
-                kind: K::KIND,
-                namespace: self.namespace.to_string(),
-                name: intermediate.name.clone(),
-                pod: self.pod.name.clone(),
-                source: Box::new(source),
-            })?;
-        // A different uid is a namesake created after ours was deleted.
-        let Some(meta) = meta.filter(|m| m.metadata.uid.as_deref() == Some(&intermediate.uid))
-        else {
-            return Ok(Resolved::IntermediateGone);
-        };
         // Without a controller of its own (a bare ReplicaSet, a Job not
         // created by a CronJob) the intermediate is the workload.
-        let workload = controller_reference(meta.metadata.owner_references.as_deref())
+        let workload = controller_reference(owners.as_deref())
             .map(workload_ref)
             .unwrap_or_else(|| intermediate.clone());
-        self.cache.store(&intermediate.uid, workload.clone());
-        Ok(through(workload))
+        Ok(if workload.uid == intermediate.uid {
+            Resolved::Direct(workload)
+        } else {
+            Resolved::Through {
+                workload,
+                intermediate: intermediate.clone(),
+            }
+        })
     }
 }
 
@@ -356,9 +253,12 @@ fn api_group(api_version: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
     use serde_json::{Value, json};
+    use std::collections::HashMap;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn owner(api_version: &str, kind: &str, name: &str, uid: &str, controller: bool) -> Value {
         json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
@@ -404,34 +304,63 @@ mod tests {
         (Client::new(service, "default"), requests)
     }
 
-    fn replicaset(name: &str, uid: &str, owners: Vec<Value>) -> Value {
-        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+    fn metadata(name: &str, uid: &str, owners: Vec<Value>) -> Value {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMeta",
                "metadata": {"name": name, "namespace": "shop", "uid": uid,
                             "ownerReferences": owners}})
     }
 
+    /// Stores that have taken in a complete list of these objects.
+    fn stores(replica_sets: Vec<Value>, jobs: Vec<Value>) -> OwnerStores {
+        fn filled<K>(objects: Vec<Value>) -> Store<PartialObjectMeta<K>>
+        where
+            PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone + DeserializeOwned,
+        {
+            let (store, mut writer) = reflector::store();
+            writer.apply_watcher_event(&Event::Init);
+            for object in objects {
+                let meta = serde_json::from_value(object).expect("metadata fixture");
+                writer.apply_watcher_event(&Event::InitApply(meta));
+            }
+            writer.apply_watcher_event(&Event::InitDone);
+            store
+        }
+        OwnerStores {
+            replica_sets: filled::<ReplicaSet>(replica_sets),
+            jobs: filled::<Job>(jobs),
+        }
+    }
+
+    fn empty_stores() -> OwnerStores {
+        stores(vec![], vec![])
+    }
+
     const RS_PATH: &str = "/apis/apps/v1/namespaces/shop/replicasets/web-5d8f";
 
-    #[tokio::test]
-    async fn replicaset_pods_resolve_to_the_deployment_with_one_get() {
-        let (client, requests) = fake_client(vec![(
-            RS_PATH,
-            replicaset(
-                "web-5d8f",
-                "rs-uid",
-                vec![owner("apps/v1", "Deployment", "web", "deploy-uid", true)],
-            ),
-        )]);
-        let cache = OwnerCache::default();
-        let pod = pod_owned_by(vec![owner(
+    fn web_replicaset(uid: &str) -> Value {
+        metadata(
+            "web-5d8f",
+            uid,
+            vec![owner("apps/v1", "Deployment", "web", "deploy-uid", true)],
+        )
+    }
+
+    fn web_pod() -> Pod {
+        pod_owned_by(vec![owner(
             "apps/v1",
             "ReplicaSet",
             "web-5d8f",
             "rs-uid",
             true,
-        )]);
+        )])
+    }
+
+    #[tokio::test]
+    async fn replicaset_pods_resolve_to_the_deployment_from_the_store_without_a_get() {
+        let (client, requests) = fake_client(vec![]);
+        let owners = stores(vec![web_replicaset("rs-uid")], vec![]);
         for _ in 0..20 {
-            let owned = owner_workload(&client, &cache, &pod)
+            let owned = owner_workload(&client, &owners, &web_pod())
                 .await
                 .expect("resolves");
             assert_eq!(owned.namespace, "shop");
@@ -443,27 +372,31 @@ mod tests {
                 Some("ReplicaSet")
             );
         }
-        assert_eq!(requests.load(Ordering::SeqCst), 1, "one GET for 20 pods");
-        assert_eq!(
-            cache.stats(),
-            OwnerCacheStats {
-                hits: 19,
-                misses: 1
-            }
-        );
+        assert_eq!(requests.load(Ordering::SeqCst), 0, "no GET for 20 pods");
+    }
+
+    #[tokio::test]
+    async fn a_replicaset_the_store_does_not_hold_yet_is_read_from_the_api() {
+        let (client, requests) = fake_client(vec![(RS_PATH, web_replicaset("rs-uid"))]);
+        let owned = owner_workload(&client, &empty_stores(), &web_pod())
+            .await
+            .expect("resolves");
+        assert_eq!(owned.workload.kind, "Deployment");
+        assert_eq!(owned.workload.uid, "deploy-uid");
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn job_pods_resolve_to_the_cronjob() {
-        let (client, _) = fake_client(vec![(
-            "/apis/batch/v1/namespaces/shop/jobs/nightly-290",
-            replicaset(
+        let (client, requests) = fake_client(vec![]);
+        let owners = stores(
+            vec![],
+            vec![metadata(
                 "nightly-290",
                 "job-uid",
                 vec![owner("batch/v1", "CronJob", "nightly", "cron-uid", true)],
-            ),
-        )]);
-        let cache = OwnerCache::default();
+            )],
+        );
         let pod = pod_owned_by(vec![owner(
             "batch/v1",
             "Job",
@@ -471,32 +404,34 @@ mod tests {
             "job-uid",
             true,
         )]);
-        let owned = owner_workload(&client, &cache, &pod)
+        let owned = owner_workload(&client, &owners, &pod)
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "CronJob");
         assert_eq!(owned.workload.uid, "cron-uid");
         assert_eq!(owned.via.map(|v| v.name), Some("nightly-290".to_string()));
+        assert_eq!(requests.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
     async fn a_job_without_a_cronjob_is_the_workload() {
         let (client, _) = fake_client(vec![(
             "/apis/batch/v1/namespaces/shop/jobs/migrate",
-            replicaset("migrate", "job-uid", vec![]),
+            metadata("migrate", "job-uid", vec![]),
         )]);
         let pod = pod_owned_by(vec![owner("batch/v1", "Job", "migrate", "job-uid", true)]);
-        let owned = owner_workload(&client, &OwnerCache::default(), &pod)
+        let owned = owner_workload(&client, &empty_stores(), &pod)
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "Job");
         assert_eq!(owned.workload.name, "migrate");
+        assert_eq!(owned.via, None);
     }
 
     #[tokio::test]
-    async fn direct_controllers_need_no_api_read() {
+    async fn direct_controllers_need_no_read() {
         let (client, requests) = fake_client(vec![]);
-        let cache = OwnerCache::default();
+        let owners = empty_stores();
         for (api_version, kind) in [
             ("apps/v1", "StatefulSet"),
             ("apps/v1", "DaemonSet"),
@@ -504,7 +439,7 @@ mod tests {
             ("example.com/v1", "CustomThing"),
         ] {
             let pod = pod_owned_by(vec![owner(api_version, kind, "x", "x-uid", true)]);
-            let owned = owner_workload(&client, &cache, &pod)
+            let owned = owner_workload(&client, &owners, &pod)
                 .await
                 .expect("resolves");
             assert_eq!(owned.workload.kind, kind);
@@ -518,7 +453,7 @@ mod tests {
     async fn a_bare_pod_is_its_own_workload() {
         let (client, _) = fake_client(vec![]);
         let pod = pod_owned_by(vec![]);
-        let owned = owner_workload(&client, &OwnerCache::default(), &pod)
+        let owned = owner_workload(&client, &empty_stores(), &pod)
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "Pod");
@@ -533,55 +468,33 @@ mod tests {
             owner("v1", "ConfigMap", "not-a-controller", "cm-uid", false),
             owner("apps/v1", "StatefulSet", "db", "sts-uid", true),
         ]);
-        let owned = owner_workload(&client, &OwnerCache::default(), &pod)
+        let owned = owner_workload(&client, &empty_stores(), &pod)
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "StatefulSet");
     }
 
     #[tokio::test]
-    async fn a_deleted_replicaset_falls_back_to_the_pod_and_is_not_cached() {
+    async fn a_deleted_replicaset_falls_back_to_the_pod() {
         let (client, requests) = fake_client(vec![]);
-        let cache = OwnerCache::default();
-        let pod = pod_owned_by(vec![owner(
-            "apps/v1",
-            "ReplicaSet",
-            "web-5d8f",
-            "rs-uid",
-            true,
-        )]);
-        let owned = owner_workload(&client, &cache, &pod)
+        let owned = owner_workload(&client, &empty_stores(), &web_pod())
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "Pod");
-        assert!(cache.is_empty());
-        owner_workload(&client, &cache, &pod)
-            .await
-            .expect("resolves");
-        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(owned.via, None);
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_namesake_replicaset_with_another_uid_counts_as_deleted() {
-        let (client, _) = fake_client(vec![(
-            RS_PATH,
-            replicaset(
-                "web-5d8f",
-                "other-uid",
-                vec![owner("apps/v1", "Deployment", "web", "deploy-uid", true)],
-            ),
-        )]);
-        let pod = pod_owned_by(vec![owner(
-            "apps/v1",
-            "ReplicaSet",
-            "web-5d8f",
-            "rs-uid",
-            true,
-        )]);
-        let owned = owner_workload(&client, &OwnerCache::default(), &pod)
+        // The store holds the namesake: the API is asked, and holds it too.
+        let (client, requests) = fake_client(vec![(RS_PATH, web_replicaset("other-uid"))]);
+        let owners = stores(vec![web_replicaset("other-uid")], vec![]);
+        let owned = owner_workload(&client, &owners, &web_pod())
             .await
             .expect("resolves");
         assert_eq!(owned.workload.kind, "Pod");
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -598,14 +511,7 @@ mod tests {
                 ))
         });
         let client = Client::new(service, "default");
-        let pod = pod_owned_by(vec![owner(
-            "apps/v1",
-            "ReplicaSet",
-            "web-5d8f",
-            "rs-uid",
-            true,
-        )]);
-        let err = owner_workload(&client, &OwnerCache::default(), &pod)
+        let err = owner_workload(&client, &empty_stores(), &web_pod())
             .await
             .expect_err("a 500 is an error, not a fallback");
         let text = err.to_string();
@@ -618,41 +524,10 @@ mod tests {
         let (client, _) = fake_client(vec![]);
         let mut pod = pod_owned_by(vec![]);
         pod.metadata.namespace = None;
-        let err = owner_workload(&client, &OwnerCache::default(), &pod)
+        let err = owner_workload(&client, &empty_stores(), &pod)
             .await
             .expect_err("needs a namespace");
         assert!(err.to_string().contains("metadata.namespace"));
-    }
-
-    fn deployment_ref(name: &str) -> WorkloadRef {
-        WorkloadRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: name.into(),
-            uid: format!("{name}-uid"),
-        }
-    }
-
-    #[test]
-    fn the_cache_is_bounded_and_evicts_the_oldest() {
-        let cache = OwnerCache::new(2, Duration::from_secs(60));
-        cache.store("a", deployment_ref("a"));
-        cache.store("b", deployment_ref("b"));
-        cache.store("a", deployment_ref("a2")); // refresh keeps the slot
-        cache.store("c", deployment_ref("c"));
-        assert_eq!(cache.len(), 2);
-        assert_eq!(cache.lookup("a"), None, "oldest evicted");
-        assert_eq!(cache.lookup("b").map(|w| w.name), Some("b".into()));
-        assert_eq!(cache.lookup("c").map(|w| w.name), Some("c".into()));
-        assert_eq!(cache.stats(), OwnerCacheStats { hits: 2, misses: 1 });
-    }
-
-    #[test]
-    fn expired_entries_are_misses() {
-        let cache = OwnerCache::new(4, Duration::ZERO);
-        cache.store("a", deployment_ref("a"));
-        assert_eq!(cache.lookup("a"), None);
-        assert_eq!(cache.stats().misses, 1);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //!
 //! Pure functions over the workload object (as JSON) and the findings of
 //! pods created since the apply, so each kind's rule is unit-tested.
+use k8s_openapi::api::core::v1::PodStatus;
+use serde::Deserialize;
 use serde_json::Value;
+
+use crate::k8s::pod::status_is_ready;
 
 /// Where a rollout stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,14 +107,9 @@ pub fn rollout_progress(
         "Job" | "CronJob" => RolloutProgress::Complete,
         "Pod" => {
             let ready = workload
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|c| {
-                    c.get("type") == Some(&"Ready".into())
-                        && c.get("status") == Some(&"True".into())
-                });
+                .get("status")
+                .and_then(|status| PodStatus::deserialize(status).ok())
+                .is_some_and(|status| status_is_ready(&status));
             if ready {
                 RolloutProgress::Complete
             } else {
@@ -192,6 +191,28 @@ mod tests {
             "updatedNumberScheduled": 2, "numberReady": 4, "numberAvailable": 4}});
         assert!(matches!(
             rollout_progress(&partial, 2, &[]),
+            RolloutProgress::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn a_bare_pod_is_rolled_out_once_it_is_ready() {
+        let pod = |ready: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                   "status": {"phase": "Running", "conditions": [
+                       {"type": "ContainersReady", "status": ready},
+                       {"type": "Ready", "status": ready}]}})
+        };
+        assert_eq!(
+            rollout_progress(&pod("True"), 0, &[]),
+            RolloutProgress::Complete
+        );
+        assert!(matches!(
+            rollout_progress(&pod("False"), 0, &[]),
+            RolloutProgress::Progressing(_)
+        ));
+        assert!(matches!(
+            rollout_progress(&json!({"kind": "Pod"}), 0, &[]),
             RolloutProgress::Progressing(_)
         ));
     }

@@ -13,9 +13,12 @@
 #   3. /validate as fast as it goes: max_rps;
 #   4. /noop as fast as it goes: noop_max_rps, the ceiling of the same
 #      TLS/HTTP/JSON stack.
-# Headline figures are medians over the rounds; the ratio is the median of
-# each round's /validate over /noop. The server's peak RSS (VmHWM) is read
-# at the end. oha runs on the same 2 cores as the server, so every figure
+# Headline figures are medians over the rounds; the ratios are medians of
+# each round's /validate over /noop (ceiling: max rps; tail: p99 at the
+# fixed rate). After each fixed-rate /validate run the server's /metrics is
+# saved, so each round also reports where the server's own time went
+# (aiops_admission_stage_seconds). The server's peak RSS (VmHWM) is read at
+# the end. oha runs on the same 2 cores as the server, so every figure
 # includes the client's CPU cost.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -91,13 +94,20 @@ oha_run() { # name path extra-args...
     --cacert "$work/certs/ca.crt" "$@" "$base$path"
 }
 
+scrape() { # file
+  "${curl_tls[@]}" "$base/metrics" >"$1"
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warm-up: connections, allocator and caches; not recorded.
 BENCH_SECONDS_SAVED=$SECONDS_PER_RUN
 SECONDS_PER_RUN=3 oha_run warmup /validate
 SECONDS_PER_RUN=$BENCH_SECONDS_SAVED
 for round in $(seq "$ROUNDS"); do
+  cut -d' ' -f1-3 /proc/loadavg >"$work/load-$round"
+  scrape "$work/fixed-$round.before.metrics"
   oha_run "fixed-$round" /validate -q "$RATE" --latency-correction
+  scrape "$work/fixed-$round.metrics"
   oha_run "noop-fixed-$round" /noop -q "$RATE" --latency-correction
   oha_run "max-$round" /validate
   oha_run "noop-$round" /noop
@@ -113,3 +123,4 @@ python3 tests/bench/summarize_webhook.py \
   >"$OUT/webhook.json"
 log "wrote $OUT/webhook.json"
 cat "$OUT/webhook.json"
+python3 tests/bench/summarize_webhook.py --table "$OUT/webhook.json" >&2

@@ -83,16 +83,11 @@ pub async fn pods(client: &Client, namespace: &str, selector: &str) -> Vec<Pod> 
 
 /// Whether a pod is Running with its Ready condition True.
 pub fn pod_ready(pod: &Pod) -> bool {
-    let status = match &pod.status {
-        Some(status) => status,
-        None => return false,
-    };
-    status.phase.as_deref() == Some("Running")
-        && status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+    let running = pod
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase.as_deref() == Some("Running"));
+    running && aiops_operator::k8s::pod::pod_is_ready(pod)
 }
 
 /// The statuses of a pod's (regular, not init) containers.

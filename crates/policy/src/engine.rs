@@ -149,20 +149,49 @@ fn condition_holds(condition: &Condition, ctx: &EvalContext) -> Result<bool, Eva
     ))
 }
 
-/// Evaluates every validate rule of `policy`. `base` is the input's
-/// context, built on first use and shared by all policies of a request.
-pub(crate) fn validate_policy<'a>(
-    policy: &Policy,
-    input: &EvalInput<'a>,
-    base: &OnceCell<EvalContext<'a>>,
-) -> Vec<RuleOutcome> {
-    let mut outcomes = Vec::new();
-    let subject = MatchSubject::from_input(input);
+/// A validate rule that selects the input, with the policy it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelectedRule<'p> {
+    policy: &'p Policy,
+    rule: &'p Rule,
+    validation: &'p Validation,
+}
+
+/// The match step: appends the validate rules of `policy` that select
+/// `subject`, in the policy's order.
+pub(crate) fn select_rules<'p>(
+    policy: &'p Policy,
+    subject: &MatchSubject,
+    selected: &mut Vec<SelectedRule<'p>>,
+) {
     for rule in &policy.rules {
         let RuleBody::Validate(validation) = &rule.body else {
             continue;
         };
-        if !rule_selects(policy, rule, &subject) {
+        if rule_selects(policy, rule, subject) {
+            selected.push(SelectedRule {
+                policy,
+                rule,
+                validation,
+            });
+        }
+    }
+}
+
+/// The evaluate step: one outcome per selected rule, in order. The input's
+/// context is built on first use and shared by all rules. A policy with
+/// `applyRules: One` stops at its first rule that applied (not skipped).
+pub(crate) fn evaluate_rules(selected: &[SelectedRule], input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+    let base = OnceCell::new();
+    let mut outcomes = Vec::with_capacity(selected.len());
+    let mut finished: Option<&Policy> = None;
+    for &SelectedRule {
+        policy,
+        rule,
+        validation,
+    } in selected
+    {
+        if finished.is_some_and(|done| std::ptr::eq(done, policy)) {
             continue;
         }
         let base = base.get_or_init(|| EvalContext::for_input(input));
@@ -176,7 +205,7 @@ pub(crate) fn validate_policy<'a>(
             action: failure_action(policy, validation, input.resource),
         });
         if policy.apply_one && applied {
-            break;
+            finished = Some(policy);
         }
     }
     outcomes

@@ -42,7 +42,6 @@ mod text_cache;
 mod variables;
 mod wildcard;
 
-use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -246,24 +245,37 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
-    /// Evaluates all validate rules (including auto-generated pod-controller rules).
+    /// Evaluates all validate rules (including auto-generated pod-controller
+    /// rules): [`PolicySet::select`] then [`SelectedRules::validate`].
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
-        let base = OnceCell::new();
-        self.policies
-            .iter()
-            .flat_map(|policy| engine::validate_policy(policy, input, &base))
-            .collect()
+        self.select(input).validate(input)
+    }
+
+    /// The validate rules of every policy that select `input` (match and
+    /// exclude blocks, a namespaced policy's namespace); nothing is
+    /// evaluated yet.
+    pub fn select(&self, input: &EvalInput<'_>) -> SelectedRules<'_> {
+        self.select_where(input, |_| true)
     }
 
     /// Evaluates the validate rules of the policies named `name` (bare or
     /// `ns/name`).
     pub fn validate_policy(&self, name: &str, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
-        let base = OnceCell::new();
-        self.policies
-            .iter()
-            .filter(|p| p.name == name || p.display_name() == name)
-            .flat_map(|policy| engine::validate_policy(policy, input, &base))
-            .collect()
+        self.select_where(input, |p| p.name == name || p.display_name() == name)
+            .validate(input)
+    }
+
+    fn select_where(
+        &self,
+        input: &EvalInput<'_>,
+        wanted: impl Fn(&Policy) -> bool,
+    ) -> SelectedRules<'_> {
+        let subject = matching::MatchSubject::from_input(input);
+        let mut rules = Vec::new();
+        for policy in self.policies.iter().filter(|p| wanted(p)) {
+            engine::select_rules(policy, &subject, &mut rules);
+        }
+        SelectedRules { rules }
     }
 
     /// Applies `mutate.patchStrategicMerge` rules; returns JSON Patch (RFC
@@ -304,6 +316,31 @@ impl PolicySet {
             }
         }
         Ok(json_patch::diff(input.resource, &current).0)
+    }
+}
+
+/// The validate rules that select one input, in policy order: the match
+/// step of [`PolicySet::validate`], kept apart from evaluation so a caller
+/// can see what each step costs.
+#[derive(Debug, Clone)]
+pub struct SelectedRules<'p> {
+    rules: Vec<engine::SelectedRule<'p>>,
+}
+
+impl SelectedRules<'_> {
+    /// Evaluates the selected rules: one [`RuleOutcome`] per rule that
+    /// matched or was skipped.
+    pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
+        engine::evaluate_rules(&self.rules, input)
+    }
+
+    /// How many rules were selected.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 }
 

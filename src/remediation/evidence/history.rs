@@ -33,8 +33,8 @@ pub(super) async fn earlier_revisions(
             source: Box::new(source),
         }
     };
-    let selector = match_labels_selector(live);
-    let params = ListParams::default().labels(&selector);
+    // An empty selector lists everything; ownership filters below.
+    let params = ListParams::default().labels_from(&pod_selector(live));
     let mut revisions: Vec<RevisionTemplate> = match workload.kind.as_str() {
         "Deployment" => {
             let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
@@ -65,21 +65,6 @@ pub(super) async fn earlier_revisions(
     revisions.retain(|r| !r.changed.is_empty());
     revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
     Ok(revisions)
-}
-
-/// `k=v,k2=v2` from `spec.selector.matchLabels`; empty (everything, then
-/// filtered by owner) when the selector only has expressions.
-pub(super) fn match_labels_selector(live: &Value) -> String {
-    live.pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
 }
 
 pub(super) fn controlled_by(
@@ -153,17 +138,6 @@ pub(super) fn ready_revision_hashes(pods: &[Pod]) -> BTreeSet<String> {
                 .cloned()
         })
         .collect()
-}
-
-pub(super) fn pod_is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 /// The fields in which `old` differs from `current` (both normalised

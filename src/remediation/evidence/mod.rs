@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
+use kube::api::{ListParams, LogParams};
 use kube::{Api, Client};
 use regex::Regex;
 use serde::Serialize;
@@ -42,8 +42,10 @@ use serde_json::Value;
 use super::crd::{
     ContainerTemplate, EventSummary, Evidence, LogTail, ObservedContainer, Revision, WorkloadRef,
 };
+use crate::k8s::pod::pod_is_ready;
 use crate::k8s::pod_spec::pod_template_pointer;
 use crate::k8s::redact::{redact, redact_args, truncate};
+use crate::k8s::workload::{BadApiVersion, pod_selector, workload_api};
 
 /// The bound on serialized (compact JSON) evidence.
 pub const MAX_EVIDENCE_BYTES: usize = 16 * 1024;
@@ -79,8 +81,8 @@ const CONTROLLER_LABELS: &[&str] = &["pod-template-hash", "controller-revision-h
 /// Failure to gather evidence. `workload` reads "Deployment shop/web".
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
-    #[error("workload apiVersion {api_version:?} is not group/version or version")]
-    BadApiVersion { api_version: String },
+    #[error(transparent)]
+    BadApiVersion(#[from] BadApiVersion),
     #[error("reading {workload}: {source}")]
     Read {
         workload: String,
@@ -269,17 +271,7 @@ pub async fn fetch_workload(
     namespace: &str,
     workload: &WorkloadRef,
 ) -> Result<Value, EvidenceError> {
-    let (group, version) = match workload.api_version.split_once('/') {
-        Some((group, version)) if !group.is_empty() && !version.is_empty() => (group, version),
-        None if !workload.api_version.is_empty() => ("", workload.api_version.as_str()),
-        _ => {
-            return Err(EvidenceError::BadApiVersion {
-                api_version: workload.api_version.clone(),
-            });
-        }
-    };
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &workload.kind));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let api = workload_api(client, namespace, &workload.api_version, &workload.kind)?;
     let object = api
         .get_opt(&workload.name)
         .await

@@ -89,8 +89,9 @@ impl IncidentWords {
         let mut unknown: Vec<String> = Vec::new();
         let mut after_container = false;
         for raw in text.split_whitespace() {
-            let token = raw.trim_matches(|c: char| !(c.is_alphanumeric() || "_-/:@".contains(c)));
-            let token = token.trim_end_matches([':', '/', '-']);
+            // A mention starts and ends with a letter, digit or `_`: the
+            // punctuation around it ("(image a:1.2):") is prose, not part of it.
+            let token = raw.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_'));
             if token.is_empty() {
                 after_container = false;
                 continue;
@@ -195,6 +196,7 @@ mod tests {
             "Container ngnix cannot pull its image (ErrImagePull).",
             "Raise the limit to 256Mi; LOG_LEVEL is unrelated.",
             "It failed 3 times in 2 pods.",
+            "Container ngnix (image ngnix:1.25.5): ImagePullBackOff.",
         ] {
             assert!(
                 words.unknown_mentions(text).is_empty(),

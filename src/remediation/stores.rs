@@ -1,0 +1,365 @@
+//! The reflector stores the repair loop reads instead of asking the API
+//! server: every pod, and the ReplicaSets and Jobs that sit between a pod
+//! and its workload.
+//!
+//! The stores live as long as one leadership term: the controller starts
+//! their watches when this replica starts to lead and drops them when it
+//! stops, so a replica that does not lead watches nothing. The pod watch is
+//! the detector's own: it drives the stream, and each event reaches it
+//! after the pod store has taken it in. A reader gets the pod store only
+//! once its first complete list is in; before that it reads from the API as
+//! it would without a store. [`LeaderStores::workload_pods`] and
+//! [`LeaderStores::running_images`] are those reads.
+//!
+//! Memory: the pod store holds every pod of the cluster, so each pod is
+//! trimmed to what detection, evidence and verification read (see
+//! [`trim_pod`]); owners are held as metadata only, trimmed to their names,
+//! uids and owner references.
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::core::SelectorExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::Value;
+
+use crate::k8s::workload::pod_selector;
+
+use super::owner::OwnerStores;
+
+/// Pod events as the detector sees them, after the pod store applied them.
+pub type PodEvents = BoxStream<'static, Result<watcher::Event<Pod>, watcher::Error>>;
+
+/// One term's stores.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub owners: OwnerStores,
+}
+
+/// What fills one term's stores: both must be driven for the stores to
+/// fill, and dropping them stops the watches.
+pub struct Watches {
+    /// The pod watch, driven by the detector.
+    pub pods: PodEvents,
+    /// The ReplicaSet and Job watches; runs until dropped.
+    pub owners: BoxFuture<'static, ()>,
+}
+
+/// New, empty stores and the watches that fill them.
+pub fn watch(client: &Client) -> (Stores, Watches) {
+    let config = || watcher::Config::default().any_semantic();
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher::watcher(Api::<Pod>::all(client.clone()), config())
+            .default_backoff()
+            .modify(trim_pod),
+    )
+    .boxed();
+    let (replica_sets, replica_set_writer) = reflector::store();
+    let replica_set_events = reflector::reflector(
+        replica_set_writer,
+        // `PartialObjectMeta` makes these metadata-only lists and watches.
+        watcher::watcher(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            config(),
+        )
+        .default_backoff()
+        .modify(trim_owner),
+    );
+    let (jobs, job_writer) = reflector::store();
+    let job_events = reflector::reflector(
+        job_writer,
+        watcher::watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), config())
+            .default_backoff()
+            .modify(trim_owner),
+    );
+    let owners = async move {
+        futures::join!(
+            drain(replica_set_events, "ReplicaSet"),
+            drain(job_events, "Job")
+        );
+    }
+    .boxed();
+    let stores = Stores {
+        pods,
+        owners: OwnerStores { replica_sets, jobs },
+    };
+    let watches = Watches {
+        pods: pod_events,
+        owners,
+    };
+    (stores, watches)
+}
+
+/// Polls a watch whose only product is its store.
+async fn drain<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    kind: &'static str,
+) {
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        if let Err(error) = event {
+            tracing::warn!(%error, kind, "owner watch error; retrying");
+        }
+    }
+}
+
+/// Trims a pod to what the repair loop reads from it: name, namespace,
+/// uid, creation time, labels and owner references; each container's name
+/// and image (the spec's image, which the status may show resolved to a
+/// digest); and the status, less addresses and per-container resources.
+/// Annotations, managed fields, env, volumes, probes and the rest of the
+/// spec are dropped: with thousands of pods they would be most of the
+/// store.
+pub fn trim_pod(pod: &mut Pod) {
+    let metadata = &mut pod.metadata;
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata.finalizers = None;
+    metadata.generate_name = None;
+    if let Some(spec) = pod.spec.take() {
+        let name_and_image = |c: Container| Container {
+            name: c.name,
+            image: c.image,
+            ..Container::default()
+        };
+        pod.spec = Some(PodSpec {
+            containers: spec.containers.into_iter().map(name_and_image).collect(),
+            init_containers: spec
+                .init_containers
+                .map(|list| list.into_iter().map(name_and_image).collect()),
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.host_ip = None;
+        status.host_ips = None;
+        status.pod_ip = None;
+        status.pod_ips = None;
+        status.qos_class = None;
+        status.allocated_resources = None;
+        status.resources = None;
+        for container in status
+            .container_statuses
+            .iter_mut()
+            .chain(status.init_container_statuses.iter_mut())
+            .chain(status.ephemeral_container_statuses.iter_mut())
+            .flatten()
+        {
+            container.volume_mounts = None;
+            container.resources = None;
+            container.allocated_resources = None;
+            container.allocated_resources_status = None;
+            container.user = None;
+        }
+    }
+}
+
+/// Trims an owner to what owner resolution reads: name, namespace, uid and
+/// owner references.
+fn trim_owner<K>(owner: &mut PartialObjectMeta<K>)
+where
+    PartialObjectMeta<K>: Resource,
+{
+    let metadata = owner.meta_mut();
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata.labels = None;
+}
+
+/// The stores of the current leadership term; none while this replica
+/// does not lead.
+#[derive(Default)]
+pub struct LeaderStores(ArcSwapOption<Stores>);
+
+impl LeaderStores {
+    /// A term starts: readers use these stores from now on.
+    pub fn begin(&self, stores: Stores) {
+        self.0.store(Some(Arc::new(stores)));
+    }
+
+    /// The term ended: its stores are no longer filled.
+    pub fn end(&self) {
+        self.0.store(None);
+    }
+
+    /// The pod store, once it holds a complete list.
+    pub fn pods(&self) -> Option<Store<Pod>> {
+        let stores = self.0.load_full()?;
+        is_ready(&stores.pods).then(|| stores.pods.clone())
+    }
+
+    /// The pods selected by the workload (or the bare Pod itself), by name:
+    /// from the pod store once it is complete, from the API before.
+    pub async fn workload_pods(
+        &self,
+        client: &Client,
+        namespace: &str,
+        live: &Value,
+    ) -> Result<Vec<Pod>, kube::Error> {
+        let store = self.pods();
+        if live.get("kind").and_then(Value::as_str) == Some("Pod") {
+            let name = live
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Some(store) = store {
+                let key = ObjectRef::new(name).within(namespace);
+                return Ok(store
+                    .get(&key)
+                    .map(|pod| (*pod).clone())
+                    .into_iter()
+                    .collect());
+            }
+            let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+            return Ok(api.get_opt(name).await?.into_iter().collect());
+        }
+        // No labels to match selects nothing here, not every pod in the namespace.
+        let selector = pod_selector(live);
+        if selector.selects_all() {
+            return Ok(Vec::new());
+        }
+        let Some(store) = store else {
+            let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+            let params = ListParams::default().labels_from(&selector);
+            return Ok(api.list(&params).await?.items);
+        };
+        let mut pods: Vec<Pod> = store
+            .state_filter(|pod| {
+                pod.metadata.namespace.as_deref() == Some(namespace)
+                    && selector.matches(pod.labels())
+            })
+            .into_iter()
+            .map(|pod| (*pod).clone())
+            .collect();
+        // In the order a list returns them.
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(pods)
+    }
+
+    /// Images running in the cluster: candidates the model may choose from.
+    /// From the pod store; listing every running pod of the cluster is left to
+    /// the moments before the store is complete.
+    pub async fn running_images(&self, client: &Client) -> Result<Vec<String>, kube::Error> {
+        let running = |pod: &Pod| {
+            pod.status
+                .as_ref()
+                .is_some_and(|s| s.phase.as_deref() == Some("Running"))
+        };
+        let pods: Vec<Arc<Pod>> = match self.pods() {
+            Some(store) => store.state_filter(running),
+            None => {
+                let api: Api<Pod> = Api::all(client.clone());
+                let params = ListParams::default().fields("status.phase=Running");
+                api.list(&params)
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
+            }
+        };
+        let mut images: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
+            .collect();
+        images.sort();
+        images.dedup();
+        Ok(images)
+    }
+}
+
+/// Whether the store has taken in its first complete list.
+pub fn is_ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_detection_and_evidence_read() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-5d8f-abcde", "namespace": "shop", "uid": "u",
+                "generateName": "web-5d8f-", "labels": {"app": "web"},
+                "annotations": {"big": "x"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-5d8f", "uid": "rs", "controller": true}],
+                "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"nodeName": "n1", "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [{"name": "app", "image": "nginx:1.25.5",
+                    "env": [{"name": "PASSWORD", "value": "x"}],
+                    "command": ["nginx"]}],
+                "initContainers": [{"name": "setup", "image": "busybox:1.36"}]},
+            "status": {"phase": "Pending", "podIP": "10.0.0.1", "qosClass": "BestEffort",
+                "startTime": "2024-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "app", "image": "nginx:1.25.5",
+                    "imageID": "", "ready": false, "restartCount": 2,
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "m"}},
+                    "lastState": {"terminated": {"exitCode": 1}}}]}
+        }))
+        .expect("pod fixture");
+        trim_pod(&mut pod);
+        let kept = serde_json::to_value(&pod).expect("serializes");
+        assert_eq!(kept["metadata"]["labels"]["app"], "web");
+        assert_eq!(kept["metadata"]["ownerReferences"][0]["uid"], "rs");
+        assert!(kept["metadata"].get("annotations").is_none());
+        assert!(kept["metadata"].get("managedFields").is_none());
+        assert_eq!(
+            kept["spec"],
+            json!({"containers": [{"name": "app", "image": "nginx:1.25.5"}],
+                   "initContainers": [{"name": "setup", "image": "busybox:1.36"}]})
+        );
+        let status = &kept["status"];
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["startTime"], "2024-01-01T00:00:00Z");
+        assert_eq!(status["conditions"][0]["type"], "Ready");
+        assert!(status.get("podIP").is_none());
+        let container = &status["containerStatuses"][0];
+        assert_eq!(container["state"]["waiting"]["reason"], "ImagePullBackOff");
+        assert_eq!(container["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(container["restartCount"], 2);
+        assert!(container.get("volumeMounts").is_none());
+    }
+
+    #[test]
+    fn outside_a_term_there_is_no_pod_store() {
+        let stores = LeaderStores::default();
+        assert!(stores.pods().is_none());
+        let (pods, mut writer) = reflector::store::<Pod>();
+        let (replica_sets, _rs) = reflector::store();
+        let (jobs, _jobs) = reflector::store();
+        stores.begin(Stores {
+            pods,
+            owners: OwnerStores { replica_sets, jobs },
+        });
+        assert!(stores.pods().is_none(), "not before the first list is in");
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(stores.pods().is_some());
+        stores.end();
+        assert!(stores.pods().is_none());
+    }
+}
