@@ -13,6 +13,43 @@ help: ## list the targets
 build: ## build the operator (release)
 	cargo build --release --locked
 
+# The image's binary: glibc linked statically (crt-static), so it runs on a
+# base with no libc. An explicit --target keeps it apart from `make build`
+# (other RUSTFLAGS would otherwise rebuild one over the other).
+STATIC_TARGET := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+STATIC_BIN := target/$(STATIC_TARGET)/release/aiops-operator
+# crt-static alone links a static-pie, which still carries a dynamic section
+# for its own relocations; a non-PIE executable has none and needs nothing
+# at all from the base image.
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
+# `make image BASE=gcr.io/distroless/static-debian12:nonroot` where that can be pulled
+BASE ?= scratch
+IMG ?= ghcr.io/aiops-operator/aiops-operator:0.1.0
+KUBECTL ?= kubectl
+
+.PHONY: build-static
+build-static: ## a static release binary for the image (ldd: not a dynamic executable)
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" cargo build --release --locked --target $(STATIC_TARGET)
+	@ldd $(STATIC_BIN) 2>&1 | grep -q 'not a dynamic executable' \
+		|| { echo "$(STATIC_BIN) is not a static executable:"; ldd $(STATIC_BIN); exit 1; }
+	@echo "$(STATIC_BIN): not a dynamic executable"
+
+.PHONY: image
+image: build-static ## OCI archive target/image/aiops-operator.tar, no Docker daemon (buildah; BASE=scratch); prints its digest
+	@bash hack/image.sh $(STATIC_BIN) $(BASE)
+
+.PHONY: image-test
+image-test: image ## unpack the image with umoci; entrypoint, --version and crd from its rootfs, non-root user
+	@bash tests/image/check.sh
+
+.PHONY: deploy
+deploy: ## kubectl apply -k manifests/ with the image IMG=registry/name:tag (kustomize images override)
+	@KUBECTL="$(KUBECTL)" bash hack/deploy.sh apply $(IMG)
+
+.PHONY: undeploy
+undeploy: ## remove what `make deploy` applied
+	@KUBECTL="$(KUBECTL)" bash hack/deploy.sh delete
+
 .PHONY: sandbox-build
 sandbox-build: ## build the sandbox components from Go modules (cached)
 	@tests/sandbox/build.sh >/dev/null
@@ -86,8 +123,27 @@ crd: ## regenerate manifests/crd.yaml from the Rust types
 	cargo run --quiet -- crd > manifests/crd.yaml
 
 .PHONY: manifests
-manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap)
+manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap) and the chart's copies of the CRDs and policies
 	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
+	cp manifests/crd.yaml charts/aiops-operator/crds/remediation-crd.yaml
+	cp manifests/policyreport-crd.yaml charts/aiops-operator/crds/policyreport-crd.yaml
+	rm -f charts/aiops-operator/files/policies/*.yaml && cp policies/*.yaml charts/aiops-operator/files/policies/
+
+.PHONY: helm
+helm: ## build the pinned Helm from the Go module proxy (cached); prints its path
+	@bash hack/helm-build.sh
+
+.PHONY: helm-template
+helm-template: ## print the chart rendered with its default values (namespace aiops-system)
+	@"$$(bash hack/helm-build.sh)" template aiops-operator charts/aiops-operator --namespace aiops-system \
+		--kube-version "$$(sed -n 's/^KUBE_VERSION=//p' tests/sandbox/versions.env)"
+
+.PHONY: helm-test
+helm-test: build-static ## helm lint, template, drift against manifests/; in the sandbox: deploy/undeploy, helm install/uninstall, the in-cluster path (root: network namespaces)
+	@bash tests/chart/check.sh
+	@bash $(SANDBOX) up
+	@bash tests/chart/install.sh
+	@bash tests/chart/in-cluster.sh
 
 .PHONY: bench
 bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md

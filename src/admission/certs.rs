@@ -94,6 +94,17 @@ impl CertAuthority {
 
     /// Issues a serving certificate for the given DNS names and IP addresses.
     pub fn issue_serving(&self, dns: &[String], ips: &[IpAddr]) -> Result<ServingCert, CertError> {
+        let validity = std::time::Duration::from_secs(SERVING_VALIDITY_DAYS as u64 * 86_400);
+        self.issue_serving_valid_for(dns, ips, validity)
+    }
+
+    /// [`CertAuthority::issue_serving`] with a chosen lifetime.
+    pub fn issue_serving_valid_for(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+        validity: std::time::Duration,
+    ) -> Result<ServingCert, CertError> {
         if dns.is_empty() && ips.is_empty() {
             return Err(CertError::NoSubjectNames);
         }
@@ -118,7 +129,10 @@ impl CertAuthority {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(SERVING_VALIDITY_DAYS);
+        let now = OffsetDateTime::now_utc();
+        let lifetime =
+            Duration::try_from(validity).unwrap_or(Duration::days(SERVING_VALIDITY_DAYS));
+        (params.not_before, params.not_after) = (now - Duration::hours(1), now + lifetime);
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(generate_error("the serving certificate"))?;

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use kube::runtime::events::Reporter;
+use std::time::Duration;
 
 use crate::admission::certs::{CertsArgs, write_webhook_certs};
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::modes::{DEFAULT_CONFIG_MAP, DEFAULT_OPERATOR_NAMESPACE, Mode, ModeConfig};
+use crate::admission::serving_secret::{ServingSecret, ServingSecretConfig, service_dns_names};
 use crate::admission::{Limits, ModeSource, WebhookConfig, ca_bundle, policy_files, run_webhook};
 
 /// Flags of the admission webhook.
@@ -72,6 +74,41 @@ pub struct WebhookArgs {
     /// Largest AdmissionReview body accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub webhook_max_body_bytes: usize,
+    #[command(flatten)]
+    pub self_managed: SelfManagedCertArgs,
+}
+
+/// Flags of the self-managed serving certificate (`serving_secret`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelfManagedCertArgs {
+    /// Keep the serving pair in this Secret (operator namespace) with no
+    /// manual step: made when missing, renewed before expiry, its CA
+    /// published into the webhook configurations, written to the
+    /// --webhook-tls-cert/--webhook-tls-key paths for the hot reload.
+    /// Leave unset to bring your own pair (e.g. from cert-manager).
+    #[arg(long, env = "AIOPS_WEBHOOK_CERT_SECRET")]
+    pub webhook_cert_secret: Option<String>,
+    /// The Service the API server calls; its in-cluster DNS names go into
+    /// the certificate.
+    #[arg(long, default_value = "aiops-operator-webhook")]
+    pub webhook_service: String,
+    /// Extra DNS name for the certificate (repeatable).
+    #[arg(long = "webhook-cert-dns", value_name = "NAME")]
+    pub webhook_cert_dns: Vec<String>,
+    /// Extra IP address for the certificate (repeatable), for a webhook
+    /// called by address rather than through its Service.
+    #[arg(long = "webhook-cert-ip", value_name = "IP")]
+    pub webhook_cert_ip: Vec<std::net::IpAddr>,
+    /// Lifetime of a new serving certificate, in hours.
+    #[arg(long, default_value_t = 24 * 365)]
+    pub webhook_cert_validity_hours: u64,
+    /// Renew when less than this many hours remain.
+    #[arg(long, default_value_t = 24 * 30)]
+    pub webhook_cert_renew_before_hours: u64,
+    /// Seconds the API server is given to load a new caBundle before a
+    /// certificate from the new CA is served.
+    #[arg(long, default_value_t = 2)]
+    pub webhook_ca_propagation_seconds: u64,
 }
 
 /// `aiops-operator certs`: writes ca.crt, tls.crt and tls.key.
@@ -127,6 +164,8 @@ pub enum CommandError {
     CaBundle(#[from] ca_bundle::CaBundleError),
     #[error(transparent)]
     Webhook(#[from] crate::admission::WebhookError),
+    #[error(transparent)]
+    ServingSecret(#[from] crate::admission::serving_secret::ServingSecretError),
 }
 
 async fn serve(args: WebhookArgs) -> Result<(), CommandError> {
@@ -159,7 +198,13 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
         };
         (Some(client), ModeSource::ConfigMap(source))
     };
-    if let (Some(client), Some(path)) = (&client, &args.webhook_ca_bundle) {
+    if let (Some(client), Some(secret)) = (&client, &args.self_managed.webhook_cert_secret) {
+        // The pair must be on disk before the webhook loads it; afterwards
+        // the keeper follows the Secret for the process's lifetime.
+        let keeper = ServingSecret::new(client.clone(), self_managed_config(&args, secret));
+        keeper.reconcile().await?;
+        tokio::spawn(keeper.run());
+    } else if let (Some(client), Some(path)) = (&client, &args.webhook_ca_bundle) {
         let ca = tokio::fs::read(path)
             .await
             .map_err(|source| CommandError::ReadCaBundle {
@@ -191,6 +236,34 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
         },
     };
     Ok(config)
+}
+
+fn named(names: &[String]) -> Vec<String> {
+    names.iter().filter(|n| !n.is_empty()).cloned().collect()
+}
+
+fn self_managed_config(args: &WebhookArgs, secret: &str) -> ServingSecretConfig {
+    let flags = &args.self_managed;
+    let mut dns = service_dns_names(&flags.webhook_service, &args.operator_namespace);
+    dns.extend(flags.webhook_cert_dns.iter().cloned());
+    let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+    let renew_before = hours(flags.webhook_cert_renew_before_hours);
+    ServingSecretConfig {
+        namespace: args.operator_namespace.clone(),
+        secret: secret.to_string(),
+        dns,
+        ips: flags.webhook_cert_ip.clone(),
+        cert_file: args.webhook_tls_cert.clone(),
+        key_file: args.webhook_tls_key.clone(),
+        // An empty name (`--mutating-webhook-config ""`) means none.
+        validating: named(&args.validating_webhook_configs),
+        mutating: named(&args.mutating_webhook_configs),
+        validity: hours(flags.webhook_cert_validity_hours),
+        renew_before,
+        propagation: Duration::from_secs(flags.webhook_ca_propagation_seconds),
+        // Often enough that renewal never waits long past its threshold.
+        check_every: (renew_before / 4).clamp(Duration::from_secs(60), Duration::from_secs(3600)),
+    }
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default `info`). Does nothing if

@@ -30,6 +30,7 @@ pub mod policy_report;
 pub mod review;
 pub mod routes;
 pub mod server;
+pub mod serving_secret;
 pub mod state;
 pub mod tls;
 pub mod verdict;

@@ -196,6 +196,9 @@ EOF
     --unsafe-no-fsync=true --quota-backend-bytes=4294967296 --log-level=warn
   wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
+  # --enable-aggregator-routing: a webhook's clientConfig.service is dialled
+  # at one of the Service's endpoints (pod IPs), as with a real network, not at
+  # a cluster IP that only kube-proxy could route (tests/chart/in-cluster.sh).
   start_process kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
@@ -209,7 +212,8 @@ EOF
     --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types InternalIP \
-    --event-ttl 1h --profiling=false --v=1
+    --event-ttl 1h --profiling=false --v=1 \
+    --enable-aggregator-routing=true
   wait_for kube-apiserver 90 curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" \
     --key "$pki/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz"
 
