@@ -89,8 +89,11 @@ start_server() {
     setsid "$root/bin/ollama" serve > "$state/server.log" 2>&1 < /dev/null &
   echo "$!" > "$state/pid"
   local deadline=$((SECONDS + ${AIOPS_OLLAMA_START_TIMEOUT:-60}))
+  local pid=$!
   until healthy; do
-    if ! pid_ours; then
+    # Alive is the test here, not pid_ours: until setsid has exec'd the
+    # server, the process is not yet an ollama binary.
+    if [[ ! -d /proc/$pid ]]; then
       tail -n 30 "$state/server.log" >&2 || true
       cmd_down
       die "ollama serve exited during start-up; log: $state/server.log"
