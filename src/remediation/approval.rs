@@ -262,6 +262,18 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
     }
 
+    /// A proposed Remediation with alice's approval recorded.
+    fn approved_by_alice() -> Remediation {
+        let old = remediation(Phase::Proposed, 1, false);
+        let ApprovalDecision::Record(record) = approve(&old, &alice()) else {
+            panic!("expected a record");
+        };
+        let mut approved = old.clone();
+        approved.spec.approved = true;
+        approved.spec.approval = Some(record);
+        approved
+    }
+
     fn remediation(phase: Phase, actions: usize, approved: bool) -> Remediation {
         let proposal = Proposal {
             summary: "restore image".into(),
@@ -402,13 +414,7 @@ mod tests {
 
     #[test]
     fn a_changed_proposal_unbinds_the_approval() {
-        let old = remediation(Phase::Proposed, 1, false);
-        let ApprovalDecision::Record(record) = approve(&old, &alice()) else {
-            panic!("expected a record");
-        };
-        let mut approved = old.clone();
-        approved.spec.approved = true;
-        approved.spec.approval = Some(record);
+        let mut approved = approved_by_alice();
         // The proposal is tampered with (or regenerated) after approval.
         let status = approved.status.as_mut().unwrap();
         let mut proposal = status.proposal.clone().unwrap();
@@ -478,13 +484,7 @@ mod tests {
 
     #[test]
     fn withdrawing_an_approval_removes_the_record() {
-        let old = remediation(Phase::Proposed, 1, false);
-        let ApprovalDecision::Record(record) = approve(&old, &alice()) else {
-            panic!("expected a record");
-        };
-        let mut approved = old.clone();
-        approved.spec.approved = true;
-        approved.spec.approval = Some(record);
+        let approved = approved_by_alice();
         let mut withdrawn = approved.clone();
         withdrawn.spec.approved = false;
         let decision = review_remediation_change(
