@@ -167,7 +167,8 @@ bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok p
 	cargo bench --locked --bench detect
 
 .PHONY: bench-llm
-bench-llm: ## model vs rules proposals on 10 broken workloads, local Qwen, operator running -> target/bench/llm.json
+bench-llm: ## rules vs model proposals on 10 broken workloads, Qwen through llama.cpp and Ollama, operator running -> target/bench/llm.json
 	@bash $(SANDBOX) up
 	@bash $(LLM) up qwen
+	@bash $(OLLAMA) up qwen
 	cargo bench --locked --bench llm

@@ -7,6 +7,8 @@
 //! error, request errors (400, 401, 403, 404) are neither retried nor held
 //! against the breaker. Also: the key only in `x-api-key`, planted secrets
 //! never sent, and `aiops-operator llm propose --provider anthropic`.
+mod support;
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,16 +18,15 @@ use aiops_operator::llm::anthropic::{ANTHROPIC_VERSION, AnthropicProvider, api_s
 use aiops_operator::llm::{
     ApiKey, LlmConfig, LlmError, ProposalRequest, Provider, ProviderKind, build_provider,
 };
-use aiops_operator::remediation::crd::{
-    ContainerTemplate, Evidence, Finding, LogTail, WorkloadRef,
-};
+use aiops_operator::remediation::crd::LogTail;
 use aiops_operator::remediation::evidence::summarize_containers;
-use aiops_operator::remediation::propose::model::{Incident, ModelProposal, ModelProposer};
+use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use support::{crash_findings, no_change_answer, pull_evidence, pull_findings};
 
 const KEY: &str = "sk-ant-api03-planted-key-0123456789abcdef";
 const MODEL: &str = "claude-haiku-4-5-20251001";
@@ -178,41 +179,6 @@ fn config(url: &str) -> LlmConfig {
     }
 }
 
-fn workload() -> WorkloadRef {
-    WorkloadRef {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: "web".into(),
-        uid: "uid-web".into(),
-    }
-}
-
-/// A new Deployment whose image repository is misspelled; `nginx:1.25.5`
-/// runs elsewhere in the cluster, so it is the one candidate.
-fn pull_evidence() -> Evidence {
-    Evidence {
-        workload: workload(),
-        namespace: "shop".into(),
-        containers: vec![ContainerTemplate {
-            name: "app".into(),
-            image: "ngnix:1.25.5".into(),
-            ..ContainerTemplate::default()
-        }],
-        ..Evidence::default()
-    }
-}
-
-fn pull_findings() -> Vec<Finding> {
-    vec![Finding {
-        container: "app".into(),
-        reason: "ImagePullBackOff".into(),
-        message: "Back-off pulling image \"ngnix:1.25.5\"".into(),
-        pods: 2,
-        image: Some("ngnix:1.25.5".into()),
-        ..Finding::default()
-    }]
-}
-
 fn cluster_images() -> Vec<String> {
     vec!["nginx:1.25.5".into()]
 }
@@ -233,21 +199,10 @@ fn proposer(config: &LlmConfig) -> ModelProposer {
     ModelProposer::new(build_provider(config).expect("provider"), config, 2 << 30)
 }
 
-async fn ask(proposer: &ModelProposer, evidence: &Evidence) -> Result<ModelProposal, LlmError> {
-    let findings = pull_findings();
-    let images = cluster_images();
-    proposer
-        .propose(&Incident {
-            evidence,
-            findings: &findings,
-            cluster_images: &images,
-        })
-        .await
-}
-
 /// A small request for the provider-level tests.
 fn small_request() -> ProposalRequest {
     ProposalRequest {
+        max_answer_tokens: None,
         system: "Answer with the fix object.".into(),
         user: "The pod cannot pull ngnix:1.25.5.".into(),
         schema: json!({
@@ -257,7 +212,6 @@ fn small_request() -> ProposalRequest {
             "properties": {"image": {"type": "string", "enum": ["nginx:1.25.5"]}}
         }),
         schema_name: "remediation_fix".into(),
-        estimated_prompt_tokens: 20,
     }
 }
 
@@ -323,7 +277,7 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
     double.push(message(&good_answer(), "end_turn"));
     let config = config(&double.url);
     let proposer = proposer(&config);
-    let evidence = pull_evidence();
+    let evidence = pull_evidence("shop");
     let findings = pull_findings();
     let images = cluster_images();
     let incident = Incident {
@@ -354,7 +308,7 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
         seen.body,
         json!({
             "model": MODEL,
-            "max_tokens": 1024,
+            "max_tokens": request.completion_limit(1024),
             "system": request.system,
             "messages": [{"role": "user", "content": request.user}],
             "output_config": {"format": {"type": "json_schema", "schema": api_schema(&request.schema)}},
@@ -381,7 +335,7 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
     assert!(
         schema["properties"]["summary"]["description"]
             .as_str()
-            .is_some_and(|d| d.contains("maxLength: 300")),
+            .is_some_and(|d| d.contains("maxLength: 160")),
         "{}",
         schema["properties"]["summary"]
     );
@@ -649,7 +603,7 @@ async fn planted_secrets_and_the_key_never_reach_the_request_body() {
         }]
     }))
     .expect("pod spec");
-    let mut evidence = pull_evidence();
+    let mut evidence = pull_evidence("shop");
     evidence.containers = summarize_containers(&spec);
     // Raw log lines, as if the gatherer had not redacted them.
     evidence.logs = vec![LogTail {
@@ -664,10 +618,18 @@ async fn planted_secrets_and_the_key_never_reach_the_request_body() {
     }];
 
     let double = Double::start().await;
-    double.push(message(&good_answer(), "end_turn"));
+    // A crash: its change classes send the env names, the args and the log.
+    double.push(message(&no_change_answer(), "end_turn"));
     let config = config(&double.url);
     let proposer = proposer(&config);
-    ask(&proposer, &evidence).await.expect("a proposal");
+    proposer
+        .propose(&Incident {
+            evidence: &evidence,
+            findings: &crash_findings(),
+            cluster_images: &[],
+        })
+        .await
+        .expect("a proposal");
     let sent = double.last().body.to_string();
     for planted in [
         "PLANTED-ARG",
@@ -711,7 +673,7 @@ async fn llm_propose_takes_the_anthropic_provider_and_needs_the_key() {
     double.push(message(&good_answer(), "end_turn"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("evidence.json");
-    let mut evidence = serde_json::to_value(pull_evidence()).unwrap();
+    let mut evidence = serde_json::to_value(pull_evidence("shop")).unwrap();
     evidence["statuses"] = json!([{"pod": "web-1", "container": "app",
         "state": "waiting: ImagePullBackOff", "image": "ngnix:1.25.5"}]);
     std::fs::write(&file, evidence.to_string()).unwrap();

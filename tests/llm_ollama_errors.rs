@@ -2,7 +2,7 @@
 //! shapes a real Ollama 0.17 sends (recorded from the server `make ollama-up`
 //! builds): a missing model, a `format` or option the server cannot use, a
 //! body that is not JSON, an answer cut at the token limit, and a chat
-//! template that dropped the system message. Each must end with a clear
+//! template without a place for the system message. Each must end with a clear
 //! error or a flagged proposal, and only an outage may be retried or count
 //! against the circuit breaker.
 mod support;
@@ -23,12 +23,16 @@ use support::{pull_evidence, pull_findings};
 // ------------------------------------------------------------------ double
 
 /// Answers `/api/chat` with scripted (status, body) pairs, the last one
-/// repeated, and counts the requests.
+/// repeated, and counts the requests; `/api/show` shows `template`.
 #[derive(Default)]
 struct Script {
     replies: Mutex<VecDeque<(u16, String)>>,
     requests: Mutex<usize>,
+    template: String,
 }
+
+/// The template `make ollama-up` imports the models with.
+const CHATML: &str = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n";
 
 struct Double {
     url: String,
@@ -37,12 +41,18 @@ struct Double {
 
 impl Double {
     async fn start(replies: Vec<(u16, String)>) -> Double {
+        Double::with_template(replies, CHATML).await
+    }
+
+    async fn with_template(replies: Vec<(u16, String)>, template: &str) -> Double {
         let script = Arc::new(Script {
             replies: Mutex::new(replies.into()),
             requests: Mutex::new(0),
+            template: template.to_string(),
         });
         let app = axum::Router::new()
             .route("/api/chat", axum::routing::post(answer))
+            .route("/api/show", axum::routing::post(show))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -73,6 +83,10 @@ async fn answer(State(script): State<Arc<Script>>) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn show(State(script): State<Arc<Script>>) -> Response {
+    axum::Json(json!({"template": script.template, "details": {"format": "gguf"}})).into_response()
 }
 
 fn error(status: u16, message: &str) -> (u16, String) {
@@ -118,6 +132,7 @@ fn config(url: &str) -> LlmConfig {
 
 fn request() -> ProposalRequest {
     ProposalRequest {
+        max_answer_tokens: None,
         system: "Answer with one JSON object.".into(),
         user: "Which image?".into(),
         schema: json!({
@@ -127,7 +142,6 @@ fn request() -> ProposalRequest {
             "additionalProperties": false
         }),
         schema_name: "fix".into(),
-        estimated_prompt_tokens: 10,
     }
 }
 
@@ -265,8 +279,9 @@ fn fix() -> String {
     .to_string()
 }
 
-/// The proposal's risks when the server reports `prompt_eval_count`.
-async fn risks_with_prompt_count(count: impl Fn(usize) -> u64) -> (Vec<String>, usize) {
+/// The proposal's risks when Ollama shows `template` for the model and
+/// reports `prompt_eval_count` as `count` of the operator's estimate.
+async fn risks_with(template: &str, count: impl Fn(usize) -> u64) -> Vec<String> {
     let (evidence, findings) = (pull_evidence("shop"), pull_findings());
     let images = vec!["nginx:1.25.5".to_string()];
     let incident = Incident {
@@ -274,31 +289,33 @@ async fn risks_with_prompt_count(count: impl Fn(usize) -> u64) -> (Vec<String>, 
         findings: &findings,
         cluster_images: &images,
     };
-    // The estimate comes from the real prompt; the double answers with a
-    // count derived from it.
     let probe =
         ModelProposer::from_config(&config("http://127.0.0.1:9"), 2 << 30).expect("proposer");
     let estimated = probe.request_for(&incident).1.estimated_tokens;
-    let double = Double::start(vec![chat(&fix(), "stop", count(estimated))]).await;
+    let double =
+        Double::with_template(vec![chat(&fix(), "stop", count(estimated))], template).await;
     let proposer = ModelProposer::from_config(&config(&double.url), 2 << 30).expect("proposer");
     let model = proposer.propose(&incident).await.expect("a proposal");
     assert_eq!(model.proposal.hash, model.proposal.content_hash());
-    (model.proposal.risks, estimated)
+    model.proposal.risks
 }
 
 #[tokio::test]
-async fn a_prompt_the_server_read_only_a_third_of_is_flagged_on_the_proposal() {
-    let (risks, estimated) = risks_with_prompt_count(|estimated| estimated as u64 / 3).await;
+async fn a_template_that_drops_the_system_message_is_flagged_on_the_proposal() {
+    // What `ollama create` gives a bare GGUF: the system message is lost.
+    let risks = risks_with("{{ .Prompt }}", |estimated| estimated as u64 / 3).await;
     let flagged: Vec<_> = risks
         .iter()
-        .filter(|r| r.contains("system message") && r.contains(&estimated.to_string()))
+        .filter(|r| r.contains("system message") && r.contains("{{ .Prompt }}"))
         .collect();
     assert_eq!(flagged.len(), 1, "{risks:#?}");
 }
 
 #[tokio::test]
-async fn a_prompt_read_whole_carries_no_such_flag() {
-    let (risks, _) = risks_with_prompt_count(|estimated| estimated as u64 * 5 / 4).await;
+async fn a_warm_call_that_reads_only_the_new_tokens_carries_no_such_flag() {
+    // With the ChatML template, a low count is the runner's prefix cache
+    // at work (the system message was read on an earlier call), not a loss.
+    let risks = risks_with(CHATML, |estimated| estimated as u64 / 3).await;
     assert!(
         risks.iter().all(|r| !r.contains("system message")),
         "{risks:#?}"

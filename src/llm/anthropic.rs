@@ -101,7 +101,7 @@ impl AnthropicProvider {
     pub fn request_body(&self, request: &ProposalRequest) -> Value {
         json!({
             "model": self.model,
-            "max_tokens": self.max_tokens,
+            "max_tokens": request.completion_limit(self.max_tokens),
             "system": request.system,
             "messages": [
                 {"role": "user", "content": request.user},
@@ -144,9 +144,9 @@ impl AnthropicProvider {
             Some("max_tokens") => {
                 return Err(LlmError::Incomplete {
                     reason: format!(
-                        "the answer was cut at the token limit (stop_reason: max_tokens, \
-                         llm.maxTokens = {}); raise llm.maxTokens",
-                        self.max_tokens
+                        "the answer was cut at the {}-token limit (stop_reason: max_tokens; \
+                         the smaller of llm.maxTokens and what the answer schema needs)",
+                        request.completion_limit(self.max_tokens)
                     ),
                 });
             }
@@ -181,6 +181,7 @@ impl AnthropicProvider {
             usage: Usage {
                 prompt_tokens: usage.input_tokens,
                 completion_tokens: usage.output_tokens,
+                ..Usage::default()
             },
             notes: Vec::new(),
         })
@@ -371,12 +372,12 @@ mod tests {
     fn the_body_names_the_model_limit_system_and_schema() {
         let provider = AnthropicProvider::new(&config()).unwrap();
         let request = ProposalRequest {
+            max_answer_tokens: None,
             system: "You fix workloads.".into(),
             user: "The pod crashes.".into(),
             schema: json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}},
                            "required": ["a"], "additionalProperties": false}),
             schema_name: "remediation_fix".into(),
-            estimated_prompt_tokens: 10,
         };
         assert_eq!(
             provider.request_body(&request),

@@ -9,22 +9,28 @@
 //! runner dies; only the message tells them apart, so those messages are
 //! recognised here and never retried. Ollama also applies the chat template
 //! the model was imported with, and a template without a system slot drops
-//! the system message silently: `prompt_eval_count` far below the prompt's
-//! size is the only sign, and it becomes a note on the proposal.
+//! the system message silently. The provider reads the template once
+//! (`POST {url}/api/show`) and notes such a template on every proposal. The
+//! prompt token count cannot tell: Ollama counts only the tokens it read,
+//! and after the first call the fixed system message comes from the
+//! runner's cache, so a warm call's count looks like a dropped one's.
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::LlmConfig;
-use super::provider::{
-    LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage, prompt_shortfall,
-};
+use super::provider::{LlmError, ModelAnswer, ProposalRequest, ProposeFuture, Provider, Usage};
 use super::transport::HttpTransport;
 use super::validate::validate_answer;
+use crate::k8s::redact::truncate;
 
 /// A model served by Ollama.
 #[derive(Debug)]
 pub struct OllamaProvider {
     endpoint: String,
+    show_endpoint: String,
+    /// What the model's chat template means for the system message, once
+    /// read: `Some(note)` when the template drops it.
+    template_note: tokio::sync::OnceCell<Option<String>>,
     model: String,
     seed: i64,
     keep_alive: String,
@@ -44,6 +50,11 @@ struct ChatResponse {
     prompt_eval_count: Option<u64>,
     #[serde(default)]
     eval_count: Option<u64>,
+    /// Nanoseconds reading the prompt and generating the answer.
+    #[serde(default)]
+    prompt_eval_duration: Option<u64>,
+    #[serde(default)]
+    eval_duration: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +67,8 @@ impl OllamaProvider {
     pub fn new(config: &LlmConfig) -> Result<Self, LlmError> {
         Ok(OllamaProvider {
             endpoint: format!("{}/api/chat", config.url.trim_end_matches('/')),
+            show_endpoint: format!("{}/api/show", config.url.trim_end_matches('/')),
+            template_note: tokio::sync::OnceCell::new(),
             model: config.model.clone(),
             seed: config.seed,
             keep_alive: config.keep_alive.clone(),
@@ -81,7 +94,7 @@ impl OllamaProvider {
             "options": {
                 "temperature": 0,
                 "seed": self.seed,
-                "num_predict": self.max_tokens,
+                "num_predict": request.completion_limit(self.max_tokens),
             },
             "keep_alive": self.keep_alive,
         })
@@ -105,9 +118,9 @@ impl OllamaProvider {
         if response.done_reason.as_deref() == Some("length") {
             return Err(LlmError::Incomplete {
                 reason: format!(
-                    "the answer was cut at the {}-token limit (done_reason: length); \
-                     raise llm.maxTokens or shorten the prompt",
-                    self.max_tokens
+                    "the answer was cut at the {}-token limit (done_reason: length; \
+                     the smaller of llm.maxTokens and what the answer schema needs)",
+                    request.completion_limit(self.max_tokens)
                 ),
             });
         }
@@ -119,27 +132,76 @@ impl OllamaProvider {
                 detail: "no message in the response".into(),
             })?;
         let answer = validate_answer(&request.schema, &content)?;
-        let notes: Vec<String> =
-            prompt_shortfall(request.estimated_prompt_tokens, response.prompt_eval_count)
-                .into_iter()
-                .collect();
-        if !notes.is_empty() {
-            tracing::warn!(
-                model = %self.model,
-                prompt_tokens = response.prompt_eval_count,
-                prompt_tokens_estimated = request.estimated_prompt_tokens,
-                "the server read far fewer prompt tokens than were sent; its chat template may drop the system message"
-            );
-        }
+        let notes: Vec<String> = self.template_note().await.into_iter().collect();
         Ok(ModelAnswer {
             answer,
             usage: Usage {
                 prompt_tokens: response.prompt_eval_count,
                 completion_tokens: response.eval_count,
+                // Ollama does not say how many prompt tokens it reused.
+                cached_prompt_tokens: None,
+                prompt_ms: response.prompt_eval_duration.map(|ns| ns / 1_000_000),
+                generation_ms: response.eval_duration.map(|ns| ns / 1_000_000),
             },
             notes,
         })
     }
+}
+
+impl OllamaProvider {
+    /// A note when the model's chat template drops the system message. The
+    /// template is read once; a failed read is tried again on the next call
+    /// and adds no note (the chat call reports a server that is down).
+    async fn template_note(&self) -> Option<String> {
+        let read = self
+            .template_note
+            .get_or_try_init(|| async {
+                let body = self
+                    .transport
+                    .post_json(&self.show_endpoint, &json!({"model": self.model}))
+                    .await?;
+                let shown: ShowResponse =
+                    serde_json::from_slice(&body).map_err(|e| LlmError::Malformed {
+                        url: self.show_endpoint.clone(),
+                        detail: e.to_string(),
+                    })?;
+                let note = (!template_reads_system(&shown.template)).then(|| {
+                    tracing::warn!(
+                        model = %self.model,
+                        template = %truncate(&shown.template, 200),
+                        "the model's chat template has no place for the system message"
+                    );
+                    format!(
+                        "the model's chat template in Ollama ({:?}) has no place for the system \
+                         message, so the model answered without its instructions; import the \
+                         model with a TEMPLATE that renders .System or .Messages",
+                        truncate(&shown.template, 80)
+                    )
+                });
+                Ok::<_, LlmError>(note)
+            })
+            .await;
+        match read {
+            Ok(note) => note.clone(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the model's chat template");
+                None
+            }
+        }
+    }
+}
+
+/// The fields of `/api/show` read here.
+#[derive(Debug, Deserialize)]
+struct ShowResponse {
+    #[serde(default)]
+    template: String,
+}
+
+/// Whether a Go-template chat template renders the system message: through
+/// `.System`, or through `.Messages`, which holds it as the first message.
+pub fn template_reads_system(template: &str) -> bool {
+    template.contains(".System") || template.contains(".Messages")
 }
 
 /// The 500s Ollama sends for a request it cannot run, by their messages
@@ -159,5 +221,22 @@ impl Provider for OllamaProvider {
 
     fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a> {
         Box::pin(self.call(request))
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn a_template_without_a_system_slot_is_recognised() {
+        // What `ollama create` gives these GGUFs without a TEMPLATE.
+        assert!(!template_reads_system("{{ .Prompt }}"));
+        assert!(template_reads_system(
+            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+        ));
+        assert!(template_reads_system(
+            "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>{{ end }}{{ .Prompt }}"
+        ));
     }
 }

@@ -2,8 +2,13 @@
 //! `POST {url}/v1/chat/completions` with
 //! `response_format: {type: json_schema, json_schema: {name, strict: true, schema}}`,
 //! temperature 0 and a fixed seed. Works with llama.cpp's server, vLLM,
-//! LocalAI and OpenAI. `cache_prompt: false` makes llama.cpp recompute the
-//! prompt so a fixed seed gives the same answer; other servers ignore it.
+//! LocalAI and OpenAI. `cache_prompt: true` lets llama.cpp keep the
+//! previous prompt's context and read only what differs: every prompt
+//! starts with the same system message, so an incident costs only its own
+//! part (other servers ignore the field). The price is that a reused
+//! context may change the last bits of the logits, so the same prompt is
+//! not guaranteed the same answer; the proposal cache, not the seed, is
+//! what makes a repeated incident get the same proposal.
 //! The answer is `choices[0].message.content`; token counts come from `usage`.
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,6 +35,29 @@ struct CompletionResponse {
     choices: Vec<Choice>,
     #[serde(default)]
     usage: Option<CompletionUsage>,
+    /// llama.cpp's own measurements; other servers leave it out.
+    #[serde(default)]
+    timings: Option<ServerTimings>,
+}
+
+/// llama.cpp's `timings`: milliseconds reading the prompt and generating,
+/// and how many prompt tokens came from its cache.
+#[derive(Debug, Default, Deserialize)]
+struct ServerTimings {
+    #[serde(default)]
+    cache_n: Option<u64>,
+    #[serde(default)]
+    prompt_ms: Option<f64>,
+    #[serde(default)]
+    predicted_ms: Option<f64>,
+}
+
+fn whole_ms(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        ms.round() as u64
+    } else {
+        0
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,9 +116,9 @@ impl OpenAiProvider {
             },
             "temperature": 0,
             "seed": self.seed,
-            "max_tokens": self.max_tokens,
+            "max_tokens": request.completion_limit(self.max_tokens),
             "stream": false,
-            "cache_prompt": false,
+            "cache_prompt": true,
         })
     }
 
@@ -130,11 +158,15 @@ impl OpenAiProvider {
             prompt_tokens: None,
             completion_tokens: None,
         });
+        let timings = response.timings.unwrap_or_default();
         Ok(ModelAnswer {
             answer: validate_answer(&request.schema, &content)?,
             usage: Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
+                cached_prompt_tokens: timings.cache_n,
+                prompt_ms: timings.prompt_ms.map(whole_ms),
+                generation_ms: timings.predicted_ms.map(whole_ms),
             },
             notes: Vec::new(),
         })

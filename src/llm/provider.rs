@@ -23,9 +23,18 @@ pub struct ProposalRequest {
     pub schema: Value,
     /// A name for the schema (`[A-Za-z0-9_-]`, at most 64), as OpenAI requires.
     pub schema_name: String,
-    /// The operator's own estimate of the prompt's size in tokens, so a
-    /// provider can tell when the server read far less than was sent.
-    pub estimated_prompt_tokens: usize,
+    /// The most answer tokens this request needs (from its schema); the
+    /// provider sends the smaller of this and its configured limit.
+    pub max_answer_tokens: Option<u32>,
+}
+
+impl ProposalRequest {
+    /// The completion limit to send: `configured`, lowered to what the
+    /// answer can need.
+    pub fn completion_limit(&self, configured: u32) -> u32 {
+        self.max_answer_tokens
+            .map_or(configured, |needed| needed.min(configured))
+    }
 }
 
 /// Token counts the server reported, when it reports them.
@@ -34,6 +43,14 @@ pub struct ProposalRequest {
 pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens the server reused from the previous prompt instead of
+    /// reading them again (llama.cpp's `timings.cache_n`).
+    pub cached_prompt_tokens: Option<u64>,
+    /// Server time spent reading the prompt: the time to the first answer
+    /// token, less queueing and model loading.
+    pub prompt_ms: Option<u64>,
+    /// Server time spent generating the answer tokens.
+    pub generation_ms: Option<u64>,
 }
 
 /// A schema-valid answer.
@@ -199,26 +216,6 @@ pub enum RetryHint {
     Never,
 }
 
-/// Below this share of the estimate, the server's prompt token count means
-/// part of the prompt never reached the model. The estimate (characters / 4)
-/// is close to real tokenizers for this English and JSON, and a dropped
-/// system message leaves about a third of it.
-const PROMPT_SHORTFALL_RATIO: f64 = 0.5;
-
-/// A note for the proposal when the server read far fewer prompt tokens than
-/// the operator sent: the usual cause is a chat template that drops the
-/// system message (and with it the rules the answer must follow).
-pub fn prompt_shortfall(estimated: usize, counted: Option<u64>) -> Option<String> {
-    let counted = counted?;
-    ((counted as f64) < estimated as f64 * PROMPT_SHORTFALL_RATIO).then(|| {
-        format!(
-            "the model server read only {counted} prompt tokens of about {estimated} sent: \
-             part of the prompt (likely the system message) was dropped, so the model \
-             answered without its instructions; check the server's chat template"
-        )
-    })
-}
-
 /// The rules-only provider: every call says "not configured".
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoProvider;
@@ -241,20 +238,4 @@ pub fn build_provider(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError>
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(config)?),
         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(config)?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_prompt_count_far_below_the_estimate_is_a_shortfall_and_a_close_one_is_not() {
-        // 230 of about 757: the system message was dropped.
-        let note = prompt_shortfall(757, Some(230)).expect("a shortfall");
-        assert!(note.contains("230") && note.contains("757"), "{note}");
-        assert_eq!(prompt_shortfall(757, Some(700)), None);
-        assert_eq!(prompt_shortfall(757, Some(1200)), None);
-        // No count, no claim.
-        assert_eq!(prompt_shortfall(757, None), None);
-    }
 }

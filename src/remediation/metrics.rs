@@ -1,5 +1,6 @@
 //! Prometheus metrics of the repair loop, registered into the process's
 //! one registry (served on the webhook's `/metrics`).
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +33,9 @@ pub struct RemediationMetrics {
     model_seconds: Histogram,
     model_prompt_tokens: Counter,
     model_completion_tokens: Counter,
+    model_cached_prompt_tokens: Counter,
+    model_prompt_seconds: Counter<f64, AtomicU64>,
+    model_generation_seconds: Counter<f64, AtomicU64>,
 }
 
 impl RemediationMetrics {
@@ -48,6 +52,9 @@ impl RemediationMetrics {
             model_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
             model_prompt_tokens: Counter::default(),
             model_completion_tokens: Counter::default(),
+            model_cached_prompt_tokens: Counter::default(),
+            model_prompt_seconds: Counter::default(),
+            model_generation_seconds: Counter::default(),
         };
         registry.register(
             "remediation",
@@ -88,6 +95,21 @@ impl RemediationMetrics {
             "remediation_model_completion_tokens",
             "Completion tokens the model server reported",
             metrics.model_completion_tokens.clone(),
+        );
+        registry.register(
+            "remediation_model_cached_prompt_tokens",
+            "Prompt tokens the model server reused from its previous prompt (llama.cpp reports them)",
+            metrics.model_cached_prompt_tokens.clone(),
+        );
+        registry.register(
+            "remediation_model_prompt_seconds",
+            "Model server time reading prompts, as the server reports it (time to first token less queueing)",
+            metrics.model_prompt_seconds.clone(),
+        );
+        registry.register(
+            "remediation_model_generation_seconds",
+            "Model server time generating answers, as the server reports it",
+            metrics.model_generation_seconds.clone(),
         );
         metrics
     }
@@ -147,6 +169,13 @@ impl RemediationMetrics {
             .inc_by(answer.usage.prompt_tokens.unwrap_or(0));
         self.model_completion_tokens
             .inc_by(answer.usage.completion_tokens.unwrap_or(0));
+        self.model_cached_prompt_tokens
+            .inc_by(answer.usage.cached_prompt_tokens.unwrap_or(0));
+        let seconds = |ms: Option<u64>| ms.unwrap_or(0) as f64 / 1000.0;
+        self.model_prompt_seconds
+            .inc_by(seconds(answer.usage.prompt_ms));
+        self.model_generation_seconds
+            .inc_by(seconds(answer.usage.generation_ms));
     }
 
     /// A model call that gave no proposal; `outcome`: schema_invalid,
@@ -203,6 +232,9 @@ mod tests {
             usage: Usage {
                 prompt_tokens: Some(900),
                 completion_tokens: Some(60),
+                cached_prompt_tokens: Some(400),
+                prompt_ms: Some(1500),
+                generation_ms: Some(3000),
             },
             cached: false,
             elapsed_seconds: 4.5,
@@ -231,6 +263,9 @@ mod tests {
             "remediation_model_proposal_seconds_count 3",
             "remediation_model_prompt_tokens_total 1800",
             "remediation_model_completion_tokens_total 120",
+            "remediation_model_cached_prompt_tokens_total 800",
+            "remediation_model_prompt_seconds_total 3.0",
+            "remediation_model_generation_seconds_total 6.0",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

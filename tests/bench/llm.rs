@@ -1,11 +1,15 @@
-//! `make bench-llm`: how good the local model's proposals are, next to the
-//! rules' on the same broken workloads. In the sandbox, with the operator
-//! running (this build's release binary, started by
-//! `tests/operator/local.sh`), it runs each scenario below twice: once with
-//! rules only (`llm.provider: none`) and once with the `openai` provider
-//! pointed at the local model server (`make llm-up`, Qwen2.5-Coder-0.5B)
-//! and `llm.always: true`, so the model is asked even where the rules have
-//! a fix. Writes `target/bench/llm.json`.
+//! `make bench-llm`: how good and how fast the local model's proposals are,
+//! next to the rules' on the same broken workloads, through both model
+//! routes. In the sandbox, with the operator running (this build's release
+//! binary, started by `tests/operator/local.sh`), it runs each scenario
+//! below once per mode: `rules` (`llm.provider: none`), `llamacpp` (the
+//! `openai` provider and llama.cpp's server, `make llm-up`) and `ollama`
+//! (the `ollama` provider and Ollama, `make ollama-up`), both serving
+//! Qwen2.5-Coder-0.5B with `llm.always: true`, so the model is asked even
+//! where the rules have a fix. The modes alternate scenario by scenario,
+//! each scenario starting with the next mode, and the operator restarts for
+//! every run, so no mode reuses another's proposal cache. Writes
+//! `target/bench/llm.json`.
 //!
 //! Per scenario and mode: a fresh namespace (routed through the operator's
 //! webhooks) and a workload, either rolled out healthy and then broken, or
@@ -19,10 +23,10 @@
 //! completion tokens the model server reported.
 //!
 //! Rates are over all scenarios of a mode:
-//! - `schema_valid_rate`: the model's answer was JSON valid against the
-//!   incident's schema (model mode only);
+//! - `schema_valid_rate`: of the answers that came from the model server
+//!   (cached answers left out), those valid against the incident's schema;
 //! - `guardrail_pass_rate`: the shown proposal came from the mode's source
-//!   (the model, in model mode), had at least one action, and passed the
+//!   (the model, in a model mode), had at least one action, and passed the
 //!   guardrails and the server-side dry run, so a human could approve it;
 //! - `verified_rate`: such a proposal, approved, ended `Verified`.
 //!
@@ -31,7 +35,11 @@
 //! `redis:7.2.5`, `busybox:1.36.1` and `postgres:16.4` running, so image
 //! candidates exist "elsewhere in the cluster", as they would in a real one.
 //!
-//! Knobs (environment): `BENCH_LLM_MODES` (`rules,model`),
+//! Model modes also report the first call of the run apart from the warm
+//! ones, the prompt tokens the server reused (llama.cpp reports them), its
+//! time reading the prompt (time to first token) and its tokens per second.
+//!
+//! Knobs (environment): `BENCH_LLM_MODES` (`rules,llamacpp,ollama`),
 //! `BENCH_LLM_SCENARIOS` (comma-separated names; default all),
 //! `BENCH_LLM_VERIFY_TIMEOUT_SECONDS` (90).
 //!
@@ -202,29 +210,48 @@ fn manifest(kind: WorkloadKind, name: &str, pod_spec: &Value) -> Value {
     }
 }
 
+/// Where a mode's proposals come from: the rules alone, or the model
+/// through one of the two servers (both serve the same Qwen GGUF).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
     Rules,
-    Model,
+    /// llama.cpp's server through the `openai` provider (`make llm-up`).
+    LlamaCpp,
+    /// Ollama through the `ollama` provider (`make ollama-up`).
+    Ollama,
 }
 
 impl Mode {
     fn as_str(self) -> &'static str {
         match self {
             Mode::Rules => "rules",
-            Mode::Model => "model",
+            Mode::LlamaCpp => "llamacpp",
+            Mode::Ollama => "ollama",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Mode, String> {
+        match name {
+            "rules" => Ok(Mode::Rules),
+            "llamacpp" => Ok(Mode::LlamaCpp),
+            "ollama" => Ok(Mode::Ollama),
+            other => Err(format!(
+                "BENCH_LLM_MODES: unknown mode {other:?} (rules, llamacpp, ollama)"
+            )),
         }
     }
 }
 
-/// The local model server `make llm-up` started.
+/// A running model server serving Qwen, and how the operator reaches it.
 struct ModelServer {
+    provider: &'static str,
     url: String,
     model: String,
 }
 
 impl ModelServer {
-    fn running() -> Result<ModelServer, String> {
+    /// The llama.cpp server `make llm-up` started.
+    fn llamacpp() -> Result<ModelServer, String> {
         let dir = support::repo_root().join("target/llm");
         let read = |file: &str| {
             std::fs::read_to_string(dir.join(file))
@@ -244,8 +271,38 @@ impl ModelServer {
             ));
         }
         Ok(ModelServer {
+            provider: "openai",
             url: read("url")?,
             model: "qwen2.5-coder-0.5b-instruct".into(),
+        })
+    }
+
+    /// The Ollama `make ollama-up` started.
+    fn ollama() -> Result<ModelServer, String> {
+        let file = support::repo_root().join("target/ollama/env");
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "Ollama is not running ({}: {e}); start it with `make ollama-up MODEL=qwen` \
+                 (make bench-llm does)",
+                file.display()
+            )
+        })?;
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+                .ok_or_else(|| format!("{} lacks {name}", file.display()))
+        };
+        let model = var("OLLAMA_MODEL")?;
+        if !model.starts_with("qwen") {
+            return Err(format!(
+                "Ollama serves {model}; bench-llm measures Qwen: `make ollama-up MODEL=qwen`"
+            ));
+        }
+        Ok(ModelServer {
+            provider: "ollama",
+            url: var("OLLAMA_URL")?,
+            model,
         })
     }
 }
@@ -270,21 +327,28 @@ fn env_list(name: &str) -> Option<Vec<String>> {
 }
 
 async fn run() -> Result<(), String> {
-    let server = ModelServer::running()?;
     let sandbox = Sandbox::connect().await;
     let verify_timeout: u64 = std::env::var("BENCH_LLM_VERIFY_TIMEOUT_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(90);
     let modes: Vec<Mode> = env_list("BENCH_LLM_MODES")
-        .unwrap_or_else(|| vec!["rules".into(), "model".into()])
+        .unwrap_or_else(|| vec!["rules".into(), "llamacpp".into(), "ollama".into()])
         .iter()
-        .map(|m| match m.as_str() {
-            "rules" => Ok(Mode::Rules),
-            "model" => Ok(Mode::Model),
-            other => Err(format!("BENCH_LLM_MODES: unknown mode {other:?}")),
-        })
+        .map(|m| Mode::parse(m))
         .collect::<Result<_, _>>()?;
+    let mut servers: BTreeMap<&'static str, ModelServer> = BTreeMap::new();
+    for mode in &modes {
+        match mode {
+            Mode::Rules => {}
+            Mode::LlamaCpp => {
+                servers.insert(mode.as_str(), ModelServer::llamacpp()?);
+            }
+            Mode::Ollama => {
+                servers.insert(mode.as_str(), ModelServer::ollama()?);
+            }
+        }
+    }
     let wanted = env_list("BENCH_LLM_SCENARIOS");
     let scenarios: Vec<Scenario> = scenarios()
         .into_iter()
@@ -327,25 +391,24 @@ async fn run() -> Result<(), String> {
 
     let started = Instant::now();
     let mut results: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
-    for mode in modes {
-        support::stop_all_operators();
-        let verify = format!("--verify-timeout-seconds {verify_timeout}");
-        let mut env = vec![("AIOPS_OPERATOR_ARGS", verify.as_str())];
-        if mode == Mode::Model {
-            env.extend([
-                ("AIOPS_LLM_URL", server.url.as_str()),
-                ("AIOPS_LLM_MODEL", server.model.as_str()),
-                ("AIOPS_LLM_ALWAYS", "true"),
-            ]);
-        }
-        let operator = support::start_operator(&format!("bench-llm-{}", mode.as_str()), &env);
-        log(format!(
-            "mode {}: operator on port {}",
-            mode.as_str(),
-            operator.port
-        ));
-        let mut rows = Vec::new();
-        for scenario in &scenarios {
+    // Modes alternate scenario by scenario, each scenario starting with a
+    // different mode, so that neither the time of the run nor the state a
+    // previous mode left (a warm cache, a busy node) favours one mode.
+    for (index, scenario) in scenarios.iter().enumerate() {
+        for turn in 0..modes.len() {
+            let mode = modes[(index + turn) % modes.len()];
+            support::stop_all_operators();
+            let verify = format!("--verify-timeout-seconds {verify_timeout}");
+            let mut env = vec![("AIOPS_OPERATOR_ARGS", verify.as_str())];
+            if let Some(server) = servers.get(mode.as_str()) {
+                env.extend([
+                    ("AIOPS_LLM_PROVIDER", server.provider),
+                    ("AIOPS_LLM_URL", server.url.as_str()),
+                    ("AIOPS_LLM_MODEL", server.model.as_str()),
+                    ("AIOPS_LLM_ALWAYS", "true"),
+                ]);
+            }
+            let operator = support::start_operator(&format!("bench-llm-{}", mode.as_str()), &env);
             let row = run_scenario(&sandbox, &operator, mode, scenario, verify_timeout).await;
             let row = match row {
                 Ok(row) => row,
@@ -359,19 +422,26 @@ async fn run() -> Result<(), String> {
                     ));
                 }
             };
+            operator.stop();
             log(format!("{} / {}: {row}", mode.as_str(), scenario.name));
-            rows.push(row);
+            results.entry(mode.as_str()).or_default().push(row);
         }
-        operator.stop();
-        results.insert(mode.as_str(), rows);
     }
     drop(reference);
     // No registration may point at the stopped operator afterwards.
     support::uninstall_webhooks();
 
     let report = json!({
-        "model": server.model,
-        "model_server": "llama.cpp server from the PyPI wheel xllamacpp (make llm-up), GGUF Q4_K_M",
+        "model": "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M",
+        "model_servers": servers.iter().map(|(mode, server)| (mode.to_string(), json!({
+            "provider": server.provider,
+            "model": server.model,
+            "server": match *mode {
+                "ollama" => "Ollama built from its Go module (make ollama-up)",
+                _ => "llama.cpp server from the PyPI wheel xllamacpp (make llm-up)",
+            },
+        }))).collect::<serde_json::Map<_, _>>(),
+        "order": "modes alternate per scenario, each scenario starting with the next mode",
         "scenarios": scenarios.iter().map(|s| json!({"name": s.name, "what": s.what})).collect::<Vec<_>>(),
         "replicas": REPLICAS,
         "verify_timeout_seconds": verify_timeout,
@@ -381,8 +451,8 @@ async fn run() -> Result<(), String> {
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
     let mut flat = report.clone();
-    // The headline keys, for the model mode, at the top level.
-    if let Some(model) = report["modes"].get("model").and_then(Value::as_object) {
+    // The headline keys, for the llama.cpp route, at the top level.
+    if let Some(model) = report["modes"].get("llamacpp").and_then(Value::as_object) {
         for (key, value) in model {
             flat[key] = value.clone();
         }
@@ -410,7 +480,7 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
     let count = |f: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| f(r)).count();
     let from_mode = |r: &Value| {
         let source = r["source"].as_str().unwrap_or("");
-        if mode == "model" {
+        if mode != "rules" {
             source != "rules" && !source.is_empty()
         } else {
             source == "rules"
@@ -426,12 +496,12 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
         .iter()
         .filter_map(|r| r["proposal_seconds"].as_f64())
         .collect();
-    // Token counts are known for answers that became proposals; a cache
-    // hit costs none and is not a model call.
+    // Token counts are known for answers that became proposals (shown or
+    // refused by the guardrails); a cache hit costs none and is not a call.
     let mean = |key: &str| {
         let values: Vec<f64> = rows
             .iter()
-            .filter(|r| r["model"]["result"] == "ok")
+            .filter(|r| matches!(r["model"]["result"].as_str(), Some("ok" | "refused")))
             .filter_map(|r| r["model"][key].as_f64())
             .collect();
         if values.is_empty() {
@@ -451,17 +521,33 @@ fn summarize(mode: &str, rows: &[Value]) -> Value {
         "dry_run_failed": count(&|r| r["dry_run"] == "Failed"),
         "resolved_without_fix": count(&|r| r["phase"] == "Resolved"),
     });
-    if mode == "model" {
+    if mode != "rules" {
+        // Over the answers that came from the model server: a cached
+        // answer was validated when it first arrived.
+        let called = |r: &Value| r["model"]["result"] != "cached" && !r["model"].is_null();
+        let calls = count(&called).max(1) as f64;
         let valid = count(&|r| {
-            matches!(
-                r["model"]["result"].as_str(),
-                Some("ok" | "cached" | "unusable")
-            )
+            called(r)
+                && matches!(
+                    r["model"]["result"].as_str(),
+                    Some("ok" | "unusable" | "refused")
+                )
         });
-        summary["schema_valid_rate"] = json!(round3(valid as f64 / n));
+        summary["schema_valid_rate"] = json!(round3(valid as f64 / calls));
         summary["latency_p50_s"] = median(&mut model_seconds);
+        // The run's first call meets a server that has not read this
+        // prompt's fixed prefix yet; the later ones may reuse it.
+        let mut timed = rows.iter().filter_map(|r| r["model"]["seconds"].as_f64());
+        summary["first_call_s"] = json!(timed.next());
+        let mut warm: Vec<f64> = timed.collect();
+        summary["warm_latency_p50_s"] = median(&mut warm);
         summary["prompt_tokens_mean"] = mean("prompt_tokens");
+        summary["cached_prompt_tokens_mean"] = mean("cached_prompt_tokens");
         summary["completion_tokens_mean"] = mean("completion_tokens");
+        // The server's own time reading the prompt: the time to the first
+        // answer token, less queueing.
+        summary["prompt_seconds_mean"] = mean("prompt_seconds");
+        summary["tokens_per_second_mean"] = mean("tokens_per_second");
         summary["rules_fallbacks"] = json!(count(&|r| r["source"] == "rules"));
         summary["model_calls"] = json!(model_seconds.len());
         summary["cache_hits"] = json!(count(&|r| r["model"]["result"] == "cached"));
@@ -504,23 +590,38 @@ fn series(text: &str, name: &str) -> f64 {
 /// What the operator's model metrics say happened between two scrapes.
 fn model_delta(before: &str, after: &str) -> Value {
     let delta = |name: &str| series(after, name) - series(before, name);
-    let results: Vec<&str> = ["ok", "cached", "schema_invalid", "unusable", "error"]
-        .into_iter()
-        .filter(|r| {
-            delta(&format!(
-                "remediation_model_proposal_total{{result=\"{r}\"}}"
-            )) > 0.0
-        })
-        .collect();
+    let results: Vec<&str> = [
+        "ok",
+        "cached",
+        "refused",
+        "schema_invalid",
+        "unusable",
+        "error",
+    ]
+    .into_iter()
+    .filter(|r| {
+        delta(&format!(
+            "remediation_model_proposal_total{{result=\"{r}\"}}"
+        )) > 0.0
+    })
+    .collect();
     if results.is_empty() {
         return Value::Null;
     }
     let calls = delta("remediation_model_proposal_seconds_count");
+    let completion_tokens = delta("remediation_model_completion_tokens_total");
+    let generation_seconds = delta("remediation_model_generation_seconds_total");
     let mut model = json!({
         "result": results.join(","),
         "prompt_tokens": delta("remediation_model_prompt_tokens_total"),
-        "completion_tokens": delta("remediation_model_completion_tokens_total"),
+        "cached_prompt_tokens": delta("remediation_model_cached_prompt_tokens_total"),
+        "completion_tokens": completion_tokens,
+        "prompt_seconds": round3(delta("remediation_model_prompt_seconds_total")),
+        "generation_seconds": round3(generation_seconds),
     });
+    if generation_seconds > 0.0 {
+        model["tokens_per_second"] = json!(round3(completion_tokens / generation_seconds));
+    }
     if calls > 0.0 {
         model["seconds"] = json!(round3(
             delta("remediation_model_proposal_seconds_sum") / calls

@@ -10,8 +10,9 @@ use aiops_operator::remediation::crd::LogTail;
 use serde_json::{Value, json};
 
 use crate::double::{Double, Reply, Responder, ollama_reply, openai_reply};
-use crate::support::pull_evidence;
+use crate::support::{crash_findings, pull_evidence};
 use crate::{ask, config, good_answer, proposer, schema_violation, verdict};
+use aiops_operator::remediation::propose::model::Incident;
 
 /// Hostile answers whose shape the schema refuses: (name, answer, expected reason).
 fn hostile_answers() -> Vec<(&'static str, Value, &'static str)> {
@@ -305,7 +306,14 @@ async fn a_prompt_injection_in_the_logs_is_obeyed_by_the_double_and_stopped() {
         previous: true,
         lines: vec![injected.into()],
     }];
-    let outcome = ask(&proposer, &evidence).await;
+    // A crash, so that the log is among what the model reads.
+    let outcome = proposer
+        .propose(&Incident {
+            evidence: &evidence,
+            findings: &crash_findings(),
+            cluster_images: &[],
+        })
+        .await;
 
     // The injection reached the model only inside the untrusted block.
     let body = double.last_body();

@@ -11,10 +11,11 @@ use aiops_operator::remediation::crd::LogTail;
 use aiops_operator::remediation::evidence::summarize_containers;
 use aiops_operator::remediation::guardrails::GuardrailLimits;
 use aiops_operator::remediation::propose::command::guard_offline;
+use aiops_operator::remediation::propose::model::Incident;
 use serde_json::json;
 
 use crate::double::{Double, ollama_reply, openai_reply};
-use crate::support::{baseline_policies, pull_evidence};
+use crate::support::{baseline_policies, crash_findings, no_change_answer, pull_evidence};
 use crate::{PullIncident, ask, config, good_answer, proposer};
 
 #[tokio::test]
@@ -39,7 +40,7 @@ async fn ollama_gets_the_documented_request_and_its_response_is_parsed() {
             ],
             "stream": false,
             "format": request.schema,
-            "options": {"temperature": 0, "seed": 42, "num_predict": 1024},
+            "options": {"temperature": 0, "seed": 42, "num_predict": request.completion_limit(1024)},
             "keep_alive": "5m"
         })
     );
@@ -96,9 +97,9 @@ async fn openai_gets_json_schema_strict_and_the_key_only_in_the_header() {
             },
             "temperature": 0,
             "seed": 42,
-            "max_tokens": 1024,
+            "max_tokens": request.completion_limit(1024),
             "stream": false,
-            "cache_prompt": false
+            "cache_prompt": true
         })
     );
     assert_eq!(
@@ -153,11 +154,19 @@ async fn planted_secrets_reach_neither_the_request_nor_the_stored_evidence() {
     raw.logs[0].lines = log_lines.iter().map(|l| l.to_string()).collect();
 
     let double = Double::start().await;
-    double.always(openai_reply(&good_answer()));
+    // A crash: its change classes send the env names, the args and the log.
+    double.always(openai_reply(&no_change_answer()));
     let config = config(ProviderKind::Openai, &double.url, "m");
     let proposer = proposer(&config);
     for evidence in [&stored, &raw] {
-        let model = ask(&proposer, evidence).await.expect("a proposal");
+        let model = proposer
+            .propose(&Incident {
+                evidence,
+                findings: &crash_findings(),
+                cluster_images: &[],
+            })
+            .await
+            .expect("a proposal");
         let sent = serde_json::to_string(&double.last_body()).unwrap();
         let kept = serde_json::to_string(&stored).unwrap();
         let proposal = serde_json::to_string(&model.proposal).unwrap();

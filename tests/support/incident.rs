@@ -47,3 +47,30 @@ pub fn pull_findings() -> Vec<Finding> {
         ..Finding::default()
     }]
 }
+
+/// The same container crash-looping instead: a finding whose change
+/// classes send every part of the evidence to the model (env names,
+/// command and args, the log), for tests of what reaches it.
+pub fn crash_findings() -> Vec<Finding> {
+    vec![Finding {
+        container: "app".into(),
+        reason: "CrashLoopBackOff".into(),
+        message: "back-off restarting failed container app".into(),
+        pods: 2,
+        exit_code: Some(1),
+        ..Finding::default()
+    }]
+}
+
+/// A model's answer that fits any incident's schema: no change.
+pub fn no_change_answer() -> String {
+    serde_json::json!({
+        "summary": "No safe automatic change",
+        "rootCause": "The container exits at start; the log shows why.",
+        "confidence": 0.3,
+        "risks": [],
+        "rollbackPlan": [],
+        "changes": []
+    })
+    .to_string()
+}

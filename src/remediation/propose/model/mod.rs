@@ -36,7 +36,7 @@ pub mod schema;
 use self::answer::{fix_to_proposal, parse_fix};
 use self::cache::{ProposalCache, fingerprint};
 use self::prompt::{PromptStats, build_prompt, redact_evidence, redact_findings};
-use self::schema::{SCHEMA_NAME, answer_schema, incident_facts};
+use self::schema::{SCHEMA_NAME, answer_schema, answer_token_cap, incident_facts};
 use crate::llm::config::{LlmConfig, ProviderKind};
 use crate::llm::provider::{LlmError, ProposalRequest, Provider, Usage};
 use crate::remediation::crd::{Evidence, Finding, Proposal};
@@ -142,9 +142,9 @@ impl ModelProposer {
             request: ProposalRequest {
                 system: prompt.system,
                 user: prompt.user,
+                max_answer_tokens: answer_token_cap(&schema),
                 schema,
                 schema_name: SCHEMA_NAME.into(),
-                estimated_prompt_tokens: prompt.stats.estimated_tokens,
             },
             stats: prompt.stats,
             facts,

@@ -379,24 +379,77 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
     } else {
         facts.containers.len()
     };
+    // What a reviewer reads at a glance; every character the model writes
+    // costs time on a small CPU, and the grammar holds it to these bounds.
     let text_list = json!({
         "type": "array",
-        "maxItems": 5,
-        "items": {"type": "string", "maxLength": 200},
+        "maxItems": 2,
+        "items": {"type": "string", "maxLength": 120},
     });
     json!({
         "type": "object",
         "additionalProperties": false,
         "required": ["summary", "rootCause", "confidence", "risks", "rollbackPlan", "changes"],
         "properties": {
-            "summary": {"type": "string", "minLength": 1, "maxLength": 300},
-            "rootCause": {"type": "string", "maxLength": 600},
+            "summary": {"type": "string", "minLength": 1, "maxLength": 160},
+            "rootCause": {"type": "string", "maxLength": 300},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "risks": text_list,
             "rollbackPlan": text_list,
             "changes": {"type": "array", "maxItems": max_changes, "items": change},
         },
     })
+}
+
+/// The longest answer `schema` allows, in characters of compact JSON, or
+/// `None` when it allows answers of any length. A completion cap derived
+/// from it stops a model that rambles without cutting off an answer the
+/// schema accepts.
+pub fn answer_char_bound(schema: &Value) -> Option<usize> {
+    if let Some(variants) = schema.get("anyOf").and_then(Value::as_array) {
+        return variants
+            .iter()
+            .map(answer_char_bound)
+            .try_fold(0, |longest, bound| Some(longest.max(bound?)));
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values.iter().map(|v| v.to_string().len()).max();
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(one)) => vec![one.as_str()],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    let number = |key: &str| schema.get(key).and_then(Value::as_u64).map(|n| n as usize);
+    types.iter().try_fold(0, |longest, kind| {
+        let bound = match *kind {
+            "null" | "boolean" => 5,
+            // Digits, sign, point and exponent of any JSON number a model writes.
+            "integer" | "number" => 24,
+            // The quotes and the text; an answer's words seldom need escapes.
+            "string" => 2 + number("maxLength")?,
+            "array" => {
+                let items = answer_char_bound(schema.get("items")?)?;
+                2 + number("maxItems")? * (items + 1)
+            }
+            "object" => {
+                let properties = schema.get("properties")?.as_object()?;
+                properties.iter().try_fold(2, |sum, (key, value)| {
+                    Some(sum + key.len() + 4 + answer_char_bound(value)?)
+                })?
+            }
+            _ => return None,
+        };
+        Some(longest.max(bound))
+    })
+}
+
+/// The completion cap for `schema`: its longest answer at two characters
+/// per token. Real answers average three to four characters per token, so
+/// only an answer that fills every field to its limit with unusual text
+/// can reach the cap; `None` when the schema sets no bound.
+pub fn answer_token_cap(schema: &Value) -> Option<u32> {
+    answer_char_bound(schema).map(|chars| u32::try_from(chars.div_ceil(2)).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -647,5 +700,44 @@ mod tests {
         );
         assert_eq!(repository_of("nginx:latest").map(|r| r.1), Some(true));
         assert_eq!(repository_of(" "), None);
+    }
+
+    #[test]
+    fn the_completion_cap_fits_the_longest_answer_the_schema_accepts() {
+        let facts = incident_facts(
+            &evidence("ngnix:1.25"),
+            &[finding("ImagePullBackOff")],
+            &["nginx:1.25.5".to_string()],
+            2048 * MIB,
+        );
+        let schema = answer_schema(&facts);
+        let bound = answer_char_bound(&schema).expect("every field is bounded");
+        // The longest answer: every text at its limit, every list full.
+        let long = |n: usize| "x".repeat(n);
+        let answer = json!({
+            "summary": long(160),
+            "rootCause": long(300),
+            "confidence": 0.123456789,
+            "risks": [long(120), long(120)],
+            "rollbackPlan": [long(120), long(120)],
+            "changes": [
+                {"container": "app", "image": "nginx:1.25.5"},
+                {"container": "sidecar", "image": null},
+            ],
+        })
+        .to_string();
+        validate_answer(&schema, &answer).expect("the longest answer is schema-valid");
+        assert!(answer.len() <= bound, "{} > {bound}", answer.len());
+        let cap = answer_token_cap(&schema).expect("a cap");
+        assert!(
+            cap <= 640,
+            "well below the configured default of 1024: {cap}"
+        );
+        assert!(
+            cap as usize * 4 >= answer.len(),
+            "at four characters per token it fits"
+        );
+        // A free-form string has no bound, so neither has the answer.
+        assert_eq!(answer_char_bound(&json!({"type": "string"})), None);
     }
 }
