@@ -202,9 +202,26 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let test_name = file.display().to_string();
-    let documents = yaml_documents(&read(file)?, &test_name).unwrap_or_default();
+    // A test file that does not parse is a failed check, not a skip: a
+    // typo must not make a suite pass by testing nothing.
+    let broken = |actual: String| {
+        Ok(vec![ResultCheck {
+            test: test_name.clone(),
+            policy: String::new(),
+            rule: String::new(),
+            kind: String::new(),
+            resource: String::new(),
+            ok: false,
+            expected: "a test file".into(),
+            actual,
+        }])
+    };
+    let documents = match yaml_documents(&read(file)?, &test_name) {
+        Ok(documents) => documents,
+        Err(e) => return broken(format!("error: the test file does not parse: {e}")),
+    };
     let Some(test) = documents.into_iter().next() else {
-        return Ok(Vec::new());
+        return broken("error: the test file is empty".into());
     };
     let expectations = test
         .get("results")
@@ -249,9 +266,13 @@ fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
         for name in names {
             let actual = match &policies {
                 Err(e) => format!("error: {e}"),
-                Ok(set) => actual_result(
-                    set, &resources, &values, &policy, &rule, &kind, &name, namespace, &expected,
-                ),
+                Ok(set) => match missing_rule(set, &policy, &rule) {
+                    Some(error) => error,
+                    None => actual_result(
+                        set, &resources, &values, &policy, &rule, &kind, &name, namespace,
+                        &expected,
+                    ),
+                },
             };
             checks.push(ResultCheck {
                 test: test_name.clone(),
@@ -266,6 +287,29 @@ fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
         }
     }
     Ok(checks)
+}
+
+/// An error when the test names a policy or rule the loaded policies do
+/// not have: such a result would otherwise read as `skip` and could pass.
+fn missing_rule(set: &PolicySet, policy: &str, rule: &str) -> Option<String> {
+    let Some(found) = set
+        .policies()
+        .find(|p| p.name() == policy || p.display_name() == policy)
+    else {
+        return Some(format!(
+            "error: no policy named {policy:?} in the test's policies"
+        ));
+    };
+    let declared = |name: &str| found.rule_names().any(|r| r == name);
+    let base = rule
+        .strip_prefix("autogen-cronjob-")
+        .or_else(|| rule.strip_prefix("autogen-"))
+        .unwrap_or(rule);
+    if declared(rule) || declared(base) {
+        None
+    } else {
+        Some(format!("error: policy {policy:?} has no rule {rule:?}"))
+    }
 }
 
 fn load_policies(dir: &Path, paths: &[String]) -> Result<PolicySet, PolicyError> {
@@ -435,5 +479,71 @@ mod tests {
             run_dir(Path::new("/definitely/not/here")),
             Err(ConformanceError::MissingDirectory(_))
         ));
+    }
+
+    /// A suite in a fresh directory: one policy with the rule
+    /// `check-image`, one pod, and `test` as its kyverno-test.yaml.
+    fn suite(test: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        std::fs::write(
+            dir.path().join("policy.yaml"),
+            "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: images}\n\
+             spec:\n  rules:\n  - name: check-image\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+             \x20   validate:\n      message: no latest\n      pattern:\n        spec:\n\
+             \x20         containers:\n          - image: \"!*:latest\"\n",
+        )
+        .expect("the policy");
+        std::fs::write(
+            dir.path().join("pod.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n\
+             spec: {containers: [{name: app, image: \"nginx:1.25\"}]}\n",
+        )
+        .expect("the resource");
+        std::fs::write(dir.path().join("kyverno-test.yaml"), test).expect("the test");
+        dir
+    }
+
+    const HEADER: &str = "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\n\
+        metadata: {name: t}\npolicies: [policy.yaml]\nresources: [pod.yaml]\n";
+
+    #[test]
+    fn a_test_naming_a_rule_the_policy_lacks_fails() {
+        let good = suite(&format!(
+            "{HEADER}results:\n- {{policy: images, rule: check-image, kind: Pod, resources: [web], result: pass}}\n"
+        ));
+        let report = run_dir(good.path()).expect("runs");
+        assert_eq!(
+            report.summary(),
+            "1 passed, 0 failed",
+            "{}",
+            render_text(&report)
+        );
+        let typo = suite(&format!(
+            "{HEADER}results:\n- {{policy: images, rule: check-imag, kind: Pod, resources: [web], result: skip}}\n"
+        ));
+        let report = run_dir(typo.path()).expect("runs");
+        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert!(
+            report.results[0]
+                .actual
+                .contains("has no rule \"check-imag\"")
+        );
+        let no_policy = suite(&format!(
+            "{HEADER}results:\n- {{policy: imagez, rule: check-image, kind: Pod, resources: [web], result: skip}}\n"
+        ));
+        let report = run_dir(no_policy.path()).expect("runs");
+        assert!(report.results[0].actual.contains("no policy named"));
+    }
+
+    #[test]
+    fn a_test_file_that_does_not_parse_fails() {
+        let dir = suite("results: [unclosed\n");
+        let report = run_dir(dir.path()).expect("runs");
+        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert!(
+            report.results[0].actual.contains("does not parse"),
+            "{:?}",
+            report.results
+        );
     }
 }
