@@ -107,6 +107,13 @@ async fn reconcile(
         .as_ref()
         .map(|s| s.phase)
         .unwrap_or_default();
+    if phase != Phase::Diagnosing {
+        // A call still running for an earlier diagnosis has no one to
+        // claim it any more.
+        shared
+            .model_calls
+            .forget(remediation.metadata.uid.as_deref().unwrap_or_default());
+    }
     match phase {
         Phase::Diagnosing => diagnose(&remediation, &shared).await,
         Phase::Proposed => review(&remediation, &shared).await,
