@@ -29,7 +29,7 @@ use super::crd::{Finding, Phase, Remediation, RemediationSpec, WorkloadRef};
 use super::detect::{GracePeriods, PodFinding, detect_anomaly, primary_reason};
 use super::owner::{OwnerStores, owner_workload};
 use super::status::{DetectorStatus, apply_detector_status, apply_operator_status};
-use super::stores::{PodEvents, is_ready};
+use super::stores::{PodEvents, StoredPod, is_ready};
 
 /// Findings of one workload, across its pods.
 #[derive(Debug)]
@@ -102,13 +102,13 @@ pub async fn run_detector(
         tokio::select! {
             event = stream.next() => match event {
                 Some(Ok(Event::Apply(pod))) => {
-                    let workload = observe_pod(&shared, &owners, &mut cases, &pod).await;
+                    let workload = observe_pod(&shared, &owners, &mut cases, &pod.pod()).await;
                     if let (true, Some(workload_uid)) = (ready, workload) {
                         open_if_due(&shared, &remediations, &mut cases, &workload_uid).await;
                     }
                 }
                 Some(Ok(Event::InitApply(pod))) => {
-                    observe_pod(&shared, &owners, &mut cases, &pod).await;
+                    observe_pod(&shared, &owners, &mut cases, &pod.pod()).await;
                 }
                 Some(Ok(Event::Delete(pod))) => forget_pod(&mut cases, &pod),
                 Some(Ok(Event::Init | Event::InitDone)) => {}
@@ -185,7 +185,7 @@ async fn observe_pod(
     Some(workload_uid)
 }
 
-fn forget_pod(cases: &mut Cases, pod: &Pod) {
+fn forget_pod(cases: &mut Cases, pod: &StoredPod) {
     if let Some(workload_uid) = cases.pod_to_workload.remove(&pod.uid().unwrap_or_default())
         && let Some(case) = cases.by_workload.get_mut(&workload_uid)
     {

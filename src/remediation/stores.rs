@@ -13,17 +13,19 @@
 //!
 //! Memory: the pod store holds every pod of the cluster, so each pod is
 //! trimmed to what detection, evidence and verification read (see
-//! [`trim_pod`]); owners are held as metadata only, trimmed to their names,
-//! uids and owner references.
+//! [`trim_pod`]) and kept as a [`StoredPod`]; owners are held as metadata
+//! only, trimmed to their names, uids and owner references.
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::core::SelectorExt;
@@ -38,13 +40,118 @@ use crate::k8s::workload::pod_selector;
 use super::owner::OwnerStores;
 
 /// Pod events as the detector sees them, after the pod store applied them.
-pub type PodEvents = BoxStream<'static, Result<watcher::Event<Pod>, watcher::Error>>;
+pub type PodEvents = BoxStream<'static, Result<watcher::Event<StoredPod>, watcher::Error>>;
 
 /// One term's stores.
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Store<StoredPod>,
     pub owners: OwnerStores,
+}
+
+/// A pod as the pod store keeps it. The store is most of the operator's
+/// memory in a large cluster, and the generated `Pod` type is large even
+/// trimmed, because its structs hold every optional field inline (a `Pod`
+/// takes 2.4 KiB, each `Container` 2.1 KiB and each container status
+/// 0.75 KiB before any string). So the store keeps in place what its own
+/// reads need (name, namespace, labels, whether it runs, its images) and
+/// the trimmed pod as compact JSON, read back into a `Pod` only for the few
+/// pods a diagnosis or a verification asks for.
+#[derive(Clone, Debug)]
+pub struct StoredPod {
+    metadata: ObjectMeta,
+    running: bool,
+    images: Vec<String>,
+    trimmed: Box<[u8]>,
+}
+
+impl StoredPod {
+    /// Trims `pod` ([`trim_pod`]) and keeps it.
+    pub fn new(mut pod: Pod) -> StoredPod {
+        trim_pod(&mut pod);
+        let running = pod
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase.as_deref() == Some("Running"));
+        let images = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
+            .collect();
+        // A `Pod` always serializes; an empty record would only read back
+        // as a pod with its name and nothing else.
+        let trimmed = serde_json::to_vec(&pod)
+            .unwrap_or_default()
+            .into_boxed_slice();
+        let meta = pod.metadata;
+        StoredPod {
+            metadata: ObjectMeta {
+                name: meta.name,
+                namespace: meta.namespace,
+                uid: meta.uid,
+                resource_version: meta.resource_version,
+                labels: meta.labels,
+                ..ObjectMeta::default()
+            },
+            running,
+            images,
+            trimmed,
+        }
+    }
+
+    /// The trimmed pod.
+    pub fn pod(&self) -> Pod {
+        serde_json::from_slice(&self.trimmed).unwrap_or_else(|_| Pod {
+            metadata: self.metadata.clone(),
+            ..Pod::default()
+        })
+    }
+
+    /// Bytes the pod itself takes in the store, besides its metadata.
+    pub fn stored_bytes(&self) -> usize {
+        self.trimmed.len() + self.images.iter().map(String::len).sum::<usize>()
+    }
+}
+
+impl Resource for StoredPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        Pod::kind(dt)
+    }
+
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        Pod::group(dt)
+    }
+
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        Pod::version(dt)
+    }
+
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        Pod::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A pod watch event with the pod as the store keeps it.
+fn stored(event: watcher::Event<Pod>) -> watcher::Event<StoredPod> {
+    use watcher::Event;
+    match event {
+        Event::Apply(pod) => Event::Apply(StoredPod::new(pod)),
+        Event::Delete(pod) => Event::Delete(StoredPod::new(pod)),
+        Event::InitApply(pod) => Event::InitApply(StoredPod::new(pod)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// What fills one term's stores: both must be driven for the stores to
@@ -64,7 +171,7 @@ pub fn watch(client: &Client) -> (Stores, Watches) {
         pod_writer,
         watcher::watcher(Api::<Pod>::all(client.clone()), config())
             .default_backoff()
-            .modify(trim_pod),
+            .map_ok(stored),
     )
     .boxed();
     let (replica_sets, replica_set_writer) = reflector::store();
@@ -196,7 +303,7 @@ impl LeaderStores {
     }
 
     /// The pod store, once it holds a complete list.
-    pub fn pods(&self) -> Option<Store<Pod>> {
+    pub fn pods(&self) -> Option<Store<StoredPod>> {
         let stores = self.0.load_full()?;
         is_ready(&stores.pods).then(|| stores.pods.clone())
     }
@@ -217,11 +324,7 @@ impl LeaderStores {
                 .unwrap_or_default();
             if let Some(store) = store {
                 let key = ObjectRef::new(name).within(namespace);
-                return Ok(store
-                    .get(&key)
-                    .map(|pod| (*pod).clone())
-                    .into_iter()
-                    .collect());
+                return Ok(store.get(&key).map(|pod| pod.pod()).into_iter().collect());
             }
             let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
             return Ok(api.get_opt(name).await?.into_iter().collect());
@@ -242,7 +345,7 @@ impl LeaderStores {
                     && selector.matches(pod.labels())
             })
             .into_iter()
-            .map(|pod| (*pod).clone())
+            .map(|pod| pod.pod())
             .collect();
         // In the order a list returns them.
         pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -253,29 +356,24 @@ impl LeaderStores {
     /// From the pod store; listing every running pod of the cluster is left to
     /// the moments before the store is complete.
     pub async fn running_images(&self, client: &Client) -> Result<Vec<String>, kube::Error> {
-        let running = |pod: &Pod| {
-            pod.status
-                .as_ref()
-                .is_some_and(|s| s.phase.as_deref() == Some("Running"))
-        };
-        let pods: Vec<Arc<Pod>> = match self.pods() {
-            Some(store) => store.state_filter(running),
+        let mut images: Vec<String> = match self.pods() {
+            Some(store) => store
+                .state_filter(|pod| pod.running)
+                .iter()
+                .flat_map(|pod| pod.images.iter().cloned())
+                .collect(),
             None => {
                 let api: Api<Pod> = Api::all(client.clone());
                 let params = ListParams::default().fields("status.phase=Running");
                 api.list(&params)
                     .await?
                     .items
-                    .into_iter()
-                    .map(Arc::new)
+                    .iter()
+                    .filter_map(|p| p.spec.as_ref())
+                    .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
                     .collect()
             }
         };
-        let mut images: Vec<String> = pods
-            .iter()
-            .filter_map(|p| p.spec.as_ref())
-            .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
-            .collect();
         images.sort();
         images.dedup();
         Ok(images)
@@ -321,7 +419,20 @@ mod tests {
                     "lastState": {"terminated": {"exitCode": 1}}}]}
         }))
         .expect("pod fixture");
+        let stored = StoredPod::new(pod.clone());
         trim_pod(&mut pod);
+        // The store gives back exactly the trimmed pod, and keeps the
+        // fields its own reads need in place.
+        assert_eq!(stored.pod(), pod);
+        assert_eq!(stored.labels().get("app").map(String::as_str), Some("web"));
+        assert_eq!(stored.namespace().as_deref(), Some("shop"));
+        assert!(!stored.running, "Pending");
+        assert_eq!(stored.images, ["nginx:1.25.5"]);
+        assert!(
+            stored.stored_bytes() < 1500,
+            "{} bytes",
+            stored.stored_bytes()
+        );
         let kept = serde_json::to_value(&pod).expect("serializes");
         assert_eq!(kept["metadata"]["labels"]["app"], "web");
         assert_eq!(kept["metadata"]["ownerReferences"][0]["uid"], "rs");
@@ -348,7 +459,7 @@ mod tests {
     fn outside_a_term_there_is_no_pod_store() {
         let stores = LeaderStores::default();
         assert!(stores.pods().is_none());
-        let (pods, mut writer) = reflector::store::<Pod>();
+        let (pods, mut writer) = reflector::store::<StoredPod>();
         let (replica_sets, _rs) = reflector::store();
         let (jobs, _jobs) = reflector::store();
         stores.begin(Stores {
