@@ -1,6 +1,7 @@
 //! The model's free text checked against the incident. A small model
-//! copies names from its prompt's worked example, or invents a plausible
-//! tag, into an explanation that reads as fact. Every name, image, tag,
+//! copies names from examples it has seen or the prompt's own framing
+//! (the evidence markers), or invents a plausible tag, into an explanation
+//! that reads as fact. Every name, image, tag,
 //! quantity or env var the text mentions must appear in this incident's
 //! evidence, its facts or the proposal itself; text that mentions anything
 //! else is not shown as the cause.
@@ -12,6 +13,7 @@
 use std::collections::BTreeSet;
 
 use super::answer::ModelFix;
+use super::prompt::{BEGIN_UNTRUSTED, END_UNTRUSTED};
 use super::schema::IncidentFacts;
 use crate::remediation::crd::{Evidence, Proposal};
 
@@ -87,6 +89,14 @@ impl IncidentWords {
     /// each once.
     pub fn unknown_mentions(&self, text: &str) -> Vec<String> {
         let mut unknown: Vec<String> = Vec::new();
+        // The prompt's frame copied into the answer (seen with Qwen 0.5B:
+        // a summary ending "BEGIN UNTRUSTED EVIDENCE {") is never a fact.
+        let lower_text = text.to_lowercase();
+        for marker in [BEGIN_UNTRUSTED, END_UNTRUSTED] {
+            if lower_text.contains(&marker.to_lowercase()) {
+                unknown.push(marker.to_string());
+            }
+        }
         let mut after_container = false;
         for raw in text.split_whitespace() {
             // A mention starts and ends with a letter, digit or `_`: the
@@ -185,6 +195,10 @@ mod tests {
         assert_eq!(
             words.unknown_mentions("POSTGRES_PASSWORD is missing"),
             vec!["POSTGRES_PASSWORD".to_string()]
+        );
+        assert_eq!(
+            words.unknown_mentions("Use nginx:1.25.5. BEGIN UNTRUSTED EVIDENCE {"),
+            vec![BEGIN_UNTRUSTED.to_string()]
         );
     }
 
