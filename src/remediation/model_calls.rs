@@ -123,20 +123,15 @@ impl ModelCalls {
             handle.abort();
         }
     }
-
-    /// How many calls run or wait to be claimed.
-    pub fn len(&self) -> usize {
-        self.slots.lock().map(|calls| calls.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slots(calls: &ModelCalls) -> usize {
+        calls.slots.lock().unwrap().len()
+    }
 
     fn finished(calls: &ModelCalls, key: &str, at: Instant) {
         let outcome = Err(FailedCall {
@@ -162,7 +157,7 @@ mod tests {
             .expect("the clock is past two minutes");
         finished(&calls, "deleted-while-its-call-ran", long_ago);
         finished(&calls, "claimed-next", Instant::now());
-        assert_eq!(calls.len(), 2);
+        assert_eq!(slots(&calls), 2);
         // Claiming one outcome sweeps the stale one.
         let proposer = Arc::new(ModelProposer::new(
             Arc::new(crate::llm::provider::NoProvider),
@@ -179,7 +174,7 @@ mod tests {
             ModelCall::Done(Err(failed)) => assert_eq!(failed.outcome, "error"),
             _ => panic!("the waiting outcome is returned"),
         }
-        assert!(calls.is_empty(), "{} slots left", calls.len());
+        assert_eq!(slots(&calls), 0, "the stale slot was swept");
     }
 
     #[test]
@@ -187,6 +182,6 @@ mod tests {
         let calls = ModelCalls::default();
         finished(&calls, "closed", Instant::now());
         calls.forget("closed");
-        assert!(calls.is_empty());
+        assert_eq!(slots(&calls), 0);
     }
 }

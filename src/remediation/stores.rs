@@ -106,11 +106,6 @@ impl StoredPod {
             ..Pod::default()
         })
     }
-
-    /// Bytes the pod itself takes in the store, besides its metadata.
-    pub fn stored_bytes(&self) -> usize {
-        self.trimmed.len() + self.images.iter().map(String::len).sum::<usize>()
-    }
 }
 
 impl Resource for StoredPod {
@@ -429,9 +424,9 @@ mod tests {
         assert!(!stored.running, "Pending");
         assert_eq!(stored.images, ["nginx:1.25.5"]);
         assert!(
-            stored.stored_bytes() < 1500,
+            stored.trimmed.len() < 1500,
             "{} bytes",
-            stored.stored_bytes()
+            stored.trimmed.len()
         );
         let kept = serde_json::to_value(&pod).expect("serializes");
         assert_eq!(kept["metadata"]["labels"]["app"], "web");
