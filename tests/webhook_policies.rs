@@ -17,7 +17,7 @@ use aiops_operator::admission::metrics::Metrics;
 use aiops_operator::admission::modes::{Mode, ModeConfig};
 use aiops_operator::admission::policy_files::load_policies;
 use aiops_operator::admission::review::parse_review;
-use aiops_operator::admission::state::{AppState, ModeHandle};
+use aiops_operator::admission::state::{AppState, ModeHandle, PolicyHandle};
 use aiops_operator::policy::PolicySet;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ fn conformance_dir() -> PathBuf {
 fn state_with(policies: PolicySet, modes: ModeConfig) -> AppState {
     let metrics = Arc::new(Metrics::new());
     AppState::new(
-        Arc::new(policies),
+        PolicyHandle::new(policies),
         ModeHandle::new(modes),
         Arc::clone(&metrics),
         AuditSink::disabled(metrics),

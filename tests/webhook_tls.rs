@@ -67,7 +67,8 @@ async fn start(mode: Mode) -> Result<Running> {
         listen: "127.0.0.1:0".parse()?,
         cert_file: cert_path.clone(),
         key_file: key_path.clone(),
-        policies: Arc::new(policies),
+        policies,
+        policy_files: None,
         modes: ModeSource::Fixed(ModeConfig::with_mode("aiops-system", mode)),
         client: None,
         limits: Limits {

@@ -34,7 +34,8 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
         return allowed(request);
     };
     let input = input.as_eval_input();
-    let selected = state.policies.select(&input);
+    let policies = state.policies.current();
+    let selected = policies.select(&input);
     clock.lap(Stage::Match);
     let admission = judge(state, request, &modes, &selected, &input);
     clock.lap(Stage::Evaluate);
@@ -99,7 +100,7 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
         return allowed(request);
     };
     let response = AdmissionResponse::from(&request.typed);
-    let operations = match state.policies.mutate(&input.as_eval_input()) {
+    let operations = match state.policies.current().mutate(&input.as_eval_input()) {
         Ok(operations) => operations,
         Err(error) => {
             tracing::warn!(%error, "mutation skipped");
@@ -283,7 +284,7 @@ mod tests {
     use crate::admission::metrics::Metrics;
     use crate::admission::policy_files::load_policies;
     use crate::admission::review::{parse_review, tests::pod_review};
-    use crate::admission::state::ModeHandle;
+    use crate::admission::state::{ModeHandle, PolicyHandle};
 
     fn state(mode: Mode) -> (AppState, tokio::sync::mpsc::Receiver<AuditRecord>) {
         let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])
@@ -291,7 +292,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let (sink, rx) = AuditSink::bounded(8, Arc::clone(&metrics));
         let state = AppState::new(
-            Arc::new(policies),
+            PolicyHandle::new(policies),
             ModeHandle::new(ModeConfig::with_mode("aiops-system", mode)),
             metrics,
             sink,

@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::Reporter;
 use std::time::Duration;
 
 use crate::admission::certs::{CertsArgs, write_webhook_certs};
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::modes::{DEFAULT_CONFIG_MAP, DEFAULT_OPERATOR_NAMESPACE, Mode, ModeConfig};
+use crate::admission::policy_watch::PolicyFiles;
 use crate::admission::serving_secret::{ServingSecret, ServingSecretConfig, service_dns_names};
 use crate::admission::{Limits, ModeSource, WebhookConfig, ca_bundle, policy_files, run_webhook};
 
@@ -42,6 +43,11 @@ pub struct WebhookArgs {
     /// policies/examples/add-default-seccomp.yaml.
     #[arg(long = "extra-policies", value_name = "PATH")]
     pub extra_policies: Vec<PathBuf>,
+    /// How often the policy files are checked for changes (seconds; 0 never).
+    /// A changed set that loads replaces the one in force; one that does not
+    /// is refused and the last good set stays.
+    #[arg(long, env = "AIOPS_POLICIES_POLL_SECONDS", default_value_t = 10)]
+    pub policies_poll_seconds: u64,
     /// Namespace the operator runs in; always exempt from admission.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
     pub operator_namespace: String,
@@ -219,11 +225,26 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
         )
         .await?;
     }
+    let pod_name = std::env::var("POD_NAME").ok();
+    let policy_files = (args.policies_poll_seconds > 0).then(|| PolicyFiles {
+        dir: args.policies_dir.clone(),
+        extra: args.extra_policies.clone(),
+        poll_interval: Duration::from_secs(args.policies_poll_seconds),
+        // A refusal is news about this replica, so its Event goes on the Pod.
+        event_object: pod_name.as_ref().map(|name| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.clone()),
+            namespace: Some(args.operator_namespace.clone()),
+            ..ObjectReference::default()
+        }),
+    });
     let config = WebhookConfig {
         listen: args.webhook_listen,
         cert_file: args.webhook_tls_cert,
         key_file: args.webhook_tls_key,
-        policies: Arc::new(policies),
+        policies,
+        policy_files,
         modes,
         client,
         limits: Limits {
@@ -232,7 +253,7 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
         },
         reporter: Reporter {
             controller: "aiops-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: pod_name,
         },
     };
     Ok(config)

@@ -13,7 +13,11 @@
 //!   writes (`written`, `failed`) and records dropped because the queue was
 //!   full or no cluster is configured (`dropped_full`, `dropped_disabled`).
 //! - `aiops_admission_cert_reloads_total{result}`: certificate reloads.
-//! - `aiops_admission_config_updates_total{result}`: ConfigMap mode updates.
+//! - `aiops_admission_config_updates_total{result}`: ConfigMap mode updates
+//!   and policy file reloads (`applied`, `applied_with_issues`, `refused`,
+//!   `policies_applied`, `policies_refused`, `watch_error`).
+//! - `aiops_admission_config_refused{source}`: 1 while the newest version of
+//!   `policies` or `configmap` is refused and the last good one serves.
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -58,6 +63,11 @@ struct SideEffectLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
 }
 
 /// How a review was answered, for `aiops_admission_requests_total`.
@@ -153,6 +163,7 @@ pub struct Metrics {
     side_effects: Family<SideEffectLabels, Counter>,
     cert_reloads: Family<ResultLabels, Counter>,
     config_updates: Family<ResultLabels, Counter>,
+    config_refused: Family<SourceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -215,8 +226,14 @@ impl Metrics {
         let config_updates = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_updates",
-            "Admission mode ConfigMap updates applied, by result",
+            "Admission ConfigMap updates and policy file reloads, by result",
             config_updates.clone(),
+        );
+        let config_refused = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "config_refused",
+            "1 while the newest version of a configuration source is refused and the last good one serves",
+            config_refused.clone(),
         );
         Metrics {
             registry: root,
@@ -227,6 +244,7 @@ impl Metrics {
             side_effects,
             cert_reloads,
             config_updates,
+            config_refused,
         }
     }
 
@@ -297,6 +315,15 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Whether the newest version of `source` is refused.
+    pub fn config_refused(&self, source: &str, refused: bool) {
+        self.config_refused
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+            })
+            .set(i64::from(refused));
     }
 
     /// The text exposition of every metric.

@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod modes;
 pub mod policy_files;
 pub mod policy_report;
+pub mod policy_watch;
+pub mod refusals;
 pub mod review;
 pub mod routes;
 pub mod server;
@@ -50,7 +52,9 @@ use crate::admission::audit_writer::AuditSink;
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
-use crate::admission::state::{AppState, ModeHandle};
+use crate::admission::policy_watch::PolicyFiles;
+use crate::admission::refusals::{ConfigRefusals, RefusalReporter};
+use crate::admission::state::{AppState, ModeHandle, PolicyHandle};
 use crate::admission::tls::{ReloadingCert, TlsError};
 use crate::policy::PolicySet;
 
@@ -103,7 +107,10 @@ pub struct WebhookConfig {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-    pub policies: Arc<PolicySet>,
+    pub policies: PolicySet,
+    /// The files `policies` came from, polled for changes; `None` keeps
+    /// `policies` for the process's lifetime.
+    pub policy_files: Option<PolicyFiles>,
     pub modes: ModeSource,
     /// Kubernetes client for the ConfigMap watch and audit writes; `None`
     /// runs without a cluster (audit records are then only counted).
@@ -189,7 +196,22 @@ impl Webhook {
         });
         let mut background =
             vec![cert.spawn_reloader(config.limits.cert_poll_interval, Arc::clone(&metrics))];
-
+        let refusals = ConfigRefusals::default();
+        let reporter = RefusalReporter::new(
+            refusals.clone(),
+            Arc::clone(&metrics),
+            config.client.clone(),
+            config.reporter.clone(),
+        );
+        let policies = PolicyHandle::new(config.policies);
+        if let Some(files) = config.policy_files {
+            background.push(policy_watch::spawn_policy_watch(
+                files,
+                policies.clone(),
+                Arc::clone(&metrics),
+                reporter.clone(),
+            ));
+        }
         let modes = match config.modes {
             ModeSource::Fixed(fixed) => ModeHandle::new(fixed),
             ModeSource::ConfigMap(source) => {
@@ -200,6 +222,7 @@ impl Webhook {
                     source,
                     handle.clone(),
                     Arc::clone(&metrics),
+                    reporter,
                 ));
                 handle
             }
@@ -216,7 +239,9 @@ impl Webhook {
             None => (AuditSink::disabled(Arc::clone(&metrics)), None),
         };
 
-        let state = Arc::new(AppState::new(config.policies, modes, metrics, audit));
+        let mut state = AppState::new(policies, modes, metrics, audit);
+        state.config_refusals = refusals;
+        let state = Arc::new(state);
         Ok(Webhook {
             extra_routes: extras.routes,
             listener,
@@ -240,8 +265,8 @@ impl Webhook {
     }
 
     /// The policies the webhook enforces (shared with the guardrails).
-    pub fn policies(&self) -> Arc<PolicySet> {
-        Arc::clone(&self.state.policies)
+    pub fn policies(&self) -> PolicyHandle {
+        self.state.policies.clone()
     }
 
     /// The webhook's metrics.

@@ -17,9 +17,12 @@
 //! exempt, whatever `exemptNamespaces` says, so a bad configuration can never
 //! stop the operator from restarting itself.
 //!
-//! Parsing is forgiving per key: an invalid key is ignored (reported as a
-//! [`ConfigIssue`], which the caller logs) and the rest of the ConfigMap still
-//! applies. A missing ConfigMap gives [`ModeConfig::defaults`].
+//! [`parse_config_map`] reports each problem as a [`ConfigIssue`]. The
+//! watcher ([`crate::admission::config_watch`]) refuses a ConfigMap with an
+//! invalid value as a whole and keeps the last good modes (a typo in `mode`
+//! must not quietly turn Enforce back into each policy's default); an
+//! unknown key is logged and ignored. A missing ConfigMap gives
+//! [`ModeConfig::defaults`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
@@ -190,12 +193,28 @@ impl ModeConfig {
     }
 }
 
-/// One problem found while reading the ConfigMap; the key it concerns fell
-/// back to its default.
+/// One problem found while reading the ConfigMap; in the returned
+/// configuration the key it concerns has its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
     pub key: String,
     pub reason: String,
+}
+
+impl ConfigIssue {
+    /// An invalid value of a known key: the ConfigMap as a whole must not
+    /// replace the modes in force. An unknown key (perhaps one a newer
+    /// version reads) is only reported.
+    pub fn refuses_update(&self) -> bool {
+        [
+            KEY_MODE,
+            KEY_POLICY_MODES,
+            KEY_EXEMPT_NAMESPACES,
+            KEY_EXEMPT_USERS,
+            KEY_EXEMPT_GROUPS,
+        ]
+        .contains(&self.key.as_str())
+    }
 }
 
 impl fmt::Display for ConfigIssue {

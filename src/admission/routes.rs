@@ -131,13 +131,26 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready while serving; 503 once shutdown has begun, so no new traffic is
-/// routed here while in-flight requests finish.
+/// routed here while in-flight requests finish. A refused policy or
+/// ConfigMap update leaves the webhook ready (it serves the last good
+/// version, which is better than failing every request), but the body
+/// says which source is stale and why.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
-    } else {
-        "ok".into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let refusals = state.config_refusals.list();
+    if refusals.is_empty() {
+        return "ok".into_response();
+    }
+    let mut body = String::from("ok, serving the last good configuration");
+    for (source, reason) in refusals {
+        body.push_str(&format!(
+            "\n{}: newest version refused: {reason}",
+            source.as_str()
+        ));
+    }
+    body.into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -190,24 +203,30 @@ mod tests {
     use crate::admission::audit_writer::AuditSink;
     use crate::admission::metrics::Metrics;
     use crate::admission::modes::ModeConfig;
+    use crate::admission::refusals::{ConfigRefusals, ConfigSource};
     use crate::admission::review::tests::pod_review;
-    use crate::admission::state::ModeHandle;
+    use crate::admission::state::{ModeHandle, PolicyHandle};
     use crate::policy::PolicySet;
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
     use tower::ServiceExt;
 
     fn test_router(max_body_bytes: usize) -> Router {
+        test_router_with(max_body_bytes, ConfigRefusals::default())
+    }
+
+    fn test_router_with(max_body_bytes: usize, refusals: ConfigRefusals) -> Router {
         let policies = PolicySet::from_yaml("", "empty").unwrap_or_else(|e| panic!("{e}"));
         let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(AppState::new(
-            Arc::new(policies),
+        let mut state = AppState::new(
+            PolicyHandle::new(policies),
             ModeHandle::new(ModeConfig::defaults("aiops-system")),
             Arc::clone(&metrics),
             AuditSink::disabled(metrics),
-        ));
+        );
+        state.config_refusals = refusals;
         router(
-            state,
+            Arc::new(state),
             RouteLimits {
                 max_body_bytes,
                 request_timeout: Duration::from_secs(5),
@@ -321,5 +340,24 @@ mod tests {
             text.contains("aiops_admission_request_duration_seconds_count{endpoint=\"noop\"} 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn readyz_names_a_refused_source_and_stays_ready() {
+        let refusals = ConfigRefusals::default();
+        let router = test_router_with(1024, refusals.clone());
+        let (status, body) = get(router.clone(), "/readyz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+        refusals.refuse(ConfigSource::Policies, "policies/a.yaml: bad YAML".into());
+        let (status, body) = get(router.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("last good"), "{body}");
+        assert!(
+            body.contains("policies: newest version refused: policies/a.yaml: bad YAML"),
+            "{body}"
+        );
+        refusals.accept(ConfigSource::Policies);
+        let (_, body) = get(router, "/readyz").await;
+        assert_eq!(body, "ok");
     }
 }

@@ -7,33 +7,49 @@ use arc_swap::ArcSwap;
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
+use crate::admission::refusals::ConfigRefusals;
 use crate::policy::PolicySet;
 
-/// The admission modes in force, swapped as a whole when the ConfigMap
-/// changes; a request reads one snapshot and keeps it to the end.
-#[derive(Clone, Debug)]
-pub struct ModeHandle(Arc<ArcSwap<ModeConfig>>);
+/// A value that is swapped as a whole while requests read it: a request
+/// takes one snapshot and keeps it to the end, so it never sees half of an
+/// update.
+#[derive(Debug)]
+pub struct Live<T>(Arc<ArcSwap<T>>);
 
-impl ModeHandle {
-    pub fn new(initial: ModeConfig) -> Self {
-        ModeHandle(Arc::new(ArcSwap::from_pointee(initial)))
-    }
-
-    /// The configuration for the request being handled.
-    pub fn current(&self) -> Arc<ModeConfig> {
-        self.0.load_full()
-    }
-
-    /// Applies a new configuration to every later request.
-    pub fn replace(&self, config: ModeConfig) {
-        self.0.store(Arc::new(config));
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Live(Arc::clone(&self.0))
     }
 }
 
+impl<T> Live<T> {
+    pub fn new(initial: T) -> Self {
+        Live(Arc::new(ArcSwap::from_pointee(initial)))
+    }
+
+    /// The value for the request being handled.
+    pub fn current(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+
+    /// Applies a new value to every later request.
+    pub fn replace(&self, value: T) {
+        self.0.store(Arc::new(value));
+    }
+}
+
+/// The admission modes in force, swapped when the ConfigMap changes.
+pub type ModeHandle = Live<ModeConfig>;
+
+/// The policies in force, swapped when the policy files change; the
+/// webhook and the repair loop's guardrails read the same handle.
+pub type PolicyHandle = Live<PolicySet>;
+
 /// Everything a handler needs.
 pub struct AppState {
-    pub policies: Arc<PolicySet>,
+    pub policies: PolicyHandle,
     pub modes: ModeHandle,
+    pub config_refusals: ConfigRefusals,
     pub metrics: Arc<Metrics>,
     pub audit: AuditSink,
     draining: AtomicBool,
@@ -41,7 +57,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        policies: Arc<PolicySet>,
+        policies: PolicyHandle,
         modes: ModeHandle,
         metrics: Arc<Metrics>,
         audit: AuditSink,
@@ -49,6 +65,7 @@ impl AppState {
         AppState {
             policies,
             modes,
+            config_refusals: ConfigRefusals::default(),
             metrics,
             audit,
             draining: AtomicBool::new(false),

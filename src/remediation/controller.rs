@@ -266,7 +266,7 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
             &status.findings,
             &proposal,
             &live,
-            &shared.policies,
+            &shared.policies.current(),
             &shared.config.guardrails,
         );
         status.guardrail = Some(verdict.clone());
@@ -456,7 +456,7 @@ async fn dry_run(
             .map_err(|e| format!("the API server rejected the dry run: {e}"))?;
         result = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     }
-    let introduced = introduced_policy_violations(live, &result, &shared.policies);
+    let introduced = introduced_policy_violations(live, &result, &shared.policies.current());
     if !introduced.is_empty() {
         return Err(format!(
             "the dry-run result violates policy: {}",

@@ -45,8 +45,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, CustomResourceExt, Resource};
 
-use crate::admission::state::ModeHandle;
-use crate::policy::PolicySet;
+use crate::admission::state::{ModeHandle, PolicyHandle};
 use approval::ApprovalKey;
 use crd::Remediation;
 use detect::GracePeriods;
@@ -109,7 +108,8 @@ impl ControllerConfig {
 pub struct Shared {
     pub client: Client,
     pub config: ControllerConfig,
-    pub policies: std::sync::Arc<PolicySet>,
+    /// The policies in force, as the webhook holds them.
+    pub policies: PolicyHandle,
     pub key: ApprovalKey,
     pub recorder: Recorder,
     pub metrics: RemediationMetrics,

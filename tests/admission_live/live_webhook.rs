@@ -32,6 +32,16 @@ pub enum Certs<'a> {
     From(&'a CertAuthority),
 }
 
+/// How the webhook process runs, beyond its ConfigMap and certificates.
+#[derive(Default)]
+pub struct Options {
+    /// Policy directory (default: the repository's `policies/`).
+    pub policies_dir: Option<PathBuf>,
+    /// `POD_NAME` of the process, which then also polls its policy files
+    /// every second.
+    pub pod_name: Option<String>,
+}
+
 /// One webhook process registered with the sandbox for one test.
 pub struct LiveWebhook {
     pub id: String,
@@ -54,6 +64,16 @@ impl LiveWebhook {
         sandbox: &Sandbox,
         config: &[(&str, &str)],
         certs: Certs<'_>,
+    ) -> LiveWebhook {
+        Self::start_with(sandbox, config, certs, Options::default()).await
+    }
+
+    /// [`LiveWebhook::start`] with the process options.
+    pub async fn start_with(
+        sandbox: &Sandbox,
+        config: &[(&str, &str)],
+        certs: Certs<'_>,
+        options: Options,
     ) -> LiveWebhook {
         let operator_namespace = sandbox.namespace("awh-op").await;
         let data: BTreeMap<String, String> = config
@@ -90,8 +110,16 @@ impl LiveWebhook {
             .unwrap_or("x")
             .to_string();
         let port = support::free_port().unwrap_or_else(|e| panic!("{e:#}"));
-        let mut command =
-            support::webhook_command(dir.path(), port).unwrap_or_else(|e| panic!("{e:#}"));
+        let policies = options
+            .policies_dir
+            .unwrap_or_else(|| support::repo_root().join("policies"));
+        let mut command = support::webhook_command_with_policies(dir.path(), port, &policies)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        if let Some(pod_name) = &options.pod_name {
+            command
+                .env("POD_NAME", pod_name)
+                .args(["--policies-poll-seconds", "1"]);
+        }
         command
             .args(["--operator-namespace", &operator_namespace.name])
             .args(["--admission-config-map", CONFIG_MAP])

@@ -13,10 +13,12 @@
 //! untagged images); Audit admits with a warning, a Warning Event and a
 //! PolicyReport result; a ConfigMap switch to Enforce applies within 2 s in
 //! the same process; exempt namespaces are never blocked; rotating the
-//! certificate files under load fails no request.
+//! certificate files under load fails no request; a ConfigMap or policy
+//! file that does not parse leaves the last good set in force.
 //!
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
+//! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
 //! - [`rotation`]: certificate rotation under load.
 //! - [`live_webhook`] and [`objects`]: the webhook process and what the API
 //!   server makes of the objects sent to it.
@@ -29,6 +31,7 @@ mod kyverno_fixtures;
 mod live_webhook;
 mod modes;
 mod objects;
+mod refusals;
 mod rotation;
 
 /// Namespaces carrying this label (value: the webhook's id) are sent to

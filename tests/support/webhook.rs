@@ -47,6 +47,15 @@ pub fn generate_certs(dir: &Path) -> anyhow::Result<()> {
 /// certificates in `dir` and the shipped policies, logging to
 /// `dir/webhook.log`; callers add their own flags and environment.
 pub fn webhook_command(dir: &Path, port: u16) -> anyhow::Result<Command> {
+    webhook_command_with_policies(dir, port, &repo_root().join("policies"))
+}
+
+/// [`webhook_command`] with the policies loaded from `policies`.
+pub fn webhook_command_with_policies(
+    dir: &Path,
+    port: u16,
+    policies: &Path,
+) -> anyhow::Result<Command> {
     let log = std::fs::File::create(dir.join("webhook.log")).context("the webhook's log file")?;
     let mut command = Command::new(env!("CARGO_BIN_EXE_aiops-operator"));
     command
@@ -57,7 +66,7 @@ pub fn webhook_command(dir: &Path, port: u16) -> anyhow::Result<Command> {
         .arg("--webhook-tls-key")
         .arg(dir.join("tls.key"))
         .arg("--policies-dir")
-        .arg(repo_root().join("policies"))
+        .arg(policies)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("the webhook's log file")?)
         .stderr(log);
