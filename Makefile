@@ -109,6 +109,12 @@ lint: ## rustfmt and clippy, warnings are errors
 test: ## every test: lint, unit, conformance, sandbox (starts and stops the sandbox)
 	@bash tests/run-all.sh
 
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz
+fuzz: ## coverage-guided fuzzing of the review, policy and model-answer parsers, FUZZ_SECONDS per target (default 60) -> target/bench/fuzz.json
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
 .PHONY: demo
 demo: ## the main job end to end on a local sandbox
 	@bash tests/demo.sh

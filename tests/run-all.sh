@@ -20,6 +20,9 @@ cargo clippy --locked --all-targets -- -D warnings
 step "policy conformance: Kyverno's own suites, read in place from ../shared"
 cargo run --locked --quiet -- policy test ../shared/conformance/kyverno
 
+step "fuzz: the review, policy and model-answer parsers under libFuzzer, ${FUZZ_SECONDS:=60} s each (tests/fuzz/run.sh)"
+FUZZ_SECONDS=$FUZZ_SECONDS bash tests/fuzz/run.sh
+
 step "image: static binary, OCI archive built without a daemon (make image), unpacked and run from its rootfs"
 make -s image
 bash tests/image/check.sh
