@@ -49,14 +49,56 @@ thread_local! {
     static COMPILED: TextCache<Rc<Expression<'static>>> = TextCache::new(CACHE_LIMIT);
 }
 
+/// Deepest bracket nesting an expression may have. The parser and the
+/// interpreter recurse once per level and once per operator, so a
+/// pathological expression (from a policy, or built from substituted
+/// values) would otherwise overflow a worker thread's stack and take the
+/// whole process down. Real policies stay far below both limits.
+const MAX_NESTING: usize = 64;
+/// Most operators (`.`, `|`, `[`, `(`, `{`, `,`, `&`) an expression may have.
+const MAX_OPERATORS: usize = 512;
+
+/// Refuses an expression too deep or too long to parse and evaluate within
+/// a thread's stack. Counts characters inside literals too: conservative,
+/// and cheap enough to run before every compile.
+fn check_size(expression: &str) -> Result<(), String> {
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    for byte in expression.bytes() {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                operators += 1;
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'.' | b'|' | b',' | b'&' => operators += 1,
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!(
+            "the expression nests {deepest} levels deep; at most {MAX_NESTING} are allowed"
+        ));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(format!(
+            "the expression has {operators} operators; at most {MAX_OPERATORS} are allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Compiles `expression` once per thread (errors are not cached).
-fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, JmespathError> {
+fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, String> {
+    check_size(expression)?;
     let runtime: &'static Runtime = &KYVERNO_RUNTIME;
-    COMPILED.with(|cache| {
-        cache.get_or_derive(expression, |expression| {
-            runtime.compile(expression).map(Rc::new)
+    COMPILED
+        .with(|cache| {
+            cache.get_or_derive(expression, |expression| {
+                runtime.compile(expression).map(Rc::new)
+            })
         })
-    })
+        .map_err(|e: JmespathError| e.to_string())
 }
 
 /// Converts a JSON document into the runtime's representation, once, so it
@@ -117,13 +159,17 @@ pub fn query<'a>(expression: &str, root: &Node<'a>) -> Result<Node<'a>, QueryErr
         expression: expression.to_string(),
         message,
     };
-    let compiled = compiled(expression).map_err(|e| error(e.to_string()))?;
+    let compiled = compiled(expression).map_err(error)?;
     let mut context = jmespath::Context::new(compiled.as_str(), &KYVERNO_RUNTIME);
     native::interpret(root, compiled.as_ast(), &mut context).map_err(|e| error(e.to_string()))
 }
 
 /// Checks that an expression parses, for load-time validation.
 pub fn compile_check(expression: &str) -> Result<(), QueryError> {
+    check_size(expression).map_err(|message| QueryError {
+        expression: expression.to_string(),
+        message,
+    })?;
     KYVERNO_RUNTIME
         .compile(expression)
         .map(|_| ())
@@ -196,6 +242,19 @@ mod tests {
 
     fn eval(expr: &str, data: Value) -> Value {
         search(expr, &data).unwrap()
+    }
+
+    #[test]
+    fn expressions_too_deep_or_too_long_are_refused_before_parsing() {
+        let deep = format!("{}a{}", "(".repeat(65), ")".repeat(65));
+        let error = search(&deep, &json!({"a": 1})).expect_err("65 levels");
+        assert!(error.message.contains("65 levels"), "{}", error.message);
+        assert!(compile_check(&deep).is_err());
+        let long = format!("a{}", ".b".repeat(600));
+        let error = search(&long, &json!({})).expect_err("600 operators");
+        assert!(error.message.contains("600 operators"), "{}", error.message);
+        let fine = format!("{}a{}", "(".repeat(64), ")".repeat(64));
+        assert_eq!(search(&fine, &json!({"a": 1})).ok(), Some(json!(1)));
     }
 
     #[test]

@@ -417,7 +417,7 @@ mod tests {
 
     /// The crate's own interpreter over the converted document.
     fn crate_answer(expression: &str, document: &Value) -> Result<Value, String> {
-        let compiled = compiled(expression).map_err(|e| e.to_string())?;
+        let compiled = compiled(expression)?;
         let mut context = Context::new(compiled.as_str(), &KYVERNO_RUNTIME);
         jmespath::interpret(&to_variable(document), compiled.as_ast(), &mut context)
             .map(|result| to_json(&result))
