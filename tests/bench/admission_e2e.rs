@@ -533,6 +533,9 @@ fn row(clients: usize, with: &Phase, without: &Phase) -> Value {
         "p50_ms_without": round2(without.percentile_ms(0.50)),
         "creates_with": with.latencies.len(),
         "creates_without": without.latencies.len(),
+        // A failed create is not in the latencies, so it could flatter
+        // them: any failure makes the row invalid and its targets unjudged.
+        "valid": with.errors.is_empty() && without.errors.is_empty(),
         "errors_with": with.errors.len(),
         "errors_without": without.errors.len(),
         "first_errors": with.errors.iter().chain(&without.errors).take(3).collect::<Vec<_>>(),
@@ -541,7 +544,12 @@ fn row(clients: usize, with: &Phase, without: &Phase) -> Value {
 
 fn targets(rows: &[Value]) -> Value {
     let at_10 = rows.iter().find(|r| r["clients"] == 10);
-    let le_5 = |key: &str| at_10.and_then(|r| r[key].as_f64()).map(|v| v <= 5.0);
+    let le_5 = |key: &str| {
+        at_10
+            .filter(|r| r["valid"] == true)
+            .and_then(|r| r[key].as_f64())
+            .map(|v| v <= 5.0)
+    };
     json!({
         "p99_added_at_10_clients_at_most_5pct": le_5("p99_overhead_pct"),
         "throughput_cost_at_10_clients_at_most_5pct": le_5("throughput_cost_pct"),

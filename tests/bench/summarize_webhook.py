@@ -115,6 +115,8 @@ def print_table(report):
               f"| {noop['p99_ms']:g} / {noop['p99_9_ms']:g} ms "
               f"| {one['p99_ratio_to_noop']} | {stage_text} "
               f"| {one['max']['rps']:,.0f} vs {one['noop_max']['rps']:,.0f} ({one['ratio_to_noop']}) |")
+    if not report.get("valid", True):
+        print(f"\nINVALID: {report['failed_requests']} requests failed")
     print(f"\nmedians: p99 ratio {report['p99_ratio_to_noop']}, "
           f"max-rps ratio {report['ratio_to_noop']}, p99.9 {report['p99_9_ms']} ms")
 
@@ -158,8 +160,16 @@ def main():
     # The 2 ms target is only judged in rounds where the stack itself
     # (/noop at the same rate) stayed under it.
     judged = [one for one in rounds if one["noop-fixed"]["p99_ms"] <= 2.0]
+    # A request that failed (a non-200 answer, or an error such as a
+    # timeout or a reset) is not in oha's latency percentiles, so it could
+    # flatter them: any failed request marks the whole report invalid and
+    # leaves its targets unjudged.
+    failed = sum(one[run]["non_200"] + sum(one[run]["errors"].values())
+                 for one in rounds for run in ["fixed", "noop-fixed", "max", "noop"])
     reviews = Path(args.reviews)
     report = {
+        "failed_requests": failed,
+        "valid": failed == 0,
         # The headline keys (issue 3 §6).
         "rps": fixed["rps"],
         "p50_ms": fixed["p50_ms"],
@@ -214,6 +224,8 @@ def main():
             for one in rounds
         ],
     }
+    if failed:
+        report["targets"] = {name: None for name in report["targets"]}
     print(json.dumps(report, indent=2))
 
 
