@@ -9,6 +9,8 @@
 #   local.sh start [NAME]    install, then run in the background; prints the port
 #   local.sh stop [NAME]     stop a background replica (SIGTERM, then SIGKILL)
 #   local.sh stop-all        stop every background replica
+#   local.sh register NAME   point the webhook configurations at replica NAME
+#                            (after the replica they pointed at went away)
 #   local.sh uninstall       remove the webhook configurations (fail-closed
 #                            approval would otherwise block Remediation edits)
 #
@@ -185,6 +187,10 @@ case $cmd in
   run) start_replica 1 ;;
   start) start_replica 0 ;;
   stop) stop_replica "$name" ;;
+  register)
+    [[ -f $state/$name/port ]] || die "no replica $name"
+    register_webhooks "$(cat "$state/$name/port")"
+    ;;
   stop-all)
     for dir in "$state"/*/; do
       if [[ -f $dir/pid ]]; then stop_replica "$(basename "$dir")"; fi

@@ -60,6 +60,15 @@ impl OperatorProcess {
         run_local_sh(&["stop", &self.name], &[]);
     }
 
+    /// Points the webhook configurations (policies and approval) at this
+    /// replica, as a Service would once the replica they named is gone.
+    pub fn take_webhooks(&self) {
+        run_local_sh(
+            &["register", &self.name],
+            &[("AIOPS_WEBHOOK_NAMESPACE_LABEL", E2E_LABEL)],
+        );
+    }
+
     /// The replica's `/metrics` text (served over TLS by its webhook server).
     pub async fn metrics(&self) -> String {
         self.try_metrics()
