@@ -152,7 +152,7 @@ helm-test: build-static ## helm lint, template, drift against manifests/; in the
 	@bash tests/chart/in-cluster.sh
 
 .PHONY: bench
-bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-failover bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
 
 .PHONY: bench-policy
 bench-policy: ## the policy engine alone, one thread, the bench-webhook reviews -> target/bench/policy-eval.json
@@ -166,6 +166,11 @@ bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce)
 bench-admission-e2e: ## Pod creates through the sandbox with and without the webhook -> target/bench/admission-e2e.json
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench admission_e2e
+
+.PHONY: bench-failover
+bench-failover: ## leader killed -> follower's controller running, over FAILOVER_RUNS runs (default 5) -> target/bench/failover.json
+	@bash $(SANDBOX) up
+	cargo bench --locked --bench failover
 
 .PHONY: bench-detect
 bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok pods, operator running -> target/bench/detect.json
