@@ -138,6 +138,55 @@ async fn killing_the_operator_mid_apply_neither_applies_twice_nor_gets_stuck() {
 }
 
 #[tokio::test]
+async fn killing_the_operator_while_it_verifies_finishes_the_case_without_a_second_apply() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::connect().await;
+    support::stop_all_operators();
+    let args = ("AIOPS_OPERATOR_ARGS", "--verify-timeout-seconds 60");
+    // The fault hook holds every rollout check, so the kill lands in `Applied`.
+    let paused = support::start_operator(
+        "op-verify",
+        &[args, ("AIOPS_FAULT_PAUSE_BEFORE_VERIFY_MS", "30000")],
+    );
+    let ns = sandbox.e2e_namespace("crash-verify").await;
+    break_deployment(&sandbox, &ns.name).await;
+    let proposed = one_remediation_in(&sandbox.client, &ns.name, Phase::Proposed).await;
+    let deployments: Api<Deployment> = Api::namespaced(sandbox.client.clone(), &ns.name);
+    let generation_before = deployments
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
+    assert!(ok, "{out}");
+    let applied = one_remediation_in(&sandbox.client, &ns.name, Phase::Applied).await;
+    paused.kill_hard();
+    assert_eq!(
+        deployments.get("app").await.unwrap().metadata.generation,
+        Some(generation_before + 1),
+        "the fix was applied before the kill"
+    );
+
+    let _restarted = support::start_operator("op-verify", &[args]);
+    let verified = one_remediation_in(&sandbox.client, &ns.name, Phase::Verified).await;
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(
+        d.metadata.generation,
+        Some(generation_before + 1),
+        "no second apply after the restart"
+    );
+    let (before, after) = (applied.status.unwrap(), verified.status.unwrap());
+    assert_eq!(
+        before.applied_at, after.applied_at,
+        "the apply time was kept"
+    );
+    assert_eq!(before.snapshot, after.snapshot, "the snapshot was kept");
+    support::stop_all_operators();
+}
+
+#[tokio::test]
 async fn when_the_leader_is_killed_the_follower_takes_over_and_finishes_the_case() {
     let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::connect().await;

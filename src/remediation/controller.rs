@@ -614,7 +614,7 @@ async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, Rec
         )
         .await?;
     }
-    fault_pause_before_apply().await;
+    fault_pause("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS").await;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     let mut generation = None;
     for action in &proposal.actions {
@@ -660,6 +660,7 @@ async fn apply(remediation: &Remediation, shared: &Shared) -> Result<Action, Rec
 }
 
 async fn verify(remediation: &Remediation, shared: &Shared) -> Result<Action, ReconcileError> {
+    fault_pause("AIOPS_FAULT_PAUSE_BEFORE_VERIFY_MS").await;
     let namespace = namespace_of(remediation)?;
     let mut status = remediation.status.clone().unwrap_or_default();
     let live = fetch_workload(&shared.client, &namespace, &remediation.spec.target).await?;
@@ -854,16 +855,17 @@ async fn retain(remediation: &Remediation, shared: &Shared) -> Result<Action, Re
     Ok(Action::requeue(shared.config.retention - age))
 }
 
-/// Fault injection for the crash-safety test: with
+/// Fault injection for the crash-safety tests: with
 /// `AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS` set, the controller waits between
-/// saving the snapshot and applying, so a test can kill it exactly there.
-/// Unset (always, outside that test), this does nothing.
-async fn fault_pause_before_apply() {
-    if let Some(ms) = std::env::var("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS")
+/// saving the snapshot and applying; with `AIOPS_FAULT_PAUSE_BEFORE_VERIFY_MS`,
+/// before each check of an applied fix's rollout. A test can then kill it
+/// exactly there. Unset (always, outside those tests), this does nothing.
+async fn fault_pause(variable: &str) {
+    if let Some(ms) = std::env::var(variable)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        tracing::warn!(ms, "fault injection: pausing before apply");
+        tracing::warn!(ms, variable, "fault injection: pausing");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }

@@ -7,6 +7,10 @@
 #   cluster.sh down    stop exactly the processes `up` started (recorded PIDs)
 #                      and remove the state; logs stay in target/sandbox/logs
 #   cluster.sh status  exit 0 when the sandbox is running and healthy
+#   cluster.sh restart COMPONENT [DOWN_SECONDS]
+#                      stop one component (etcd, kube-apiserver, ...) and
+#                      start it again with the same flags, ports and data
+#                      after DOWN_SECONDS (default 0); for fault tests
 #
 # Both up and down are idempotent. Ports are chosen free at start-up, so the
 # sandbox never collides with other services on the machine.
@@ -303,9 +307,27 @@ cmd_status() {
   fi
 }
 
+cmd_restart() {
+  local name=${1:-} down=${2:-0} file pid exe
+  [[ -n $name ]] || die "restart needs a component name"
+  pid_alive "$name" || die "$name is not running"
+  file="$pids/$name.pid"
+  read -r pid exe < "$file"
+  # The running process's own arguments: same flags, ports and data dir.
+  local args=()
+  mapfile -d '' args < "/proc/$pid/cmdline"
+  stop_process "$name"
+  log "$name stopped; down for ${down}s"
+  sleep "$down"
+  start_process "$name" "$exe" "${args[@]:1}"
+  wait_for "$name after restart" 120 healthy
+  log "$name restarted"
+}
+
 case ${1:-} in
   up) cmd_up ;;
+  restart) shift; cmd_restart "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 {up|down|status}" >&2; exit 2 ;;
+  *) echo "usage: $0 {up|down|status|restart COMPONENT [DOWN_SECONDS]}" >&2; exit 2 ;;
 esac
