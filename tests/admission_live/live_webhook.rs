@@ -144,6 +144,11 @@ impl LiveWebhook {
         webhook
     }
 
+    /// The name of the ValidatingWebhookConfiguration this webhook registered.
+    pub fn configuration_name(&self) -> &str {
+        &self.configuration
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

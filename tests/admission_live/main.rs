@@ -19,6 +19,7 @@
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
 //! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
+//! - [`outage`]: the webhook process gone, with `Fail` and with `Ignore`.
 //! - [`rotation`]: certificate rotation under load.
 //! - [`live_webhook`] and [`objects`]: the webhook process and what the API
 //!   server makes of the objects sent to it.
@@ -31,6 +32,7 @@ mod kyverno_fixtures;
 mod live_webhook;
 mod modes;
 mod objects;
+mod outage;
 mod refusals;
 mod rotation;
 
