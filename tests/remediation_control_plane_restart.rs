@@ -14,36 +14,18 @@ use std::time::Duration;
 
 use aiops_operator::remediation::crd::{Phase, Remediation};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
-use serde_json::json;
-use support::{Sandbox, TestNamespace, create_deployment, wait_deployment_rolled_out, wait_until};
+use support::{Sandbox, TestNamespace, wait_until};
 
 const STEP: Duration = Duration::from_secs(180);
 
 /// A rolled-out Deployment broken with a missing tag, once its case is
 /// `Proposed`; with the Deployment's generation at that point.
 async fn broken(sandbox: &Sandbox, prefix: &str) -> (TestNamespace, Remediation, i64) {
-    let ns = sandbox.e2e_namespace(prefix).await;
-    let client = &sandbox.client;
-    create_deployment(
-        client,
-        &ns.name,
-        "app",
-        2,
-        json!({"name": "web", "image": "nginx:1.25.5"}),
-    )
-    .await;
-    wait_deployment_rolled_out(client, &ns.name, "app").await;
-    let bad = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "image": "nginx:1.25.5-nope"}]}}}});
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    deployments
-        .patch("app", &PatchParams::default(), &Patch::Strategic(&bad))
-        .await
-        .expect("break the deployment");
-    let proposed = support::wait_remediation(client, &ns.name, &[Phase::Proposed], STEP).await;
-    let generation = deployments
+    let (ns, proposed) =
+        support::broken_after_a_good_rollout(sandbox, prefix, 2, "nginx:1.25.5-nope", STEP).await;
+    let generation = Api::<Deployment>::namespaced(sandbox.client.clone(), &ns.name)
         .get("app")
         .await
         .expect("the deployment")

@@ -12,12 +12,10 @@ use std::time::Duration;
 use aiops_operator::remediation::crd::{Phase, REGENERATE_ANNOTATION, Remediation};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{
-    OperatorProcess, Sandbox, TestNamespace, create_deployment, phase, remediations, wait_until,
-};
+use support::{OperatorProcess, Sandbox, TestNamespace, phase, remediations, wait_until};
 
 const STEP: Duration = Duration::from_secs(120);
 /// Closed cases are deleted this long after they close.
@@ -40,25 +38,7 @@ async fn broken_after_a_good_rollout(
     prefix: &str,
 ) -> (TestNamespace, Remediation) {
     operator();
-    let ns = sandbox.e2e_namespace(prefix).await;
-    let client = &sandbox.client;
-    create_deployment(
-        client,
-        &ns.name,
-        "app",
-        2,
-        json!({"name": "web", "image": "nginx:1.25.5"}),
-    )
-    .await;
-    support::wait_deployment_rolled_out(client, &ns.name, "app").await;
-    let broken = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "image": "nginx:0.0.0-gone"}]}}}});
-    Api::<Deployment>::namespaced(client.clone(), &ns.name)
-        .patch("app", &PatchParams::default(), &Patch::Strategic(&broken))
-        .await
-        .expect("break the deployment");
-    let proposed = support::wait_remediation(client, &ns.name, &[Phase::Proposed], STEP).await;
-    (ns, proposed)
+    support::broken_after_a_good_rollout(sandbox, prefix, 2, "nginx:0.0.0-gone", STEP).await
 }
 
 async fn image(client: &Client, ns: &str) -> String {

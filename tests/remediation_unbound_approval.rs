@@ -15,9 +15,8 @@ use aiops_operator::remediation::crd::Phase;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde_json::json;
-use support::{Sandbox, create_deployment, wait_until};
+use kube::api::{Api, ListParams};
+use support::{Sandbox, wait_until};
 
 const STEP: Duration = Duration::from_secs(120);
 const CONFIGURATION: &str = "aiops-operator-approval";
@@ -52,24 +51,10 @@ async fn an_approval_written_around_the_webhook_is_never_acted_on() {
     support::stop_all_operators();
     let _operator = support::start_operator("op-unbound", &[]);
     let client = &sandbox.client;
-    let ns = sandbox.e2e_namespace("unbound").await;
-    create_deployment(
-        client,
-        &ns.name,
-        "app",
-        2,
-        json!({"name": "web", "image": "nginx:1.25.5"}),
-    )
-    .await;
-    support::wait_deployment_rolled_out(client, &ns.name, "app").await;
-    let broken = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "image": "nginx:0.0.0-gone"}]}}}});
+    let (ns, proposed) =
+        support::broken_after_a_good_rollout(&sandbox, "unbound", 2, "nginx:0.0.0-gone", STEP)
+            .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    deployments
-        .patch("app", &PatchParams::default(), &Patch::Strategic(&broken))
-        .await
-        .expect("break the deployment");
-    let proposed = support::wait_remediation(client, &ns.name, &[Phase::Proposed], STEP).await;
     let name = proposed.name_any();
 
     // Save the configuration, then delete it: nothing stands between an

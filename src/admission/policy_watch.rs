@@ -177,23 +177,30 @@ spec:
               team: "?*"
 "#;
 
-    fn names(set: &PolicySet) -> Vec<String> {
-        set.policies().map(|p| p.name().to_string()).collect()
+    /// One good policy file in a temp dir, its set in force, and a
+    /// reporter without a cluster.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        file: std::path::PathBuf,
+        files: PolicyFiles,
+        handle: PolicyHandle,
+        metrics: Arc<Metrics>,
+        refusals: ConfigRefusals,
+        reporter: RefusalReporter,
     }
 
-    #[tokio::test]
-    async fn a_broken_file_is_refused_and_the_last_good_set_stays() {
+    fn fixture(poll_interval: Duration) -> Fixture {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("team.yaml");
         std::fs::write(&file, GOOD).unwrap_or_else(|e| panic!("{e}"));
         let files = PolicyFiles {
             dir: dir.path().to_path_buf(),
             extra: Vec::new(),
-            poll_interval: Duration::from_secs(1),
+            poll_interval,
             event_object: None,
         };
-        let initial = load_policies(&files.dir, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let handle = PolicyHandle::new(initial);
+        let handle =
+            PolicyHandle::new(load_policies(&files.dir, &[]).unwrap_or_else(|e| panic!("{e}")));
         let metrics = Arc::new(Metrics::new());
         let refusals = ConfigRefusals::default();
         let reporter = RefusalReporter::new(
@@ -202,6 +209,32 @@ spec:
             None,
             Reporter::from("test"),
         );
+        Fixture {
+            _dir: dir,
+            file,
+            files,
+            handle,
+            metrics,
+            refusals,
+            reporter,
+        }
+    }
+
+    fn names(set: &PolicySet) -> Vec<String> {
+        set.policies().map(|p| p.name().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_broken_file_is_refused_and_the_last_good_set_stays() {
+        let Fixture {
+            _dir,
+            file,
+            files,
+            handle,
+            metrics,
+            refusals,
+            reporter,
+        } = fixture(Duration::from_secs(1));
 
         let before = fingerprint(&files.dir, &files.extra);
         std::fs::write(&file, "kind: ClusterPolicy\nspec: [unclosed")
@@ -237,25 +270,15 @@ spec:
 
     #[tokio::test]
     async fn an_emptied_directory_is_refused() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let file = dir.path().join("team.yaml");
-        std::fs::write(&file, GOOD).unwrap_or_else(|e| panic!("{e}"));
-        let files = PolicyFiles {
-            dir: dir.path().to_path_buf(),
-            extra: Vec::new(),
-            poll_interval: Duration::from_secs(1),
-            event_object: None,
-        };
-        let handle =
-            PolicyHandle::new(load_policies(&files.dir, &[]).unwrap_or_else(|e| panic!("{e}")));
-        let metrics = Arc::new(Metrics::new());
-        let refusals = ConfigRefusals::default();
-        let reporter = RefusalReporter::new(
-            refusals.clone(),
-            Arc::clone(&metrics),
-            None,
-            Reporter::from("test"),
-        );
+        let Fixture {
+            _dir,
+            file,
+            files,
+            handle,
+            metrics,
+            refusals,
+            reporter,
+        } = fixture(Duration::from_secs(1));
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
         reload(&files, &handle, &metrics, &reporter).await;
         assert_eq!(names(&handle.current()), vec!["require-team-label"]);
@@ -268,24 +291,15 @@ spec:
 
     #[tokio::test]
     async fn the_watch_notices_an_edit() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let file = dir.path().join("team.yaml");
-        std::fs::write(&file, GOOD).unwrap_or_else(|e| panic!("{e}"));
-        let files = PolicyFiles {
-            dir: dir.path().to_path_buf(),
-            extra: Vec::new(),
-            poll_interval: Duration::from_millis(20),
-            event_object: None,
-        };
-        let handle =
-            PolicyHandle::new(load_policies(&files.dir, &[]).unwrap_or_else(|e| panic!("{e}")));
-        let metrics = Arc::new(Metrics::new());
-        let reporter = RefusalReporter::new(
-            ConfigRefusals::default(),
-            Arc::clone(&metrics),
-            None,
-            Reporter::from("test"),
-        );
+        let Fixture {
+            _dir,
+            file,
+            files,
+            handle,
+            metrics,
+            reporter,
+            ..
+        } = fixture(Duration::from_millis(20));
         let task = spawn_policy_watch(files, handle.clone(), metrics, reporter);
         std::fs::write(
             &file,

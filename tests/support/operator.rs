@@ -227,3 +227,36 @@ pub async fn wait_remediation(
     )
     .await
 }
+
+/// A Deployment `app` (container `web`, `replicas`) that rolled out
+/// `nginx:1.25.5` and was then broken with `bad_image`, once its case is
+/// `Proposed`, in a new e2e namespace named after `prefix`.
+pub async fn broken_after_a_good_rollout(
+    sandbox: &Sandbox,
+    prefix: &str,
+    replicas: i32,
+    bad_image: &str,
+    timeout: Duration,
+) -> (TestNamespace, Remediation) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let ns = sandbox.e2e_namespace(prefix).await;
+    let client = &sandbox.client;
+    super::workloads::create_deployment(
+        client,
+        &ns.name,
+        "app",
+        replicas,
+        serde_json::json!({"name": "web", "image": "nginx:1.25.5"}),
+    )
+    .await;
+    super::workloads::wait_deployment_rolled_out(client, &ns.name, "app").await;
+    let broken = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "image": bad_image}]}}}});
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .patch("app", &PatchParams::default(), &Patch::Strategic(&broken))
+        .await
+        .expect("break the deployment");
+    let proposed = wait_remediation(client, &ns.name, &[Phase::Proposed], timeout).await;
+    (ns, proposed)
+}
