@@ -164,6 +164,7 @@ pub struct Metrics {
     cert_reloads: Family<ResultLabels, Counter>,
     config_updates: Family<ResultLabels, Counter>,
     config_refused: Family<SourceLabels, Gauge>,
+    runtime_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -182,6 +183,14 @@ impl Metrics {
     pub fn new_with(register: impl FnOnce(&mut Registry)) -> Self {
         let mut root = Registry::default();
         register(&mut root);
+        // A process-wide figure, so outside the admission prefix: the soak
+        // benchmark watches it for tasks that are spawned and never end.
+        let runtime_tasks = Gauge::default();
+        root.register(
+            "aiops_runtime_tasks",
+            "Tasks alive on the process's async runtime, read at each scrape",
+            runtime_tasks.clone(),
+        );
         let registry = root.sub_registry_with_prefix("aiops_admission");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -245,6 +254,7 @@ impl Metrics {
             cert_reloads,
             config_updates,
             config_refused,
+            runtime_tasks,
         }
     }
 
@@ -328,6 +338,11 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -356,5 +371,19 @@ mod tests {
             text.contains("aiops_admission_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_runtime_task_count_is_read_at_each_scrape() {
+        let metrics = Metrics::new();
+        let parked = tokio::spawn(std::future::pending::<()>());
+        let text = metrics.encode().unwrap_or_default();
+        let alive: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("aiops_runtime_tasks "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_default();
+        assert!(alive >= 1, "the parked task is counted:\n{text}");
+        parked.abort();
     }
 }

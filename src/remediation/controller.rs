@@ -114,6 +114,7 @@ async fn reconcile(
             .model_calls
             .forget(remediation.metadata.uid.as_deref().unwrap_or_default());
     }
+    shared.metrics.model_calls_held(shared.model_calls.held());
     match phase {
         Phase::Diagnosing => diagnose(&remediation, &shared).await,
         Phase::Proposed => review(&remediation, &shared).await,

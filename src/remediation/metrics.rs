@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,7 @@ pub struct RemediationMetrics {
     model_cached_prompt_tokens: Counter,
     model_prompt_seconds: Counter<f64, AtomicU64>,
     model_generation_seconds: Counter<f64, AtomicU64>,
+    model_calls_held: Gauge,
 }
 
 impl RemediationMetrics {
@@ -55,6 +57,7 @@ impl RemediationMetrics {
             model_cached_prompt_tokens: Counter::default(),
             model_prompt_seconds: Counter::default(),
             model_generation_seconds: Counter::default(),
+            model_calls_held: Gauge::default(),
         };
         registry.register(
             "remediation",
@@ -111,6 +114,11 @@ impl RemediationMetrics {
             "Model server time generating answers, as the server reports it",
             metrics.model_generation_seconds.clone(),
         );
+        registry.register(
+            "remediation_model_calls_held",
+            "Model calls running or finished and not yet claimed by their Remediation",
+            metrics.model_calls_held.clone(),
+        );
         metrics
     }
 
@@ -126,6 +134,12 @@ impl RemediationMetrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// How many model calls the process holds (see `ModelCalls::held`).
+    pub fn model_calls_held(&self, held: usize) {
+        self.model_calls_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     pub fn observe_detection(&self, elapsed: Duration) {

@@ -114,6 +114,14 @@ impl ModelCalls {
         ModelCall::Running
     }
 
+    /// How many calls are held: running, or finished and not yet claimed.
+    pub fn held(&self) -> usize {
+        self.slots
+            .lock()
+            .map(|calls| calls.len())
+            .unwrap_or_default()
+    }
+
     /// Forgets a call, stopping it if it still runs: its Remediation has
     /// left `Diagnosing`, so no reconcile will claim the outcome.
     pub fn forget(&self, key: &str) {
@@ -128,10 +136,6 @@ impl ModelCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn slots(calls: &ModelCalls) -> usize {
-        calls.slots.lock().unwrap().len()
-    }
 
     fn finished(calls: &ModelCalls, key: &str, at: Instant) {
         let outcome = Err(FailedCall {
@@ -157,7 +161,7 @@ mod tests {
             .expect("the clock is past two minutes");
         finished(&calls, "deleted-while-its-call-ran", long_ago);
         finished(&calls, "claimed-next", Instant::now());
-        assert_eq!(slots(&calls), 2);
+        assert_eq!(calls.held(), 2);
         // Claiming one outcome sweeps the stale one.
         let proposer = Arc::new(ModelProposer::new(
             Arc::new(crate::llm::provider::NoProvider),
@@ -174,7 +178,7 @@ mod tests {
             ModelCall::Done(Err(failed)) => assert_eq!(failed.outcome, "error"),
             _ => panic!("the waiting outcome is returned"),
         }
-        assert_eq!(slots(&calls), 0, "the stale slot was swept");
+        assert_eq!(calls.held(), 0, "the stale slot was swept");
     }
 
     #[test]
@@ -182,6 +186,6 @@ mod tests {
         let calls = ModelCalls::default();
         finished(&calls, "closed", Instant::now());
         calls.forget("closed");
-        assert_eq!(slots(&calls), 0);
+        assert_eq!(calls.held(), 0);
     }
 }
