@@ -186,6 +186,94 @@ async fn killing_the_operator_while_it_verifies_finishes_the_case_without_a_seco
     support::stop_all_operators();
 }
 
+fn memory_limit(d: &Deployment) -> Option<String> {
+    let container = d
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?;
+    Some(
+        container
+            .resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get("memory")?
+            .0
+            .clone(),
+    )
+}
+
+#[tokio::test]
+async fn killing_the_operator_after_it_restored_the_prior_values_records_the_rollback_once() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::connect().await;
+    support::stop_all_operators();
+    let args = ("AIOPS_OPERATOR_ARGS", "--verify-timeout-seconds 60");
+    // The fault hook holds the controller after the restore is written and
+    // before `RolledBack` is recorded: the kill lands between the two.
+    let paused = support::start_operator(
+        "op-rollback",
+        &[args, ("AIOPS_FAULT_PAUSE_AFTER_ROLLBACK_MS", "60000")],
+    );
+    let ns = sandbox.e2e_namespace("crash-rollback").await;
+    // 16Mi with no healthy revision: the rule doubles it to 32Mi, still
+    // below redis's need, so the fixed pods OOM and the fix is rolled back.
+    create_deployment(
+        &sandbox.client,
+        &ns.name,
+        "app",
+        3,
+        json!({"name": "cache", "image": "redis:7.2.5", "resources": {"limits": {"memory": "16Mi"}}}),
+    )
+    .await;
+    let proposed = one_remediation_in(&sandbox.client, &ns.name, Phase::Proposed).await;
+    let (ok, out) = sandbox.approve(&ns.name, &proposed.name_any());
+    assert!(ok, "{out}");
+    let applied = one_remediation_in(&sandbox.client, &ns.name, Phase::Applied).await;
+    let deployments: Api<Deployment> = Api::namespaced(sandbox.client.clone(), &ns.name);
+    let restored = wait_until(STEP, "the prior 16Mi limit to be restored", || async {
+        let d = deployments.get("app").await.ok()?;
+        let generation = d.metadata.generation?;
+        (memory_limit(&d).as_deref() == Some("16Mi")
+            && generation > applied.status.as_ref()?.applied_generation?)
+            .then_some(d)
+    })
+    .await;
+    let remediations: Api<Remediation> = Api::namespaced(sandbox.client.clone(), &ns.name);
+    let before_kill = remediations.get(&proposed.name_any()).await.unwrap();
+    assert_eq!(
+        before_kill.status.as_ref().map(|s| s.phase),
+        Some(Phase::Applied),
+        "the kill lands before the rollback is recorded"
+    );
+    paused.kill_hard();
+
+    let _restarted = support::start_operator("op-rollback", &[args]);
+    let rolled_back = one_remediation_in(&sandbox.client, &ns.name, Phase::RolledBack).await;
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(
+        memory_limit(&d).as_deref(),
+        Some("16Mi"),
+        "the prior value stays"
+    );
+    assert_eq!(
+        d.metadata.generation, restored.metadata.generation,
+        "the restarted replica neither re-applied the fix nor changed the template again"
+    );
+    let status = rolled_back.status.unwrap();
+    assert!(status.message.contains("rolled back"), "{}", status.message);
+    assert_eq!(
+        status.snapshot,
+        before_kill.status.unwrap().snapshot,
+        "the snapshot was kept"
+    );
+    support::stop_all_operators();
+}
+
 #[tokio::test]
 async fn when_the_leader_is_killed_the_follower_takes_over_and_finishes_the_case() {
     let _serial = SERIAL.lock().await;

@@ -763,6 +763,7 @@ async fn roll_back(
         .await
     {
         Ok(_) => {
+            fault_pause("AIOPS_FAULT_PAUSE_AFTER_ROLLBACK_MS").await;
             shared.metrics.count_apply("rolled-back");
             let message = format!("rolled back to the prior values: {why}");
             shared
@@ -859,8 +860,10 @@ async fn retain(remediation: &Remediation, shared: &Shared) -> Result<Action, Re
 /// Fault injection for the crash-safety tests: with
 /// `AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS` set, the controller waits between
 /// saving the snapshot and applying; with `AIOPS_FAULT_PAUSE_BEFORE_VERIFY_MS`,
-/// before each check of an applied fix's rollout. A test can then kill it
-/// exactly there. Unset (always, outside those tests), this does nothing.
+/// before each check of an applied fix's rollout; with
+/// `AIOPS_FAULT_PAUSE_AFTER_ROLLBACK_MS`, between restoring the prior values
+/// and recording `RolledBack`. A test can then kill it exactly there. Unset
+/// (always, outside those tests), this does nothing.
 async fn fault_pause(variable: &str) {
     if let Some(ms) = std::env::var(variable)
         .ok()
