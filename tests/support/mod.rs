@@ -17,6 +17,7 @@
 //! - [`manifests`]: YAML documents and what a manifest names.
 //! - [`incident`]: the image-pull incident of the model tests.
 //! - [`bench`]: what every bench target does around its measurement.
+//! - [`process`]: a process's memory, open files and threads, the load.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod incident;
 pub mod manifests;
 pub mod operator;
+pub mod process;
 pub mod sandbox;
 pub mod webhook;
 pub mod workloads;
@@ -38,6 +40,8 @@ pub use incident::*;
 pub use manifests::*;
 #[allow(unused_imports)]
 pub use operator::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use sandbox::*;
 #[allow(unused_imports)]

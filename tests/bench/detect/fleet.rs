@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::flowcontrol::v1::FlowSchema;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::observe::is_bench_namespace;
 use crate::support::{self, OperatorProcess, deployment_rolled_out, operators_dir};
@@ -40,27 +40,6 @@ pub fn other_operators() -> Vec<String> {
         }
     }
     found
-}
-
-/// `VmHWM` and `VmRSS` of a process, in MiB.
-pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
-}
-
-pub fn loadavg() -> Value {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let values: Vec<f64> = text
-        .split_whitespace()
-        .take(3)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    json!(values)
 }
 
 /// The operator's requests so far, as the API server counted them.

@@ -62,8 +62,9 @@ use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use support::{Sandbox, operators_dir, repo_root};
 
-use fleet::{delete_namespaces, loadavg, other_operators};
+use fleet::{delete_namespaces, other_operators};
 use run::{round3, run};
+use support::loadavg;
 
 /// Label on the bench namespaces; the operator's webhooks are scoped to it.
 const NS_LABEL: &str = "aiops-operator.dev/bench-detect";

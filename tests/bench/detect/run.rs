@@ -17,11 +17,10 @@ use serde_json::{Value, json};
 
 use crate::fleet::{
     bench_deployment, bench_remediations, create_deployments, delete_namespaces, flow_schema,
-    loadavg, memory_mib, operator_detection_histogram, operator_requests, other_operators,
-    wait_ready,
+    operator_detection_histogram, operator_requests, other_operators, wait_ready,
 };
 use crate::observe::{Shared, lock, observe_pod, observe_remediation, watch_raw};
-use crate::support::{self, Sandbox, phase};
+use crate::support::{self, Sandbox, loadavg, memory_mib, phase};
 use crate::{
     BROKEN_IMAGE, DISPATCHED, FLOW_SCHEMA, HEALTHY_IMAGE, LEASE, NS_LABEL, OPERATOR_NAME,
     OPERATOR_NAMESPACE, OPERATOR_SA, POD_LABEL, POD_LABEL_VALUE, Settings, log, webhook_label,
