@@ -210,6 +210,32 @@ async fn removed_required_env_var_is_restored_and_verified() {
 }
 
 #[tokio::test]
+async fn a_case_whose_workload_is_deleted_before_review_closes_saying_so() {
+    let sandbox = Sandbox::connect().await;
+    operator();
+    let ns = sandbox.e2e_namespace("e2e-deleted").await;
+    create_deployment(
+        &sandbox.client,
+        &ns.name,
+        "app",
+        1,
+        json!({"name": "web", "image": "nginx:9.9.9-nope"}),
+    )
+    .await;
+    let open = wait_remediation(&sandbox.client, &ns.name, &[Phase::Proposed], STEP).await;
+    support::delete::<Deployment>(&sandbox.client, &ns.name, "app").await;
+    let closed = wait_phase(&sandbox.client, &ns.name, Phase::Resolved).await;
+    assert_eq!(closed.uid(), open.uid(), "the same case was closed");
+    let status = closed.status.unwrap();
+    assert!(
+        status.message.contains("deleted before any fix"),
+        "the message says the workload was deleted: {}",
+        status.message
+    );
+    assert!(status.applied_at.is_none(), "nothing was applied");
+}
+
+#[tokio::test]
 async fn a_fix_whose_rollout_fails_is_rolled_back_to_the_original_values() {
     let sandbox = Sandbox::connect().await;
     // A new Deployment with 16Mi: no healthy revision tells the need, so the

@@ -27,6 +27,7 @@ use kube::runtime::watcher::Event;
 use super::Shared;
 use super::crd::{Finding, Phase, Remediation, RemediationSpec, WorkloadRef};
 use super::detect::{GracePeriods, PodFinding, detect_anomaly, primary_reason};
+use super::evidence::{EvidenceError, fetch_workload};
 use super::owner::{OwnerStores, owner_workload};
 use super::status::{DetectorStatus, apply_detector_status, apply_operator_status};
 use super::stores::{PodEvents, StoredPod, is_ready};
@@ -412,7 +413,7 @@ async fn evaluate_case(
             if !quiet_long_enough(case, shared.config.resolve_after, now) {
                 return false;
             }
-            if let Err(error) = resolve(shared, &case.namespace, &name).await {
+            if let Err(error) = resolve(shared, &case.namespace, &case.workload, &name).await {
                 tracing::warn!(%error, remediation = %name, "cannot mark resolved");
                 return false;
             }
@@ -527,19 +528,41 @@ async fn write_findings(
     Ok(())
 }
 
-async fn resolve(shared: &Shared, namespace: &str, name: &str) -> Result<(), kube::Error> {
+/// Closes a case whose workload has no failing pod left before any fix:
+/// it recovered, or it was deleted (or replaced under the same name), and
+/// the message says which.
+async fn resolve(
+    shared: &Shared,
+    namespace: &str,
+    workload: &WorkloadRef,
+    name: &str,
+) -> Result<(), kube::Error> {
+    let deleted = matches!(
+        fetch_workload(&shared.client, namespace, workload).await,
+        Err(EvidenceError::WorkloadGone { .. } | EvidenceError::UidMismatch { .. })
+    );
+    let (reason, message) = if deleted {
+        (
+            "WorkloadDeleted",
+            "the workload was deleted before any fix; nothing was applied",
+        )
+    } else {
+        (
+            "Recovered",
+            "the workload recovered on its own before any fix",
+        )
+    };
     let api: Api<Remediation> = Api::namespaced(shared.client.clone(), namespace);
     let current = api.get_status(name).await?;
     let mut status = current.status.clone().unwrap_or_default();
     status.phase = Phase::Resolved;
-    status.message = "the workload recovered on its own before any fix".into();
+    status.message = message.into();
     status.last_update_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-    let message = status.message.clone();
     super::conditions::set_phase_conditions(
         &mut status,
         current.metadata.generation,
-        "Recovered",
-        &message,
+        reason,
+        message,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
     apply_operator_status(&api, name, &status).await?;
