@@ -209,6 +209,7 @@ mod tests {
     use crate::policy::PolicySet;
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
+    use futures::StreamExt;
     use tower::ServiceExt;
 
     fn test_router(max_body_bytes: usize) -> Router {
@@ -283,6 +284,40 @@ mod tests {
     async fn oversized_body_is_a_413() {
         let (status, _) = post(test_router(1024), "/validate", vec![b' '; 4096]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_review_slower_than_the_timeout_gets_a_503() {
+        // A body that stalls after its first bytes keeps the handler
+        // waiting; the timeout answers 503 so the API server applies the
+        // failurePolicy before the registration's 5 s timeoutSeconds.
+        let stalled = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+            .chain(futures::stream::pending());
+        let policies = PolicySet::from_yaml("", "empty").unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState::new(
+            PolicyHandle::new(policies),
+            ModeHandle::new(ModeConfig::defaults("aiops-system")),
+            Arc::clone(&metrics),
+            AuditSink::disabled(metrics),
+        );
+        let limits = RouteLimits {
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let (status, _) = post(
+            router(Arc::new(state), limits),
+            "/validate",
+            Body::from_stream(stalled),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "answered after {waited:?}"
+        );
     }
 
     #[tokio::test]
