@@ -177,6 +177,14 @@ bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok p
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench detect
 
+SOAK_MINUTES ?= 60
+
+.PHONY: bench-soak
+bench-soak: ## an hour (SOAK_MINUTES) of workload churn and admission traffic against one replica with SmolLM2: memory, descriptors, threads, tasks flat? stuck cases? -> target/bench/soak.json (not in bench or test)
+	@bash $(SANDBOX) up
+	@bash $(LLM) up smollm2 >/dev/null
+	SOAK_MINUTES=$(SOAK_MINUTES) cargo bench --locked --bench soak
+
 .PHONY: bench-llm
 bench-llm: ## rules vs model proposals on 10 broken workloads, Qwen through llama.cpp and Ollama, operator running -> target/bench/llm.json
 	@bash $(SANDBOX) up
