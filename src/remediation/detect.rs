@@ -128,7 +128,12 @@ pub fn restarted_after_failure(pod: &Pod) -> bool {
 
 /// Everything wrong with one pod right now. `now` decides the NotReady
 /// threshold (`not_ready_after`), measured from the pod's start time.
+/// A pod being deleted reports nothing: it is on its way out (an old
+/// revision's pod after a rollout, say), and no fix would change it.
 pub fn detect_anomaly(pod: &Pod, now: Timestamp, not_ready_after: Duration) -> Vec<PodFinding> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Vec::new();
+    }
     let Some(status) = pod.status.as_ref() else {
         return Vec::new();
     };
@@ -304,6 +309,21 @@ mod tests {
         assert_eq!(found[0].reason, "ImagePullBackOff");
         assert_eq!(found[0].image.as_deref(), Some("nginx:nope"));
         assert!(!found[0].init);
+    }
+
+    #[test]
+    fn a_pod_being_deleted_reports_nothing() {
+        let p = pod(json!({
+            "metadata": {"deletionTimestamp": "2026-01-01T00:09:00Z"},
+            "spec": {"containers": [{"name": "web", "image": "nginx:nope"}]},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "web", "image": "nginx:nope", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}
+        }));
+        assert_eq!(
+            detect_anomaly(&p, now(), Duration::from_secs(120)),
+            Vec::new()
+        );
     }
 
     #[test]
