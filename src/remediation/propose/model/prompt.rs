@@ -122,7 +122,7 @@ only the listed fields of the listed containers and choose an image only from th
 candidates. Never add privileged mode, capabilities, host namespaces, host paths, host ports or \
 an image tagged :latest: the operator rejects them.\n\
 Answer with one JSON object: summary (one short sentence saying what changes), rootCause (one or \
-two sentences), confidence (0 to 1), risks and rollbackPlan (short phrases), changes (one entry \
+two sentences), confidence (0 to 1 in tenths), risks and rollbackPlan (short phrases), changes (one entry \
 per changed container, null for each field left alone; an empty list when no safe change \
 exists). Name only containers, images and values that appear in the user message.";
 

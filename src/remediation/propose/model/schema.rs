@@ -34,6 +34,9 @@ use crate::remediation::guardrails::{ChangeClass, allowed_changes};
 pub const SCHEMA_NAME: &str = "remediation_fix";
 /// The smallest memory value the model may write, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 16;
+
+/// The confidences a model may answer.
+const CONFIDENCE_TENTHS: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 const MIB: u64 = 1024 * 1024;
 const MAX_CANDIDATES: usize = 8;
 const MAX_ENV_NAMES: usize = 32;
@@ -393,7 +396,10 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
         "properties": {
             "summary": {"type": "string", "minLength": 1, "maxLength": 160},
             "rootCause": {"type": "string", "maxLength": 300},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            // Tenths, as an enum: a grammar can hold a model to listed
+            // values but not to a numeric range, and small models do
+            // answer 304 for a 0-to-1 scale.
+            "confidence": {"enum": CONFIDENCE_TENTHS},
             "risks": text_list,
             "rollbackPlan": text_list,
             "changes": {"type": "array", "maxItems": max_changes, "items": change},
@@ -717,7 +723,7 @@ mod tests {
         let answer = json!({
             "summary": long(160),
             "rootCause": long(300),
-            "confidence": 0.123456789,
+            "confidence": 0.7,
             "risks": [long(120), long(120)],
             "rollbackPlan": [long(120), long(120)],
             "changes": [
