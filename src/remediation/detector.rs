@@ -58,6 +58,10 @@ struct Cases {
     pod_to_workload: HashMap<String, String>,
     /// Remediations this process created, until the watch cache shows them.
     created: HashMap<String, String>,
+    /// Until when each workload's next case waits, by workload uid: kept
+    /// after the closed Remediation that set it is deleted, since a
+    /// retention shorter than the hold-off would otherwise end it early.
+    hold_offs: HashMap<String, SystemTime>,
 }
 
 /// How long the detector waits for the owner stores' first lists before
@@ -260,22 +264,42 @@ pub const VERIFIED_SETTLE: Duration = Duration::from_secs(30);
 /// ended without a fix within [`REOPEN_COOLDOWN`], or was Verified within
 /// [`VERIFIED_SETTLE`].
 fn held_off(remediations: &[Arc<Remediation>], workload_uid: &str, now: SystemTime) -> bool {
-    remediations.iter().any(|r| {
-        let Some(status) = r.status.as_ref() else {
-            return false;
-        };
-        let window = match status.phase {
-            Phase::RolledBack | Phase::Failed | Phase::Rejected => REOPEN_COOLDOWN,
-            Phase::Verified => VERIFIED_SETTLE,
-            _ => return false,
-        };
-        let closed_at = status
-            .last_update_time
-            .as_ref()
-            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64));
-        r.spec.target.uid == workload_uid
-            && closed_at.is_some_and(|at| now.duration_since(at).unwrap_or_default() < window)
-    })
+    remediations
+        .iter()
+        .filter(|r| r.spec.target.uid == workload_uid)
+        .filter_map(|r| hold_off_end(r))
+        .any(|end| now < end)
+}
+
+/// When the hold-off a closed Remediation sets on its workload ends.
+fn hold_off_end(remediation: &Remediation) -> Option<SystemTime> {
+    let status = remediation.status.as_ref()?;
+    let window = match status.phase {
+        Phase::RolledBack | Phase::Failed | Phase::Rejected => REOPEN_COOLDOWN,
+        Phase::Verified => VERIFIED_SETTLE,
+        _ => return None,
+    };
+    let closed_at = status
+        .last_update_time
+        .as_ref()
+        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64))?;
+    Some(closed_at + window)
+}
+
+/// Records the hold-offs the closed Remediations set and forgets the
+/// ended ones.
+fn remember_hold_offs(
+    hold_offs: &mut HashMap<String, SystemTime>,
+    remediations: &[Arc<Remediation>],
+    now: SystemTime,
+) {
+    for r in remediations {
+        if let Some(end) = hold_off_end(r) {
+            let kept = hold_offs.entry(r.spec.target.uid.clone()).or_insert(end);
+            *kept = (*kept).max(end);
+        }
+    }
+    hold_offs.retain(|_, end| now < *end);
 }
 
 /// The open Remediation of a workload: in the cache, or created by this
@@ -302,14 +326,26 @@ async fn open_if_due(
     let Cases {
         by_workload,
         created,
+        hold_offs,
         ..
     } = cases;
     let Some(case) = by_workload.get_mut(workload_uid) else {
         return;
     };
+    remember_hold_offs(hold_offs, &remediations, SystemTime::now());
     let known = known_remediation(&remediations, created, workload_uid).is_some();
     if opens_now(case, known, &shared.config.grace, now) {
-        evaluate_case(shared, &remediations, created, workload_uid, case, now).await;
+        let held = hold_offs.get(workload_uid).copied();
+        evaluate_case(
+            shared,
+            &remediations,
+            created,
+            held,
+            workload_uid,
+            case,
+            now,
+        )
+        .await;
     }
 }
 
@@ -319,12 +355,15 @@ async fn evaluate_all(shared: &Shared, store: &Store<Remediation>, cases: &mut C
     cases
         .created
         .retain(|_, name| !remediations.iter().any(|r| &r.name_any() == name));
+    remember_hold_offs(&mut cases.hold_offs, &remediations, SystemTime::now());
     let mut finished = Vec::new();
     for (workload_uid, case) in cases.by_workload.iter_mut() {
+        let held = cases.hold_offs.get(workload_uid).copied();
         if evaluate_case(
             shared,
             &remediations,
             &mut cases.created,
+            held,
             workload_uid,
             case,
             now,
@@ -345,6 +384,7 @@ async fn evaluate_case(
     shared: &Shared,
     remediations: &[Arc<Remediation>],
     created: &mut HashMap<String, String>,
+    held_until: Option<SystemTime>,
     workload_uid: &str,
     case: &mut Case,
     now: Instant,
@@ -355,7 +395,10 @@ async fn evaluate_case(
     match (name, findings.is_empty()) {
         (None, true) => case.pods.is_empty(),
         (None, false) => {
-            if held_off(remediations, workload_uid, SystemTime::now()) {
+            let wall = SystemTime::now();
+            if held_off(remediations, workload_uid, wall)
+                || held_until.is_some_and(|end| wall < end)
+            {
                 // The last attempt for this workload was rolled back, failed
                 // or rejected: opening a new case at once would propose the
                 // same fix again, round and round. Or it was just verified,
@@ -756,5 +799,19 @@ mod cooldown_tests {
         assert!(!held_off(&[closed(Phase::Verified, 5)], "other", now));
         // Open cases hold nothing off (they are the case).
         assert!(!held_off(&[closed(Phase::Proposed, 5)], "w", now));
+    }
+
+    #[test]
+    fn a_hold_off_outlives_the_deleted_remediation_that_set_it() {
+        let mut hold_offs = HashMap::new();
+        let now = SystemTime::now();
+        remember_hold_offs(&mut hold_offs, &[closed(Phase::Rejected, 120)], now);
+        // Retention deleted the Rejected case: the store is empty now.
+        remember_hold_offs(&mut hold_offs, &[], now);
+        let end = hold_offs.get("w").copied().expect("still held");
+        assert!(now < end, "held for the rest of the cool-down");
+        // Once the cool-down has passed, the workload is forgotten.
+        remember_hold_offs(&mut hold_offs, &[], end + Duration::from_secs(1));
+        assert!(hold_offs.is_empty());
     }
 }
