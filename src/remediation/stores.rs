@@ -15,6 +15,7 @@
 //! trimmed to what detection, evidence and verification read (see
 //! [`trim_pod`]) and kept as a [`StoredPod`]; owners are held as metadata
 //! only, trimmed to their names, uids and owner references.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -28,11 +29,11 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
-use kube::core::SelectorExt;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde_json::Value;
 
 use crate::k8s::workload::pod_selector;
@@ -49,19 +50,28 @@ pub struct Stores {
     pub owners: OwnerStores,
 }
 
+/// Label keys and values, in key order.
+type Labels = Box<[(Box<str>, Box<str>)]>;
+
 /// A pod as the pod store keeps it. The store is most of the operator's
 /// memory in a large cluster, and the generated `Pod` type is large even
 /// trimmed, because its structs hold every optional field inline (a `Pod`
 /// takes 2.4 KiB, each `Container` 2.1 KiB and each container status
 /// 0.75 KiB before any string). So the store keeps in place what its own
-/// reads need (name, namespace, labels, whether it runs, its images) and
-/// the trimmed pod as compact JSON, read back into a `Pod` only for the few
-/// pods a diagnosis or a verification asks for.
+/// reads need (name, namespace, uid, labels, whether it runs, its images)
+/// and the rest of the trimmed pod as compact JSON, read back into a `Pod`
+/// only for the few pods a diagnosis or a verification asks for. Nothing is
+/// held twice: the JSON leaves out what is kept in place, and the labels are
+/// a boxed slice because a `BTreeMap` allocates a node of eleven entries
+/// for even one label.
 #[derive(Clone, Debug)]
 pub struct StoredPod {
+    /// Name, namespace and uid only; the store's keys come from these.
     metadata: ObjectMeta,
+    labels: Option<Labels>,
     running: bool,
-    images: Vec<String>,
+    images: Box<[Box<str>]>,
+    /// The trimmed pod less its name, namespace, uid and labels.
     trimmed: Box<[u8]>,
 }
 
@@ -76,23 +86,29 @@ impl StoredPod {
         let images = pod
             .spec
             .iter()
-            .flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone()))
+            .flat_map(|s| s.containers.iter().filter_map(|c| c.image.as_deref()))
+            .map(Box::from)
             .collect();
+        let labels = pod.metadata.labels.take().map(|labels| {
+            labels
+                .into_iter()
+                .map(|(key, value)| (key.into_boxed_str(), value.into_boxed_str()))
+                .collect()
+        });
+        let metadata = ObjectMeta {
+            name: pod.metadata.name.take(),
+            namespace: pod.metadata.namespace.take(),
+            uid: pod.metadata.uid.take(),
+            ..ObjectMeta::default()
+        };
         // A `Pod` always serializes; an empty record would only read back
-        // as a pod with its name and nothing else.
+        // as a pod with its name, uid, labels and nothing else.
         let trimmed = serde_json::to_vec(&pod)
             .unwrap_or_default()
             .into_boxed_slice();
-        let meta = pod.metadata;
         StoredPod {
-            metadata: ObjectMeta {
-                name: meta.name,
-                namespace: meta.namespace,
-                uid: meta.uid,
-                resource_version: meta.resource_version,
-                labels: meta.labels,
-                ..ObjectMeta::default()
-            },
+            metadata,
+            labels,
             running,
             images,
             trimmed,
@@ -101,10 +117,27 @@ impl StoredPod {
 
     /// The trimmed pod.
     pub fn pod(&self) -> Pod {
-        serde_json::from_slice(&self.trimmed).unwrap_or_else(|_| Pod {
-            metadata: self.metadata.clone(),
-            ..Pod::default()
+        let mut pod: Pod = serde_json::from_slice(&self.trimmed).unwrap_or_default();
+        pod.metadata.name = self.metadata.name.clone();
+        pod.metadata.namespace = self.metadata.namespace.clone();
+        pod.metadata.uid = self.metadata.uid.clone();
+        pod.metadata.labels = self.label_map();
+        pod
+    }
+
+    /// The labels as the API types hold them.
+    fn label_map(&self) -> Option<BTreeMap<String, String>> {
+        self.labels.as_ref().map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
         })
+    }
+
+    /// Whether `selector` selects this pod.
+    fn selected_by(&self, selector: &Selector) -> bool {
+        selector.matches(&self.label_map().unwrap_or_default())
     }
 }
 
@@ -221,7 +254,9 @@ async fn drain<K>(
 /// Trims a pod to what the repair loop reads from it: name, namespace,
 /// uid, creation time, labels and owner references; each container's name
 /// and image (the spec's image, which the status may show resolved to a
-/// digest); and the status, less addresses and per-container resources.
+/// digest); and the status, less addresses, per-container resources and
+/// the conditions nothing reads (all but `Ready` and an unschedulable
+/// `PodScheduled`).
 /// Annotations, managed fields, env, volumes, probes and the rest of the
 /// spec are dropped: with thousands of pods they would be most of the
 /// store.
@@ -253,6 +288,16 @@ pub fn trim_pod(pod: &mut Pod) {
         status.qos_class = None;
         status.allocated_resources = None;
         status.resources = None;
+        // Readiness reads `Ready`, detection an unschedulable `PodScheduled`;
+        // the other conditions of a healthy pod are most of its status.
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| {
+                c.type_ == "Ready" || (c.type_ == "PodScheduled" && c.status == "False")
+            });
+            for condition in conditions.iter_mut() {
+                condition.last_probe_time = None;
+            }
+        }
         for container in status
             .container_statuses
             .iter_mut()
@@ -336,8 +381,7 @@ impl LeaderStores {
         };
         let mut pods: Vec<Pod> = store
             .state_filter(|pod| {
-                pod.metadata.namespace.as_deref() == Some(namespace)
-                    && selector.matches(pod.labels())
+                pod.metadata.namespace.as_deref() == Some(namespace) && pod.selected_by(&selector)
             })
             .into_iter()
             .map(|pod| pod.pod())
@@ -355,7 +399,7 @@ impl LeaderStores {
             Some(store) => store
                 .state_filter(|pod| pod.running)
                 .iter()
-                .flat_map(|pod| pod.images.iter().cloned())
+                .flat_map(|pod| pod.images.iter().map(|image| image.to_string()))
                 .collect(),
             None => {
                 let api: Api<Pod> = Api::all(client.clone());
@@ -387,6 +431,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
     use serde_json::json;
 
     #[test]
@@ -406,7 +451,10 @@ mod tests {
                 "initContainers": [{"name": "setup", "image": "busybox:1.36"}]},
             "status": {"phase": "Pending", "podIP": "10.0.0.1", "qosClass": "BestEffort",
                 "startTime": "2024-01-01T00:00:00Z",
-                "conditions": [{"type": "Ready", "status": "False"}],
+                "conditions": [{"type": "Initialized", "status": "True"},
+                    {"type": "Ready", "status": "False", "lastProbeTime": "2024-01-01T00:00:00Z",
+                        "lastTransitionTime": "2024-01-01T00:00:00Z"},
+                    {"type": "PodScheduled", "status": "True"}],
                 "containerStatuses": [{"name": "app", "image": "nginx:1.25.5",
                     "imageID": "", "ready": false, "restartCount": 2,
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}],
@@ -419,12 +467,23 @@ mod tests {
         // The store gives back exactly the trimmed pod, and keeps the
         // fields its own reads need in place.
         assert_eq!(stored.pod(), pod);
-        assert_eq!(stored.labels().get("app").map(String::as_str), Some("web"));
+        assert!(stored.selected_by(&Selector::from_iter([("app", "web")])));
+        assert!(!stored.selected_by(&Selector::from_iter([("app", "db")])));
         assert_eq!(stored.namespace().as_deref(), Some("shop"));
+        assert_eq!(stored.uid().as_deref(), Some("u"));
         assert!(!stored.running, "Pending");
-        assert_eq!(stored.images, ["nginx:1.25.5"]);
+        assert_eq!(&*stored.images, [Box::from("nginx:1.25.5")]);
+        // What is kept in place is not kept again in the JSON.
+        let record: Value = serde_json::from_slice(&stored.trimmed).expect("JSON");
+        assert_eq!(record["metadata"]["ownerReferences"][0]["uid"], "rs");
+        for kept_in_place in ["name", "namespace", "uid", "labels"] {
+            assert!(
+                record["metadata"].get(kept_in_place).is_none(),
+                "{kept_in_place}"
+            );
+        }
         assert!(
-            stored.trimmed.len() < 1500,
+            stored.trimmed.len() < 1000,
             "{} bytes",
             stored.trimmed.len()
         );
@@ -441,7 +500,11 @@ mod tests {
         let status = &kept["status"];
         assert_eq!(status["phase"], "Pending");
         assert_eq!(status["startTime"], "2024-01-01T00:00:00Z");
-        assert_eq!(status["conditions"][0]["type"], "Ready");
+        assert_eq!(
+            status["conditions"],
+            json!([{"type": "Ready", "status": "False",
+                    "lastTransitionTime": "2024-01-01T00:00:00Z"}])
+        );
         assert!(status.get("podIP").is_none());
         let container = &status["containerStatuses"][0];
         assert_eq!(container["state"]["waiting"]["reason"], "ImagePullBackOff");
