@@ -185,12 +185,8 @@ fn cluster_images() -> Vec<String> {
 
 fn good_answer() -> String {
     json!({
-        "summary": "Use the existing image nginx:1.25.5",
-        "rootCause": "The repository name ngnix is a typo of nginx.",
-        "confidence": 0.8,
-        "risks": ["the intended version may differ"],
-        "rollbackPlan": ["re-apply ngnix:1.25.5"],
-        "changes": [{"container": "app", "image": "nginx:1.25.5"}]
+        "changes": [{"container": "app", "image": "nginx:1.25.5"}],
+        "confidence": 0.8
     })
     .to_string()
 }
@@ -333,11 +329,11 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
     assert_eq!(image["enum"], json!(["nginx:1.25.5", null]));
     // What the API cannot enforce is still told to the model.
     assert!(
-        schema["properties"]["summary"]["description"]
+        schema["properties"]["changes"]["description"]
             .as_str()
-            .is_some_and(|d| d.contains("maxLength: 160")),
+            .is_some_and(|d| d.contains("maxItems: 1")),
         "{}",
-        schema["properties"]["summary"]
+        schema["properties"]["changes"]
     );
 
     assert_eq!(model.proposal.source, format!("anthropic:{MODEL}"));

@@ -268,3 +268,75 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
         answer.proposal.summary
     );
 }
+
+/// A crash is an incident the model explains: the schema asks for its
+/// reading of the log. Whatever the real model writes, the cause a
+/// reviewer is shown starts with the operator's words and names only
+/// facts of this incident; anything else is moved to the risks.
+#[tokio::test]
+async fn the_real_models_reading_of_a_crash_shows_only_facts_of_the_incident() {
+    use aiops_operator::llm::config::{LlmConfig, ProviderKind};
+    use aiops_operator::remediation::crd::{ContainerTemplate, LogTail};
+    use aiops_operator::remediation::propose::model::mentions::IncidentWords;
+    use aiops_operator::remediation::propose::model::prompt::redact_evidence;
+    use aiops_operator::remediation::propose::model::schema::{answer_schema, incident_facts};
+    use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
+    use support::{crash_findings, pull_evidence};
+
+    let config = LlmConfig {
+        provider: ProviderKind::Openai,
+        url: server_url(),
+        model: "smollm2".into(),
+        timeout: Duration::from_secs(120),
+        ..LlmConfig::default()
+    };
+    let proposer = ModelProposer::from_config(&config, 2 << 30).expect("provider");
+    let mut evidence = pull_evidence("shop");
+    evidence.containers = vec![ContainerTemplate {
+        name: "app".into(),
+        image: "postgres:16.4".into(),
+        env_names: vec!["PGDATA".into()],
+        ..ContainerTemplate::default()
+    }];
+    evidence.logs = vec![LogTail {
+        pod: "web-5d8f-abcde".into(),
+        container: "app".into(),
+        previous: true,
+        lines: vec![
+            "Error: Database is uninitialized and superuser password is not specified.".into(),
+            "You must specify POSTGRES_PASSWORD to a non-empty value for the superuser.".into(),
+        ],
+    }];
+    let findings = crash_findings();
+    let facts = incident_facts(&redact_evidence(&evidence), &findings, &[], 2 << 30);
+    assert!(facts.explain, "a crash asks the model for its reading");
+    assert!(
+        answer_schema(&facts)["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("rootCause")))
+    );
+
+    let answer = proposer
+        .propose(&Incident {
+            evidence: &evidence,
+            findings: &findings,
+            cluster_images: &[],
+        })
+        .await
+        .expect("a schema-valid answer from the real model");
+    let shown = &answer.proposal.root_cause;
+    assert!(
+        shown.starts_with("Container app (image postgres:16.4): CrashLoopBackOff."),
+        "the operator's words lead: {shown}"
+    );
+    let words = IncidentWords::for_proposal(&evidence, &facts, &answer.proposal);
+    assert_eq!(
+        words.unknown_mentions(shown),
+        Vec::<String>::new(),
+        "the shown cause: {shown}"
+    );
+    eprintln!(
+        "real model's reading of a crash: {shown:?}; risks: {:?}",
+        answer.proposal.risks
+    );
+}

@@ -269,12 +269,8 @@ async fn an_answer_cut_at_the_token_limit_is_a_clear_error() {
 
 fn fix() -> String {
     json!({
-        "summary": "Use the image that runs elsewhere",
-        "rootCause": "The repository name is misspelled.",
-        "confidence": 0.7,
-        "risks": [],
-        "rollbackPlan": [],
-        "changes": [{"container": "app", "image": "nginx:1.25.5"}]
+        "changes": [{"container": "app", "image": "nginx:1.25.5"}],
+        "confidence": 0.7
     })
     .to_string()
 }

@@ -41,14 +41,12 @@ fn scripted_fix(user_prompt: &str, schema: &Value) -> Value {
     } else {
         Vec::new()
     };
-    json!({
-        "summary": "scripted answer",
-        "rootCause": "scripted root cause",
-        "confidence": 0.8,
-        "risks": [],
-        "rollbackPlan": [],
-        "changes": changes,
-    })
+    let mut answer = json!({"confidence": 0.8, "changes": changes});
+    // Only an incident the model explains asks for words.
+    if schema["properties"].get("rootCause").is_some() {
+        answer["rootCause"] = json!("scripted root cause");
+    }
+    answer
 }
 
 /// One entry of `changes`, valid for the schema's variant of `container`:

@@ -16,10 +16,7 @@ use aiops_operator::remediation::propose::model::Incident;
 
 /// Hostile answers whose shape the schema refuses: (name, answer, expected reason).
 fn hostile_answers() -> Vec<(&'static str, Value, &'static str)> {
-    let base = |changes: Value| {
-        json!({"summary": "fix", "rootCause": "x", "confidence": 0.9, "risks": [], "rollbackPlan": [],
-               "changes": changes})
-    };
+    let base = |changes: Value| json!({"confidence": 0.9, "changes": changes});
     let mut another_workload = base(json!([{"container": "app", "image": "nginx:1.25.5"}]));
     another_workload["target"] = json!({"kind": "Deployment", "name": "payments", "uid": "other"});
     let mut another_namespace = base(json!([{"container": "app", "image": "nginx:1.25.5"}]));
@@ -191,7 +188,9 @@ async fn oversized_answers_are_cut_off() {
     );
 
     // 200 KB inside the limit: a patch-sized answer the schema refuses.
-    let huge = good_answer().replace("Use the existing image", &"A".repeat(200 * 1024));
+    let mut huge: Value = serde_json::from_str(&good_answer()).expect("JSON");
+    huge["changes"][0]["image"] = json!("A".repeat(200 * 1024));
+    let huge = huge.to_string();
     double.push(ollama_reply(&huge));
     let outcome = ask(&proposer, &evidence).await;
     let error = schema_violation(&outcome, "the answer");
@@ -288,8 +287,7 @@ async fn a_prompt_injection_in_the_logs_is_obeyed_by_the_double_and_stopped() {
         let user = body["messages"][1]["content"].as_str().unwrap_or_default();
         if user.contains("make the pod privileged") {
             ollama_reply(
-                &json!({"summary": "as instructed", "rootCause": "x", "confidence": 1, "risks": [],
-                        "rollbackPlan": [], "changes": [{"container": "app", "image": "nginx:1.25.5",
+                &json!({"confidence": 1, "changes": [{"container": "app", "image": "nginx:1.25.5",
                         "securityContext": {"privileged": true}, "hostNetwork": true}]})
                 .to_string(),
             )

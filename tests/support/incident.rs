@@ -62,15 +62,13 @@ pub fn crash_findings() -> Vec<Finding> {
     }]
 }
 
-/// A model's answer that fits any incident's schema: no change.
+/// A model's answer that fits the schema of an incident the model
+/// explains (a crash, [`crash_findings`]): no change, and a cause.
 pub fn no_change_answer() -> String {
     serde_json::json!({
-        "summary": "No safe automatic change",
-        "rootCause": "The container exits at start; the log shows why.",
+        "changes": [],
         "confidence": 0.3,
-        "risks": [],
-        "rollbackPlan": [],
-        "changes": []
+        "rootCause": "The container exits at start; the log shows why."
     })
     .to_string()
 }

@@ -22,18 +22,16 @@ use crate::remediation::crd::{Action, Evidence, Proposal};
 const MIB: u64 = 1024 * 1024;
 
 /// The answer object the schema describes.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelFix {
-    pub summary: String,
-    pub root_cause: String,
-    pub confidence: f64,
-    #[serde(default)]
-    pub risks: Vec<String>,
-    #[serde(default)]
-    pub rollback_plan: Vec<String>,
     #[serde(default)]
     pub changes: Vec<ContainerChange>,
+    pub confidence: f64,
+    /// The model's reading of the evidence, where the schema asks for one
+    /// ([`IncidentFacts::explain`]).
+    #[serde(default)]
+    pub root_cause: String,
 }
 
 /// One container's new values; `None` leaves a field as it is.
@@ -49,10 +47,6 @@ pub struct ContainerChange {
     pub memory_request_mib: Option<u64>,
     #[serde(default)]
     pub env: Option<Vec<EnvSetting>>,
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    #[serde(default)]
-    pub args: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -64,11 +58,7 @@ pub struct EnvSetting {
 
 impl ContainerChange {
     fn is_image_only(&self) -> bool {
-        self.memory_limit_mib.is_none()
-            && self.memory_request_mib.is_none()
-            && self.env.is_none()
-            && self.command.is_none()
-            && self.args.is_none()
+        self.memory_limit_mib.is_none() && self.memory_request_mib.is_none() && self.env.is_none()
     }
 
     fn is_empty(&self) -> bool {
@@ -76,8 +66,6 @@ impl ContainerChange {
             && self.memory_limit_mib.is_none()
             && self.memory_request_mib.is_none()
             && self.env.is_none()
-            && self.command.is_none()
-            && self.args.is_none()
     }
 }
 
@@ -114,23 +102,9 @@ pub fn fix_to_proposal(
         lists.entry(list).or_default().push(item);
     }
 
-    // Free text is shown only where everything it names is a fact of this
-    // incident or of the proposal; otherwise it is kept, flagged, as a risk.
-    let words = IncidentWords::new(evidence, facts, fix);
-    let vetted = |raw: &str, max: usize| -> String {
-        let shown = text(raw, max);
-        match words.unknown_mentions(raw).as_slice() {
-            [] => shown,
-            unknown => format!(
-                "(unverified: mentions {}, which this incident does not contain) {shown}",
-                unknown.join(", ")
-            ),
-        }
-    };
-    let mut risks: Vec<String> = fix.risks.iter().map(|r| vetted(r, 200)).collect();
-    risks.push(format!(
+    let mut risks = vec![format!(
         "proposed by a language model ({source}), not by a rule: check every value before approving"
-    ));
+    )];
     if facts.image_candidates.is_empty() {
         // Without candidates the schema could only ask for a well-formed
         // reference: say plainly that nothing vouches for the image.
@@ -143,10 +117,12 @@ pub fn fix_to_proposal(
             }
         }
     }
-    let mut rollback_plan: Vec<String> = fix.rollback_plan.iter().map(|r| vetted(r, 200)).collect();
-    // The summary says what the actions do, in our words; the model's own
-    // summary follows, attributed. Small models copy the prompt's worked
-    // example into their prose (container names included), so a reviewer
+    let mut rollback_plan = Vec::new();
+    // Every word is the operator's: the findings and what the actions do.
+    // The model chooses values; where it also explains (a crash's log), its
+    // explanation follows, attributed, and only when everything it names is
+    // a fact of this incident or of the proposal. Small models copy names
+    // from what they have seen into prose that reads as fact, so a reviewer
     // must never have to trust it to know what the patch changes.
     let changes: Vec<String> = fix
         .changes
@@ -154,38 +130,27 @@ pub fn fix_to_proposal(
         .filter(|c| !c.is_empty())
         .map(describe_change)
         .collect();
-    let said = |what: &str, raw: &str, max: usize, risks: &mut Vec<String>| -> Option<String> {
-        let shown = text(raw, max);
-        if shown.is_empty() {
-            return None;
-        }
-        let unknown = words.unknown_mentions(raw);
-        if unknown.is_empty() {
-            return Some(shown);
-        }
-        risks.push(format!(
-            "the model's {what} is not shown: it mentions {}, which this incident does not \
-             contain: {shown:?}",
-            unknown.join(", ")
-        ));
-        None
-    };
-    let model_summary = said("summary", &fix.summary, 200, &mut risks);
-    let model_cause = said("explanation", &fix.root_cause, 600, &mut risks);
     let changed = if changes.is_empty() {
         "no change proposed".to_string()
     } else {
         changes.join("; ")
     };
-    let mut summary = match model_summary {
-        Some(model_says) => format!("{target}: {changed} (the model: {model_says:?})"),
-        None => format!("{target}: {changed}"),
-    };
-    // The operator's own words about the finding lead; the model's
-    // explanation follows only when it names nothing foreign.
-    let root_cause = match model_cause {
-        Some(cause) => format!("{} The model: {cause:?}", finding_words(facts)),
-        None => finding_words(facts),
+    let mut summary = format!("{target}: {changed}");
+    let cause = text(&fix.root_cause, 600);
+    let words = IncidentWords::new(evidence, facts, fix);
+    // Checked as shown: redacted, so a secret the model repeats is not
+    // named again in the risk that flags it.
+    let root_cause = match words.unknown_mentions(&cause).as_slice() {
+        _ if cause.is_empty() => finding_words(facts),
+        [] => format!("{} The model: {cause:?}", finding_words(facts)),
+        unknown => {
+            risks.push(format!(
+                "the model's explanation is not shown: it mentions {}, which this incident \
+                 does not contain: {cause:?}",
+                unknown.join(", ")
+            ));
+            finding_words(facts)
+        }
     };
     let mut actions = Vec::new();
     if !lists.is_empty() {
@@ -203,7 +168,7 @@ pub fn fix_to_proposal(
                 );
             }
             Some(why) => {
-                summary = format!("{target} needs a human: {why}; the model suggested: {summary}");
+                summary = format!("{target} needs a human: {why}; the model suggested: {changed}");
             }
         }
     }
@@ -263,12 +228,6 @@ fn describe_change(change: &ContainerChange) -> String {
     if let Some(env) = &change.env {
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         parts.push(format!("env {}", names.join(", ")));
-    }
-    if change.command.is_some() {
-        parts.push("command".into());
-    }
-    if change.args.is_some() {
-        parts.push("args".into());
     }
     format!("set container {}: {}", change.container, parts.join(", "))
 }
@@ -387,12 +346,6 @@ fn container_patch(
             item.insert("env".into(), Value::Array(entries));
         }
     }
-    if let Some(command) = &change.command {
-        item.insert("command".into(), json!(command));
-    }
-    if let Some(args) = &change.args {
-        item.insert("args".into(), json!(args));
-    }
     let list = if container.init {
         "initContainers"
     } else {
@@ -436,17 +389,15 @@ mod tests {
                 min_mib: 65,
                 max_mib: 2048,
             }),
+            explain: true,
         }
     }
 
     fn fix(changes: Vec<ContainerChange>) -> ModelFix {
         ModelFix {
-            summary: "fix it".into(),
-            root_cause: "because".into(),
-            confidence: 0.9,
-            risks: vec![],
-            rollback_plan: vec![],
             changes,
+            confidence: 0.9,
+            root_cause: "because".into(),
         }
     }
 
@@ -597,7 +548,6 @@ mod tests {
             image: Some("busybox:1.36.1".into()),
             ..ContainerChange::default()
         }]);
-        copied.summary = "Use the existing image nginx:1.25.5 for container web".into();
         copied.root_cause = "The tag 1.25.55 is a typo".into();
         let proposal = fix_to_proposal(&copied, &evidence("Deployment"), &facts(), "m").unwrap();
         assert!(
@@ -628,7 +578,6 @@ mod tests {
 
         let mut faithful = copied.clone();
         faithful.root_cause = "busybox:1.36.11 does not exist; busybox:1.36.1 runs".into();
-        faithful.summary = "use busybox:1.36.1 for container init-db".into();
         let mut with_typo = facts();
         with_typo.containers[1].image = "busybox:1.36.11".into();
         let proposal =
@@ -640,20 +589,31 @@ mod tests {
             "{}",
             proposal.root_cause
         );
-        assert!(
-            proposal.summary.contains("(the model:"),
-            "{}",
-            proposal.summary
+        assert_eq!(
+            proposal.summary,
+            "Deployment/web: set container init-db: image busybox:1.36.1"
         );
     }
 
     #[test]
     fn model_text_is_redacted_and_bounded() {
         let mut f = fix(vec![]);
-        f.summary = format!("use password=hunter2 {}", "x".repeat(1000));
+        f.root_cause = format!("the cache outgrew its limit {}", "x".repeat(1000));
         let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
-        assert!(!p.summary.contains("hunter2"));
-        assert!(p.summary.len() <= 320);
+        assert!(p.root_cause.contains("The model:"), "{}", p.root_cause);
+        assert!(p.root_cause.len() <= 720, "{}", p.root_cause.len());
+        // A secret is masked wherever the text goes (here to the risks:
+        // `hunter2` is not a fact of this incident).
+        f.root_cause = format!("password=hunter2 {}", "x".repeat(1000));
+        let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
+        assert!(!p.root_cause.contains("hunter2"), "{}", p.root_cause);
+        assert!(
+            p.risks
+                .iter()
+                .all(|r| !r.contains("hunter2") && r.len() <= 800),
+            "{:?}",
+            p.risks
+        );
     }
 
     #[test]
@@ -676,24 +636,22 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_names_what_the_patch_changes_not_what_the_model_says() {
+    fn the_summary_names_what_the_patch_changes_and_a_decision_has_no_model_words() {
         let mut f = fix(vec![ContainerChange {
             container: "app".into(),
             memory_limit_mib: Some(128),
             ..ContainerChange::default()
         }]);
-        f.summary = "Use the existing image nginx:1.25.5 for container web".into();
+        f.root_cause.clear();
         let p = fix_to_proposal(&f, &evidence("Deployment"), &facts(), "m").unwrap();
         assert_eq!(
             p.summary,
             "Deployment/web: set container app: memory limit 128Mi"
         );
-        assert!(
-            p.risks
-                .iter()
-                .any(|r| r.contains("summary is not shown") && r.contains("nginx:1.25.5")),
-            "the model's words are kept, flagged: {:?}",
-            p.risks
+        assert_eq!(
+            p.root_cause,
+            "Container app (image ngnix:1.25): OOMKilled. Container init-db (image busybox:1.36): ImagePullBackOff."
         );
+        assert!(!p.root_cause.contains("The model"), "{}", p.root_cause);
     }
 }

@@ -67,15 +67,7 @@ impl IncidentWords {
     /// The words of an incident and of a finished proposal (its actions'
     /// patches stand in for the model's fix object).
     pub fn for_proposal(evidence: &Evidence, facts: &IncidentFacts, proposal: &Proposal) -> Self {
-        let none = ModelFix {
-            summary: String::new(),
-            root_cause: String::new(),
-            confidence: 0.0,
-            risks: Vec::new(),
-            rollback_plan: Vec::new(),
-            changes: Vec::new(),
-        };
-        let mut words = IncidentWords::new(evidence, facts, &none);
+        let mut words = IncidentWords::new(evidence, facts, &ModelFix::default());
         for action in &proposal.actions {
             words.corpus.push(' ');
             words
@@ -170,11 +162,8 @@ mod tests {
             ..IncidentFacts::default()
         };
         let fix = ModelFix {
-            summary: String::new(),
-            root_cause: String::new(),
             confidence: 0.5,
-            risks: vec![],
-            rollback_plan: vec![],
+            root_cause: String::new(),
             changes: vec![ContainerChange {
                 container: "ngnix".into(),
                 image: Some("nginx:1.25.5".into()),

@@ -41,8 +41,9 @@ const MIB: u64 = 1024 * 1024;
 const MAX_CANDIDATES: usize = 8;
 const MAX_ENV_NAMES: usize = 32;
 const MAX_ENV_CHANGES: usize = 8;
-const MAX_COMMAND_ITEMS: usize = 16;
 const MAX_STRING: usize = 256;
+/// Characters of the model's explanation, when it gives one.
+const MAX_ROOT_CAUSE: usize = 240;
 
 /// A container image reference with a tag and/or digest.
 const IMAGE_PATTERN: &str =
@@ -83,6 +84,13 @@ pub struct IncidentFacts {
     pub env_names: Vec<String>,
     /// Present when memory may change.
     pub memory: Option<MemoryBounds>,
+    /// Whether the answer carries a `rootCause`: only where the model reads
+    /// something the operator's own words cannot say (a crash's log, a
+    /// probe) or where no change can be expressed and a person needs the
+    /// manual fix. An image or memory fix is a decision only: the operator
+    /// describes the finding and the change, and the model writes no words,
+    /// which are most of the time a small model takes.
+    pub explain: bool,
 }
 
 impl IncidentFacts {
@@ -107,9 +115,6 @@ impl IncidentFacts {
         }
         if self.classes.contains(&ChangeClass::Env) && !self.env_names.is_empty() {
             fields.push("env");
-        }
-        if self.classes.contains(&ChangeClass::CommandArgs) {
-            fields.extend(["command", "args"]);
         }
         fields
     }
@@ -149,12 +154,12 @@ pub fn incident_facts(
         }
     }
 
-    let expressible = [
-        ChangeClass::Image,
-        ChangeClass::Resources,
-        ChangeClass::Env,
-        ChangeClass::CommandArgs,
-    ];
+    // Command and args are not offered: a small model asked for them
+    // writes a plausible command line of its own (measured: `docker run
+    // ...` for a postgres crash), which passes every check and is rolled
+    // back after approval. A crash's command stays in the evidence for the
+    // model's reading and in the rules' hands.
+    let expressible = [ChangeClass::Image, ChangeClass::Resources, ChangeClass::Env];
     let classes: BTreeSet<ChangeClass> = findings
         .iter()
         .flat_map(|f| allowed_changes(&f.reason).iter().copied())
@@ -190,14 +195,29 @@ pub fn incident_facts(
         .then(|| memory_bounds(&containers, memory_cap))
         .flatten();
 
-    IncidentFacts {
+    let mut facts = IncidentFacts {
         containers,
         classes,
         image_candidates,
         env_names: env_names.into_iter().take(MAX_ENV_NAMES).collect(),
         memory,
-    }
+        explain: false,
+    };
+    facts.explain = facts.change_fields().is_empty()
+        || findings
+            .iter()
+            .flat_map(|f| allowed_changes(&f.reason).iter())
+            .any(|c| EXPLAINED.contains(c));
+    facts
 }
+
+/// Change classes whose evidence (a log, a probe) the operator cannot put
+/// into words; the model's reading of it goes to the reviewer.
+pub const EXPLAINED: [ChangeClass; 3] = [
+    ChangeClass::Env,
+    ChangeClass::CommandArgs,
+    ChangeClass::Probes,
+];
 
 /// The model may lower nothing it was OOM-killed for: the lower bound is
 /// just above the smallest OOM-killed container's current limit.
@@ -284,14 +304,6 @@ fn is_match(regex: &LazyLock<Option<Regex>>, text: &str) -> bool {
     regex.as_ref().is_some_and(|r| r.is_match(text))
 }
 
-fn nullable_string_array(max_items: usize) -> Value {
-    json!({
-        "type": ["array", "null"],
-        "maxItems": max_items,
-        "items": {"type": "string", "maxLength": MAX_STRING},
-    })
-}
-
 /// The schema of one container change: `container` names it, `image` is
 /// what that container may be set to; the other fields follow the facts.
 fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value {
@@ -312,7 +324,8 @@ fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value
                 };
                 json!({"type": ["integer", "null"], "minimum": min, "maximum": bounds.max_mib})
             }
-            "env" => json!({
+            // "env", the last of the fields.
+            _ => json!({
                 "type": ["array", "null"],
                 "maxItems": MAX_ENV_CHANGES,
                 "items": {
@@ -325,7 +338,6 @@ fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value
                     },
                 },
             }),
-            _ => nullable_string_array(MAX_COMMAND_ITEMS),
         };
         properties.insert(field.into(), schema);
     }
@@ -382,28 +394,30 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
     } else {
         facts.containers.len()
     };
-    // What a reviewer reads at a glance; every character the model writes
-    // costs time on a small CPU, and the grammar holds it to these bounds.
-    let text_list = json!({
-        "type": "array",
-        "maxItems": 2,
-        "items": {"type": "string", "maxLength": 120},
-    });
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "changes".into(),
+        json!({"type": "array", "maxItems": max_changes, "items": change}),
+    );
+    // Tenths, as an enum: a grammar can hold a model to listed values but
+    // not to a numeric range, and small models do answer 304 for a 0-to-1
+    // scale.
+    properties.insert("confidence".into(), json!({"enum": CONFIDENCE_TENTHS}));
+    if facts.explain {
+        // What a reviewer reads at a glance; every character the model
+        // writes costs time on a small CPU, and the grammar holds it to
+        // this bound.
+        properties.insert(
+            "rootCause".into(),
+            json!({"type": "string", "maxLength": MAX_ROOT_CAUSE}),
+        );
+    }
+    let required: Vec<&String> = properties.keys().collect();
     json!({
         "type": "object",
         "additionalProperties": false,
-        "required": ["summary", "rootCause", "confidence", "risks", "rollbackPlan", "changes"],
-        "properties": {
-            "summary": {"type": "string", "minLength": 1, "maxLength": 160},
-            "rootCause": {"type": "string", "maxLength": 300},
-            // Tenths, as an enum: a grammar can hold a model to listed
-            // values but not to a numeric range, and small models do
-            // answer 304 for a 0-to-1 scale.
-            "confidence": {"enum": CONFIDENCE_TENTHS},
-            "risks": text_list,
-            "rollbackPlan": text_list,
-            "changes": {"type": "array", "maxItems": max_changes, "items": change},
-        },
+        "required": required,
+        "properties": properties,
     })
 }
 
@@ -539,7 +553,7 @@ mod tests {
         );
         // A candidate of one container is refused for another.
         let answer = |container: &str| {
-            json!({"summary": "s", "rootCause": "r", "confidence": 0.5, "risks": [], "rollbackPlan": [],
+            json!({"confidence": 0.5,
                 "changes": [{"container": container, "image": "nginx:1.25.5"}]})
             .to_string()
         };
@@ -589,8 +603,8 @@ mod tests {
         assert_eq!(change["properties"]["memoryLimitMiB"]["maximum"], 2048);
         assert!(change["properties"].get("image").is_none());
 
-        let ok = json!({"summary": "raise", "rootCause": "oom", "confidence": 0.7, "risks": [],
-            "rollbackPlan": [], "changes": [{"container": "app", "memoryLimitMiB": 128, "memoryRequestMiB": null}]});
+        let ok = json!({"confidence": 0.7,
+            "changes": [{"container": "app", "memoryLimitMiB": 128, "memoryRequestMiB": null}]});
         assert!(validate_answer(&schema, &ok.to_string()).is_ok());
         let too_big = ok.to_string().replace("128", "4096");
         assert!(matches!(
@@ -672,10 +686,41 @@ mod tests {
         let schema = answer_schema(&facts);
         let err = validate_answer(&schema, "Sure! Here is the fix: {").unwrap_err();
         assert!(matches!(err, LlmError::InvalidJson { .. }), "{err}");
-        let hostile = json!({"summary": "s", "rootCause": "r", "confidence": 1, "risks": [], "rollbackPlan": [],
+        let hostile = json!({"confidence": 1,
             "changes": [{"container": "app", "image": "nginx:1.25.4", "securityContext": {"privileged": true}}]});
         let err = validate_answer(&schema, &hostile.to_string()).unwrap_err();
         assert!(err.to_string().contains("securityContext"), "{err}");
+    }
+
+    #[test]
+    fn only_a_crash_a_probe_or_a_fix_nobody_can_express_asks_the_model_for_words() {
+        let facts = |reason: &str, cap_mib: u64| {
+            incident_facts(
+                &evidence("nginx:1.25.5"),
+                &[finding(reason)],
+                &["nginx:1.25.4".to_string()],
+                cap_mib * MIB,
+            )
+        };
+        let keys = |facts: &IncidentFacts| {
+            let schema = answer_schema(facts);
+            let required: Vec<String> = serde_json::from_value(schema["required"].clone())
+                .expect("required is a list of names");
+            required
+        };
+        for decision in ["ImagePullBackOff", "OOMKilled"] {
+            let facts = facts(decision, 2048);
+            assert!(!facts.explain, "{decision}");
+            assert_eq!(keys(&facts), ["changes", "confidence"], "{decision}");
+        }
+        for explained in ["CrashLoopBackOff", "NotReady", "CreateContainerConfigError"] {
+            let facts = facts(explained, 2048);
+            assert!(facts.explain, "{explained}");
+            assert_eq!(keys(&facts), ["changes", "confidence", "rootCause"]);
+        }
+        // An OOM kill at the memory cap: nothing to set, so a person needs
+        // the model's reading.
+        assert!(facts("OOMKilled", 64).explain);
     }
 
     #[test]
@@ -718,14 +763,9 @@ mod tests {
         );
         let schema = answer_schema(&facts);
         let bound = answer_char_bound(&schema).expect("every field is bounded");
-        // The longest answer: every text at its limit, every list full.
-        let long = |n: usize| "x".repeat(n);
+        // The longest answer: every list full.
         let answer = json!({
-            "summary": long(160),
-            "rootCause": long(300),
             "confidence": 0.7,
-            "risks": [long(120), long(120)],
-            "rollbackPlan": [long(120), long(120)],
             "changes": [
                 {"container": "app", "image": "nginx:1.25.5"},
                 {"container": "sidecar", "image": null},
@@ -735,14 +775,28 @@ mod tests {
         validate_answer(&schema, &answer).expect("the longest answer is schema-valid");
         assert!(answer.len() <= bound, "{} > {bound}", answer.len());
         let cap = answer_token_cap(&schema).expect("a cap");
-        assert!(
-            cap <= 640,
-            "well below the configured default of 1024: {cap}"
-        );
+        assert!(cap <= 160, "a decision needs few tokens: {cap}");
         assert!(
             cap as usize * 4 >= answer.len(),
             "at four characters per token it fits"
         );
+        // An explanation adds its bound and no more.
+        let explained = incident_facts(
+            &evidence("postgres:16.4"),
+            &[finding("CrashLoopBackOff")],
+            &[],
+            2048 * MIB,
+        );
+        let with_words = answer_schema(&explained);
+        let long = json!({
+            "confidence": 0.7,
+            "changes": [],
+            "rootCause": "x".repeat(MAX_ROOT_CAUSE),
+        })
+        .to_string();
+        validate_answer(&with_words, &long).expect("the longest explanation is schema-valid");
+        let bound = answer_char_bound(&with_words).expect("every field is bounded");
+        assert!(long.len() <= bound, "{} > {bound}", long.len());
         // A free-form string has no bound, so neither has the answer.
         assert_eq!(answer_char_bound(&json!({"type": "string"})), None);
     }
