@@ -1,8 +1,8 @@
 //! Any text as a model's answer, for two incidents (a misspelled image
-//! with candidates, and an out-of-memory crash loop with env, command and
-//! memory to change): checked against the incident's schema, read as a fix
-//! and turned into a proposal, as every provider does with a server's
-//! reply. Also read as a fix without the schema check, so the reader holds
+//! with candidates, a decision only; and an out-of-memory crash loop with
+//! env and memory to change and a cause to explain): checked against the
+//! incident's schema, read as a fix and turned into a proposal, as every
+//! provider does with a server's reply. Also read as a fix without the schema check, so the reader holds
 //! on its own. A panic or a hang is a finding; errors are the expected
 //! answer to garbage.
 #![no_main]
