@@ -464,13 +464,21 @@ pub fn answer_char_bound(schema: &Value) -> Option<usize> {
     })
 }
 
-/// The completion cap for `schema`: its longest answer at two characters
-/// per token. Real answers average three to four characters per token, so
-/// only an answer that fills every field to its limit with unusual text
-/// can reach the cap; `None` when the schema sets no bound.
+/// The completion cap for `schema`: one token per character of its
+/// longest compact answer, and never under [`MIN_ANSWER_TOKENS`]. A
+/// grammar lets a model put whitespace between the answer's elements (an
+/// indented object costs a token or two a line), which in a short answer
+/// is most of it: a 38-token cap (two characters a token) cut off a
+/// 70-character decision. The cap is there to stop a model that never
+/// ends, not to size a fair answer; `None` when the schema sets no bound.
 pub fn answer_token_cap(schema: &Value) -> Option<u32> {
-    answer_char_bound(schema).map(|chars| u32::try_from(chars.div_ceil(2)).unwrap_or(u32::MAX))
+    answer_char_bound(schema)
+        .map(|chars| u32::try_from(chars.max(MIN_ANSWER_TOKENS)).unwrap_or(u32::MAX))
 }
+
+/// The smallest completion cap: room for the framing and whitespace of any
+/// answer.
+const MIN_ANSWER_TOKENS: usize = 96;
 
 #[cfg(test)]
 mod tests {
@@ -775,11 +783,14 @@ mod tests {
         validate_answer(&schema, &answer).expect("the longest answer is schema-valid");
         assert!(answer.len() <= bound, "{} > {bound}", answer.len());
         let cap = answer_token_cap(&schema).expect("a cap");
-        assert!(cap <= 160, "a decision needs few tokens: {cap}");
-        assert!(
-            cap as usize * 4 >= answer.len(),
-            "at four characters per token it fits"
-        );
+        assert!(cap <= 200, "a decision needs few tokens: {cap}");
+        // Pretty-printed, at one token per line and per element, it fits.
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_str::<Value>(&answer).expect("JSON"),
+        )
+        .expect("prints");
+        let tokens = pretty.lines().count() + pretty.split([',', ':']).count();
+        assert!(cap as usize >= tokens, "{cap} < {tokens}:\n{pretty}");
         // An explanation adds its bound and no more.
         let explained = incident_facts(
             &evidence("postgres:16.4"),
