@@ -43,8 +43,6 @@ pub struct ContainerChange {
     pub image: Option<String>,
     #[serde(default, rename = "memoryLimitMiB")]
     pub memory_limit_mib: Option<u64>,
-    #[serde(default, rename = "memoryRequestMiB")]
-    pub memory_request_mib: Option<u64>,
     #[serde(default)]
     pub env: Option<Vec<EnvSetting>>,
 }
@@ -58,14 +56,11 @@ pub struct EnvSetting {
 
 impl ContainerChange {
     fn is_image_only(&self) -> bool {
-        self.memory_limit_mib.is_none() && self.memory_request_mib.is_none() && self.env.is_none()
+        self.memory_limit_mib.is_none() && self.env.is_none()
     }
 
     fn is_empty(&self) -> bool {
-        self.image.is_none()
-            && self.memory_limit_mib.is_none()
-            && self.memory_request_mib.is_none()
-            && self.env.is_none()
+        self.image.is_none() && self.memory_limit_mib.is_none() && self.env.is_none()
     }
 }
 
@@ -222,9 +217,6 @@ fn describe_change(change: &ContainerChange) -> String {
     if let Some(limit) = change.memory_limit_mib {
         parts.push(format!("memory limit {limit}Mi"));
     }
-    if let Some(request) = change.memory_request_mib {
-        parts.push(format!("memory request {request}Mi"));
-    }
     if let Some(env) = &change.env {
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         parts.push(format!("env {}", names.join(", ")));
@@ -296,32 +288,11 @@ fn container_patch(
             )));
         }
         resources.insert("limits".into(), json!({"memory": format!("{limit}Mi")}));
-        let request = change.memory_request_mib.or_else(|| {
-            // A request above the new limit would make the pod invalid.
-            container
-                .memory_request
-                .filter(|r| *r > limit * MIB)
-                .map(|_| limit)
-        });
-        if let Some(request) = request {
-            if request > limit {
-                return Err(unusable(format!(
-                    "memory request {request} MiB is above the limit {limit} MiB"
-                )));
-            }
-            resources.insert("requests".into(), json!({"memory": format!("{request}Mi")}));
+        // A request above the new limit would make the pod invalid: it
+        // comes down to the limit.
+        if container.memory_request.is_some_and(|r| r > limit * MIB) {
+            resources.insert("requests".into(), json!({"memory": format!("{limit}Mi")}));
         }
-    } else if let Some(request) = change.memory_request_mib {
-        let fits = facts.memory.is_some()
-            && container
-                .memory_limit
-                .is_none_or(|limit| request * MIB <= limit);
-        if !fits {
-            return Err(unusable(format!(
-                "memory request {request} MiB is not allowed or exceeds the current limit"
-            )));
-        }
-        resources.insert("requests".into(), json!({"memory": format!("{request}Mi")}));
     }
     if !resources.is_empty() {
         item.insert("resources".into(), Value::Object(resources));
@@ -439,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_above_the_new_limit_comes_down_to_it() {
+        let mut high_request = facts();
+        high_request.containers[0].memory_request = Some(512 * MIB);
+        let raise = fix(vec![ContainerChange {
+            container: "app".into(),
+            memory_limit_mib: Some(128),
+            ..ContainerChange::default()
+        }]);
+        let resources = |facts: &IncidentFacts| {
+            let proposal = fix_to_proposal(&raise, &evidence("Deployment"), facts, "m").unwrap();
+            proposal.actions[0].patch["spec"]["template"]["spec"]["containers"][0]["resources"]
+                .clone()
+        };
+        assert_eq!(
+            resources(&high_request),
+            json!({"limits": {"memory": "128Mi"}, "requests": {"memory": "128Mi"}})
+        );
+        // A request within the new limit is left as it is.
+        assert_eq!(resources(&facts()), json!({"limits": {"memory": "128Mi"}}));
+    }
+
+    #[test]
     fn what_a_schema_cannot_say_is_checked_here() {
         let cases = [
             (
@@ -456,15 +449,6 @@ mod tests {
                     ..ContainerChange::default()
                 },
                 "outside",
-            ),
-            (
-                ContainerChange {
-                    container: "app".into(),
-                    memory_limit_mib: Some(128),
-                    memory_request_mib: Some(512),
-                    ..ContainerChange::default()
-                },
-                "above the limit",
             ),
             (
                 ContainerChange {

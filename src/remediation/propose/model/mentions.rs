@@ -45,10 +45,7 @@ impl IncidentWords {
             if let Some(image) = &change.image {
                 add(image);
             }
-            for mib in [change.memory_limit_mib, change.memory_request_mib]
-                .into_iter()
-                .flatten()
-            {
+            if let Some(mib) = change.memory_limit_mib {
                 add(&format!("{mib}Mi {mib}MiB"));
             }
             for env in change.env.iter().flatten() {

@@ -111,7 +111,10 @@ impl IncidentFacts {
             fields.push("image");
         }
         if self.memory.is_some() {
-            fields.extend(["memoryLimitMiB", "memoryRequestMiB"]);
+            // Only the limit: the operator lowers a request that would
+            // exceed it. Asked for both, a small model set a request forty
+            // times the limit it chose (bench-llm).
+            fields.push("memoryLimitMiB");
         }
         if self.classes.contains(&ChangeClass::Env) && !self.env_names.is_empty() {
             fields.push("env");
@@ -312,17 +315,12 @@ fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value
     for field in facts.change_fields() {
         let schema = match field {
             "image" => image.clone(),
-            "memoryLimitMiB" | "memoryRequestMiB" => {
+            "memoryLimitMiB" => {
                 let bounds = facts.memory.unwrap_or(MemoryBounds {
                     min_mib: MIN_MEMORY_MIB,
                     max_mib: MIN_MEMORY_MIB,
                 });
-                let min = if field == "memoryRequestMiB" {
-                    MIN_MEMORY_MIB.min(bounds.min_mib)
-                } else {
-                    bounds.min_mib
-                };
-                json!({"type": ["integer", "null"], "minimum": min, "maximum": bounds.max_mib})
+                json!({"type": ["integer", "null"], "minimum": bounds.min_mib, "maximum": bounds.max_mib})
             }
             // "env", the last of the fields.
             _ => json!({
@@ -612,7 +610,7 @@ mod tests {
         assert!(change["properties"].get("image").is_none());
 
         let ok = json!({"confidence": 0.7,
-            "changes": [{"container": "app", "memoryLimitMiB": 128, "memoryRequestMiB": null}]});
+            "changes": [{"container": "app", "memoryLimitMiB": 128}]});
         assert!(validate_answer(&schema, &ok.to_string()).is_ok());
         let too_big = ok.to_string().replace("128", "4096");
         assert!(matches!(
@@ -785,10 +783,9 @@ mod tests {
         let cap = answer_token_cap(&schema).expect("a cap");
         assert!(cap <= 200, "a decision needs few tokens: {cap}");
         // Pretty-printed, at one token per line and per element, it fits.
-        let pretty = serde_json::to_string_pretty(
-            &serde_json::from_str::<Value>(&answer).expect("JSON"),
-        )
-        .expect("prints");
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(&answer).expect("JSON"))
+                .expect("prints");
         let tokens = pretty.lines().count() + pretty.split([',', ':']).count();
         assert!(cap as usize >= tokens, "{cap} < {tokens}:\n{pretty}");
         // An explanation adds its bound and no more.
