@@ -360,6 +360,7 @@ mod tests {
                 min_mib: 65,
                 max_mib: 2048,
             }),
+            memory_choices: vec![128, 256, 512],
             explain: true,
         }
     }

@@ -418,9 +418,12 @@ fn incident_brief(evidence: &Evidence, findings: &[Finding], facts: &IncidentFac
             candidates.join(", ")
         ));
     }
-    if let Some(bounds) = facts.memory {
+    if !facts.memory_choices.is_empty() {
+        let choices: Vec<String> = facts.memory_choices.iter().map(u64::to_string).collect();
+        text.push_str(&format!("memoryLimitMiB: one of {}.\n", choices.join(", ")));
+    } else if let Some(bounds) = facts.memory {
         text.push_str(&format!(
-            "memoryLimitMiB from {} to {}; a request never above the limit.\n",
+            "memoryLimitMiB from {} to {}.\n",
             bounds.min_mib, bounds.max_mib
         ));
     }

@@ -32,6 +32,8 @@ use crate::remediation::guardrails::{ChangeClass, allowed_changes};
 
 /// The schema's name in OpenAI's `json_schema.name`.
 pub const SCHEMA_NAME: &str = "remediation_fix";
+/// Finding reasons that say an image cannot be pulled.
+const PULL_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImagePull", "InvalidImageName"];
 /// The smallest memory value the model may write, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 16;
 
@@ -84,6 +86,9 @@ pub struct IncidentFacts {
     pub env_names: Vec<String>,
     /// Present when memory may change.
     pub memory: Option<MemoryBounds>,
+    /// The limits, in MiB, a model chooses from ([`memory_choices`]); when
+    /// empty, any value within `memory`.
+    pub memory_choices: Vec<u64>,
     /// Whether the answer carries a `rootCause`: only where the model reads
     /// something the operator's own words cannot say (a crash's log, a
     /// probe) or where no change can be expressed and a person needs the
@@ -163,13 +168,13 @@ pub fn incident_facts(
     // back after approval. A crash's command stays in the evidence for the
     // model's reading and in the rules' hands.
     let expressible = [ChangeClass::Image, ChangeClass::Resources, ChangeClass::Env];
-    let classes: BTreeSet<ChangeClass> = findings
+    let mut classes: BTreeSet<ChangeClass> = findings
         .iter()
         .flat_map(|f| allowed_changes(&f.reason).iter().copied())
         .filter(|c| expressible.contains(c))
         .collect();
 
-    let image_candidates = containers
+    let image_candidates: BTreeMap<String, Vec<String>> = containers
         .iter()
         .filter(|c| {
             c.reasons
@@ -193,10 +198,26 @@ pub fn incident_facts(
         .cloned()
         .collect();
 
-    let memory = classes
-        .contains(&ChangeClass::Resources)
+    // A crash's image is offered only as a candidate: with none, a small
+    // model writes the current image back. Its memory is offered only for
+    // an OOM kill: asked about a crash with another exit code, a small
+    // model set the cap, a change that fixes nothing and was rolled back
+    // after approval (bench-llm).
+    let pull_failure = findings
+        .iter()
+        .any(|f| PULL_FAILURES.contains(&f.reason.as_str()));
+    if image_candidates.is_empty() && !pull_failure {
+        classes.remove(&ChangeClass::Image);
+    }
+    let oom = containers
+        .iter()
+        .any(|c| c.reasons.iter().any(|r| r == "OOMKilled"));
+    let memory = (oom && classes.contains(&ChangeClass::Resources))
         .then(|| memory_bounds(&containers, memory_cap))
         .flatten();
+    let memory_choices = memory
+        .map(|bounds| memory_choices(&containers, bounds))
+        .unwrap_or_default();
 
     let mut facts = IncidentFacts {
         containers,
@@ -204,6 +225,7 @@ pub fn incident_facts(
         image_candidates,
         env_names: env_names.into_iter().take(MAX_ENV_NAMES).collect(),
         memory,
+        memory_choices,
         explain: false,
     };
     facts.explain = facts.change_fields().is_empty()
@@ -224,6 +246,29 @@ pub const EXPLAINED: [ChangeClass; 3] = [
 
 /// The model may lower nothing it was OOM-killed for: the lower bound is
 /// just above the smallest OOM-killed container's current limit.
+/// The limits a model chooses from after an OOM kill: two, four and eight
+/// times the smallest OOM-killed limit, within the bounds. Asked for a
+/// number in a range, a small model answered either end of it (the cap,
+/// or one MiB above the limit that was killed); from a short list it picks
+/// a plausible one. Empty when no OOM-killed container had a limit.
+fn memory_choices(containers: &[ContainerFacts], bounds: MemoryBounds) -> Vec<u64> {
+    let Some(killed_mib) = containers
+        .iter()
+        .filter(|c| c.reasons.iter().any(|r| r == "OOMKilled"))
+        .filter_map(|c| c.memory_limit)
+        .min()
+        .map(|limit| limit.div_ceil(MIB))
+    else {
+        return Vec::new();
+    };
+    let mut choices: Vec<u64> = [2, 4, 8]
+        .iter()
+        .map(|factor| (killed_mib * factor).clamp(bounds.min_mib, bounds.max_mib))
+        .collect();
+    choices.dedup();
+    choices
+}
+
 fn memory_bounds(containers: &[ContainerFacts], memory_cap: u64) -> Option<MemoryBounds> {
     let max_mib = memory_cap / MIB;
     let min_mib = containers
@@ -315,6 +360,12 @@ fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value
     for field in facts.change_fields() {
         let schema = match field {
             "image" => image.clone(),
+            "memoryLimitMiB" if !facts.memory_choices.is_empty() => {
+                let mut values: Vec<Value> =
+                    facts.memory_choices.iter().map(|m| json!(m)).collect();
+                values.push(Value::Null);
+                json!({"type": ["integer", "null"], "enum": values})
+            }
             "memoryLimitMiB" => {
                 let bounds = facts.memory.unwrap_or(MemoryBounds {
                     min_mib: MIN_MEMORY_MIB,
@@ -603,22 +654,61 @@ mod tests {
                 max_mib: 2048
             })
         );
+        // The model chooses from two, four and eight times the killed limit.
+        assert_eq!(facts.memory_choices, [128, 256, 512]);
         let schema = answer_schema(&facts);
         let change = &schema["properties"]["changes"]["items"];
-        assert_eq!(change["properties"]["memoryLimitMiB"]["minimum"], 65);
-        assert_eq!(change["properties"]["memoryLimitMiB"]["maximum"], 2048);
+        assert_eq!(
+            change["properties"]["memoryLimitMiB"]["enum"],
+            json!([128, 256, 512, null])
+        );
         assert!(change["properties"].get("image").is_none());
 
         let ok = json!({"confidence": 0.7,
             "changes": [{"container": "app", "memoryLimitMiB": 128}]});
         assert!(validate_answer(&schema, &ok.to_string()).is_ok());
-        let too_big = ok.to_string().replace("128", "4096");
-        assert!(matches!(
-            validate_answer(&schema, &too_big),
-            Err(LlmError::SchemaViolation { .. })
-        ));
-        let not_raised = ok.to_string().replace("128", "64");
-        assert!(validate_answer(&schema, &not_raised).is_err());
+        for refused in ["4096", "64", "100"] {
+            let answer = ok.to_string().replace("128", refused);
+            assert!(
+                matches!(
+                    validate_answer(&schema, &answer),
+                    Err(LlmError::SchemaViolation { .. })
+                ),
+                "{refused}"
+            );
+        }
+        // Near the cap the choices stop at it; without a killed limit
+        // (none was set) the model writes a value within the bounds.
+        let near_cap = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("OOMKilled")],
+            &[],
+            300 * MIB,
+        );
+        assert_eq!(near_cap.memory_choices, [128, 256, 300]);
+        let mut no_limit = evidence("nginx:1.25.5");
+        no_limit.containers[0].limits.clear();
+        let unbounded = incident_facts(&no_limit, &[finding("OOMKilled")], &[], 2048 * MIB);
+        assert!(unbounded.memory_choices.is_empty());
+        let change = &answer_schema(&unbounded)["properties"]["changes"]["items"];
+        assert_eq!(change["properties"]["memoryLimitMiB"]["minimum"], 16);
+        assert_eq!(change["properties"]["memoryLimitMiB"]["maximum"], 2048);
+        // A crash with another exit code is offered no memory, and an
+        // image only as a candidate (here revision 3's).
+        let crash = incident_facts(
+            &evidence("nginx:1.25.5"),
+            &[finding("CrashLoopBackOff")],
+            &[],
+            2048 * MIB,
+        );
+        assert_eq!(crash.memory, None);
+        assert_eq!(crash.change_fields(), ["image", "env"]);
+        let no_history = fixtures::evidence("Deployment")
+            .with_container("app", "nginx:1.25.5")
+            .with_memory_limit("64Mi")
+            .with_env_names(&["LOG_LEVEL"]);
+        let crash = incident_facts(&no_history, &[finding("CrashLoopBackOff")], &[], 2048 * MIB);
+        assert_eq!(crash.change_fields(), ["env"]);
 
         // A limit already at the cap leaves nothing to raise.
         let capped = incident_facts(
