@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::schema::IncidentFacts;
+use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, redact_args};
 use crate::remediation::crd::{Evidence, Finding};
 use crate::remediation::evidence::bound_evidence;
@@ -133,6 +134,25 @@ pub fn build_prompt(
     let system = SYSTEM.to_string();
     let brief = incident_brief(evidence, findings, facts);
     let frame_tokens = estimate_tokens(&system) + estimate_tokens(&user_part(&brief, "")) + 8;
+    if !facts.explain {
+        // A decision is made from the brief alone: it names each failing
+        // container's image and limit, the findings and the values to
+        // choose from, and no text of the workload's reaches the model.
+        // The evidence block was most of a decision's prompt and changed
+        // no answer in bench-llm.
+        let user = format!("{brief}Reply with the JSON object only.");
+        return Prompt {
+            stats: PromptStats {
+                estimated_tokens: estimate_tokens(&system) + estimate_tokens(&user),
+                budget_tokens,
+                chars: system.chars().count() + user.chars().count(),
+                evidence_bytes: 0,
+                evidence_truncated: false,
+            },
+            system,
+            user,
+        };
+    }
     let findings_json = serde_json::to_string(findings).unwrap_or_else(|_| "[]".into());
     let room = budget_tokens
         .saturating_sub(frame_tokens)
@@ -342,6 +362,16 @@ fn plain(text: &str, extra: &[char]) -> String {
         .collect()
 }
 
+/// An image reference with only the characters a reference can have, so
+/// an image field cannot carry an instruction into the brief.
+fn image_reference(image: &str) -> String {
+    image
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(*c))
+        .take(200)
+        .collect()
+}
+
 fn class_name(class: ChangeClass) -> &'static str {
     match class {
         ChangeClass::Image => "image",
@@ -379,7 +409,15 @@ fn incident_brief(evidence: &Evidence, findings: &[Finding], facts: &IncidentFac
         let who = if finding.container.is_empty() {
             "the pods".to_string()
         } else {
-            format!("container \"{}\"", plain(&finding.container, &['-']))
+            let mut who = format!("container \"{}\"", plain(&finding.container, &['-']));
+            if let Some(container) = facts.container(&finding.container) {
+                who.push_str(&format!(" (image {}", image_reference(&container.image)));
+                if let Some(limit) = container.memory_limit {
+                    who.push_str(&format!(", memory limit {}", format_memory(limit)));
+                }
+                who.push(')');
+            }
+            who
         };
         let allowed = if classes.is_empty() {
             "no automatic change".to_string()
@@ -486,10 +524,23 @@ mod tests {
                 .contains("ImagePullBackOff in 2 pod(s) -> image, imagePullSecrets")
         );
         assert!(prompt.user.contains("Candidate images for \"app\""));
-        let begin = prompt.user.find(BEGIN_UNTRUSTED).unwrap();
-        let end = prompt.user.find(END_UNTRUSTED).unwrap();
+        // A decision reads the brief alone: no workload text at all.
+        assert!(
+            prompt.user.contains("container \"app\" (image ngnix:1.25)"),
+            "{}",
+            prompt.user
+        );
+        assert!(!prompt.user.contains(BEGIN_UNTRUSTED));
+        assert!(!prompt.user.contains("connecting with"));
+        assert_eq!(prompt.stats.evidence_bytes, 0);
+        // A crash is read from its evidence, delimited after the brief.
+        let crash_facts = incident_facts(&ev, &crash(), &[], 1 << 31);
+        let crash_prompt = build_prompt(&ev, &crash(), &crash_facts, 3000);
+        let begin = crash_prompt.user.find(BEGIN_UNTRUSTED).unwrap();
+        let end = crash_prompt.user.find(END_UNTRUSTED).unwrap();
         assert!(begin < end);
-        assert!(prompt.user.find("Fields a change may set").unwrap() < begin);
+        assert!(crash_prompt.user.find("Findings").unwrap() < begin);
+        assert!(crash_prompt.user[begin..end].contains("connecting with"));
         assert!(
             !prompt.system.contains("ngnix"),
             "nothing of the incident in the system message"
