@@ -36,6 +36,20 @@ fn server_url() -> String {
     }
 }
 
+/// The proposer the operator would build for the local SmolLM2 server.
+fn smollm2_proposer() -> aiops_operator::remediation::propose::model::ModelProposer {
+    use aiops_operator::llm::config::{LlmConfig, ProviderKind};
+    let config = LlmConfig {
+        provider: ProviderKind::Openai,
+        url: server_url(),
+        model: "smollm2".into(),
+        timeout: Duration::from_secs(120),
+        ..LlmConfig::default()
+    };
+    aiops_operator::remediation::propose::model::ModelProposer::from_config(&config, 2 << 30)
+        .expect("provider")
+}
+
 fn schema() -> Value {
     json!({
         "type": "object",
@@ -169,22 +183,14 @@ fn the_schema_check_rejects_what_the_schema_forbids() {
 /// Nothing is asserted about the quality of what the model chose.
 #[tokio::test]
 async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
-    use aiops_operator::llm::config::{LlmConfig, ProviderKind};
     use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+    use aiops_operator::remediation::propose::model::Incident;
     use aiops_operator::remediation::propose::model::mentions::IncidentWords;
     use aiops_operator::remediation::propose::model::prompt::redact_evidence;
     use aiops_operator::remediation::propose::model::schema::incident_facts;
-    use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
     use support::{baseline_policies, pull_evidence, pull_findings, web_workload};
 
-    let config = LlmConfig {
-        provider: ProviderKind::Openai,
-        url: server_url(),
-        model: "smollm2".into(),
-        timeout: Duration::from_secs(120),
-        ..LlmConfig::default()
-    };
-    let proposer = ModelProposer::from_config(&config, 2 << 30).expect("provider");
+    let proposer = smollm2_proposer();
     let workload = web_workload();
     let evidence = pull_evidence("shop");
     let findings = pull_findings();
@@ -275,22 +281,14 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
 /// facts of this incident; anything else is moved to the risks.
 #[tokio::test]
 async fn the_real_models_reading_of_a_crash_shows_only_facts_of_the_incident() {
-    use aiops_operator::llm::config::{LlmConfig, ProviderKind};
     use aiops_operator::remediation::crd::{ContainerTemplate, LogTail};
+    use aiops_operator::remediation::propose::model::Incident;
     use aiops_operator::remediation::propose::model::mentions::IncidentWords;
     use aiops_operator::remediation::propose::model::prompt::redact_evidence;
     use aiops_operator::remediation::propose::model::schema::{answer_schema, incident_facts};
-    use aiops_operator::remediation::propose::model::{Incident, ModelProposer};
     use support::{crash_findings, pull_evidence};
 
-    let config = LlmConfig {
-        provider: ProviderKind::Openai,
-        url: server_url(),
-        model: "smollm2".into(),
-        timeout: Duration::from_secs(120),
-        ..LlmConfig::default()
-    };
-    let proposer = ModelProposer::from_config(&config, 2 << 30).expect("provider");
+    let proposer = smollm2_proposer();
     let mut evidence = pull_evidence("shop");
     // No env names and no candidate image: nothing the model could set, so
     // every schema-valid answer is a usable one, and it explains.

@@ -352,6 +352,18 @@ fn is_match(regex: &LazyLock<Option<Regex>>, text: &str) -> bool {
     regex.as_ref().is_some_and(|r| r.is_match(text))
 }
 
+/// A closed object with every property required, as OpenAI's strict mode
+/// demands (optional values are nullable instead).
+fn closed_object(properties: serde_json::Map<String, Value>) -> Value {
+    let required: Vec<&String> = properties.keys().collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    })
+}
+
 /// The schema of one container change: `container` names it, `image` is
 /// what that container may be set to; the other fields follow the facts.
 fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value {
@@ -390,13 +402,7 @@ fn change_schema(facts: &IncidentFacts, container: Value, image: Value) -> Value
         };
         properties.insert(field.into(), schema);
     }
-    let required: Vec<&String> = properties.keys().collect();
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": required,
-        "properties": properties,
-    })
+    closed_object(properties)
 }
 
 /// The JSON Schema of the answer for this incident.
@@ -461,13 +467,7 @@ pub fn answer_schema(facts: &IncidentFacts) -> Value {
             json!({"type": "string", "maxLength": MAX_ROOT_CAUSE}),
         );
     }
-    let required: Vec<&String> = properties.keys().collect();
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": required,
-        "properties": properties,
-    })
+    closed_object(properties)
 }
 
 /// The longest answer `schema` allows, in characters of compact JSON, or
