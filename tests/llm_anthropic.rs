@@ -199,6 +199,7 @@ fn proposer(config: &LlmConfig) -> ModelProposer {
 fn small_request() -> ProposalRequest {
     ProposalRequest {
         max_answer_tokens: None,
+        examples: Vec::new(),
         system: "Answer with the fix object.".into(),
         user: "The pod cannot pull ngnix:1.25.5.".into(),
         schema: json!({
@@ -284,6 +285,8 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
     let (request, _) = proposer.request_for(&incident);
     let model = proposer.propose(&incident).await.expect("a proposal");
 
+    // A decision: one worked example, as a user and an assistant turn.
+    assert_eq!(request.examples.len(), 1);
     let seen = double.last();
     assert_eq!(header(&seen, "x-api-key").as_deref(), Some(KEY));
     assert_eq!(
@@ -306,7 +309,11 @@ async fn claude_gets_the_documented_request_and_its_answer_becomes_a_proposal() 
             "model": MODEL,
             "max_tokens": request.completion_limit(1024),
             "system": request.system,
-            "messages": [{"role": "user", "content": request.user}],
+            "messages": [
+                {"role": "user", "content": request.examples[0].user},
+                {"role": "assistant", "content": request.examples[0].assistant},
+                {"role": "user", "content": request.user},
+            ],
             "output_config": {"format": {"type": "json_schema", "schema": api_schema(&request.schema)}},
             "temperature": 0
         })

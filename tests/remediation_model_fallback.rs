@@ -86,7 +86,8 @@ async fn chat_completions(body: Bytes) -> axum::response::Response {
     };
     let user = request["messages"]
         .as_array()
-        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        // The last user turn: worked examples come before it.
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_string();

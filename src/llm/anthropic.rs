@@ -103,9 +103,7 @@ impl AnthropicProvider {
             "model": self.model,
             "max_tokens": request.completion_limit(self.max_tokens),
             "system": request.system,
-            "messages": [
-                {"role": "user", "content": request.user},
-            ],
+            "messages": request.turns(),
             "output_config": {
                 "format": {
                     "type": "json_schema",
@@ -373,6 +371,7 @@ mod tests {
         let provider = AnthropicProvider::new(&config()).unwrap();
         let request = ProposalRequest {
             max_answer_tokens: None,
+            examples: Vec::new(),
             system: "You fix workloads.".into(),
             user: "The pod crashes.".into(),
             schema: json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}},

@@ -25,5 +25,6 @@ pub mod validate;
 
 pub use config::{ApiKey, LlmConfig, ProviderKind};
 pub use provider::{
-    LlmError, ModelAnswer, ProposalRequest, Provider, RetryHint, Usage, build_provider,
+    Exchange, LlmError, ModelAnswer, ProposalRequest, Provider, RetryHint, Usage, build_provider,
+    estimate_tokens,
 };

@@ -9,11 +9,13 @@
 //! runner dies; only the message tells them apart, so those messages are
 //! recognised here and never retried. Ollama also applies the chat template
 //! the model was imported with, and a template without a system slot drops
-//! the system message silently. The provider reads the template once
-//! (`POST {url}/api/show`) and notes such a template on every proposal. The
-//! prompt token count cannot tell: Ollama counts only the tokens it read,
-//! and after the first call the fixed system message comes from the
-//! runner's cache, so a warm call's count looks like a dropped one's.
+//! the system message silently. Two checks catch that, each noted on the
+//! proposal: the template, read once (`POST {url}/api/show`), and the
+//! prompt token count. `prompt_eval_count` counts every token of the
+//! rendered prompt, also those the runner took from its cache (Ollama
+//! 0.17.4: 433 counted for a warm call whose prompt took 26 ms), so a count
+//! far below the operator's own estimate means part of the prompt never
+//! reached the model.
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -85,10 +87,7 @@ impl OllamaProvider {
     pub fn request_body(&self, request: &ProposalRequest) -> Value {
         json!({
             "model": self.model,
-            "messages": [
-                {"role": "system", "content": request.system},
-                {"role": "user", "content": request.user},
-            ],
+            "messages": request.messages_with_system(),
             "stream": false,
             "format": request.schema,
             "options": {
@@ -132,7 +131,11 @@ impl OllamaProvider {
                 detail: "no message in the response".into(),
             })?;
         let answer = validate_answer(&request.schema, &content)?;
-        let notes: Vec<String> = self.template_note().await.into_iter().collect();
+        let mut notes: Vec<String> = self.template_note().await.into_iter().collect();
+        notes.extend(short_count_note(
+            response.prompt_eval_count,
+            request.estimated_prompt_tokens(),
+        ));
         Ok(ModelAnswer {
             answer,
             usage: Usage {
@@ -189,6 +192,26 @@ impl OllamaProvider {
             }
         }
     }
+}
+
+/// A note when Ollama counted far fewer prompt tokens than were sent: less
+/// than half of the operator's estimate (characters / 4, which came within
+/// a few tokens of Qwen's and SmolLM2's counts for these prompts).
+fn short_count_note(counted: Option<u64>, estimated: usize) -> Option<String> {
+    let counted = counted?;
+    if counted.saturating_mul(2) >= estimated as u64 {
+        return None;
+    }
+    tracing::warn!(
+        counted,
+        estimated,
+        "Ollama counted far fewer prompt tokens than were sent"
+    );
+    Some(format!(
+        "Ollama counted {counted} prompt tokens where about {estimated} were sent: part of the \
+         prompt (the system message or the incident) did not reach the model, so its answer \
+         may ignore the operator's instructions"
+    ))
 }
 
 /// The fields of `/api/show` read here.

@@ -102,10 +102,7 @@ impl OpenAiProvider {
     pub fn request_body(&self, request: &ProposalRequest) -> Value {
         json!({
             "model": self.model,
-            "messages": [
-                {"role": "system", "content": request.system},
-                {"role": "user", "content": request.user},
-            ],
+            "messages": request.messages_with_system(),
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {

@@ -14,11 +14,23 @@ use super::config::{LlmConfig, ProviderKind};
 use super::ollama::OllamaProvider;
 use super::openai::OpenAiProvider;
 
+/// A worked question and its answer, sent as a user and an assistant turn
+/// before the real question.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    pub user: String,
+    pub assistant: String,
+}
+
 /// What a provider is asked: a system and a user message, and the JSON
 /// Schema the answer must satisfy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProposalRequest {
     pub system: String,
+    /// Worked exchanges between the system message and the user's. They are
+    /// the same for every incident of a kind, so a server's prompt cache
+    /// keeps them with the system message.
+    pub examples: Vec<Exchange>,
     pub user: String,
     pub schema: Value,
     /// A name for the schema (`[A-Za-z0-9_-]`, at most 64), as OpenAI requires.
@@ -29,12 +41,48 @@ pub struct ProposalRequest {
 }
 
 impl ProposalRequest {
+    /// The conversation after the system message: the examples' turns, then
+    /// the user message.
+    pub fn turns(&self) -> Vec<Value> {
+        let mut turns = Vec::with_capacity(self.examples.len() * 2 + 1);
+        for example in &self.examples {
+            turns.push(serde_json::json!({"role": "user", "content": example.user}));
+            turns.push(serde_json::json!({"role": "assistant", "content": example.assistant}));
+        }
+        turns.push(serde_json::json!({"role": "user", "content": self.user}));
+        turns
+    }
+
+    /// The prompt's tokens, estimated the way the operator budgets them.
+    pub fn estimated_prompt_tokens(&self) -> usize {
+        let examples: usize = self
+            .examples
+            .iter()
+            .map(|e| estimate_tokens(&e.user) + estimate_tokens(&e.assistant))
+            .sum();
+        estimate_tokens(&self.system) + examples + estimate_tokens(&self.user)
+    }
+
+    /// The conversation with the system message first, for chat APIs that
+    /// take it as a turn.
+    pub fn messages_with_system(&self) -> Vec<Value> {
+        let mut messages = vec![serde_json::json!({"role": "system", "content": self.system})];
+        messages.extend(self.turns());
+        messages
+    }
+
     /// The completion limit to send: `configured`, lowered to what the
     /// answer can need.
     pub fn completion_limit(&self, configured: u32) -> u32 {
         self.max_answer_tokens
             .map_or(configured, |needed| needed.min(configured))
     }
+}
+
+/// Tokens in `text`, estimated: about four characters per token for the
+/// English and JSON these prompts hold.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4)
 }
 
 /// Token counts the server reported, when it reports them.

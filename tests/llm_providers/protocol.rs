@@ -36,6 +36,8 @@ async fn ollama_gets_the_documented_request_and_its_response_is_parsed() {
             "model": "qwen2.5:7b",
             "messages": [
                 {"role": "system", "content": request.system},
+                {"role": "user", "content": request.examples[0].user},
+                {"role": "assistant", "content": request.examples[0].assistant},
                 {"role": "user", "content": request.user}
             ],
             "stream": false,
@@ -89,6 +91,8 @@ async fn openai_gets_json_schema_strict_and_the_key_only_in_the_header() {
             "model": "qwen2.5-coder-0.5b",
             "messages": [
                 {"role": "system", "content": request.system},
+                {"role": "user", "content": request.examples[0].user},
+                {"role": "assistant", "content": request.examples[0].assistant},
                 {"role": "user", "content": request.user}
             ],
             "response_format": {

@@ -141,6 +141,7 @@ impl ModelProposer {
         Prepared {
             request: ProposalRequest {
                 system: prompt.system,
+                examples: prompt.examples,
                 user: prompt.user,
                 max_answer_tokens: answer_token_cap(&schema),
                 schema,

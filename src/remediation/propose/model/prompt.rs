@@ -20,10 +20,11 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::schema::IncidentFacts;
+use super::schema::{IncidentFacts, incident_facts};
+use crate::llm::{Exchange, estimate_tokens};
 use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, redact_args};
-use crate::remediation::crd::{Evidence, Finding};
+use crate::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
 use crate::remediation::evidence::bound_evidence;
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
 
@@ -36,6 +37,8 @@ const MIN_EVIDENCE_BYTES: usize = 1024;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
     pub system: String,
+    /// Worked exchanges sent between the system message and the user's.
+    pub examples: Vec<Exchange>,
     pub user: String,
     pub stats: PromptStats,
 }
@@ -53,11 +56,6 @@ pub struct PromptStats {
     pub evidence_truncated: bool,
 }
 
-/// Tokens in `text`, estimated: about four characters per token for the
-/// English and JSON these prompts hold.
-pub fn estimate_tokens(text: &str) -> usize {
-    text.chars().count().div_ceil(4)
-}
 
 /// A copy of `evidence` with every string redacted again (command and args
 /// element-wise, so `["--password", "x"]` masks `x`).
@@ -140,16 +138,22 @@ pub fn build_prompt(
         // choose from, and no text of the workload's reaches the model.
         // The evidence block was most of a decision's prompt and changed
         // no answer in bench-llm.
-        let user = format!("{brief}Reply with the JSON object only.");
+        let user = decision_user(&brief);
+        let example = DECISION_EXAMPLE.clone();
+        let example_chars = example.user.chars().count() + example.assistant.chars().count();
         return Prompt {
             stats: PromptStats {
-                estimated_tokens: estimate_tokens(&system) + estimate_tokens(&user),
+                estimated_tokens: estimate_tokens(&system)
+                    + estimate_tokens(&example.user)
+                    + estimate_tokens(&example.assistant)
+                    + estimate_tokens(&user),
                 budget_tokens,
-                chars: system.chars().count() + user.chars().count(),
+                chars: system.chars().count() + example_chars + user.chars().count(),
                 evidence_bytes: 0,
                 evidence_truncated: false,
             },
             system,
+            examples: vec![example],
             user,
         };
     }
@@ -176,8 +180,83 @@ pub fn build_prompt(
             evidence_truncated: focused.truncated,
         },
         system,
+        // An explanation reads the evidence; an example of a decision
+        // would only pull it towards changing an image.
+        examples: Vec::new(),
         user,
     }
+}
+
+/// A decision's user message: the brief and the request for the answer.
+fn decision_user(brief: &str) -> String {
+    format!("{brief}Reply with the JSON object only.")
+}
+
+/// The worked example every decision carries: an image that cannot be
+/// pulled, a candidate chosen, and the answer in one compact line.
+///
+/// Without it, a small model behind Ollama spaced its JSON over several
+/// lines (36-49 answer tokens instead of 26) and, on that path, kept the
+/// failing image (`"image": null`) where the same model behind llama.cpp
+/// chose the candidate; with it both servers gave the same compact answer.
+/// It follows the fixed system message and is the same for every decision,
+/// so a server's prompt cache holds it and a warm call does not read it.
+/// Built by the same code as a real brief, so the two cannot drift apart.
+static DECISION_EXAMPLE: LazyLock<Exchange> = LazyLock::new(|| {
+    let (evidence, findings, cluster_images) = example_incident();
+    let facts = incident_facts(&evidence, &findings, &cluster_images, EXAMPLE_MEMORY_CAP);
+    Exchange {
+        user: decision_user(&incident_brief(&evidence, &findings, &facts)),
+        assistant: EXAMPLE_ANSWER.to_string(),
+    }
+});
+
+/// The example's answer: the candidate for the container that cannot pull.
+const EXAMPLE_ANSWER: &str =
+    r#"{"changes":[{"container":"api","image":"registry.example.com/pay/api:2.3.1"}],"confidence":0.8}"#;
+
+/// Only bounds memory choices, which the example's incident has none of.
+const EXAMPLE_MEMORY_CAP: u64 = 2 << 30;
+
+/// The example's incident: two containers, one of which cannot pull a tag
+/// that does not exist, and one other tag of its repository that runs.
+fn example_incident() -> (Evidence, Vec<Finding>, Vec<String>) {
+    let image = "registry.example.com/pay/api:2.4.0";
+    let evidence = Evidence {
+        workload: WorkloadRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "api".into(),
+            uid: String::new(),
+        },
+        namespace: "pay".into(),
+        containers: vec![
+            ContainerTemplate {
+                name: "api".into(),
+                image: image.into(),
+                ..ContainerTemplate::default()
+            },
+            ContainerTemplate {
+                name: "proxy".into(),
+                image: "registry.example.com/edge/proxy:1.8.2".into(),
+                ..ContainerTemplate::default()
+            },
+        ],
+        ..Evidence::default()
+    };
+    let findings = vec![Finding {
+        container: "api".into(),
+        reason: "ErrImagePull".into(),
+        message: format!("failed to pull image \"{image}\": not found"),
+        pods: 2,
+        image: Some(image.into()),
+        ..Finding::default()
+    }];
+    (
+        evidence,
+        findings,
+        vec!["registry.example.com/pay/api:2.3.1".into()],
+    )
 }
 
 fn user_part(brief: &str, block: &str) -> String {
@@ -545,10 +624,75 @@ mod tests {
             !prompt.system.contains("ngnix"),
             "nothing of the incident in the system message"
         );
+        let example = &prompt.examples[0];
         assert_eq!(
             prompt.stats.estimated_tokens,
-            estimate_tokens(&prompt.system) + estimate_tokens(&prompt.user)
+            estimate_tokens(&prompt.system)
+                + estimate_tokens(&example.user)
+                + estimate_tokens(&example.assistant)
+                + estimate_tokens(&prompt.user)
         );
+    }
+
+    #[test]
+    fn a_decision_carries_one_worked_example_of_the_brief_and_a_compact_answer() {
+        let ev = redact_evidence(&evidence(3));
+        let facts = incident_facts(&ev, &findings(), &["nginx:1.25.5".into()], 1 << 31);
+        let prompt = build_prompt(&ev, &findings(), &facts, 3000);
+        assert_eq!(prompt.examples.len(), 1);
+        let example = &prompt.examples[0];
+        // Written like a real brief, ending like this one.
+        assert!(
+            example
+                .user
+                .starts_with("Workload: Deployment pay/api, containers \"api\", \"proxy\".\n"),
+            "{}",
+            example.user
+        );
+        assert!(example.user.contains(
+            "container \"api\" (image registry.example.com/pay/api:2.4.0): ErrImagePull in 2 pod(s)"
+        ));
+        assert!(example.user.contains(
+            "Candidate images for \"api\" (running elsewhere or healthy in this workload's history): registry.example.com/pay/api:2.3.1."
+        ));
+        assert_eq!(
+            example.user.lines().last(),
+            prompt.user.lines().last(),
+            "the same request closes both"
+        );
+        // The answer is one line and satisfies its own incident's schema.
+        let (example_evidence, example_findings, images) = example_incident();
+        let example_facts = incident_facts(
+            &example_evidence,
+            &example_findings,
+            &images,
+            EXAMPLE_MEMORY_CAP,
+        );
+        let schema = crate::remediation::propose::model::schema::answer_schema(&example_facts);
+        let answer = crate::llm::validate::validate_answer(&schema, &example.assistant)
+            .unwrap_or_else(|e| panic!("the example's answer must fit its schema: {e}"));
+        assert_eq!(answer["changes"][0]["image"], "registry.example.com/pay/api:2.3.1");
+        assert!(!example.assistant.contains('\n'));
+        // Every decision carries the same example, so it stays cached.
+        let oom = redact_evidence(
+            &fixtures::evidence("StatefulSet")
+                .with_container("db", "postgres:16.4")
+                .with_memory_limit("64Mi"),
+        );
+        let oom_findings = vec![Finding {
+            container: "db".into(),
+            reason: "OOMKilled".into(),
+            pods: 1,
+            ..Finding::default()
+        }];
+        let oom_facts = incident_facts(&oom, &oom_findings, &[], 1 << 31);
+        assert_eq!(
+            build_prompt(&oom, &oom_findings, &oom_facts, 3000).examples,
+            prompt.examples
+        );
+        // An explanation reads evidence and carries none.
+        let crash_facts = incident_facts(&ev, &crash(), &[], 1 << 31);
+        assert!(build_prompt(&ev, &crash(), &crash_facts, 3000).examples.is_empty());
     }
 
     #[test]
