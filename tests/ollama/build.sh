@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-for tool in go cmake cc c++ apt-get dpkg-deb sha256sum; do
+for tool in go cmake cc c++ apt-get dpkg-deb sha256sum flock; do
   command -v "$tool" >/dev/null || { echo "ollama build: $tool is required" >&2; exit 1; }
 done
 
@@ -23,6 +23,20 @@ key=$( { grep -hv '^[[:space:]]*#' "$here/versions.env" "$here/build.sh"; go env
 cache_root=${AIOPS_OLLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aiops-operator/ollama}
 out="$cache_root/$key"
 
+if [[ -f "$out/.complete" ]]; then
+  echo "$out"
+  exit 0
+fi
+
+# One build at a time per cache: a second caller (`make ollama-up` beside
+# `make test`) waits for the first and then finds its result, instead of
+# removing the scratch folder the first one is building in.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.build.lock"
+if ! flock -n 9; then
+  echo "ollama: another build of this cache is running; waiting for it" >&2
+  flock 9
+fi
 if [[ -f "$out/.complete" ]]; then
   echo "$out"
   exit 0
