@@ -20,8 +20,9 @@ pub fn expand_metadata_wildcards(
     let Some(Value::Object(resource_metadata)) = resource.get("metadata") else {
         return None;
     };
-    let mut new_metadata = pattern_metadata.clone();
-    let mut changed = false;
+    // Copied only once a key expands: most patterns have no wildcard key,
+    // and this runs for every map the walk visits.
+    let mut new_metadata: Option<Map<String, Value>> = None;
     for tag in ["labels", "annotations"] {
         let Some((pattern_tag_key, Value::Object(pattern_entries))) =
             find_tag(pattern_metadata, tag)
@@ -32,13 +33,12 @@ pub fn expand_metadata_wildcards(
             continue;
         };
         if let Some(expanded) = expand_keys(pattern_entries, resource_entries) {
-            new_metadata.insert(pattern_tag_key.clone(), Value::Object(expanded));
-            changed = true;
+            new_metadata
+                .get_or_insert_with(|| pattern_metadata.clone())
+                .insert(pattern_tag_key.clone(), Value::Object(expanded));
         }
     }
-    if !changed {
-        return None;
-    }
+    let new_metadata = new_metadata?;
     let mut new_pattern = pattern.clone();
     new_pattern.insert(pattern_metadata_key.clone(), Value::Object(new_metadata));
     Some(new_pattern)
@@ -54,6 +54,13 @@ fn expand_keys(
     pattern_entries: &Map<String, Value>,
     resource_entries: &Map<String, Value>,
 ) -> Option<Map<String, Value>> {
+    // Nothing to expand is the common case: decide it before copying.
+    if !pattern_entries
+        .keys()
+        .any(|raw_key| wildcard::contains_wildcard(strip_anchor(raw_key)))
+    {
+        return None;
+    }
     let mut result = Map::new();
     let mut changed = false;
     for (raw_key, value) in pattern_entries {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, AnchorKind, child_path, handler_for};
+use super::anchor::{Anchor, AnchorKind, child_path, handler_with};
 use super::metadata::expand_metadata_wildcards;
 use super::value::value_matches;
 
@@ -165,40 +165,32 @@ impl PatternWalk {
         let expanded = expand_metadata_wildcards(pattern, resource);
         let pattern = expanded.as_ref().unwrap_or(pattern);
 
-        // Each key's anchor is parsed once here (the ordering below needs it
-        // several times per key).
-        let mut anchored = Vec::new();
-        let mut rest = Vec::new();
+        // One entry per key, its anchor parsed once, in the order keys are
+        // handled. The map iterates in key order, so a stable sort by rank
+        // alone leaves keys sorted within each rank.
+        let mut order: Vec<(u8, &String, Option<Anchor<'_>>, &Value)> =
+            Vec::with_capacity(pattern.len());
         for (key, value) in pattern {
-            let kind = Anchor::parse(key).map(|anchor| anchor.kind);
-            if kind.is_some_and(is_phase_one) {
-                anchored.push((key, value));
+            let anchor = Anchor::parse(key);
+            let kind = anchor.map(|anchor| anchor.kind);
+            // Conditional, existence, equality and negation anchors first;
+            // then global anchors and keys whose values contain anchors, so
+            // "does not apply" is decided before an ordinary mismatch can
+            // fail the rule; then everything else.
+            let rank: u8 = if kind.is_some_and(is_phase_one) {
+                0
+            } else if kind == Some(AnchorKind::Global) {
+                1
+            } else if has_nested_anchors(value) {
+                2
             } else {
-                // Global anchors and keys whose values contain anchors go
-                // first, so "does not apply" is decided before an ordinary
-                // mismatch can fail the rule.
-                let rank: u8 = if kind == Some(AnchorKind::Global) {
-                    0
-                } else if has_nested_anchors(value) {
-                    1
-                } else {
-                    2
-                };
-                rest.push((rank, key, value));
-            }
+                3
+            };
+            order.push((rank, key, anchor, value));
         }
-
-        // Phase 1: conditional, existence, equality and negation anchors,
-        // in a stable (sorted) order.
-        anchored.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, value) in anchored {
-            handler_for(key, value).handle(self, resource, path)?;
-        }
-
-        // Phase 2: everything else, by rank, then by key.
-        rest.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        for (_, key, value) in rest {
-            handler_for(key, value).handle(self, resource, path)?;
+        order.sort_by_key(|entry| entry.0);
+        for (_, key, anchor, value) in order {
+            handler_with(key, anchor, value).handle(self, resource, path)?;
         }
         Ok(())
     }

@@ -21,9 +21,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::schema::{IncidentFacts, incident_facts};
-use crate::llm::{Exchange, estimate_tokens};
 use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, redact_args};
+use crate::llm::{Exchange, estimate_tokens};
 use crate::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
 use crate::remediation::evidence::bound_evidence;
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
@@ -55,7 +55,6 @@ pub struct PromptStats {
     /// True when evidence was dropped to fit (here or when gathered).
     pub evidence_truncated: bool,
 }
-
 
 /// A copy of `evidence` with every string redacted again (command and args
 /// element-wise, so `["--password", "x"]` masks `x`).
@@ -212,8 +211,7 @@ static DECISION_EXAMPLE: LazyLock<Exchange> = LazyLock::new(|| {
 });
 
 /// The example's answer: the candidate for the container that cannot pull.
-const EXAMPLE_ANSWER: &str =
-    r#"{"changes":[{"container":"api","image":"registry.example.com/pay/api:2.3.1"}],"confidence":0.8}"#;
+const EXAMPLE_ANSWER: &str = r#"{"changes":[{"container":"api","image":"registry.example.com/pay/api:2.3.1"}],"confidence":0.8}"#;
 
 /// Only bounds memory choices, which the example's incident has none of.
 const EXAMPLE_MEMORY_CAP: u64 = 2 << 30;
@@ -671,7 +669,10 @@ mod tests {
         let schema = crate::remediation::propose::model::schema::answer_schema(&example_facts);
         let answer = crate::llm::validate::validate_answer(&schema, &example.assistant)
             .unwrap_or_else(|e| panic!("the example's answer must fit its schema: {e}"));
-        assert_eq!(answer["changes"][0]["image"], "registry.example.com/pay/api:2.3.1");
+        assert_eq!(
+            answer["changes"][0]["image"],
+            "registry.example.com/pay/api:2.3.1"
+        );
         assert!(!example.assistant.contains('\n'));
         // Every decision carries the same example, so it stays cached.
         let oom = redact_evidence(
@@ -692,7 +693,11 @@ mod tests {
         );
         // An explanation reads evidence and carries none.
         let crash_facts = incident_facts(&ev, &crash(), &[], 1 << 31);
-        assert!(build_prompt(&ev, &crash(), &crash_facts, 3000).examples.is_empty());
+        assert!(
+            build_prompt(&ev, &crash(), &crash_facts, 3000)
+                .examples
+                .is_empty()
+        );
     }
 
     #[test]

@@ -149,9 +149,13 @@ impl Handler<'_> {
     }
 }
 
-/// Builds the handler for a pattern key.
-pub fn handler_for<'a>(key: &'a str, pattern: &'a Value) -> Handler<'a> {
-    match Anchor::parse(key) {
+/// Builds the handler for a pattern key, given its parsed anchor.
+pub fn handler_with<'a>(
+    key: &'a str,
+    anchor: Option<Anchor<'a>>,
+    pattern: &'a Value,
+) -> Handler<'a> {
+    match anchor {
         Some(anchor) => match anchor.kind {
             AnchorKind::Conditional => Handler::Conditional(ConditionalAnchor {
                 key: anchor.key,
