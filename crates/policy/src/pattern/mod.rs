@@ -30,7 +30,7 @@ pub enum PatternOutcome {
 /// Matches a resource against a validation pattern from the root.
 pub fn match_pattern(resource: &Value, pattern: &Value) -> PatternOutcome {
     let mut walk = PatternWalk::default();
-    match walk.validate_element(resource, pattern, "/") {
+    match walk.validate_element(resource, pattern, &anchor::WalkPath::Root) {
         Ok(()) => PatternOutcome::Pass,
         Err(err) if err.kind.is_skip() => PatternOutcome::Skip(err.message),
         Err(err) if err.kind == ErrorKind::Negation => PatternOutcome::Fail {

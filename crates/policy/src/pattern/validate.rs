@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, AnchorKind, child_path, handler_with};
+use super::anchor::{Anchor, AnchorKind, WalkPath, handler_with};
 use super::metadata::expand_metadata_wildcards;
 use super::value::value_matches;
 
@@ -96,7 +96,7 @@ impl PatternWalk {
         &mut self,
         resource: &Value,
         pattern: &Value,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         match pattern {
             Value::Object(pattern_map) => {
@@ -160,7 +160,7 @@ impl PatternWalk {
         &mut self,
         resource: &Map<String, Value>,
         pattern: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         let expanded = expand_metadata_wildcards(pattern, resource);
         let pattern = expanded.as_ref().unwrap_or(pattern);
@@ -199,7 +199,7 @@ impl PatternWalk {
         &mut self,
         resource: &[Value],
         pattern: &[Value],
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         let Some(first) = pattern.first() else {
             return Err(ElementError::new(
@@ -225,7 +225,7 @@ impl PatternWalk {
                 let mut applied = 0;
                 let mut skipped = Vec::new();
                 for (index, pattern_item) in pattern.iter().enumerate() {
-                    let item_path = child_path(path, &index.to_string());
+                    let item_path = path.index(index);
                     match self.validate_element(&resource[index], pattern_item, &item_path) {
                         Ok(()) => applied += 1,
                         Err(err) if err.kind.is_skip() => skipped.push(err.message),
@@ -242,12 +242,12 @@ impl PatternWalk {
         &mut self,
         resource: &[Value],
         pattern: &Value,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         let mut applied = 0;
         let mut skipped = Vec::new();
         for (index, element) in resource.iter().enumerate() {
-            let element_path = child_path(path, &index.to_string());
+            let element_path = path.index(index);
             match self.validate_element(element, pattern, &element_path) {
                 Ok(()) => applied += 1,
                 Err(err) if err.kind.is_skip() => skipped.push(err.message),
@@ -258,7 +258,7 @@ impl PatternWalk {
     }
 }
 
-fn all_skipped(applied: usize, skipped: Vec<String>, path: &str) -> Result<(), ElementError> {
+fn all_skipped(applied: usize, skipped: Vec<String>, path: &WalkPath<'_>) -> Result<(), ElementError> {
     if applied == 0 && !skipped.is_empty() {
         return Err(ElementError::new(
             ErrorKind::AllSkipped,

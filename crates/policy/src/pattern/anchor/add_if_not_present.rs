@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ElementHandler;
+use super::{ElementHandler, WalkPath};
 use super::plain::PlainKey;
 use crate::pattern::validate::{ElementError, PatternWalk};
 
@@ -18,7 +18,7 @@ impl ElementHandler for AddIfNotPresentAnchor<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         PlainKey {
             key: self.raw_key,

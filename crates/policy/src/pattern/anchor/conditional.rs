@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct ConditionalAnchor<'a> {
@@ -17,9 +17,9 @@ impl ElementHandler for ConditionalAnchor<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
-        let current = child_path(path, self.key);
+        let current = path.key(self.key);
         match resource.get(self.key) {
             Some(value) => walk
                 .validate_element(value, self.pattern, &current)
@@ -32,7 +32,7 @@ impl ElementHandler for ConditionalAnchor<'_> {
                 }),
             None => Err(ElementError::new(
                 ErrorKind::Conditional,
-                current,
+                current.to_string(),
                 "conditional anchor key doesn't exist in the resource".to_string(),
             )),
         }

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, PatternWalk};
 
 pub struct EqualityAnchor<'a> {
@@ -16,11 +16,11 @@ impl ElementHandler for EqualityAnchor<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         match resource.get(self.key) {
             Some(value) => {
-                let current = child_path(path, self.key);
+                let current = path.key(self.key);
                 walk.validate_element(value, self.pattern, &current)
             }
             None => Ok(()),

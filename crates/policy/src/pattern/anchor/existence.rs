@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct ExistenceAnchor<'a> {
@@ -17,13 +17,13 @@ impl ElementHandler for ExistenceAnchor<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
-        let current = child_path(path, self.key);
+        let current = path.key(self.key);
         let Some(value) = resource.get(self.key) else {
             return Ok(());
         };
-        let plain = |message: String| ElementError::new(ErrorKind::Plain, current.clone(), message);
+        let plain = |message: String| ElementError::new(ErrorKind::Plain, current.to_string(), message);
         let Value::Array(elements) = value else {
             return Err(plain(format!(
                 "existence anchor ^() can only be used on a list, found {}",
@@ -40,7 +40,7 @@ impl ElementHandler for ExistenceAnchor<'_> {
                 ));
             }
             let any_element_matches = elements.iter().enumerate().any(|(index, element)| {
-                let element_path = format!("{current}{index}/");
+                let element_path = current.index(index);
                 walk.validate_element(element, pattern_item, &element_path)
                     .is_ok()
             });

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct GlobalAnchor<'a> {
@@ -17,9 +17,9 @@ impl ElementHandler for GlobalAnchor<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
-        let current = child_path(path, self.key);
+        let current = path.key(self.key);
         let Some(value) = resource.get(self.key) else {
             return Ok(());
         };

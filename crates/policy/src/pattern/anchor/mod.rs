@@ -92,15 +92,37 @@ impl<'a> Anchor<'a> {
     }
 }
 
-/// The walk path one level below `path` (`/spec/` + `containers` →
-/// `/spec/containers/`). Built for every key the walk visits, so without
-/// the formatting machinery.
-pub fn child_path(path: &str, key: &str) -> String {
-    let mut child = String::with_capacity(path.len() + key.len() + 1);
-    child.push_str(path);
-    child.push_str(key);
-    child.push('/');
-    child
+/// Where the walk is: a chain of keys and list indexes from the root,
+/// rendered as a slash-separated path (`/spec/containers/0/image/`) only
+/// when an error reports it. Built for every key the walk visits, so it
+/// borrows its parent instead of allocating a string.
+#[derive(Debug, Clone, Copy)]
+pub enum WalkPath<'a> {
+    Root,
+    Key(&'a WalkPath<'a>, &'a str),
+    Index(&'a WalkPath<'a>, usize),
+}
+
+impl<'a> WalkPath<'a> {
+    /// The path one key below this one.
+    pub fn key(&'a self, key: &'a str) -> WalkPath<'a> {
+        WalkPath::Key(self, key)
+    }
+
+    /// The path of one element of the list at this path.
+    pub fn index(&'a self, index: usize) -> WalkPath<'a> {
+        WalkPath::Index(self, index)
+    }
+}
+
+impl std::fmt::Display for WalkPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalkPath::Root => f.write_str("/"),
+            WalkPath::Key(parent, key) => write!(f, "{parent}{key}/"),
+            WalkPath::Index(parent, index) => write!(f, "{parent}{index}/"),
+        }
+    }
 }
 
 /// Removes any anchor from a key, e.g. `=(volumes)` → `volumes`.
@@ -114,7 +136,7 @@ pub trait ElementHandler {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError>;
 }
 
@@ -135,7 +157,7 @@ impl Handler<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         match self {
             Handler::Conditional(h) => h.handle(walk, resource, path),

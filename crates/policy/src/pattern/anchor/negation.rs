@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct NegationAnchor<'a> {
@@ -15,13 +15,13 @@ impl ElementHandler for NegationAnchor<'_> {
         &self,
         _walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
-        let current = child_path(path, self.key);
+        let current = path.key(self.key);
         if resource.contains_key(self.key) {
             return Err(ElementError::new(
                 ErrorKind::Negation,
-                current.clone(),
+                current.to_string(),
                 format!("negation anchor matched in resource: {current} is not allowed"),
             ));
         }

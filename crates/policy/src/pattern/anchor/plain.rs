@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, child_path};
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, ErrorKind, PatternWalk};
 
 pub struct PlainKey<'a> {
@@ -16,7 +16,7 @@ impl ElementHandler for PlainKey<'_> {
         &self,
         walk: &mut PatternWalk,
         resource: &Map<String, Value>,
-        path: &str,
+        path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         let value = resource.get(self.key).unwrap_or(&Value::Null);
         if self.pattern.as_str() == Some("*") {
@@ -29,7 +29,7 @@ impl ElementHandler for PlainKey<'_> {
             }
             return Ok(());
         }
-        let current = child_path(path, self.key);
+        let current = path.key(self.key);
         walk.validate_element(value, self.pattern, &current)
     }
 }
