@@ -258,7 +258,11 @@ impl PatternWalk {
     }
 }
 
-fn all_skipped(applied: usize, skipped: Vec<String>, path: &WalkPath<'_>) -> Result<(), ElementError> {
+fn all_skipped(
+    applied: usize,
+    skipped: Vec<String>,
+    path: &WalkPath<'_>,
+) -> Result<(), ElementError> {
     if applied == 0 && !skipped.is_empty() {
         return Err(ElementError::new(
             ErrorKind::AllSkipped,

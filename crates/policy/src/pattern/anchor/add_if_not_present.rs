@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{ElementHandler, WalkPath};
 use super::plain::PlainKey;
+use super::{ElementHandler, WalkPath};
 use crate::pattern::validate::{ElementError, PatternWalk};
 
 pub struct AddIfNotPresentAnchor<'a> {

@@ -23,7 +23,8 @@ impl ElementHandler for ExistenceAnchor<'_> {
         let Some(value) = resource.get(self.key) else {
             return Ok(());
         };
-        let plain = |message: String| ElementError::new(ErrorKind::Plain, current.to_string(), message);
+        let plain =
+            |message: String| ElementError::new(ErrorKind::Plain, current.to_string(), message);
         let Value::Array(elements) = value else {
             return Err(plain(format!(
                 "existence anchor ^() can only be used on a list, found {}",
