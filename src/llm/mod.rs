@@ -26,5 +26,5 @@ pub mod validate;
 pub use config::{ApiKey, LlmConfig, ProviderKind};
 pub use provider::{
     Exchange, LlmError, ModelAnswer, ProposalRequest, Provider, RetryHint, Usage, build_provider,
-    estimate_tokens,
+    estimate_conversation, estimate_tokens,
 };

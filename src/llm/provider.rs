@@ -55,12 +55,7 @@ impl ProposalRequest {
 
     /// The prompt's tokens, estimated the way the operator budgets them.
     pub fn estimated_prompt_tokens(&self) -> usize {
-        let examples: usize = self
-            .examples
-            .iter()
-            .map(|e| estimate_tokens(&e.user) + estimate_tokens(&e.assistant))
-            .sum();
-        estimate_tokens(&self.system) + examples + estimate_tokens(&self.user)
+        estimate_conversation(&self.system, &self.examples, &self.user)
     }
 
     /// The conversation with the system message first, for chat APIs that
@@ -83,6 +78,16 @@ impl ProposalRequest {
 /// English and JSON these prompts hold.
 pub fn estimate_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
+}
+
+/// Tokens in a whole conversation: the system message, the examples' turns
+/// and the user message.
+pub fn estimate_conversation(system: &str, examples: &[Exchange], user: &str) -> usize {
+    let examples: usize = examples
+        .iter()
+        .map(|e| estimate_tokens(&e.user) + estimate_tokens(&e.assistant))
+        .sum();
+    estimate_tokens(system) + examples + estimate_tokens(user)
 }
 
 /// Token counts the server reported, when it reports them.

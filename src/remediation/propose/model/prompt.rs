@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::schema::{IncidentFacts, incident_facts};
 use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, redact_args};
-use crate::llm::{Exchange, estimate_tokens};
+use crate::llm::{Exchange, estimate_conversation, estimate_tokens};
 use crate::remediation::crd::{ContainerTemplate, Evidence, Finding, WorkloadRef};
 use crate::remediation::evidence::bound_evidence;
 use crate::remediation::guardrails::{ChangeClass, allowed_changes};
@@ -138,21 +138,21 @@ pub fn build_prompt(
         // The evidence block was most of a decision's prompt and changed
         // no answer in bench-llm.
         let user = decision_user(&brief);
-        let example = DECISION_EXAMPLE.clone();
-        let example_chars = example.user.chars().count() + example.assistant.chars().count();
+        let examples = vec![DECISION_EXAMPLE.clone()];
+        let example_chars: usize = examples
+            .iter()
+            .map(|e| e.user.chars().count() + e.assistant.chars().count())
+            .sum();
         return Prompt {
             stats: PromptStats {
-                estimated_tokens: estimate_tokens(&system)
-                    + estimate_tokens(&example.user)
-                    + estimate_tokens(&example.assistant)
-                    + estimate_tokens(&user),
+                estimated_tokens: estimate_conversation(&system, &examples, &user),
                 budget_tokens,
                 chars: system.chars().count() + example_chars + user.chars().count(),
                 evidence_bytes: 0,
                 evidence_truncated: false,
             },
             system,
-            examples: vec![example],
+            examples,
             user,
         };
     }
@@ -172,7 +172,7 @@ pub fn build_prompt(
     let chars = system.chars().count() + user.chars().count();
     Prompt {
         stats: PromptStats {
-            estimated_tokens: estimate_tokens(&system) + estimate_tokens(&user),
+            estimated_tokens: estimate_conversation(&system, &[], &user),
             budget_tokens,
             chars,
             evidence_bytes: block.len(),
