@@ -222,6 +222,16 @@ fn derive_rule(
             "anyPattern".into(),
             Value::Array(patterns.iter().map(wrap).collect()),
         );
+    } else if let Some(cel) = validate.get_mut("cel") {
+        let prefix = if template_key == "template" {
+            "spec.template"
+        } else {
+            "spec.jobTemplate.spec.template"
+        };
+        rewrite_cel_expressions(cel, prefix);
+        if let Some(preconditions) = out.get_mut("celPreconditions") {
+            rewrite_cel_expressions(preconditions, prefix);
+        }
     } else if !(validate.contains_key("deny")
         || validate.contains_key("podSecurity")
         || validate.contains_key("foreach"))
@@ -229,6 +239,32 @@ fn derive_rule(
         return None;
     }
     Some(Value::Object(out))
+}
+
+/// Moves the pod paths of every `expression`/`messageExpression` under
+/// the controller's pod template. The CronJob twin is derived from the
+/// controller twin, whose expressions already point at `spec.template`, so
+/// only un-rewritten paths are rewritten.
+fn rewrite_cel_expressions(value: &mut Value, prefix: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, entry) in map.iter_mut() {
+                match (key.as_str(), &*entry) {
+                    ("expression" | "messageExpression", Value::String(source)) => {
+                        let source = source
+                            .replace("oldObject.spec.template.", "oldObject.")
+                            .replace("object.spec.template.", "object.");
+                        *entry = Value::String(crate::cel::rewrite_for_controller(&source, prefix));
+                    }
+                    _ => rewrite_cel_expressions(entry, prefix),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_cel_expressions(item, prefix)),
+        _ => {}
+    }
 }
 
 fn retarget_kinds(

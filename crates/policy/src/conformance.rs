@@ -171,6 +171,31 @@ impl TestValues {
                 .unwrap_or_default();
             values.namespace_labels.insert(name, labels);
         }
+        // `namespaces`: whole Namespace objects, the source of a CEL
+        // policy's `namespaceObject`.
+        for namespace in raw
+            .get("namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = namespace.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            let labels = namespace
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            values
+                .namespace_labels
+                .entry(name.to_string())
+                .or_insert(labels);
+        }
         values
     }
 
@@ -300,6 +325,11 @@ fn missing_rule(set: &PolicySet, policy: &str, rule: &str) -> Option<String> {
             "error: no policy named {policy:?} in the test's policies"
         ));
     };
+    // A result without a rule (a ValidatingPolicy's) covers the whole
+    // policy.
+    if rule.is_empty() {
+        return None;
+    }
     let declared = |name: &str| found.rule_names().any(|r| r == name);
     let base = rule
         .strip_prefix("autogen-cronjob-")
@@ -359,10 +389,12 @@ fn actual_result(
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            // The Kyverno CLI puts a namespaced resource without a
+            // namespace in `default`.
             let resource_ns = r
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
-                .unwrap_or("");
+                .unwrap_or("default");
             let qualified = format!("{resource_ns}/{resource_name}");
             (resource_name == name || qualified == name)
                 && namespace.is_none_or(|ns| ns == resource_ns)
@@ -377,7 +409,8 @@ fn actual_result(
         let statuses: Vec<&str> = outcomes
             .iter()
             .filter(|o| {
-                o.rule == rule
+                rule.is_empty()
+                    || o.rule == rule
                     || o.rule == format!("autogen-{rule}")
                     || o.rule == format!("autogen-cronjob-{rule}")
             })

@@ -8,6 +8,7 @@ use std::cell::OnceCell;
 
 use serde_json::Value;
 
+use crate::cel::{CelBindings, CelVerdict};
 use crate::conditions::ConditionOperator;
 use crate::context::EvalContext;
 use crate::error::EvalError;
@@ -183,6 +184,7 @@ pub(crate) fn select_rules<'p>(
 /// `applyRules: One` stops at its first rule that applied (not skipped).
 pub(crate) fn evaluate_rules(selected: &[SelectedRule], input: &EvalInput<'_>) -> Vec<RuleOutcome> {
     let base = OnceCell::new();
+    let cel = OnceCell::new();
     let mut outcomes = Vec::with_capacity(selected.len());
     let mut finished: Option<&Policy> = None;
     for &SelectedRule {
@@ -195,7 +197,7 @@ pub(crate) fn evaluate_rules(selected: &[SelectedRule], input: &EvalInput<'_>) -
             continue;
         }
         let base = base.get_or_init(|| EvalContext::for_input(input));
-        let verdict = evaluate_rule(rule, validation, base, input);
+        let verdict = evaluate_rule(rule, validation, base, &cel, input);
         let applied = !matches!(verdict, Verdict::Skip(_));
         outcomes.push(RuleOutcome {
             policy: policy.display_name(),
@@ -233,8 +235,25 @@ fn evaluate_rule(
     rule: &Rule,
     validation: &Validation,
     base: &EvalContext,
+    cel: &OnceCell<CelBindings>,
     input: &EvalInput<'_>,
 ) -> Verdict {
+    let cel = || cel.get_or_init(|| CelBindings::for_input(input));
+    if !rule.cel_preconditions.is_empty() {
+        match crate::cel::preconditions_hold(&rule.cel_preconditions, cel()) {
+            Ok(true) => {}
+            Ok(false) => return Verdict::Skip("cel preconditions not met".to_string()),
+            Err(e) => return Verdict::Error(format!("failed to evaluate cel preconditions: {e}")),
+        }
+    }
+    if let Check::Cel(check) = &validation.check {
+        return match check.evaluate(cel()) {
+            CelVerdict::Pass => Verdict::Pass(format!("validation rule '{}' passed.", rule.name)),
+            CelVerdict::NotMatched(reason) => Verdict::Skip(reason),
+            CelVerdict::Fail(message) => Verdict::Fail(message),
+            CelVerdict::Error(message) => Verdict::Error(message),
+        };
+    }
     let ctx = match rule_context(base, &rule.context) {
         Ok(ctx) => ctx,
         Err(e) => return Verdict::Error(format!("failed to load context: {e}")),
@@ -312,6 +331,9 @@ impl Checker<'_> {
             },
             Check::Foreach(list) => self.check_foreach(list, ctx, resource, nesting),
             Check::PodSecurity(spec) => self.check_pod_security(spec, resource),
+            // CEL checks are whole-rule checks, evaluated before any
+            // JMESPath context is built; the parser never nests them.
+            Check::Cel(_) => Verdict::Error("a CEL check cannot be nested".to_string()),
         }
     }
 

@@ -21,6 +21,7 @@
 //! test suites and `check` evaluates manifests offline.
 
 mod autogen;
+mod cel;
 pub mod check;
 mod conditions;
 pub mod conformance;
@@ -39,6 +40,7 @@ mod pod_security;
 pub mod quantity;
 mod spec;
 mod text_cache;
+mod validating_policy;
 mod variables;
 mod wildcard;
 

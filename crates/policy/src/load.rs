@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::autogen;
 use crate::error::PolicyError;
 use crate::spec::{self, parse_failure_action, parse_overrides};
+use crate::validating_policy;
 use crate::{FailureAction, Policy, PolicySet};
 
 /// Loads every YAML file under `dir`, recursively, in path order. Hidden
@@ -95,7 +96,27 @@ fn compile_document(document: &Value) -> Result<Option<Policy>, PolicyError> {
         .unwrap_or("")
         .to_string();
     if api_version.starts_with("policies.kyverno.io/") {
-        // CEL-based policy types are a different engine.
+        if matches!(kind, "ValidatingPolicy" | "NamespacedValidatingPolicy")
+            && document.get("spec").is_some()
+        {
+            let namespace = (kind == "NamespacedValidatingPolicy").then(|| {
+                document
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string()
+            });
+            if name.is_empty() {
+                return Err(PolicyError::Invalid {
+                    policy: name,
+                    rule: String::new(),
+                    reason: "policy has no metadata.name".into(),
+                });
+            }
+            return validating_policy::compile(document, &name, namespace).map(Some);
+        }
+        // Mutating, generating and image-verifying CEL policies are not
+        // evaluated by this engine.
         return Err(PolicyError::Unsupported {
             policy: name,
             rule: String::new(),

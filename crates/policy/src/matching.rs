@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::spec::{
-    KindSelector, MatchBlock, ResourceDescription, ResourceFilter, Subject, UserFilter,
+    ApiResourceRule, KindSelector, MatchBlock, ResourceDescription, ResourceFilter, Subject,
+    UserFilter,
 };
 use crate::wildcard;
 use crate::{EvalInput, UserInfo};
@@ -138,6 +139,14 @@ fn description_matches(description: &ResourceDescription, subject: &MatchSubject
     if !description.kinds.is_empty() && !kinds_match(&description.kinds, subject) {
         return false;
     }
+    if !description.api_resources.is_empty()
+        && !description
+            .api_resources
+            .iter()
+            .any(|rule| api_resource_matches(rule, subject))
+    {
+        return false;
+    }
     let name = subject.name();
     if let Some(expected) = &description.name
         && !wildcard::matches(expected, name)
@@ -246,6 +255,71 @@ pub fn parse_kind_selector(selector: &str) -> (&str, &str, &str, &str) {
         [a, b, c] => (a, b, c, ""),
         [a, b, c, d] => (a, b, c, d),
         _ => ("", "", "", ""),
+    }
+}
+
+fn api_resource_matches(rule: &ApiResourceRule, subject: &MatchSubject) -> bool {
+    let listed = |values: &[String], wanted: &str| {
+        values
+            .iter()
+            .any(|v| v == "*" || v.eq_ignore_ascii_case(wanted))
+    };
+    let plural = plural_of_kind(subject.kind);
+    let resource_matches = rule.resources.iter().any(|entry| {
+        let (resource, subresource) = entry.split_once('/').unwrap_or((entry, ""));
+        (resource == "*" || resource == plural)
+            && (subresource == "*" || subresource == subject.subresource)
+    });
+    listed(&rule.groups, subject.group)
+        && listed(&rule.versions, subject.version)
+        && resource_matches
+        && (rule.operations.is_empty() || listed(&rule.operations, subject.operation))
+}
+
+/// Whether a built-in kind lives outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "PersistentVolume"
+            | "StorageClass"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding"
+            | "PriorityClass"
+            | "RuntimeClass"
+            | "IngressClass"
+            | "CSIDriver"
+            | "CSINode"
+            | "VolumeAttachment"
+            | "APIService"
+            | "ClusterPolicy"
+            | "PodSecurityPolicy"
+            | "FlowSchema"
+            | "PriorityLevelConfiguration"
+            | "CertificateSigningRequest"
+    )
+}
+
+/// The API resource name of a kind (`Pod` → `pods`, `NetworkPolicy` →
+/// `networkpolicies`, `Ingress` → `ingresses`), as the API server names
+/// its built-in resources.
+pub fn plural_of_kind(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    match lower.as_str() {
+        "endpoints" | "podsecuritypolicies" => lower,
+        _ if lower.ends_with('y') && !lower.ends_with("ey") => {
+            format!("{}ies", &lower[..lower.len() - 1])
+        }
+        _ if lower.ends_with('s') || lower.ends_with("ch") || lower.ends_with('x') => {
+            format!("{lower}es")
+        }
+        _ => format!("{lower}s"),
     }
 }
 

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::FailureAction;
+use crate::cel::{CelCheck, CelExpression, CelValidation, NamedExpression};
 use crate::conditions::ConditionOperator;
 use crate::error::PolicyError;
 use crate::variables::Template;
@@ -44,6 +45,19 @@ pub struct ResourceDescription {
     pub annotations: Map<String, Value>,
     pub selector: Option<Value>,
     pub namespace_selector: Option<Value>,
+    pub operations: Vec<String>,
+    /// Admission-style `resourceRules` (a `ValidatingPolicy`'s
+    /// `matchConstraints`); one must match when any are given.
+    pub api_resources: Vec<ApiResourceRule>,
+}
+
+/// One `resourceRules` entry: API groups, versions, resources (plural,
+/// optionally `/subresource`) and operations, `*` matching anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiResourceRule {
+    pub groups: Vec<String>,
+    pub versions: Vec<String>,
+    pub resources: Vec<String>,
     pub operations: Vec<String>,
 }
 
@@ -146,6 +160,8 @@ pub enum Check {
     Deny(Conditions),
     Foreach(Vec<ForeachValidation>),
     PodSecurity(PodSecuritySpec),
+    /// `validate.cel`, or a `ValidatingPolicy`'s validations.
+    Cel(CelCheck),
 }
 
 /// One `validate.foreach` entry.
@@ -189,6 +205,8 @@ pub struct Rule {
     pub match_block: MatchBlock,
     pub exclude: Option<MatchBlock>,
     pub preconditions: Option<Conditions>,
+    /// `celPreconditions`: all must be true or the rule is skipped.
+    pub cel_preconditions: Vec<NamedExpression>,
     pub context: Vec<ContextVariable>,
     pub body: RuleBody,
 }
@@ -211,6 +229,7 @@ pub fn parse_rule(policy: &str, raw: &Value) -> Result<Rule, PolicyError> {
             | "match"
             | "exclude"
             | "preconditions"
+            | "celPreconditions"
             | "context"
             | "validate"
             | "mutate"
@@ -234,6 +253,10 @@ pub fn parse_rule(policy: &str, raw: &Value) -> Result<Rule, PolicyError> {
         .get("preconditions")
         .map(|value| p.conditions(value, "preconditions"))
         .transpose()?;
+    let cel_preconditions = match map.get("celPreconditions") {
+        Some(value) => p.named_expressions(value, "celPreconditions")?,
+        None => Vec::new(),
+    };
     let context = p.context(map.get("context"), "context")?;
     let body = match (map.get("validate"), map.get("mutate")) {
         (Some(validate), None) => RuleBody::Validate(p.validation(validate)?),
@@ -246,6 +269,7 @@ pub fn parse_rule(policy: &str, raw: &Value) -> Result<Rule, PolicyError> {
         match_block,
         exclude,
         preconditions,
+        cel_preconditions,
         context,
         body,
     })
@@ -283,13 +307,13 @@ pub fn parse_overrides(
     Ok(overrides)
 }
 
-struct Parser<'a> {
-    policy: &'a str,
-    rule: &'a str,
+pub(crate) struct Parser<'a> {
+    pub(crate) policy: &'a str,
+    pub(crate) rule: &'a str,
 }
 
 impl Parser<'_> {
-    fn unsupported(&self, construct: &str) -> PolicyError {
+    pub(crate) fn unsupported(&self, construct: &str) -> PolicyError {
         PolicyError::Unsupported {
             policy: self.policy.to_string(),
             rule: self.rule.to_string(),
@@ -297,7 +321,7 @@ impl Parser<'_> {
         }
     }
 
-    fn invalid(&self, reason: &str) -> PolicyError {
+    pub(crate) fn invalid(&self, reason: &str) -> PolicyError {
         PolicyError::Invalid {
             policy: self.policy.to_string(),
             rule: self.rule.to_string(),
@@ -305,7 +329,7 @@ impl Parser<'_> {
         }
     }
 
-    fn object<'v>(
+    pub(crate) fn object<'v>(
         &self,
         value: &'v Value,
         what: &str,
@@ -315,13 +339,21 @@ impl Parser<'_> {
             .ok_or_else(|| self.invalid(&format!("{what} must be a map")))
     }
 
-    fn array<'v>(&self, value: &'v Value, what: &str) -> Result<&'v Vec<Value>, PolicyError> {
+    pub(crate) fn array<'v>(
+        &self,
+        value: &'v Value,
+        what: &str,
+    ) -> Result<&'v Vec<Value>, PolicyError> {
         value
             .as_array()
             .ok_or_else(|| self.invalid(&format!("{what} must be a list")))
     }
 
-    fn strings(&self, value: Option<&Value>, what: &str) -> Result<Vec<String>, PolicyError> {
+    pub(crate) fn strings(
+        &self,
+        value: Option<&Value>,
+        what: &str,
+    ) -> Result<Vec<String>, PolicyError> {
         match value {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -582,6 +614,7 @@ impl Parser<'_> {
                     self.foreach_list(entry, "validate.foreach")?,
                 )),
                 "podSecurity" => checks.push(Check::PodSecurity(self.pod_security(entry)?)),
+                "cel" => checks.push(Check::Cel(self.cel(entry)?)),
                 other => return Err(self.unsupported(&format!("validate.{other}"))),
             }
         }
@@ -740,6 +773,102 @@ impl Parser<'_> {
         })
     }
 
+    /// Compiles one CEL expression; a syntax error names where it is.
+    pub(crate) fn expression(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<CelExpression, PolicyError> {
+        let source = value
+            .as_str()
+            .ok_or_else(|| self.invalid(&format!("{what} must be a string")))?;
+        CelExpression::compile(source)
+            .map_err(|e| self.invalid(&format!("{what} does not compile: {e}")))
+    }
+
+    /// `[{name, expression}]` lists: variables, matchConditions,
+    /// celPreconditions.
+    pub(crate) fn named_expressions(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<Vec<NamedExpression>, PolicyError> {
+        let mut out = Vec::new();
+        for item in self.array(value, what)? {
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.invalid(&format!("each {what} entry needs a name")))?;
+            let expression = item
+                .get("expression")
+                .ok_or_else(|| self.invalid(&format!("{what}[{name}] needs an expression")))?;
+            out.push(NamedExpression {
+                name: name.to_string(),
+                expression: self.expression(expression, &format!("{what}[{name}].expression"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `validations` / `validate.cel.expressions` entries.
+    pub(crate) fn cel_validations(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<Vec<CelValidation>, PolicyError> {
+        let mut out = Vec::new();
+        for (index, item) in self.array(value, what)?.iter().enumerate() {
+            let map = self.object(item, what)?;
+            for key in map.keys() {
+                match key.as_str() {
+                    "expression" | "message" | "messageExpression" | "reason" => {}
+                    other => return Err(self.unsupported(&format!("{what}.{other}"))),
+                }
+            }
+            let expression = map
+                .get("expression")
+                .ok_or_else(|| self.invalid(&format!("{what}[{index}] needs an expression")))?;
+            out.push(CelValidation {
+                expression: self.expression(expression, &format!("{what}[{index}].expression"))?,
+                message: map
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(|m| m.trim_end().to_string()),
+                message_expression: map
+                    .get("messageExpression")
+                    .map(|e| self.expression(e, &format!("{what}[{index}].messageExpression")))
+                    .transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `validate.cel`. Parameter resources (`paramKind`/`paramRef`) need a
+    /// parameter object per binding, which a policy file alone does not
+    /// carry: refused, not guessed.
+    fn cel(&self, value: &Value) -> Result<CelCheck, PolicyError> {
+        let map = self.object(value, "validate.cel")?;
+        let mut check = CelCheck::default();
+        for (key, entry) in map {
+            match key.as_str() {
+                "expressions" => {
+                    check.validations = self.cel_validations(entry, "validate.cel.expressions")?
+                }
+                "variables" => {
+                    check.variables = self.named_expressions(entry, "validate.cel.variables")?
+                }
+                // Audit annotations annotate the audit event; they never
+                // change a verdict.
+                "auditAnnotations" => {}
+                other => return Err(self.unsupported(&format!("validate.cel.{other}"))),
+            }
+        }
+        if check.validations.is_empty() {
+            return Err(self.invalid("validate.cel needs at least one expression"));
+        }
+        Ok(check)
+    }
+
     fn mutation(&self, value: &Value) -> Result<Value, PolicyError> {
         let map = self.object(value, "mutate")?;
         for key in map.keys() {
@@ -789,8 +918,8 @@ mod tests {
         assert_eq!(unsupported_construct(rule), "generate");
 
         let mut rule = base();
-        rule["validate"] = json!({"cel": {"expressions": []}});
-        assert_eq!(unsupported_construct(rule), "validate.cel");
+        rule["validate"] = json!({"cel": {"paramKind": {"kind": "ConfigMap"}, "expressions": [{"expression": "true"}]}});
+        assert_eq!(unsupported_construct(rule), "validate.cel.paramKind");
 
         let mut rule = base();
         rule["mutate"] = json!({"patchesJson6902": "[]"});

@@ -49,3 +49,31 @@ fn every_suite_contributes_results() {
     );
     assert!(report.results.iter().any(|r| r.expected == "skip" && r.ok));
 }
+
+/// The CEL families: `validate.cel` ClusterPolicies and ValidatingPolicies
+/// (shared/conformance/kyverno-cel, read in place).
+#[test]
+fn kyverno_cel_conformance_suites_pass() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/kyverno-cel");
+    assert!(
+        dir.is_dir(),
+        "CEL conformance suites missing at {}: they are required, not optional",
+        dir.display()
+    );
+    let report = conformance::run_dir(&dir).expect("CEL conformance suites should run");
+    let mismatches = conformance::render_text(&report);
+    assert_eq!(
+        report.results.len(),
+        1917,
+        "expected result count changed:\n{mismatches}"
+    );
+    assert_eq!(
+        report.summary(),
+        "1917 passed, 0 failed",
+        "mismatches:\n{mismatches}"
+    );
+    let mut suites: Vec<&str> = report.results.iter().map(|r| r.test.as_str()).collect();
+    suites.dedup();
+    assert_eq!(suites.len(), 63);
+}
