@@ -129,7 +129,8 @@ fn run_policy(command: PolicyCommand) -> ExitCode {
                         }
                     },
                 }
-                if report.failed() == 0 {
+                // A result left unevaluated is not a result that held.
+                if report.failed() == 0 && report.unsupported() == 0 {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

@@ -19,6 +19,7 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "policy conformance: Kyverno's own suites, read in place from ../shared"
 cargo run --locked --quiet -- policy test ../shared/conformance/kyverno
+cargo run --locked --quiet -- policy test ../shared/conformance/kyverno-cel
 
 step "fuzz: the review, policy and model-answer parsers under libFuzzer, ${FUZZ_SECONDS:=60} s each (tests/fuzz/run.sh)"
 FUZZ_SECONDS=$FUZZ_SECONDS bash tests/fuzz/run.sh

@@ -24,12 +24,17 @@ pub struct ResultCheck {
     pub expected: String,
     pub actual: String,
     pub ok: bool,
+    /// Set when the rule was not evaluated: the construct it uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 /// All comparisons of a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConformanceReport {
     pub results: Vec<ResultCheck>,
+    /// Rules (and whole policies, with an empty rule) the engine left out.
+    pub unsupported_rules: Vec<crate::UnsupportedRule>,
 }
 
 impl ConformanceReport {
@@ -38,12 +43,28 @@ impl ConformanceReport {
     }
 
     pub fn failed(&self) -> usize {
-        self.results.len() - self.passed()
+        self.results
+            .iter()
+            .filter(|r| !r.ok && r.unsupported.is_none())
+            .count()
     }
 
-    /// The closing line, exactly `N passed, M failed`.
+    /// Expected results of rules that were left out as unsupported.
+    pub fn unsupported(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.unsupported.is_some())
+            .count()
+    }
+
+    /// The closing line, exactly `N passed, M failed, K unsupported`.
     pub fn summary(&self) -> String {
-        format!("{} passed, {} failed", self.passed(), self.failed())
+        format!(
+            "{} passed, {} failed, {} unsupported",
+            self.passed(),
+            self.failed(),
+            self.unsupported()
+        )
     }
 }
 
@@ -75,7 +96,13 @@ pub fn run_dir(dir: &Path) -> Result<ConformanceReport, ConformanceError> {
     }
     let mut report = ConformanceReport::default();
     for file in test_files {
-        report.results.extend(run_test_file(&file)?);
+        let (results, unsupported) = run_test_file(&file)?;
+        report.results.extend(results);
+        for rule in unsupported {
+            if !report.unsupported_rules.contains(&rule) {
+                report.unsupported_rules.push(rule);
+            }
+        }
     }
     Ok(report)
 }
@@ -224,22 +251,28 @@ fn strings(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
+type TestFileResults = (Vec<ResultCheck>, Vec<crate::UnsupportedRule>);
+
+fn run_test_file(file: &Path) -> Result<TestFileResults, ConformanceError> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let test_name = file.display().to_string();
     // A test file that does not parse is a failed check, not a skip: a
     // typo must not make a suite pass by testing nothing.
     let broken = |actual: String| {
-        Ok(vec![ResultCheck {
-            test: test_name.clone(),
-            policy: String::new(),
-            rule: String::new(),
-            kind: String::new(),
-            resource: String::new(),
-            ok: false,
-            expected: "a test file".into(),
-            actual,
-        }])
+        Ok((
+            vec![ResultCheck {
+                test: test_name.clone(),
+                policy: String::new(),
+                rule: String::new(),
+                kind: String::new(),
+                resource: String::new(),
+                ok: false,
+                expected: "a test file".into(),
+                actual,
+                unsupported: None,
+            }],
+            Vec::new(),
+        ))
     };
     let documents = match yaml_documents(&read(file)?, &test_name) {
         Ok(documents) => documents,
@@ -288,10 +321,20 @@ fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
         if let Some(single) = expectation.get("resource").and_then(Value::as_str) {
             names.push(single.to_string());
         }
+        let unsupported = policies.as_ref().ok().and_then(|(_, skipped)| {
+            skipped
+                .iter()
+                .find(|s| {
+                    s.policy == policy
+                        && (s.rule.is_empty() || rule.is_empty() || s.rule == base_rule(&rule))
+                })
+                .map(|s| s.construct.clone())
+        });
         for name in names {
-            let actual = match &policies {
-                Err(e) => format!("error: {e}"),
-                Ok(set) => match missing_rule(set, &policy, &rule) {
+            let actual = match (&policies, &unsupported) {
+                (_, Some(construct)) => format!("unsupported: {construct}"),
+                (Err(e), None) => format!("error: {e}"),
+                (Ok((set, _)), None) => match missing_rule(set, &policy, &rule) {
                     Some(error) => error,
                     None => actual_result(
                         set, &resources, &values, &policy, &rule, &kind, &name, namespace,
@@ -308,10 +351,12 @@ fn run_test_file(file: &Path) -> Result<Vec<ResultCheck>, ConformanceError> {
                 ok: actual == expected,
                 expected: expected.clone(),
                 actual,
+                unsupported: unsupported.clone(),
             });
         }
     }
-    Ok(checks)
+    let skipped = policies.map(|(_, skipped)| skipped).unwrap_or_default();
+    Ok((checks, skipped))
 }
 
 /// An error when the test names a policy or rule the loaded policies do
@@ -331,32 +376,43 @@ fn missing_rule(set: &PolicySet, policy: &str, rule: &str) -> Option<String> {
         return None;
     }
     let declared = |name: &str| found.rule_names().any(|r| r == name);
-    let base = rule
-        .strip_prefix("autogen-cronjob-")
-        .or_else(|| rule.strip_prefix("autogen-"))
-        .unwrap_or(rule);
-    if declared(rule) || declared(base) {
+    if declared(rule) || declared(base_rule(rule)) {
         None
     } else {
         Some(format!("error: policy {policy:?} has no rule {rule:?}"))
     }
 }
 
-fn load_policies(dir: &Path, paths: &[String]) -> Result<PolicySet, PolicyError> {
+/// The rule a generated rule name comes from.
+fn base_rule(rule: &str) -> &str {
+    rule.strip_prefix("autogen-cronjob-")
+        .or_else(|| rule.strip_prefix("autogen-"))
+        .unwrap_or(rule)
+}
+
+/// The test's policies, with the rules the engine cannot evaluate left out
+/// and listed, so the rest of a suite still runs.
+fn load_policies(
+    dir: &Path,
+    paths: &[String],
+) -> Result<(PolicySet, Vec<crate::UnsupportedRule>), PolicyError> {
     let mut set = PolicySet::default();
+    let mut skipped = Vec::new();
     for path in paths {
         let full = dir.join(path);
-        if full.is_dir() {
-            set.merge(PolicySet::load_dir(&full)?);
-            continue;
-        }
-        let text = std::fs::read_to_string(&full).map_err(|source| PolicyError::Io {
-            path: full.clone(),
-            source,
-        })?;
-        set.merge(PolicySet::from_yaml(&text, &full.display().to_string())?);
+        let (more, left_out) = if full.is_dir() {
+            PolicySet::load_dir_skipping_unsupported(&full)?
+        } else {
+            let text = std::fs::read_to_string(&full).map_err(|source| PolicyError::Io {
+                path: full.clone(),
+                source,
+            })?;
+            PolicySet::from_yaml_skipping_unsupported(&text, &full.display().to_string())?
+        };
+        set.merge(more);
+        skipped.extend(left_out);
     }
-    Ok(set)
+    Ok((set, skipped))
 }
 
 fn load_resources(dir: &Path, paths: &[String]) -> Result<Vec<Value>, ConformanceError> {
@@ -468,7 +524,22 @@ fn evaluate(
 /// Renders the per-mismatch lines and the closing summary line.
 pub fn render_text(report: &ConformanceReport) -> String {
     let mut out = String::new();
-    for check in report.results.iter().filter(|c| !c.ok) {
+    for rule in &report.unsupported_rules {
+        let rule_name = if rule.rule.is_empty() {
+            "(whole policy)"
+        } else {
+            rule.rule.as_str()
+        };
+        out.push_str(&format!(
+            "UNSUPPORTED policy={} rule={rule_name} construct={}\n",
+            rule.policy, rule.construct
+        ));
+    }
+    for check in report
+        .results
+        .iter()
+        .filter(|c| !c.ok && c.unsupported.is_none())
+    {
         out.push_str(&format!(
             "MISMATCH {}: policy={} rule={} kind={} resource={} expected={} actual={}\n",
             check.test,
@@ -501,8 +572,9 @@ mod tests {
             expected: "pass".into(),
             actual: "fail".into(),
             ok: false,
+            unsupported: None,
         });
-        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert_eq!(report.summary(), "0 passed, 1 failed, 0 unsupported");
         assert!(render_text(&report).starts_with("MISMATCH t: policy=p rule=r"));
     }
 
@@ -547,7 +619,7 @@ mod tests {
         let report = run_dir(good.path()).expect("runs");
         assert_eq!(
             report.summary(),
-            "1 passed, 0 failed",
+            "1 passed, 0 failed, 0 unsupported",
             "{}",
             render_text(&report)
         );
@@ -555,7 +627,7 @@ mod tests {
             "{HEADER}results:\n- {{policy: images, rule: check-imag, kind: Pod, resources: [web], result: skip}}\n"
         ));
         let report = run_dir(typo.path()).expect("runs");
-        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert_eq!(report.summary(), "0 passed, 1 failed, 0 unsupported");
         assert!(
             report.results[0]
                 .actual
@@ -569,10 +641,36 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_rules_are_reported_and_counted_not_failed() {
+        let dir = suite(&format!(
+            "{HEADER}results:\n\
+             - {{policy: images, rule: check-image, kind: Pod, resources: [web], result: pass}}\n\
+             - {{policy: images, rule: make-config, kind: Pod, resources: [web], result: pass}}\n"
+        ));
+        let policy = std::fs::read_to_string(dir.path().join("policy.yaml")).expect("the policy");
+        std::fs::write(
+            dir.path().join("policy.yaml"),
+            format!(
+                "{policy}  - name: make-config\n    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}\n\
+                 \x20   generate: {{kind: ConfigMap, name: c}}\n"
+            ),
+        )
+        .expect("the policy with a generate rule");
+        let report = run_dir(dir.path()).expect("runs");
+        assert_eq!(report.summary(), "1 passed, 0 failed, 1 unsupported");
+        let text = render_text(&report);
+        assert!(
+            text.contains("UNSUPPORTED policy=images rule=make-config construct=generate"),
+            "{text}"
+        );
+        assert!(!text.contains("MISMATCH"), "{text}");
+    }
+
+    #[test]
     fn a_test_file_that_does_not_parse_fails() {
         let dir = suite("results: [unclosed\n");
         let report = run_dir(dir.path()).expect("runs");
-        assert_eq!(report.summary(), "0 passed, 1 failed");
+        assert_eq!(report.summary(), "0 passed, 1 failed, 0 unsupported");
         assert!(
             report.results[0].actual.contains("does not parse"),
             "{:?}",

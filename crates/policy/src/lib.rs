@@ -51,6 +51,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use error::{EvalError, PolicyError};
+pub use load::UnsupportedRule;
 use spec::{ActionOverride, Rule, RuleBody};
 
 /// The request operation being evaluated.
@@ -233,6 +234,23 @@ impl PolicySet {
     /// it in errors.
     pub fn from_yaml(yaml: &str, source: &str) -> Result<PolicySet, PolicyError> {
         load::from_yaml(yaml, source)
+    }
+
+    /// Like [`PolicySet::load_dir`], but rules and policies with an
+    /// unsupported construct are left out and listed, not fatal.
+    pub fn load_dir_skipping_unsupported(
+        dir: &Path,
+    ) -> Result<(PolicySet, Vec<UnsupportedRule>), PolicyError> {
+        load::load_dir_skipping_unsupported(dir)
+    }
+
+    /// Like [`PolicySet::from_yaml`], but rules and policies with an
+    /// unsupported construct are left out and listed, not fatal.
+    pub fn from_yaml_skipping_unsupported(
+        yaml: &str,
+        source: &str,
+    ) -> Result<(PolicySet, Vec<UnsupportedRule>), PolicyError> {
+        load::from_yaml_skipping_unsupported(yaml, source)
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {

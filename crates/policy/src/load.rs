@@ -16,18 +16,40 @@ use crate::{FailureAction, Policy, PolicySet};
 /// directories (`.kyverno-test`, `.chainsaw-test`, `.git`) hold fixtures and
 /// tooling, not policies, and are not searched.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+    let mut set = PolicySet::default();
+    for (text, file) in read_yaml_files(dir)? {
+        set.merge(from_yaml(&text, &file)?);
+    }
+    Ok(set)
+}
+
+/// [`load_dir`] with [`from_yaml_skipping_unsupported`] per file.
+pub fn load_dir_skipping_unsupported(
+    dir: &Path,
+) -> Result<(PolicySet, Vec<UnsupportedRule>), PolicyError> {
+    let mut set = PolicySet::default();
+    let mut skipped = Vec::new();
+    for (text, file) in read_yaml_files(dir)? {
+        let (more, left_out) = from_yaml_skipping_unsupported(&text, &file)?;
+        set.merge(more);
+        skipped.extend(left_out);
+    }
+    Ok((set, skipped))
+}
+
+/// The text and display name of every YAML file under `dir`, in path order.
+fn read_yaml_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
     let mut files = Vec::new();
     collect_yaml_files(dir, &mut files)?;
     files.sort();
-    let mut set = PolicySet::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| PolicyError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        set.merge(from_yaml(&text, &file.display().to_string())?);
-    }
-    Ok(set)
+    files
+        .into_iter()
+        .map(|file| {
+            std::fs::read_to_string(&file)
+                .map(|text| (text, file.display().to_string()))
+                .map_err(|source| PolicyError::Io { path: file, source })
+        })
+        .collect()
 }
 
 fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
@@ -76,15 +98,57 @@ pub fn yaml_documents(yaml: &str, source: &str) -> Result<Vec<Value>, PolicyErro
 pub fn from_yaml(yaml: &str, source: &str) -> Result<PolicySet, PolicyError> {
     let mut set = PolicySet::default();
     for document in yaml_documents(yaml, source)? {
-        if let Some(policy) = compile_document(&document)? {
+        if let Some(policy) = compile_document(&document, None)? {
             set.policies.push(policy);
         }
     }
     Ok(set)
 }
 
+/// A rule (or, with an empty `rule`, a whole policy) left out because it
+/// uses a construct the engine does not evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnsupportedRule {
+    pub policy: String,
+    pub rule: String,
+    pub construct: String,
+}
+
+/// Like [`from_yaml`], but a rule or policy with an unsupported construct
+/// is left out and listed instead of failing the whole load: what a test
+/// run needs to report the rest.
+pub fn from_yaml_skipping_unsupported(
+    yaml: &str,
+    source: &str,
+) -> Result<(PolicySet, Vec<UnsupportedRule>), PolicyError> {
+    let mut set = PolicySet::default();
+    let mut skipped = Vec::new();
+    for document in yaml_documents(yaml, source)? {
+        match compile_document(&document, Some(&mut skipped)) {
+            Ok(Some(policy)) => set.policies.push(policy),
+            Ok(None) => {}
+            Err(PolicyError::Unsupported {
+                policy,
+                rule,
+                construct,
+            }) => skipped.push(UnsupportedRule {
+                policy,
+                rule,
+                construct,
+            }),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((set, skipped))
+}
+
 /// Compiles one document; `Ok(None)` for documents that are not policies.
-fn compile_document(document: &Value) -> Result<Option<Policy>, PolicyError> {
+/// With `skipped`, rules with unsupported constructs are listed there and
+/// left out rather than failing the policy.
+fn compile_document(
+    document: &Value,
+    mut skipped: Option<&mut Vec<UnsupportedRule>>,
+) -> Result<Option<Policy>, PolicyError> {
     let api_version = document
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -165,8 +229,27 @@ fn compile_document(document: &Value) -> Result<Option<Policy>, PolicyError> {
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("policy has no rules"))?;
     let mut rules = Vec::new();
+    let mut left_out = Vec::new();
     for raw in raw_rules {
-        rules.push(spec::parse_rule(&name, raw)?);
+        match (spec::parse_rule(&name, raw), skipped.as_deref_mut()) {
+            (Ok(rule), _) => rules.push(rule),
+            (
+                Err(PolicyError::Unsupported {
+                    policy,
+                    rule,
+                    construct,
+                }),
+                Some(skipped),
+            ) => {
+                left_out.push(rule.clone());
+                skipped.push(UnsupportedRule {
+                    policy,
+                    rule,
+                    construct,
+                });
+            }
+            (Err(e), _) => return Err(e),
+        }
     }
     let annotations = document
         .pointer("/metadata/annotations")
@@ -179,6 +262,16 @@ fn compile_document(document: &Value) -> Result<Option<Policy>, PolicyError> {
         rules.retain(|rule| !rule.name.starts_with("autogen-"));
     }
     for raw in &generated {
+        let generated_from = |prefix: &str| {
+            raw.get("name")
+                .and_then(Value::as_str)
+                .and_then(|n| n.strip_prefix(prefix))
+                .is_some_and(|base| left_out.iter().any(|r| r == base))
+        };
+        // The twin of a rule left out is left out with it.
+        if generated_from("autogen-cronjob-") || generated_from("autogen-") {
+            continue;
+        }
         rules.push(spec::parse_rule(&name, raw)?);
     }
     Ok(Some(Policy {
