@@ -41,6 +41,7 @@ pub mod quantity;
 mod spec;
 mod text_cache;
 mod validating_policy;
+pub mod vap;
 mod variables;
 mod wildcard;
 
