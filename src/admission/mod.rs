@@ -18,6 +18,7 @@
 //! [`Webhook::bind`] + [`Webhook::serve`] let tests pick a port and inject
 //! the modes.
 pub mod admit;
+pub mod api_server_policies;
 pub mod audit_writer;
 pub mod ca_bundle;
 pub mod certs;
@@ -48,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::api_server_policies::{AdmissionBackend, ApiServerRules, SyncTiming};
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::metrics::Metrics;
@@ -118,6 +120,9 @@ pub struct WebhookConfig {
     pub limits: Limits,
     /// Reporting controller named on Events.
     pub reporter: Reporter,
+    /// Where enforced CEL rules run (needs `client` for anything but
+    /// `Webhook`).
+    pub backend: AdmissionBackend,
 }
 
 /// Why the webhook could not start.
@@ -212,6 +217,11 @@ impl Webhook {
                 reporter.clone(),
             ));
         }
+        let client_for_policies = config.client.clone();
+        let instance = match &config.modes {
+            ModeSource::ConfigMap(source) => Some(source.operator_namespace.clone()),
+            ModeSource::Fixed(_) => None,
+        };
         let modes = match config.modes {
             ModeSource::Fixed(fixed) => ModeHandle::new(fixed),
             ModeSource::ConfigMap(source) => {
@@ -239,8 +249,29 @@ impl Webhook {
             None => (AuditSink::disabled(Arc::clone(&metrics)), None),
         };
 
+        let skip = ApiServerRules::new(Default::default());
+        if let (Some(client), Some(instance)) = (&client_for_policies, &instance) {
+            let use_api_server = match config.backend {
+                AdmissionBackend::Webhook => false,
+                AdmissionBackend::Vap => true,
+                AdmissionBackend::Auto => {
+                    api_server_policies::api_server_supports_vap(client).await
+                }
+            };
+            if use_api_server {
+                background.push(api_server_policies::spawn_sync(
+                    client.clone(),
+                    policies.clone(),
+                    modes.clone(),
+                    skip.clone(),
+                    instance.clone(),
+                    SyncTiming::default(),
+                ));
+            }
+        }
         let mut state = AppState::new(policies, modes, metrics, audit);
         state.config_refusals = refusals;
+        state.api_server_rules = skip;
         let state = Arc::new(state);
         Ok(Webhook {
             extra_routes: extras.routes,

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::admission::api_server_policies::ApiServerRules;
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
@@ -52,6 +53,9 @@ pub struct AppState {
     pub config_refusals: ConfigRefusals,
     pub metrics: Arc<Metrics>,
     pub audit: AuditSink,
+    /// Rules the API server enforces as ValidatingAdmissionPolicies; the
+    /// webhook skips them.
+    pub api_server_rules: ApiServerRules,
     draining: AtomicBool,
 }
 
@@ -68,6 +72,7 @@ impl AppState {
             config_refusals: ConfigRefusals::default(),
             metrics,
             audit,
+            api_server_rules: ApiServerRules::new(Default::default()),
             draining: AtomicBool::new(false),
         }
     }

@@ -355,6 +355,19 @@ impl SelectedRules<'_> {
         engine::evaluate_rules(&self.rules, input)
     }
 
+    /// Keeps the rules for which `keep(policy display name, rule name)`
+    /// holds: the webhook drops the rules the API server already enforces.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.rules.retain(|selected| {
+            let policy = selected.policy;
+            let rule = selected.rule.name.as_str();
+            match &policy.namespace {
+                None => keep(&policy.name, rule),
+                Some(_) => keep(&policy.display_name(), rule),
+            }
+        });
+    }
+
     /// How many rules were selected.
     pub fn len(&self) -> usize {
         self.rules.len()

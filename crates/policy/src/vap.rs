@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use crate::cel::{CelCheck, CelExpression};
 use crate::matching::{is_cluster_scoped, plural_of_kind};
-use crate::spec::{ApiResourceRule, Check, KindSelector, MatchBlock, ResourceFilter, Rule, RuleBody};
+use crate::spec::{
+    ApiResourceRule, Check, KindSelector, MatchBlock, ResourceFilter, Rule, RuleBody,
+};
 use crate::{FailureAction, Policy, PolicySet};
 
 /// One rule as an admission policy spec.
@@ -126,9 +128,12 @@ fn translate(policy: &Policy, rule: &Rule) -> Result<Value, String> {
         .chain(&check.variables)
         .chain(&rule.cel_preconditions)
         .map(|n| &n.expression)
-        .chain(check.validations.iter().flat_map(|v| {
-            std::iter::once(&v.expression).chain(v.message_expression.as_ref())
-        }));
+        .chain(
+            check
+                .validations
+                .iter()
+                .flat_map(|v| std::iter::once(&v.expression).chain(v.message_expression.as_ref())),
+        );
     if let Some(expression) = expressions
         .into_iter()
         .find(|e: &&CelExpression| !e.runs_in_api_server())
@@ -152,9 +157,7 @@ fn spec_json(
     preconditions: &[crate::cel::NamedExpression],
     constraints: serde_json::Map<String, Value>,
 ) -> Value {
-    let named = |n: &crate::cel::NamedExpression| {
-        json!({"name": n.name, "expression": n.expression.source()})
-    };
+    let named = |n: &crate::cel::NamedExpression| json!({"name": n.name, "expression": n.expression.source()});
     let match_conditions: Vec<Value> = check
         .match_conditions
         .iter()
@@ -207,9 +210,9 @@ fn match_constraints(block: &MatchBlock) -> Result<serde_json::Map<String, Value
     }
     let mut constraints = serde_json::Map::new();
     constraints.insert("resourceRules".into(), Value::Array(resource_rules));
-    let selectors = filters.iter().any(|f| {
-        f.resources.selector.is_some() || f.resources.namespace_selector.is_some()
-    });
+    let selectors = filters
+        .iter()
+        .any(|f| f.resources.selector.is_some() || f.resources.namespace_selector.is_some());
     if selectors {
         let [filter] = filters.as_slice() else {
             return Err("selectors on more than one match filter".into());
