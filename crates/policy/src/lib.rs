@@ -21,7 +21,8 @@
 //! `pod_security`; `mutate` evaluates mutate rules (`patchStrategicMerge`
 //! through `strategic_merge`, `patchesJson6902` through `json6902`, and
 //! `foreach` over either, nested); `conformance` runs Kyverno CLI test
-//! suites and `check` evaluates manifests offline. Mutating existing resources
+//! suites (mutate rules before validate rules, `patchedResource` compared)
+//! and `check` evaluates manifests offline. Mutating existing resources
 //! (`mutate.targets`) is refused as unsupported.
 
 mod autogen;
@@ -207,6 +208,13 @@ impl Policy {
     /// The policy-level `validationFailureAction`.
     pub fn failure_action(&self) -> FailureAction {
         self.failure_action
+    }
+
+    /// Whether any rule (generated ones included) is a mutate rule.
+    pub fn has_mutate_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.body, RuleBody::Mutate(_)))
     }
 
     /// Whether the policy asks for background scanning.
