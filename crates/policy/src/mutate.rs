@@ -392,6 +392,25 @@ mod tests {
     }
 
     #[test]
+    fn global_anchor_that_does_not_hold_skips_the_rule() {
+        let set = policy(&rule(
+            "latest-only",
+            "    mutate:\n      patchStrategicMerge:\n        spec:\n          containers:\n          - (name): \"*\"\n            <(image): \"*:latest\"\n        metadata:\n          labels:\n            uses-latest: \"true\"\n",
+        ));
+        let outcome = run(&set, &pod());
+        assert_eq!(outcome.rules[0].status, RuleStatus::Pass);
+        assert_eq!(
+            outcome.resource["metadata"]["labels"]["uses-latest"],
+            json!("true")
+        );
+        let mut pinned = pod();
+        pinned["spec"]["containers"][0]["image"] = json!("nginx:1.25");
+        let outcome = run(&set, &pinned);
+        assert_eq!(outcome.rules[0].status, RuleStatus::Skip);
+        assert_eq!(outcome.resource, pinned);
+    }
+
+    #[test]
     fn a_patch_that_changes_nothing_is_skipped() {
         let set = policy(&rule(
             "already",

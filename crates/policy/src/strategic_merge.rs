@@ -1,7 +1,12 @@
 //! `mutate.patchStrategicMerge`: merges an overlay into the resource,
 //! honouring conditional `(key)` and global `<(key)` anchors (apply only
 //! where they match) and add-if-not-present `+(key)` anchors. Lists of maps
-//! merge by `name`; other lists are replaced.
+//! merge by `name`; other lists are replaced. A `null` value removes its
+//! key. The Kubernetes directives `$patch: replace` (a map replaces the
+//! resource's map instead of merging; a `{$patch: replace}` list entry
+//! makes the other entries replace the list) and `$patch: delete` (a map
+//! removes its key; a named list entry removes the element of that name)
+//! are honoured.
 
 use serde_json::{Map, Value};
 
@@ -34,8 +39,16 @@ fn holds(value: Option<&Value>, condition: &Value) -> bool {
     match_pattern(value, condition) == PatternOutcome::Pass
 }
 
+/// The key of the Kubernetes strategic-merge directive.
+const DIRECTIVE: &str = "$patch";
+
+fn directive(value: &Value) -> Option<&str> {
+    value.get(DIRECTIVE).and_then(Value::as_str)
+}
+
 fn merge(resource: &Value, patch: &Value) -> Result<Value, NotApplied> {
     match patch {
+        Value::Object(_) if directive(patch) == Some("replace") => Ok(strip_anchors(patch)),
         Value::Object(patch_map) => {
             let empty = Map::new();
             let resource_map = resource.as_object().unwrap_or(&empty);
@@ -60,6 +73,9 @@ fn merge(resource: &Value, patch: &Value) -> Result<Value, NotApplied> {
             }
             let mut result = resource_map.clone();
             for (key, value) in patch_map {
+                if key == DIRECTIVE {
+                    continue;
+                }
                 match Anchor::parse(key) {
                     Some(a) if matches!(a.kind, AnchorKind::Conditional | AnchorKind::Global) => {}
                     Some(a) if a.kind == AnchorKind::AddIfNotPresent => {
@@ -82,7 +98,7 @@ fn merge(resource: &Value, patch: &Value) -> Result<Value, NotApplied> {
 }
 
 fn merge_key(result: &mut Map<String, Value>, key: &str, value: &Value) -> Result<(), NotApplied> {
-    if value.is_null() {
+    if value.is_null() || directive(value) == Some("delete") {
         result.remove(key);
         return Ok(());
     }
@@ -108,6 +124,19 @@ fn has_anchors(value: &Value) -> bool {
 }
 
 fn merge_list(resource: &Value, patch_items: &[Value]) -> Result<Value, NotApplied> {
+    // `{$patch: replace}` among the entries: the others are the new list.
+    if patch_items
+        .iter()
+        .any(|item| directive(item) == Some("replace"))
+    {
+        return Ok(Value::Array(
+            patch_items
+                .iter()
+                .filter(|item| directive(item).is_none())
+                .map(strip_anchors)
+                .collect(),
+        ));
+    }
     let current: Vec<Value> = resource.as_array().cloned().unwrap_or_default();
     let all_maps = !patch_items.is_empty() && patch_items.iter().all(Value::is_object);
     if !all_maps {
@@ -117,17 +146,25 @@ fn merge_list(resource: &Value, patch_items: &[Value]) -> Result<Value, NotAppli
     }
     if patch_items.iter().any(has_anchors) {
         // Anchored list entries apply to every existing element they match.
-        let mut result = Vec::with_capacity(current.len());
-        for element in &current {
-            let mut updated = element.clone();
-            for patch_item in patch_items {
-                match merge(&updated, patch_item) {
-                    Ok(merged) => updated = merged,
+        // A global anchor in a list holds when any element satisfies it, as
+        // in Kyverno: the patch is discarded only when none does.
+        let mut result = current;
+        for patch_item in patch_items {
+            let mut global_failed = false;
+            let mut global_held = false;
+            for element in result.iter_mut() {
+                match merge(element, patch_item) {
+                    Ok(merged) => {
+                        *element = merged;
+                        global_held = true;
+                    }
                     Err(NotApplied::Condition) => {}
-                    Err(NotApplied::Global) => return Err(NotApplied::Global),
+                    Err(NotApplied::Global) => global_failed = true,
                 }
             }
-            result.push(updated);
+            if global_failed && !global_held {
+                return Err(NotApplied::Global);
+            }
         }
         return Ok(Value::Array(result));
     }
@@ -135,6 +172,10 @@ fn merge_list(resource: &Value, patch_items: &[Value]) -> Result<Value, NotAppli
         let mut result = current;
         for patch_item in patch_items {
             let name = patch_item.get("name");
+            if directive(patch_item) == Some("delete") {
+                result.retain(|element| element.get("name") != name);
+                continue;
+            }
             match result.iter_mut().find(|e| e.get("name") == name) {
                 Some(existing) => *existing = merge(existing, patch_item)?,
                 None => result.push(strip_anchors(patch_item)),
@@ -151,6 +192,9 @@ fn strip_anchors(value: &Value) -> Value {
         Value::Object(map) => {
             let mut out = Map::new();
             for (key, item) in map {
+                if key == DIRECTIVE {
+                    continue;
+                }
                 match Anchor::parse(key) {
                     Some(a) if matches!(a.kind, AnchorKind::Conditional | AnchorKind::Global) => {}
                     Some(a) => {
@@ -215,6 +259,41 @@ mod tests {
             json!(true)
         );
         assert_eq!(out["spec"]["replicas"], json!(2));
+    }
+
+    #[test]
+    fn patch_directives_replace_and_delete() {
+        let pod = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}, {"name": "debug", "image": "y"}],
+                     "tolerations": [{"key": "old"}]}});
+        let replace_map = json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}});
+        assert_eq!(
+            apply_patch(&pod, &replace_map).unwrap()["metadata"]["labels"],
+            json!({"c": "3"})
+        );
+        let delete_map = json!({"metadata": {"labels": {"$patch": "delete"}}});
+        assert!(
+            apply_patch(&pod, &delete_map).unwrap()["metadata"]
+                .get("labels")
+                .is_none()
+        );
+        let delete_element =
+            json!({"spec": {"containers": [{"name": "debug", "$patch": "delete"}]}});
+        assert_eq!(
+            apply_patch(&pod, &delete_element).unwrap()["spec"]["containers"],
+            json!([{"name": "app", "image": "x"}])
+        );
+        let replace_list = json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "z"}]}});
+        assert_eq!(
+            apply_patch(&pod, &replace_list).unwrap()["spec"]["containers"],
+            json!([{"name": "only", "image": "z"}])
+        );
+        // Without a directive, named entries merge and the rest stay.
+        let merge_list = json!({"spec": {"containers": [{"name": "app", "image": "new"}]}});
+        assert_eq!(
+            apply_patch(&pod, &merge_list).unwrap()["spec"]["containers"][1]["name"],
+            json!("debug")
+        );
     }
 
     #[test]
