@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
 };
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -229,14 +229,41 @@ pub async fn api_server_supports_vap(client: &kube::Client) -> bool {
     }
 }
 
+/// The owner reference that makes the garbage collector delete the
+/// policies with the operator's ValidatingWebhookConfiguration (an
+/// uninstall leaves none behind); `None` when that configuration does not
+/// exist (a local run).
+async fn owner_reference(client: &kube::Client, owner: Option<&str>) -> Option<Value> {
+    let name = owner?;
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let found = configurations.get_opt(name).await.ok()??;
+    let uid = found.metadata.uid?;
+    Some(json!([{
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "name": name,
+        "uid": uid,
+    }]))
+}
+
 /// Applies `desired` and deletes the owned objects it no longer lists.
 /// Bindings are deleted before their policies and applied after them, so a
-/// binding never names a missing policy.
+/// binding never names a missing policy. `owner` names the
+/// ValidatingWebhookConfiguration whose deletion removes them.
 pub async fn apply(
     client: &kube::Client,
     desired: &Desired,
     instance: &str,
+    owner: Option<&str>,
 ) -> Result<(), SyncError> {
+    let owner_references = owner_reference(client, owner).await;
+    let owned = |object: &Value| {
+        let mut object = object.clone();
+        if let Some(references) = &owner_references {
+            object["metadata"]["ownerReferences"] = references.clone();
+        }
+        object
+    };
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -280,7 +307,7 @@ pub async fn apply(
     }
     for (name, object) in &desired.policies {
         policies
-            .patch(name, &params, &Patch::Apply(object))
+            .patch(name, &params, &Patch::Apply(owned(object)))
             .await
             .map_err(|source| SyncError::Apply {
                 kind: "ValidatingAdmissionPolicy",
@@ -290,7 +317,7 @@ pub async fn apply(
     }
     for (name, object) in &desired.bindings {
         bindings
-            .patch(name, &params, &Patch::Apply(object))
+            .patch(name, &params, &Patch::Apply(owned(object)))
             .await
             .map_err(|source| SyncError::Apply {
                 kind: "ValidatingAdmissionPolicyBinding",
@@ -348,6 +375,7 @@ pub fn spawn_sync(
     modes: ModeHandle,
     skip: ApiServerRules,
     instance: String,
+    owner: Option<String>,
     timing: SyncTiming,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -370,7 +398,7 @@ pub fn spawn_sync(
                     if staying != *before {
                         skip.replace(staying);
                     }
-                    match apply(&client, &wanted, &instance).await {
+                    match apply(&client, &wanted, &instance, owner.as_deref()).await {
                         Ok(()) => {
                             tracing::info!(
                                 policies = wanted.policies.len(),

@@ -267,6 +267,7 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
             instance: pod_name,
         },
         backend: args.admission_backend,
+        owner_configuration: named(&args.validating_webhook_configs).into_iter().next(),
     };
     Ok(config)
 }

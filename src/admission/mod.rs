@@ -123,6 +123,9 @@ pub struct WebhookConfig {
     /// Where enforced CEL rules run (needs `client` for anything but
     /// `Webhook`).
     pub backend: AdmissionBackend,
+    /// The ValidatingWebhookConfiguration that owns the API server
+    /// policies (their garbage-collection owner).
+    pub owner_configuration: Option<String>,
 }
 
 /// Why the webhook could not start.
@@ -265,6 +268,7 @@ impl Webhook {
                     modes.clone(),
                     skip.clone(),
                     instance.clone(),
+                    config.owner_configuration.clone(),
                     SyncTiming::default(),
                 ));
             }
