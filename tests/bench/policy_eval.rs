@@ -9,6 +9,11 @@
 //! path that runs in the same thread: parsing the body (`parse_review`,
 //! which /noop also does). The binary's allocator is used here too.
 //!
+//! Next to the patterns, the same baseline checks as CEL
+//! (`ValidatingPolicy`, read in place from
+//! `../shared/conformance/kyverno-cel/pod-security-vpol/baseline`), in
+//! alternating rounds: `cel_us_per_review` beside `us_per_review`.
+//!
 //! Knob: `BENCH_POLICY_SECONDS` (3 per review and stage).
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
@@ -119,6 +124,11 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3.0);
     let policies = PolicySet::load_dir(&repo_root().join("policies")).map_err(|e| e.to_string())?;
+    // The same baseline checks written as ValidatingPolicies (CEL), read
+    // in place from the shared conformance data.
+    let cel_dir = repo_root().join("../shared/conformance/kyverno-cel/pod-security-vpol/baseline");
+    let cel_policies =
+        PolicySet::load_dir(&cel_dir).map_err(|e| format!("{}: {e}", cel_dir.display()))?;
     let dir = reviews_dir()?;
     let mut rows = BTreeMap::new();
     for name in ["pod", "deployment"] {
@@ -136,9 +146,29 @@ fn run() -> Result<(), String> {
                 outcomes.len()
             ));
         }
-        let (n, per) = seconds_per_call(seconds, || {
-            std::hint::black_box(policies.validate(std::hint::black_box(&input)));
-        });
+        let cel_outcomes = cel_policies.validate(&input);
+        if cel_outcomes.is_empty() {
+            return Err(format!("no CEL rule applies to the {name} review"));
+        }
+        // Patterns and CEL alternate, two rounds each, so a change in the
+        // machine's load shows in both.
+        let mut pattern_rounds = Vec::new();
+        let mut cel_rounds = Vec::new();
+        let mut n = 0;
+        for _ in 0..2 {
+            let (count, per) = seconds_per_call(seconds / 2.0, || {
+                std::hint::black_box(policies.validate(std::hint::black_box(&input)));
+            });
+            n += count;
+            pattern_rounds.push(per);
+            let (_, per) = seconds_per_call(seconds / 2.0, || {
+                std::hint::black_box(cel_policies.validate(std::hint::black_box(&input)));
+            });
+            cel_rounds.push(per);
+        }
+        let mean = |rounds: &[f64]| rounds.iter().sum::<f64>() / rounds.len() as f64;
+        let per = mean(&pattern_rounds);
+        let cel_per = mean(&cel_rounds);
         review::parse_review(&body).map_err(|e| e.to_string())?;
         let (_, parse) = seconds_per_call(seconds, || {
             std::hint::black_box(review::parse_review(std::hint::black_box(&body)).ok());
@@ -150,6 +180,11 @@ fn run() -> Result<(), String> {
             "us_per_review": micros(per),
             "reviews_per_s_one_core": (1.0 / per).round(),
             "parse_review_us": micros(parse),
+            "pattern_us_rounds": pattern_rounds.iter().map(|s| micros(*s)).collect::<Vec<_>>(),
+            "cel_rules_evaluated": cel_outcomes.len(),
+            "cel_us_per_review": micros(cel_per),
+            "cel_us_rounds": cel_rounds.iter().map(|s| micros(*s)).collect::<Vec<_>>(),
+            "cel_to_pattern": ((cel_per / per) * 100.0).round() / 100.0,
         });
         eprintln!("bench-policy: {name}: {row}");
         rows.insert(name, row);
@@ -157,6 +192,8 @@ fn run() -> Result<(), String> {
     let report = json!({
         "benchmark": "bench-policy",
         "policies": policies.policies().count(),
+        "cel_policies": cel_policies.policies().count(),
+        "cel_policy_dir": "../shared/conformance/kyverno-cel/pod-security-vpol/baseline",
         "reviews": rows,
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
