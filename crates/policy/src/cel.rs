@@ -8,12 +8,14 @@
 //! admission CEL environment defines: `object`, `oldObject`, `request`,
 //! `namespaceObject` and `variables`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{CallExpr, Expr, operators};
-use cel::common::types::{self, CelOptional};
-use cel::common::value::CowVal;
+use cel::common::types::{self, CelMap, CelMapKey, CelNull, CelOptional};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::parser::Macro;
 use cel::{Context, Env, Program, Value as CelValue};
 use serde_json::{Value, json};
@@ -239,25 +241,45 @@ fn replace_identifier_path(text: &str, from: &str, to: &str) -> String {
 }
 
 /// The values an admission CEL expression sees, converted once per input
-/// and shared by every check evaluated against it.
+/// and lent to every check evaluated against it. Binding them as context
+/// variables would convert the whole object again for every check.
 pub struct CelBindings {
-    object: CelValue,
-    old_object: CelValue,
-    request: CelValue,
-    namespace_object: CelValue,
+    object: Box<dyn Val>,
+    old_object: Box<dyn Val>,
+    request: Box<dyn Val>,
+    namespace_object: Box<dyn Val>,
+}
+
+impl VariableResolver for CelBindings {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value = match variable {
+            "object" => &self.object,
+            "oldObject" => &self.old_object,
+            "request" => &self.request,
+            "namespaceObject" => &self.namespace_object,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value.as_ref()))
+    }
 }
 
 impl CelBindings {
     pub fn for_input(input: &EvalInput<'_>) -> CelBindings {
-        let convert = |value: &Value| cel::to_value(value).unwrap_or(CelValue::Null);
+        let convert = |value: &Value| -> Box<dyn Val> {
+            cel::to_value(value)
+                .ok()
+                .and_then(|v| Box::<dyn Val>::try_from(v).ok())
+                .unwrap_or_else(|| Box::new(CelNull))
+        };
+        let null = || -> Box<dyn Val> { Box::new(CelNull) };
         let (object, old_object) = match input.operation {
             Operation::Delete => (
-                CelValue::Null,
+                null(),
                 convert(input.old_resource.unwrap_or(input.resource)),
             ),
             _ => (
                 convert(input.resource),
-                input.old_resource.map(convert).unwrap_or(CelValue::Null),
+                input.old_resource.map(convert).unwrap_or_else(null),
             ),
         };
         let request = match input.admission_info {
@@ -282,7 +304,7 @@ impl CelBindings {
             _ => "default",
         };
         let namespace_object = if namespace.is_empty() {
-            CelValue::Null
+            null()
         } else {
             let labels = input.namespace_labels.cloned().unwrap_or_default();
             convert(&json!({
@@ -299,12 +321,32 @@ impl CelBindings {
         }
     }
 
-    fn context(&self) -> Context<'static, 'static> {
+    fn context(&self) -> Context<'_, '_> {
         let mut context = Context::with_env(Arc::clone(&ENV));
-        context.add_variable_from_value("object", self.object.clone());
-        context.add_variable_from_value("oldObject", self.old_object.clone());
-        context.add_variable_from_value("request", self.request.clone());
-        context.add_variable_from_value("namespaceObject", self.namespace_object.clone());
+        context.set_variable_resolver(self);
+        context
+    }
+}
+
+/// The input's bindings plus the `variables` evaluated so far.
+struct Scope<'a> {
+    bindings: &'a CelBindings,
+    variables: CelMap<'static>,
+}
+
+impl VariableResolver for Scope<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "variables" => Some(CowVal::Borrowed(&self.variables)),
+            other => self.bindings.resolve(other),
+        }
+    }
+}
+
+impl Scope<'_> {
+    fn context(&self) -> Context<'_, '_> {
+        let mut context = Context::with_env(Arc::clone(&ENV));
+        context.set_variable_resolver(self);
         context
     }
 }
@@ -332,9 +374,9 @@ impl CelCheck {
     /// Evaluates the check: match conditions, then variables in order,
     /// then each validation until one is false.
     pub fn evaluate(&self, bindings: &CelBindings) -> CelVerdict {
-        let mut context = bindings.context();
+        let conditions = bindings.context();
         for condition in &self.match_conditions {
-            match condition.expression.evaluate(&context) {
+            match condition.expression.evaluate(&conditions) {
                 Ok(CelValue::Bool(true)) => {}
                 Ok(CelValue::Bool(false)) => {
                     return CelVerdict::NotMatched(format!(
@@ -353,22 +395,28 @@ impl CelCheck {
                 }
             }
         }
-        if !self.variables.is_empty() {
-            // Each variable sees those before it; one that fails is left
-            // out, so only an expression that reads it fails (CEL
-            // variables are evaluated lazily in the API server).
-            let mut bound = cel::objects::Map {
-                map: Arc::new(Default::default()),
+        // Each variable sees those before it; one that fails is left out,
+        // so only an expression that reads it fails (CEL variables are
+        // evaluated lazily in the API server). Values are converted once
+        // and moved, never copied, from one scope to the next.
+        let mut scope = Scope {
+            bindings,
+            variables: CelMap::from(HashMap::new()),
+        };
+        for variable in &self.variables {
+            let value = {
+                let context = scope.context();
+                variable.expression.evaluate(&context)
             };
-            for variable in &self.variables {
-                context.add_variable_from_value("variables", CelValue::Map(bound.clone()));
-                if let Ok(value) = variable.expression.evaluate(&context) {
-                    Arc::make_mut(&mut bound.map)
-                        .insert(cel::objects::Key::from(variable.name.clone()), value);
-                }
+            if let Ok(value) = value
+                && let Ok(value) = Box::<dyn Val>::try_from(value)
+            {
+                let mut entries = scope.variables.into_inner();
+                entries.insert(CelMapKey::from(variable.name.clone()), value);
+                scope.variables = CelMap::from(entries);
             }
-            context.add_variable_from_value("variables", CelValue::Map(bound));
         }
+        let context = scope.context();
         for validation in &self.validations {
             match validation.expression.evaluate(&context) {
                 Ok(CelValue::Bool(true)) => {}
