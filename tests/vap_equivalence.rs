@@ -148,7 +148,8 @@ async fn delete_all(client: kube::Client) {
 
 /// What the API server made of one dry-run create.
 enum Answer {
-    Allowed,
+    /// Admitted; the object as the API server saw it.
+    Allowed(Value),
     Denied(String),
     /// Refused before or outside admission policies.
     NotComparable(String),
@@ -175,7 +176,7 @@ async fn dry_run_create(client: &kube::Client, namespace: &str, resource: &Value
         ..PostParams::default()
     };
     match api.create(&params, &object).await {
-        Ok(_) => Answer::Allowed,
+        Ok(created) => Answer::Allowed(serde_json::to_value(created).unwrap_or_default()),
         Err(kube::Error::Api(status)) if status.message.contains("ValidatingAdmissionPolicy") => {
             Answer::Denied(status.message)
         }
@@ -288,18 +289,38 @@ async fn generated_admission_policies_decide_as_the_engine() {
     let (mut compared, mut denied_by_both, mut not_comparable) = (0, 0, 0);
     let mut disagreements = Vec::new();
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    // The engine judges the object as the API server hands it to
+    // admission (defaults set, zero values it omits gone): a dry-run
+    // create outside every test policy's scope returns it. Once per
+    // resource of a suite.
+    let mut normalized: BTreeMap<(usize, usize), Option<Value>> = BTreeMap::new();
     for (_, value, rule, suite, _) in &cases {
-        for resource in &suite.resources {
-            let mut resource = resource.clone();
-            resource["metadata"]["labels"][RUN_LABEL] = json!(value);
+        for (index, resource) in suite.resources.iter().enumerate() {
             let kind = resource["kind"].as_str().unwrap_or("").to_string();
-            let namespaced = !matches!(
-                kind.as_str(),
-                "Namespace" | "ClusterRole" | "ClusterRoleBinding"
-            );
-            if namespaced {
-                resource["metadata"]["namespace"] = json!(namespace.name);
+            let key = (std::rc::Rc::as_ptr(suite) as usize, index);
+            if !normalized.contains_key(&key) {
+                let mut raw = resource.clone();
+                if !matches!(
+                    kind.as_str(),
+                    "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+                ) {
+                    raw["metadata"]["namespace"] = json!(namespace.name);
+                }
+                let seen = match dry_run_create(&client, &namespace.name, &raw).await {
+                    Answer::Allowed(object) => Some(object),
+                    Answer::Denied(_) | Answer::NotComparable(_) => None,
+                };
+                normalized.insert(key, seen);
             }
+            let Some(Some(seen)) = normalized.get(&key) else {
+                not_comparable += 1;
+                *refusals
+                    .entry(format!("{kind}: refused by the API server itself"))
+                    .or_insert(0) += 1;
+                continue;
+            };
+            let mut resource = seen.clone();
+            resource["metadata"]["labels"][RUN_LABEL] = json!(value);
             let variables = BTreeMap::new();
             let labels = BTreeMap::new();
             let input = EvalInput {
@@ -330,7 +351,7 @@ async fn generated_admission_policies_decide_as_the_engine() {
                     if api_denies != engine_denies {
                         let detail = match answer {
                             Answer::Denied(message) => message,
-                            _ => "allowed".to_string(),
+                            Answer::Allowed(_) | Answer::NotComparable(_) => "allowed".to_string(),
                         };
                         disagreements.push(format!(
                             "{}/{} on {} {}: engine denies={engine_denies}, API server: {detail}",
