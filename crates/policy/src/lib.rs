@@ -17,12 +17,15 @@
 //! Layout: `load` parses documents into `spec` types (with `autogen` adding
 //! pod-controller rules); `engine` evaluates them using `matching`,
 //! `pattern` (anchors), `conditions`, `variables`/`jmespath` and
-//! `pod_security`; `mutate` computes patches; `conformance` runs Kyverno CLI
-//! test suites and `check` evaluates manifests offline.
+//! `pod_security`; `cluster_data` loads `configMap`/`apiCall` context
+//! entries through the caller's [`ClusterData`]; `mutate` computes patches;
+//! `conformance` runs Kyverno CLI test suites and `check` evaluates
+//! manifests offline.
 
 mod autogen;
 mod cel;
 pub mod check;
+mod cluster_data;
 mod conditions;
 pub mod conformance;
 mod context;
@@ -50,6 +53,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cluster_data::{ClusterData, ClusterDataError, OfflineCluster};
 pub use error::{EvalError, PolicyError};
 pub use load::UnsupportedRule;
 use spec::{ActionOverride, Rule, RuleBody};
@@ -109,10 +113,19 @@ pub struct EvalInput<'a> {
     /// The full AdmissionRequest as JSON, exposed to JMESPath as `request`.
     pub admission_info: Option<&'a Value>,
     /// Extra context (kyverno-test `variables`/`values`); dotted names nest.
+    /// A `configMap`/`apiCall` context entry whose name is given here takes
+    /// this value and is not looked up.
     pub variables: &'a BTreeMap<String, Value>,
+    /// Extra context of single rules, by rule name (a values file's
+    /// `policies[].rules[].values`), added on top of `variables`.
+    pub rule_variables: &'a BTreeMap<String, BTreeMap<String, Value>>,
+    /// Where `configMap` and `apiCall` context entries are read; `None`: no
+    /// cluster, and a rule with such an entry is an `error`.
+    pub cluster_data: Option<&'a dyn ClusterData>,
 }
 
-static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+pub(crate) static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+static NO_RULE_VARIABLES: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
 
 impl<'a> EvalInput<'a> {
     /// A CREATE of `resource` by an unknown user.
@@ -125,7 +138,16 @@ impl<'a> EvalInput<'a> {
             namespace_labels: None,
             admission_info: None,
             variables: &NO_VARIABLES,
+            rule_variables: &NO_RULE_VARIABLES,
+            cluster_data: None,
         }
+    }
+
+    /// The same input, with `configMap`/`apiCall` entries read from
+    /// `cluster`.
+    pub fn with_cluster_data(mut self, cluster: &'a dyn ClusterData) -> EvalInput<'a> {
+        self.cluster_data = Some(cluster);
+        self
     }
 }
 
@@ -265,6 +287,13 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// True when some rule has a `configMap` or `apiCall` context entry.
+    pub fn reads_cluster(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|policy| policy.rules.iter().any(Rule::reads_cluster))
+    }
+
     /// Evaluates all validate rules (including auto-generated pod-controller
     /// rules): [`PolicySet::select`] then [`SelectedRules::validate`].
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
@@ -320,7 +349,9 @@ impl PolicySet {
                     rule: rule.name.clone(),
                     reason,
                 };
-                let ctx = engine::rule_context(&base, &rule.context)
+                let lookups = engine::lookups(input, policy, rule);
+                let base = engine::with_rule_values(&base, engine::rule_values(input, rule));
+                let ctx = engine::rule_context(&base, &rule.context, &lookups)
                     .map_err(|e| failure(e.to_string()))?;
                 if let Some(preconditions) = &rule.preconditions
                     && !engine::conditions_hold(preconditions, &ctx)
@@ -352,6 +383,12 @@ impl SelectedRules<'_> {
     /// matched or was skipped.
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
         engine::evaluate_rules(&self.rules, input)
+    }
+
+    /// True when a selected rule has a `configMap` or `apiCall` context
+    /// entry: evaluating it reads [`EvalInput::cluster_data`].
+    pub fn reads_cluster(&self) -> bool {
+        self.rules.iter().any(engine::SelectedRule::reads_cluster)
     }
 
     /// How many rules were selected.
