@@ -33,7 +33,7 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
         // Nothing to judge (e.g. CONNECT): allow.
         return allowed(request);
     };
-    let input = input.as_eval_input();
+    let input = with_cluster_data(state, input.as_eval_input());
     let policies = state.policies.current();
     let selected = policies.select(&input);
     clock.lap(Stage::Match);
@@ -100,7 +100,8 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
         return allowed(request);
     };
     let response = AdmissionResponse::from(&request.typed);
-    let operations = match state.policies.current().mutate(&input.as_eval_input()) {
+    let input = with_cluster_data(state, input.as_eval_input());
+    let operations = match state.policies.current().mutate(&input) {
         Ok(operations) => operations,
         Err(error) => {
             tracing::warn!(%error, "mutation skipped");
@@ -141,6 +142,39 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
             )
         }
     }
+}
+
+/// True when deciding this `/validate` review reads the cluster (a
+/// selected rule has a `configMap`/`apiCall` context entry): the caller
+/// then decides it off the async workers, since those reads block.
+pub fn validate_reads_cluster(state: &AppState, request: &Request) -> bool {
+    let policies = state.policies.current();
+    // Most policy sets read nothing: no selection needed to know.
+    if state.cluster_data.is_none() || !policies.reads_cluster() {
+        return false;
+    }
+    if exempt(&state.modes.current(), request).is_some() {
+        return false;
+    }
+    let Some(input) = eval_input(request) else {
+        return false;
+    };
+    policies.select(&input.as_eval_input()).reads_cluster()
+}
+
+/// [`validate_reads_cluster`] for `/mutate`: any policy that reads the
+/// cluster counts (mutate rules are not selected ahead of evaluation).
+pub fn mutate_reads_cluster(state: &AppState, request: &Request) -> bool {
+    state.cluster_data.is_some()
+        && state.policies.current().reads_cluster()
+        && exempt(&state.modes.current(), request).is_none()
+}
+
+fn with_cluster_data<'a>(state: &'a AppState, mut input: EvalInput<'a>) -> EvalInput<'a> {
+    if let Some(cluster) = &state.cluster_data {
+        input.cluster_data = Some(cluster.as_ref() as &dyn policy::ClusterData);
+    }
+    input
 }
 
 /// The engine speaks json-patch 5 while kube's `with_patch` takes json-patch

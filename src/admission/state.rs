@@ -8,7 +8,7 @@ use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
 use crate::admission::refusals::ConfigRefusals;
-use crate::policy::PolicySet;
+use crate::policy::{ClusterData, PolicySet};
 
 /// A value that is swapped as a whole while requests read it: a request
 /// takes one snapshot and keeps it to the end, so it never sees half of an
@@ -52,6 +52,9 @@ pub struct AppState {
     pub config_refusals: ConfigRefusals,
     pub metrics: Arc<Metrics>,
     pub audit: AuditSink,
+    /// Where `configMap`/`apiCall` context entries are read; `None`
+    /// without a cluster (such rules are then `error`s).
+    pub cluster_data: Option<Arc<dyn ClusterData + Send + Sync>>,
     draining: AtomicBool,
 }
 
@@ -68,6 +71,7 @@ impl AppState {
             config_refusals: ConfigRefusals::default(),
             metrics,
             audit,
+            cluster_data: None,
             draining: AtomicBool::new(false),
         }
     }
