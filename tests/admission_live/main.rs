@@ -17,6 +17,7 @@
 //! file that does not parse leaves the last good set in force.
 //!
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
+//! - [`context`]: `configMap` and `apiCall` policy context lookups.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
 //! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
 //! - [`outage`]: the webhook process gone, with `Fail` and with `Ignore`.
@@ -28,6 +29,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod context;
 mod kyverno_fixtures;
 mod live_webhook;
 mod modes;
