@@ -77,6 +77,8 @@ async fn start(mode: Mode) -> Result<Running> {
             ..Limits::default()
         },
         reporter: "aiops-operator-test".into(),
+        backend: aiops_operator::admission::api_server_policies::AdmissionBackend::Webhook,
+        owner_configuration: None,
     })
     .await?;
     let addr = webhook.local_addr();

@@ -35,7 +35,14 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
     };
     let input = with_cluster_data(state, input.as_eval_input());
     let policies = state.policies.current();
-    let selected = policies.select(&input);
+    let mut selected = policies.select(&input);
+    let api_server_rules = state.api_server_rules.current();
+    if !api_server_rules.is_empty() {
+        // Decided by the API server's own admission policies already.
+        selected.retain(|policy, rule| {
+            !api_server_rules.contains(&(policy.to_string(), rule.to_string()))
+        });
+    }
     clock.lap(Stage::Match);
     let admission = judge(state, request, &modes, &selected, &input);
     clock.lap(Stage::Evaluate);

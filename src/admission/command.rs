@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::Reporter;
 use std::time::Duration;
 
+use crate::admission::api_server_policies::AdmissionBackend;
 use crate::admission::certs::{CertsArgs, write_webhook_certs};
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::modes::{DEFAULT_CONFIG_MAP, DEFAULT_OPERATOR_NAMESPACE, Mode, ModeConfig};
@@ -80,6 +81,16 @@ pub struct WebhookArgs {
     /// Largest AdmissionReview body accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub webhook_max_body_bytes: usize,
+    /// Where enforced CEL rules are evaluated: `webhook`; `vap` (as
+    /// ValidatingAdmissionPolicies in the API server, the webhook skipping
+    /// them); `auto` (`vap` when the API server serves them).
+    #[arg(
+        long,
+        env = "AIOPS_ADMISSION_BACKEND",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub admission_backend: AdmissionBackend,
     #[command(flatten)]
     pub self_managed: SelfManagedCertArgs,
 }
@@ -255,6 +266,8 @@ pub async fn prepare_webhook(args: WebhookArgs) -> Result<WebhookConfig, Command
             controller: "aiops-operator".into(),
             instance: pod_name,
         },
+        backend: args.admission_backend,
+        owner_configuration: named(&args.validating_webhook_configs).into_iter().next(),
     };
     Ok(config)
 }

@@ -20,6 +20,7 @@
 //! [`Webhook::bind`] + [`Webhook::serve`] let tests pick a port and inject
 //! the modes.
 pub mod admit;
+pub mod api_server_policies;
 pub mod audit_writer;
 pub mod ca_bundle;
 pub mod certs;
@@ -51,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::api_server_policies::{AdmissionBackend, ApiServerRules, SyncTiming};
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::cluster_data::{ClusterDataLimits, ClusterReader};
 use crate::admission::config_watch::ConfigMapSource;
@@ -123,6 +125,12 @@ pub struct WebhookConfig {
     pub limits: Limits,
     /// Reporting controller named on Events.
     pub reporter: Reporter,
+    /// Where enforced CEL rules run (needs `client` for anything but
+    /// `Webhook`).
+    pub backend: AdmissionBackend,
+    /// The ValidatingWebhookConfiguration that owns the API server
+    /// policies (their garbage-collection owner).
+    pub owner_configuration: Option<String>,
 }
 
 /// Why the webhook could not start.
@@ -217,6 +225,11 @@ impl Webhook {
                 reporter.clone(),
             ));
         }
+        let client_for_policies = config.client.clone();
+        let instance = match &config.modes {
+            ModeSource::ConfigMap(source) => Some(source.operator_namespace.clone()),
+            ModeSource::Fixed(_) => None,
+        };
         let modes = match config.modes {
             ModeSource::Fixed(fixed) => ModeHandle::new(fixed),
             ModeSource::ConfigMap(source) => {
@@ -252,8 +265,30 @@ impl Webhook {
             None => (AuditSink::disabled(Arc::clone(&metrics)), None),
         };
 
+        let skip = ApiServerRules::new(Default::default());
+        if let (Some(client), Some(instance)) = (&client_for_policies, &instance) {
+            let use_api_server = match config.backend {
+                AdmissionBackend::Webhook => false,
+                AdmissionBackend::Vap => true,
+                AdmissionBackend::Auto => {
+                    api_server_policies::api_server_supports_vap(client).await
+                }
+            };
+            if use_api_server {
+                background.push(api_server_policies::spawn_sync(
+                    client.clone(),
+                    policies.clone(),
+                    modes.clone(),
+                    skip.clone(),
+                    instance.clone(),
+                    config.owner_configuration.clone(),
+                    SyncTiming::default(),
+                ));
+            }
+        }
         let mut state = AppState::new(policies, modes, metrics, audit);
         state.config_refusals = refusals;
+        state.api_server_rules = skip;
         state.cluster_data = cluster_data;
         let state = Arc::new(state);
         Ok(Webhook {

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::admission::api_server_policies::ApiServerRules;
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
@@ -52,6 +53,9 @@ pub struct AppState {
     pub config_refusals: ConfigRefusals,
     pub metrics: Arc<Metrics>,
     pub audit: AuditSink,
+    /// Rules the API server enforces as ValidatingAdmissionPolicies; the
+    /// webhook skips them.
+    pub api_server_rules: ApiServerRules,
     /// Where `configMap`/`apiCall` context entries are read; `None`
     /// without a cluster (such rules are then `error`s).
     pub cluster_data: Option<Arc<dyn ClusterData + Send + Sync>>,
@@ -71,6 +75,7 @@ impl AppState {
             config_refusals: ConfigRefusals::default(),
             metrics,
             audit,
+            api_server_rules: ApiServerRules::new(Default::default()),
             cluster_data: None,
             draining: AtomicBool::new(false),
         }

@@ -177,7 +177,7 @@ async fn config_map_and_api_call_context_entries_decide_admission() {
         .expect("writing the context policies");
     let options = Options {
         policies_dir: Some(policies.path().to_path_buf()),
-        pod_name: None,
+        ..Options::default()
     };
     let webhook =
         LiveWebhook::start_with(&sandbox, &[("mode", "Enforce")], Certs::Cli, options).await;

@@ -40,6 +40,8 @@ pub struct Options {
     /// `POD_NAME` of the process, which then also polls its policy files
     /// every second.
     pub pod_name: Option<String>,
+    /// More flags for `aiops-operator run`.
+    pub extra_args: Vec<String>,
 }
 
 /// One webhook process registered with the sandbox for one test.
@@ -120,6 +122,7 @@ impl LiveWebhook {
                 .env("POD_NAME", pod_name)
                 .args(["--policies-poll-seconds", "1"]);
         }
+        command.args(&options.extra_args);
         command
             .args(["--operator-namespace", &operator_namespace.name])
             .args(["--admission-config-map", CONFIG_MAP])

@@ -16,6 +16,9 @@
 //! certificate files under load fails no request; a ConfigMap or policy
 //! file that does not parse leaves the last good set in force.
 //!
+//! - [`api_server`]: `--admission-backend vap`: an enforced CEL policy
+//!   decided by the API server's own ValidatingAdmissionPolicy, and back
+//!   in the webhook when the ConfigMap makes it Audit.
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
 //! - [`context`]: `configMap` and `apiCall` policy context lookups.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
@@ -29,6 +32,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod api_server;
 mod context;
 mod kyverno_fixtures;
 mod live_webhook;

@@ -80,6 +80,7 @@ async fn a_bad_config_map_or_policy_file_leaves_the_last_good_set_in_force() {
     let options = Options {
         policies_dir: Some(policies.path().to_path_buf()),
         pod_name: Some(POD_NAME.into()),
+        ..Options::default()
     };
     let webhook =
         LiveWebhook::start_with(&sandbox, &[("mode", "Enforce")], Certs::Cli, options).await;

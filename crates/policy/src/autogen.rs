@@ -97,11 +97,13 @@ fn rule_name(rule: &Value) -> &str {
 }
 
 /// Kyverno refuses autogen for the whole policy when any rule restricts by
-/// name, selector or annotations, mixes Pod with other kinds, or generates.
+/// name, selector or annotations, mixes Pod with other kinds, generates, or
+/// patches with `patchesJson6902` (its paths are written for a Pod and
+/// cannot be moved under a pod template).
 fn can_autogen(raw_rules: &[Value]) -> bool {
     let mut needed = false;
     for rule in raw_rules {
-        if rule.get("generate").is_some() {
+        if rule.get("generate").is_some() || has_json_patch(rule.get("mutate")) {
             return false;
         }
         for block_name in ["match", "exclude"] {
@@ -210,6 +212,10 @@ fn derive_rule(
             mutate.insert("patchStrategicMerge".into(), wrap(&patch));
             return Some(Value::Object(out));
         }
+        if let Some(Value::Array(entries)) = mutate.get_mut("foreach") {
+            wrap_foreach_merges(entries, template_key);
+            return Some(Value::Object(out));
+        }
         return None;
     }
     let Some(Value::Object(validate)) = out.get_mut("validate") else {
@@ -239,6 +245,39 @@ fn derive_rule(
         return None;
     }
     Some(Value::Object(out))
+}
+
+/// True when a `mutate` block, or any of its `foreach` levels, has a
+/// `patchesJson6902`.
+fn has_json_patch(mutate: Option<&Value>) -> bool {
+    let Some(mutate) = mutate else {
+        return false;
+    };
+    mutate.get("patchesJson6902").is_some()
+        || mutate
+            .get("foreach")
+            .and_then(Value::as_array)
+            .is_some_and(|entries| entries.iter().any(|entry| has_json_patch(Some(entry))))
+}
+
+/// A foreach merge patches the whole resource, so each level's
+/// `patchStrategicMerge` moves under the pod template like a rule's. Its
+/// `list` is moved by the request-path rewrite.
+fn wrap_foreach_merges(entries: &mut [Value], template_key: &str) {
+    for entry in entries {
+        let Some(map) = entry.as_object_mut() else {
+            continue;
+        };
+        if let Some(patch) = map.get("patchStrategicMerge").cloned() {
+            map.insert(
+                "patchStrategicMerge".into(),
+                json!({"spec": {template_key: patch}}),
+            );
+        }
+        if let Some(Value::Array(nested)) = map.get_mut("foreach") {
+            wrap_foreach_merges(nested, template_key);
+        }
+    }
 }
 
 /// Moves the pod paths of every `expression`/`messageExpression` under
@@ -389,6 +428,37 @@ mod tests {
             rules[1]["validate"]["foreach"][0]["list"],
             json!("request.object.spec.jobTemplate.spec.template.spec.containers")
         );
+    }
+
+    #[test]
+    fn foreach_merges_move_under_the_template_and_json_patches_disable_autogen() {
+        let rule = json!({"name": "pull", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+            "mutate": {"foreach": [{"list": "request.object.spec.containers",
+                "patchStrategicMerge": {"spec": {"containers": [{"name": "{{ element.name }}", "imagePullPolicy": "Always"}]}}}]}});
+        let generated = generate_rules(std::slice::from_ref(&rule), &Map::new());
+        assert_eq!(generated.len(), 2);
+        let foreach = &generated[0]["mutate"]["foreach"][0];
+        assert_eq!(
+            foreach["list"],
+            json!("request.object.spec.template.spec.containers")
+        );
+        assert_eq!(
+            foreach["patchStrategicMerge"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            json!("Always")
+        );
+        let cron = &generated[1]["mutate"]["foreach"][0];
+        assert!(
+            cron["patchStrategicMerge"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                .is_object()
+        );
+
+        let mut json_patch = rule.clone();
+        json_patch["mutate"]["foreach"][0] = json!({"list": "request.object.spec.containers",
+            "patchesJson6902": "- op: add\n  path: /metadata/labels/a\n  value: b\n"});
+        assert!(generate_rules(&[rule.clone(), json_patch], &Map::new()).is_empty());
+        let top_level = json!({"name": "label", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+            "mutate": {"patchesJson6902": "[]"}});
+        assert!(generate_rules(&[rule, top_level], &Map::new()).is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{CallExpr, Expr};
+use cel::common::ast::{CallExpr, Expr, operators};
 use cel::common::types::{self, CelOptional};
 use cel::common::value::CowVal;
 use cel::parser::Macro;
@@ -38,8 +38,16 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
         let Some(target) = target.take() else {
             return Ok(None);
         };
+        // A receiver that is optional by construction keeps the standard
+        // function, which the API server has too; only the others get the
+        // tolerant one (and so mark the expression as engine-only).
+        let func_name = if yields_optional(&target.expr) {
+            OR_VALUE
+        } else {
+            OR_VALUE_OR_SELF
+        };
         Ok(Some(helper.next_expr(Expr::Call(CallExpr {
-            func_name: OR_VALUE_OR_SELF.to_string(),
+            func_name: func_name.to_string(),
             target: Some(Box::new(target)),
             args: std::mem::take(args),
         }))))
@@ -56,6 +64,28 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
 
 const OR_VALUE: &str = "orValue";
 const OR_VALUE_OR_SELF: &str = "aiopsOrValueOrSelf";
+
+/// Whether `expr` is an optional by its form: `a.?b`, `a[?b]`,
+/// `optional.of(..)`/`optional.none()`/`optional.ofNonZeroValue(..)`, or
+/// `x.or(..)` on one of those.
+fn yields_optional(expr: &Expr) -> bool {
+    let Expr::Call(call) = expr else {
+        return false;
+    };
+    match call.func_name.as_str() {
+        operators::OPT_SELECT | operators::OPT_INDEX => true,
+        "optional.of" | "optional.none" | "optional.ofNonZeroValue" => true,
+        "of" | "none" | "ofNonZeroValue" => call
+            .target
+            .as_ref()
+            .is_some_and(|t| matches!(&t.expr, Expr::Ident(name) if name == "optional")),
+        "or" => call
+            .target
+            .as_ref()
+            .is_some_and(|t| yields_optional(&t.expr)),
+        _ => false,
+    }
+}
 
 /// `orValue` on an optional (its value, or the default when empty) and on
 /// any other value (the value itself).
@@ -104,6 +134,13 @@ impl CelExpression {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the Kubernetes API server's CEL environment evaluates this
+    /// expression the same way: false when it calls `orValue` on a value
+    /// that is not an optional, which only this engine tolerates.
+    pub fn runs_in_api_server(&self) -> bool {
+        !self.program.references().has_function(OR_VALUE_OR_SELF)
     }
 
     fn evaluate(&self, context: &Context) -> Result<CelValue, String> {
@@ -430,6 +467,34 @@ mod tests {
             CelVerdict::Pass
         );
         assert!(CelExpression::compile("object.(").is_err());
+    }
+
+    #[test]
+    fn or_value_takes_optionals_and_plain_values() {
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}});
+        let bindings = CelBindings::for_input(&EvalInput::for_resource(&pod));
+        let optional = "object.spec.containers.all(c, c.?securityContext.?capabilities.?drop.orValue([]).size() == 0)";
+        let plain = "object.spec.containers.all(c, c.securityContext.capabilities.add.orValue([]).size() == 1)";
+        let or_chain = "object.spec.?nothing.or(optional.of(3)).orValue(0) == 3";
+        for source in [optional, plain, or_chain] {
+            assert_eq!(
+                check(source).evaluate(&bindings),
+                CelVerdict::Pass,
+                "{source}"
+            );
+        }
+        assert!(
+            CelExpression::compile(optional)
+                .unwrap()
+                .runs_in_api_server()
+        );
+        assert!(
+            CelExpression::compile(or_chain)
+                .unwrap()
+                .runs_in_api_server()
+        );
+        assert!(!CelExpression::compile(plain).unwrap().runs_in_api_server());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `Test`) against this engine and compares every expected result, the way
 //! `kyverno test` maps them: rule names also match their `autogen-` twins,
 //! resources are found by kind and name (or `namespace/name`), and a
-//! resource the rule does not select counts as `skip`.
+//! resource the rule does not select counts as `skip`. As in the CLI, every
+//! policy's mutate rules run before the validate rules, which see the
+//! mutated resource; a result with `patchedResource` fails when the
+//! resource as the policy's mutate rules left it differs from that file.
 //!
 //! Values come from the test's values file (`variables:`) or inline
 //! `values:` as the CLI takes them: `globalValues`,
@@ -138,6 +141,8 @@ fn read(path: &Path) -> Result<String, ConformanceError> {
     })
 }
 
+static NO_RULE_VALUES: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+
 /// Values from a `variables` file or inline `values`.
 #[derive(Debug, Default)]
 struct TestValues {
@@ -254,6 +259,11 @@ impl TestValues {
         values
     }
 
+    /// The values of `policy`'s rules, by rule name.
+    fn for_rules(&self, policy: &str) -> &BTreeMap<String, BTreeMap<String, Value>> {
+        self.per_rule.get(policy).unwrap_or(&NO_RULE_VALUES)
+    }
+
     fn for_resource(&self, policy: &str, resource: &str) -> BTreeMap<String, Value> {
         let mut merged = self.global.clone();
         if let Some(specific) = self
@@ -364,10 +374,25 @@ fn run_test_file(file: &Path) -> Result<TestFileResults, ConformanceError> {
                 (Err(e), None) => format!("error: {e}"),
                 (Ok((set, _)), None) => match missing_rule(set, &policy, &rule) {
                     Some(error) => error,
-                    None => actual_result(
-                        set, &resources, &values, &policy, &rule, &kind, &name, namespace,
-                        &expected,
-                    ),
+                    None => {
+                        let suite = Suite {
+                            dir,
+                            set,
+                            resources: &resources,
+                            values: &values,
+                        };
+                        let wanted = Expected {
+                            policy: &policy,
+                            rule: &rule,
+                            kind: &kind,
+                            namespace,
+                            result: &expected,
+                            patched_resource: expectation
+                                .get("patchedResource")
+                                .and_then(Value::as_str),
+                        };
+                        actual_result(&suite, &wanted, &name)
+                    }
                 },
             };
             checks.push(ResultCheck {
@@ -453,21 +478,32 @@ fn load_resources(dir: &Path, paths: &[String]) -> Result<Vec<Value>, Conformanc
     Ok(resources)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn actual_result(
-    set: &PolicySet,
-    resources: &[Value],
-    values: &TestValues,
-    policy: &str,
-    rule: &str,
-    kind: &str,
-    name: &str,
-    namespace: Option<&str>,
-    expected: &str,
-) -> String {
-    let matching: Vec<&Value> = resources
+/// What one test file runs against.
+struct Suite<'s> {
+    /// The test file's directory: relative paths start here.
+    dir: &'s Path,
+    set: &'s PolicySet,
+    resources: &'s [Value],
+    values: &'s TestValues,
+}
+
+/// One expected result, as the test file states it.
+struct Expected<'t> {
+    policy: &'t str,
+    rule: &'t str,
+    kind: &'t str,
+    namespace: Option<&'t str>,
+    result: &'t str,
+    /// `patchedResource`: a file holding the resource as the policy's
+    /// mutate rules must leave it.
+    patched_resource: Option<&'t str>,
+}
+
+fn actual_result(suite: &Suite, expected: &Expected, name: &str) -> String {
+    let matching: Vec<&Value> = suite
+        .resources
         .iter()
-        .filter(|r| r.get("kind").and_then(Value::as_str) == Some(kind))
+        .filter(|r| r.get("kind").and_then(Value::as_str) == Some(expected.kind))
         .filter(|r| {
             let resource_name = r
                 .pointer("/metadata/name")
@@ -481,16 +517,18 @@ fn actual_result(
                 .unwrap_or("default");
             let qualified = format!("{resource_ns}/{resource_name}");
             (resource_name == name || qualified == name)
-                && namespace.is_none_or(|ns| ns == resource_ns)
+                && expected.namespace.is_none_or(|ns| ns == resource_ns)
         })
         .collect();
     if matching.is_empty() {
         return "not found".to_string();
     }
+    let rule = expected.rule;
     let mut first_actual = None;
     for resource in matching {
-        let outcomes = evaluate(set, values, policy, resource);
-        let statuses: Vec<&str> = outcomes
+        let evaluation = evaluate(suite.set, suite.values, expected.policy, resource);
+        let statuses: Vec<&str> = evaluation
+            .outcomes
             .iter()
             .filter(|o| {
                 rule.is_empty()
@@ -502,11 +540,21 @@ fn actual_result(
             .collect();
         // A rule that does not select the resource produces no outcome: the
         // resource is excluded, which the test format calls `skip`.
-        let actual = match statuses.iter().find(|s| **s != expected) {
+        let mut actual = match statuses.iter().find(|s| **s != expected.result) {
             Some(mismatch) => (*mismatch).to_string(),
             None => statuses.first().map_or("skip", |s| s).to_string(),
         };
-        if actual != expected {
+        // As in the CLI, a patched resource that differs fails the result
+        // whatever the rule's status; one that matches leaves the status
+        // to decide.
+        if let Some(file) = expected.patched_resource {
+            match patched_resource_matches(suite.dir, file, &evaluation.patched) {
+                Ok(true) => {}
+                Ok(false) => actual = "fail".to_string(),
+                Err(error) => actual = format!("error: {error}"),
+            }
+        }
+        if actual != expected.result {
             return actual;
         }
         first_actual.get_or_insert(actual);
@@ -514,17 +562,76 @@ fn actual_result(
     first_actual.unwrap_or_else(|| "skip".to_string())
 }
 
-fn evaluate(
-    set: &PolicySet,
-    values: &TestValues,
-    policy: &str,
-    resource: &Value,
-) -> Vec<RuleOutcome> {
+/// What the policies did to one resource.
+struct Evaluation {
+    /// The outcomes of the tested policy's mutate rules, then its
+    /// validate rules.
+    outcomes: Vec<RuleOutcome>,
+    /// The resource after the mutate rules of every policy up to and
+    /// including the tested one (the CLI's patched resource).
+    patched: Value,
+}
+
+/// Runs the suite as the Kyverno CLI does: the mutate rules of every
+/// policy first, in order, each policy on the resource the ones before it
+/// produced; then the tested policy's validate rules on the fully mutated
+/// resource.
+fn evaluate(set: &PolicySet, values: &TestValues, policy: &str, resource: &Value) -> Evaluation {
     let resource_name = resource
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
+    let namespace = resource
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let namespace_labels = values.namespace_labels.get(namespace);
+    let mut current = resource.clone();
+    let mut outcomes = Vec::new();
+    let mut patched = None;
+    let mut mutated: Vec<String> = Vec::new();
+    for candidate in set.policies() {
+        let name = candidate.display_name();
+        if !candidate.has_mutate_rules() || mutated.contains(&name) {
+            continue;
+        }
+        let variables = values.for_resource(candidate.name(), resource_name);
+        let rule_variables = values.for_rules(candidate.name());
+        let mutation = set.mutate_policy(
+            &name,
+            &test_input(&current, &variables, rule_variables, namespace_labels),
+        );
+        mutated.push(name);
+        let tested = candidate.name() == policy || candidate.display_name() == policy;
+        current = mutation.resource;
+        if tested {
+            outcomes.extend(mutation.rules);
+            patched.get_or_insert_with(|| current.clone());
+        }
+    }
     let variables = values.for_resource(policy, resource_name);
+    outcomes.extend(set.validate_policy(
+        policy,
+        &test_input(
+            &current,
+            &variables,
+            values.for_rules(policy),
+            namespace_labels,
+        ),
+    ));
+    Evaluation {
+        outcomes,
+        patched: patched.unwrap_or(current),
+    }
+}
+
+/// The admission input for one resource under a test's values.
+fn test_input<'a>(
+    resource: &'a Value,
+    variables: &'a BTreeMap<String, Value>,
+    rule_variables: &'a BTreeMap<String, BTreeMap<String, Value>>,
+    namespace_labels: Option<&'a BTreeMap<String, String>>,
+) -> EvalInput<'a> {
     // The Kyverno CLI treats a `request.operation` value as the operation,
     // with the resource as both old and new object for UPDATE/DELETE.
     let operation = variables
@@ -532,26 +639,75 @@ fn evaluate(
         .and_then(Value::as_str)
         .and_then(Operation::parse)
         .unwrap_or(Operation::Create);
-    let namespace = resource
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let no_rule_values = BTreeMap::new();
-    let input = EvalInput {
+    EvalInput {
         resource,
         old_resource: matches!(operation, Operation::Update | Operation::Delete)
             .then_some(resource),
         operation,
         user_info: UserInfo::default(),
-        namespace_labels: values.namespace_labels.get(namespace),
+        namespace_labels,
         admission_info: None,
-        variables: &variables,
-        rule_variables: values.per_rule.get(policy).unwrap_or(&no_rule_values),
+        variables,
+        rule_variables,
         // Like `kyverno test` without a cluster: `configMap`/`apiCall`
         // entries get their value from the values file or stay unset.
         cluster_data: Some(&OfflineCluster),
+    }
+}
+
+/// Compares `actual` with the document of `file` (relative to `dir`) of
+/// the same kind and name, structurally and, as the CLI does, with empty
+/// maps, empty lists and nulls left out on both sides.
+fn patched_resource_matches(dir: &Path, file: &str, actual: &Value) -> Result<bool, String> {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read patchedResource {}: {e}", path.display()))?;
+    let documents = yaml_documents(&text, file).map_err(|e| e.to_string())?;
+    let field = |value: &Value, pointer: &str| {
+        value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
-    set.validate_policy(policy, &input)
+    let same = |pointer: &str, doc: &Value| field(doc, pointer) == field(actual, pointer);
+    let namespace_fits = |doc: &Value| match (
+        field(doc, "/metadata/namespace"),
+        field(actual, "/metadata/namespace"),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    let expected = documents
+        .iter()
+        .find(|doc| same("/kind", doc) && same("/metadata/name", doc) && namespace_fits(doc))
+        .ok_or_else(|| {
+            format!(
+                "patchedResource {file} has no {} named {}",
+                field(actual, "/kind").unwrap_or_default(),
+                field(actual, "/metadata/name").unwrap_or_default()
+            )
+        })?;
+    Ok(tidy(expected) == tidy(actual))
+}
+
+/// `value` without nulls, empty maps and empty lists, at any depth; `None`
+/// when nothing is left.
+fn tidy(value: &Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(map) => {
+            let kept: serde_json::Map<String, Value> = map
+                .iter()
+                .filter_map(|(key, item)| tidy(item).map(|item| (key.clone(), item)))
+                .collect();
+            (!kept.is_empty()).then_some(Value::Object(kept))
+        }
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.iter().filter_map(tidy).collect();
+            (!kept.is_empty()).then_some(Value::Array(kept))
+        }
+        other => Some(other.clone()),
+    }
 }
 
 /// Renders the per-mismatch lines and the closing summary line.
@@ -697,6 +853,95 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("MISMATCH"), "{text}");
+    }
+
+    /// A suite with one policy `defaults`: the mutate rule `add-team` adds
+    /// a `team: core` label when there is none, the validate rule
+    /// `require-team` requires one. Pods: `web` (unlabelled) and `labelled`
+    /// (team a). `patched` is written as patched.yaml.
+    fn mutate_suite(patched: &str, results: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).expect("a suite file");
+        };
+        write(
+            "policy.yaml",
+            "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: defaults}\n\
+             spec:\n  validationFailureAction: Enforce\n  rules:\n\
+             \x20 - name: add-team\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+             \x20   mutate:\n      patchStrategicMerge:\n        metadata:\n          labels:\n            +(team): core\n\
+             \x20 - name: require-team\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+             \x20   validate:\n      pattern:\n        metadata:\n          labels:\n            team: \"?*\"\n",
+        );
+        write(
+            "pods.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: app, image: nginx}]}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: labelled, labels: {team: a}}\n\
+             spec: {containers: [{name: app, image: nginx}]}\n",
+        );
+        write("patched.yaml", patched);
+        write(
+            "kyverno-test.yaml",
+            &format!(
+                "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {{name: t}}\n\
+                 policies: [policy.yaml]\nresources: [pods.yaml]\nresults:\n{results}"
+            ),
+        );
+        dir
+    }
+
+    const PATCHED_WEB: &str = "apiVersion: v1\nkind: Pod\n\
+        metadata: {name: web, labels: {team: core}, annotations: {}}\n\
+        spec: {containers: [{name: app, image: nginx}]}\n";
+
+    #[test]
+    fn patched_resources_are_compared_and_validation_sees_the_mutation() {
+        let dir = mutate_suite(
+            PATCHED_WEB,
+            "- {policy: defaults, rule: add-team, kind: Pod, resources: [web], patchedResource: patched.yaml, result: pass}\n\
+             - {policy: defaults, rule: require-team, kind: Pod, resources: [web], result: pass}\n\
+             - {policy: defaults, rule: add-team, kind: Pod, resources: [labelled], result: skip}\n",
+        );
+        let report = run_dir(dir.path()).expect("runs");
+        assert_eq!(
+            report.summary(),
+            "3 passed, 0 failed, 0 unsupported",
+            "{}",
+            render_text(&report)
+        );
+    }
+
+    #[test]
+    fn a_patched_resource_that_differs_fails() {
+        let dir = mutate_suite(
+            &PATCHED_WEB.replace("team: core", "team: platform"),
+            "- {policy: defaults, rule: add-team, kind: Pod, resources: [web], patchedResource: patched.yaml, result: pass}\n",
+        );
+        let report = run_dir(dir.path()).expect("runs");
+        assert_eq!(report.summary(), "0 passed, 1 failed, 0 unsupported");
+        assert_eq!(report.results[0].actual, "fail");
+
+        let missing = mutate_suite(
+            &PATCHED_WEB.replace("name: web", "name: other"),
+            "- {policy: defaults, rule: add-team, kind: Pod, resources: [web], patchedResource: patched.yaml, result: pass}\n",
+        );
+        let report = run_dir(missing.path()).expect("runs");
+        assert!(
+            report.results[0].actual.contains("has no Pod named web"),
+            "{:?}",
+            report.results
+        );
+    }
+
+    #[test]
+    fn tidy_ignores_empty_values_and_key_order() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"x": [], "y": null, "z": {}}, "c": [{}]}"#)
+                .expect("json");
+        let b: Value = serde_json::from_str(r#"{"b": 1}"#).expect("json");
+        assert_eq!(tidy(&a), tidy(&b));
+        let c: Value = serde_json::from_str(r#"{"b": 2}"#).expect("json");
+        assert_ne!(tidy(&a), tidy(&c));
     }
 
     /// A suite whose policy reads a ConfigMap: the values file stands in

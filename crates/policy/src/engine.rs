@@ -213,8 +213,8 @@ fn condition_holds(condition: &Condition, ctx: &EvalContext) -> Result<bool, Eva
 /// A validate rule that selects the input, with the policy it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SelectedRule<'p> {
-    policy: &'p Policy,
-    rule: &'p Rule,
+    pub(crate) policy: &'p Policy,
+    pub(crate) rule: &'p Rule,
     validation: &'p Validation,
 }
 

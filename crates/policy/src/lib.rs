@@ -12,15 +12,19 @@
 //!   [`EvalInput`] and returns one [`RuleOutcome`] per (policy, rule) that
 //!   matched or was skipped.
 //! - [`PolicySet::mutate`] returns the RFC 6902 patch operations of the
-//!   mutate rules that apply.
+//!   mutate rules that apply; [`PolicySet::mutate_resource`] returns the
+//!   patched resource and one [`RuleOutcome`] per mutate rule.
 //!
 //! Layout: `load` parses documents into `spec` types (with `autogen` adding
-//! pod-controller rules); `engine` evaluates them using `matching`,
-//! `pattern` (anchors), `conditions`, `variables`/`jmespath` and
+//! pod-controller rules); `engine` evaluates validate rules using
+//! `matching`, `pattern` (anchors), `conditions`, `variables`/`jmespath` and
 //! `pod_security`; `cluster_data` loads `configMap`/`apiCall` context
-//! entries through the caller's [`ClusterData`]; `mutate` computes patches;
-//! `conformance` runs Kyverno CLI test suites and `check` evaluates
-//! manifests offline.
+//! entries through the caller's [`ClusterData`]; `mutate` evaluates mutate rules (`patchStrategicMerge`
+//! through `strategic_merge`, `patchesJson6902` through `json6902`, and
+//! `foreach` over either, nested); `conformance` runs Kyverno CLI test
+//! suites (mutate rules before validate rules, `patchedResource` compared)
+//! and `check` evaluates manifests offline. Mutating existing resources
+//! (`mutate.targets`) is refused as unsupported.
 
 mod autogen;
 mod cel;
@@ -35,6 +39,7 @@ mod error;
 mod gofmt;
 pub mod images;
 mod jmespath;
+mod json6902;
 mod load;
 mod matching;
 mod mutate;
@@ -42,8 +47,10 @@ mod pattern;
 mod pod_security;
 pub mod quantity;
 mod spec;
+mod strategic_merge;
 mod text_cache;
 mod validating_policy;
+pub mod vap;
 mod variables;
 mod wildcard;
 
@@ -225,6 +232,13 @@ impl Policy {
         self.failure_action
     }
 
+    /// Whether any rule (generated ones included) is a mutate rule.
+    pub fn has_mutate_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.body, RuleBody::Mutate(_)))
+    }
+
     /// Whether the policy asks for background scanning.
     pub fn background(&self) -> bool {
         self.background
@@ -327,47 +341,124 @@ impl PolicySet {
         SelectedRules { rules }
     }
 
-    /// Applies `mutate.patchStrategicMerge` rules; returns JSON Patch (RFC
-    /// 6902) operations against `input.resource`.
+    /// Applies the mutate rules that select `input`; returns JSON Patch (RFC
+    /// 6902) operations against `input.resource`. A rule that cannot be
+    /// evaluated is an error: the caller decides whether to admit the
+    /// object unchanged.
     pub fn mutate(
         &self,
         input: &EvalInput<'_>,
     ) -> Result<Vec<json_patch::PatchOperation>, PolicyError> {
+        let outcome = self.mutate_resource(input);
+        if let Some(failed) = outcome
+            .rules
+            .iter()
+            .find(|rule| rule.status == RuleStatus::Error)
+        {
+            return Err(PolicyError::Mutation {
+                policy: failed.policy.clone(),
+                rule: failed.rule.clone(),
+                reason: failed.message.clone(),
+            });
+        }
+        Ok(json_patch::diff(input.resource, &outcome.resource).0)
+    }
+
+    /// Applies every mutate rule that selects `input`, policy by policy and
+    /// rule by rule, each on the resource the ones before it produced (as
+    /// Kyverno does): the patched resource and one outcome per rule.
+    pub fn mutate_resource(&self, input: &EvalInput<'_>) -> MutationOutcome {
+        self.mutate_where(input, |_| true)
+    }
+
+    /// [`PolicySet::mutate_resource`] for the policies named `name` (bare
+    /// or `ns/name`) only.
+    pub fn mutate_policy(&self, name: &str, input: &EvalInput<'_>) -> MutationOutcome {
+        self.mutate_where(input, |p| p.name == name || p.display_name() == name)
+    }
+
+    fn mutate_where(
+        &self,
+        input: &EvalInput<'_>,
+        wanted: impl Fn(&Policy) -> bool,
+    ) -> MutationOutcome {
         let mut current = input.resource.clone();
-        let base = context::EvalContext::for_input(input);
-        let subject = matching::MatchSubject::from_input(input);
-        for policy in &self.policies {
+        let mut rules = Vec::new();
+        for policy in self.policies.iter().filter(|p| wanted(p)) {
             for rule in &policy.rules {
-                let RuleBody::Mutate(patch) = &rule.body else {
+                let RuleBody::Mutate(mutation) = &rule.body else {
                     continue;
                 };
-                if !engine::rule_selects(policy, rule, &subject) {
+                // Matching and `request.object` both see the resource as
+                // the rules before this one left it.
+                let step = EvalInput {
+                    resource: &current,
+                    ..input.clone()
+                };
+                if !engine::rule_selects(policy, rule, &matching::MatchSubject::from_input(&step)) {
                     continue;
                 }
-                let failure = |reason: String| PolicyError::Mutation {
+                let verdict = mutate::mutate_rule(policy, rule, mutation, &step);
+                let (status, message, patched) = match verdict {
+                    mutate::MutateVerdict::Patched(patched) => {
+                        (RuleStatus::Pass, mutated_message(&patched), Some(patched))
+                    }
+                    mutate::MutateVerdict::Skipped(reason) => (RuleStatus::Skip, reason, None),
+                    mutate::MutateVerdict::Failed(reason) => (RuleStatus::Error, reason, None),
+                };
+                rules.push(RuleOutcome {
                     policy: policy.display_name(),
                     rule: rule.name.clone(),
-                    reason,
-                };
-                let lookups = engine::lookups(input, policy, rule);
-                let base = engine::with_rule_values(&base, engine::rule_values(input, rule));
-                let ctx = engine::rule_context(&base, &rule.context, &lookups)
-                    .map_err(|e| failure(e.to_string()))?;
-                if let Some(preconditions) = &rule.preconditions
-                    && !engine::conditions_hold(preconditions, &ctx)
-                        .map_err(|e| failure(e.to_string()))?
-                {
-                    continue;
-                }
-                let patch =
-                    variables::substitute(patch, &ctx).map_err(|e| failure(e.to_string()))?;
-                if let Ok(patched) = mutate::apply_patch(&current, &patch) {
+                    status,
+                    message,
+                    action: policy.failure_action,
+                });
+                if let Some(patched) = patched {
                     current = patched;
+                    // `applyRules: One` stops the policy at its first rule
+                    // that applied.
+                    if policy.apply_one {
+                        break;
+                    }
                 }
             }
         }
-        Ok(json_patch::diff(input.resource, &current).0)
+        MutationOutcome {
+            resource: current,
+            rules,
+        }
     }
+}
+
+/// Kyverno's message for a mutate rule that applied.
+fn mutated_message(resource: &Value) -> String {
+    let field = |pointer: &str| {
+        resource
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let (kind, name, namespace) = (
+        field("/kind"),
+        field("/metadata/name"),
+        field("/metadata/namespace"),
+    );
+    if namespace.is_empty() {
+        format!("mutated {kind}/{name}")
+    } else {
+        format!("mutated {kind}/{name} in namespace {namespace}")
+    }
+}
+
+/// What the mutate rules did to one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MutationOutcome {
+    /// The resource after every rule that applied.
+    pub resource: Value,
+    /// One outcome per mutate rule that selected the input, in order:
+    /// `pass` (it changed the resource), `skip` (preconditions, anchors, or
+    /// nothing to change) or `error` (the resource is left as it was).
+    pub rules: Vec<RuleOutcome>,
 }
 
 /// The validate rules that select one input, in policy order: the match
@@ -389,6 +480,19 @@ impl SelectedRules<'_> {
     /// entry: evaluating it reads [`EvalInput::cluster_data`].
     pub fn reads_cluster(&self) -> bool {
         self.rules.iter().any(engine::SelectedRule::reads_cluster)
+    }
+
+    /// Keeps the rules for which `keep(policy display name, rule name)`
+    /// holds: the webhook drops the rules the API server already enforces.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.rules.retain(|selected| {
+            let policy = selected.policy;
+            let rule = selected.rule.name.as_str();
+            match &policy.namespace {
+                None => keep(&policy.name, rule),
+                Some(_) => keep(&policy.display_name(), rule),
+            }
+        });
     }
 
     /// How many rules were selected.

@@ -229,12 +229,43 @@ pub struct Validation {
     pub check: Check,
 }
 
+/// What a mutate rule (or one `foreach` level of it) does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// `patchStrategicMerge`: an overlay with anchors.
+    StrategicMerge(Template),
+    /// `patchesJson6902`: RFC 6902 operations as YAML or JSON text. Kept as
+    /// text because Kyverno substitutes `{{ }}` variables into the text
+    /// before parsing it.
+    Json6902(String),
+    /// `foreach`: a mutation per element of a list.
+    Foreach(Vec<ForeachMutation>),
+}
+
+/// The order a `mutate.foreach` walks its list in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeachOrder {
+    Ascending,
+    Descending,
+}
+
+/// One `mutate.foreach` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeachMutation {
+    pub list: String,
+    pub context: Vec<ContextEntry>,
+    pub preconditions: Option<Conditions>,
+    /// `None` when the policy does not say: the default depends on the
+    /// mutation (see `mutate::walks_descending`).
+    pub order: Option<ForeachOrder>,
+    pub mutation: Mutation,
+}
+
 /// What a rule does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleBody {
     Validate(Validation),
-    /// `mutate.patchStrategicMerge`.
-    Mutate(Value),
+    Mutate(Mutation),
 }
 
 /// A compiled rule.
@@ -265,10 +296,18 @@ impl Rule {
                 _ => false,
             }
         }
+        fn in_mutation(mutation: &Mutation) -> bool {
+            match mutation {
+                Mutation::Foreach(list) => list
+                    .iter()
+                    .any(|foreach| entries(&foreach.context) || in_mutation(&foreach.mutation)),
+                _ => false,
+            }
+        }
         entries(&self.context)
             || match &self.body {
                 RuleBody::Validate(validation) => in_check(&validation.check),
-                RuleBody::Mutate(_) => false,
+                RuleBody::Mutate(mutation) => in_mutation(mutation),
             }
     }
 }
@@ -1014,17 +1053,117 @@ impl Parser<'_> {
         Ok(check)
     }
 
-    fn mutation(&self, value: &Value) -> Result<Value, PolicyError> {
+    /// `mutate`: exactly one of `patchStrategicMerge`, `patchesJson6902`,
+    /// `foreach`. Mutating existing resources (`targets`,
+    /// `mutateExistingOnPolicyUpdate`) needs the cluster's objects, which an
+    /// admission request or a test file does not carry: refused.
+    fn mutation(&self, value: &Value) -> Result<Mutation, PolicyError> {
         let map = self.object(value, "mutate")?;
-        for key in map.keys() {
-            if key != "patchStrategicMerge" {
-                return Err(self.unsupported(&format!("mutate.{key}")));
+        let mut found = Vec::new();
+        for (key, entry) in map {
+            match key.as_str() {
+                "patchStrategicMerge" => {
+                    found.push(self.strategic_merge(entry, "mutate.patchStrategicMerge")?)
+                }
+                "patchesJson6902" => found.push(self.json6902(entry, "mutate.patchesJson6902")?),
+                "foreach" => found.push(Mutation::Foreach(
+                    self.foreach_mutations(entry, "mutate.foreach")?,
+                )),
+                other => return Err(self.unsupported(&format!("mutate.{other}"))),
             }
         }
-        match map.get("patchStrategicMerge") {
-            Some(patch @ Value::Object(_)) => Ok(patch.clone()),
-            _ => Err(self.invalid("mutate.patchStrategicMerge must be a map")),
+        self.exactly_one_mutation(found, "mutate")
+    }
+
+    fn exactly_one_mutation(
+        &self,
+        mut found: Vec<Mutation>,
+        what: &str,
+    ) -> Result<Mutation, PolicyError> {
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(self.invalid(&format!(
+                "{what} needs one of patchStrategicMerge, patchesJson6902, foreach"
+            ))),
+            _ => Err(self.invalid(&format!(
+                "{what} has more than one of patchStrategicMerge, patchesJson6902, foreach"
+            ))),
         }
+    }
+
+    fn strategic_merge(&self, value: &Value, what: &str) -> Result<Mutation, PolicyError> {
+        match value {
+            Value::Object(_) => Ok(Mutation::StrategicMerge(Template::new(value.clone()))),
+            _ => Err(self.invalid(&format!("{what} must be a map"))),
+        }
+    }
+
+    /// The text is parsed only after substitution; a patch without
+    /// variables is parsed here too, so a typo fails the load, not every
+    /// request.
+    fn json6902(&self, value: &Value, what: &str) -> Result<Mutation, PolicyError> {
+        let text = value
+            .as_str()
+            .ok_or_else(|| self.invalid(&format!("{what} must be a string")))?;
+        if !text.contains("{{") {
+            crate::json6902::parse(text).map_err(|e| self.invalid(&format!("{what}: {e}")))?;
+        }
+        Ok(Mutation::Json6902(text.to_string()))
+    }
+
+    fn foreach_mutations(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<Vec<ForeachMutation>, PolicyError> {
+        let mut list = Vec::new();
+        for entry in self.array(value, what)? {
+            let map = self.object(entry, what)?;
+            let mut found = Vec::new();
+            for (key, item) in map {
+                match key.as_str() {
+                    "list" | "context" | "preconditions" | "order" => {}
+                    "patchStrategicMerge" => found
+                        .push(self.strategic_merge(item, &format!("{what}.patchStrategicMerge"))?),
+                    "patchesJson6902" => {
+                        found.push(self.json6902(item, &format!("{what}.patchesJson6902"))?)
+                    }
+                    "foreach" => found.push(Mutation::Foreach(
+                        self.foreach_mutations(item, &format!("{what}.foreach"))?,
+                    )),
+                    other => return Err(self.unsupported(&format!("{what}.{other}"))),
+                }
+            }
+            let mutation = self.exactly_one_mutation(found, what)?;
+            let list_expression = map
+                .get("list")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.invalid(&format!("{what} needs a list")))?
+                .to_string();
+            crate::jmespath::compile_check(&list_expression)
+                .map_err(|e| self.invalid(&e.to_string()))?;
+            let order = match map.get("order") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) if text == "Ascending" => Some(ForeachOrder::Ascending),
+                Some(Value::String(text)) if text == "Descending" => Some(ForeachOrder::Descending),
+                Some(other) => {
+                    return Err(self.invalid(&format!(
+                        "{what}.order must be Ascending or Descending, not {other}"
+                    )));
+                }
+            };
+            list.push(ForeachMutation {
+                list: list_expression,
+                context: self.context(map.get("context"), &format!("{what}.context"))?,
+                preconditions: map
+                    .get("preconditions")
+                    .map(|v| self.conditions(v, &format!("{what}.preconditions")))
+                    .transpose()?,
+                order,
+                mutation,
+            });
+        }
+        Ok(list)
     }
 }
 
@@ -1067,8 +1206,15 @@ mod tests {
         assert_eq!(unsupported_construct(rule), "validate.cel.paramKind");
 
         let mut rule = base();
-        rule["mutate"] = json!({"patchesJson6902": "[]"});
-        assert_eq!(unsupported_construct(rule), "mutate.patchesJson6902");
+        rule["mutate"] = json!({"targets": [{"apiVersion": "v1", "kind": "ConfigMap"}], "patchStrategicMerge": {}});
+        assert_eq!(unsupported_construct(rule), "mutate.targets");
+
+        let mut rule = base();
+        rule["mutate"] = json!({"mutateExistingOnPolicyUpdate": true, "patchStrategicMerge": {}});
+        assert_eq!(
+            unsupported_construct(rule),
+            "mutate.mutateExistingOnPolicyUpdate"
+        );
 
         let mut rule = base();
         rule["context"] = json!([{"name": "g", "globalReference": {"name": "x"}}]);
@@ -1141,6 +1287,13 @@ mod tests {
             "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
             "deny": {}}]});
         assert!(parse_rule("p", &rule).unwrap().reads_cluster());
+        let mut rule = base();
+        rule["mutate"] = json!({"foreach": [{"list": "request.object.spec.containers",
+            "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
+            "patchStrategicMerge": {"metadata": {"labels": {"a": "b"}}}}]});
+        assert!(parse_rule("p", &rule).unwrap().reads_cluster());
+        rule["mutate"]["foreach"][0]["context"] = json!([{"name": "v", "variable": {"value": 1}}]);
+        assert!(!parse_rule("p", &rule).unwrap().reads_cluster());
 
         let mut rule = base();
         rule["context"] = json!([{"name": "cm", "configMap": {"namespace": "y"}}]);

@@ -1,0 +1,234 @@
+//! `--admission-backend vap` against the sandbox's real API server: an
+//! enforced `ValidatingPolicy` becomes ValidatingAdmissionPolicy + binding
+//! pairs that the API server evaluates itself (its denial names the
+//! admission policy, not the webhook, and the webhook counts no violation
+//! of it); switching the policy to Audit in the ConfigMap deletes them and
+//! the webhook admits with its Audit warning again.
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::CONFIG_MAP;
+use crate::live_webhook::{Certs, Expect, LiveWebhook, Options};
+use crate::objects::create_object;
+use crate::support::{Sandbox, repo_root, wait_until};
+
+const POLICY: &str = "vap-live-no-host-network";
+const MESSAGE: &str = "host networking is not allowed here";
+
+/// The test's policy: Deny, scoped by a namespace label unique to this
+/// run, so the cluster-wide admission policies it becomes touch nothing
+/// else in the shared sandbox.
+fn policy_yaml(scope: &str) -> String {
+    format!(
+        r#"apiVersion: policies.kyverno.io/v1alpha1
+kind: ValidatingPolicy
+metadata:
+  name: {POLICY}
+spec:
+  validationActions: [Deny]
+  matchConstraints:
+    namespaceSelector:
+      matchLabels:
+        aiops-operator.dev/vap-live: "{scope}"
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [pods]
+  validations:
+  - expression: "!object.spec.?hostNetwork.orValue(false)"
+    message: {MESSAGE}
+"#
+    )
+}
+
+fn host_network_pod(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "nginx:1.25.5"}]},
+    })
+}
+
+async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String> {
+    let selector = ListParams::default().labels(&format!("aiops-operator.dev/instance={instance}"));
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .list_metadata(&selector)
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter_map(|o| o.metadata.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes what the webhook created even when the test fails half way:
+/// the objects are cluster-scoped and outlive the test's namespaces.
+struct RemoveOwned {
+    client: kube::Client,
+    instance: String,
+}
+
+impl Drop for RemoveOwned {
+    fn drop(&mut self) {
+        let (client, instance) = (self.client.clone(), self.instance.clone());
+        let cleanup = async move {
+            let selector =
+                ListParams::default().labels(&format!("aiops-operator.dev/instance={instance}"));
+            let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+            let _ = bindings
+                .delete_collection(&DeleteParams::default(), &selector)
+                .await;
+            let policies: Api<ValidatingAdmissionPolicy> = Api::all(client);
+            let _ = policies
+                .delete_collection(&DeleteParams::default(), &selector)
+                .await;
+        };
+        // Drop runs inside the test's runtime; finish on a helper thread.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Runtime::new() {
+                runtime.block_on(cleanup);
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_in_audit() {
+    let sandbox = Sandbox::connect().await;
+    let client = &sandbox.client;
+    let scope = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let policies = tempfile::tempdir().expect("a policy directory");
+    std::fs::write(
+        policies.path().join("host-network.yaml"),
+        policy_yaml(&scope),
+    )
+    .expect("the CEL policy");
+    // The webhook's own readiness probe is a privileged pod (Audit).
+    std::fs::copy(
+        repo_root().join("policies/disallow-privileged-containers.yaml"),
+        policies.path().join("disallow-privileged-containers.yaml"),
+    )
+    .expect("the privileged-containers policy");
+    let webhook = LiveWebhook::start_with(
+        &sandbox,
+        &[],
+        Certs::Cli,
+        Options {
+            policies_dir: Some(policies.path().to_path_buf()),
+            extra_args: vec!["--admission-backend".into(), "vap".into()],
+            ..Options::default()
+        },
+    )
+    .await;
+    let instance = webhook.operator_namespace.name.clone();
+    let _cleanup = RemoveOwned {
+        client: client.clone(),
+        instance: instance.clone(),
+    };
+    let ns = sandbox.namespace("awh-vap").await;
+    let label = json!({"metadata": {"labels": {"aiops-operator.dev/vap-live": scope}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("labelling the namespace into the policy's scope");
+    webhook.serve(&ns.name, Expect::Warning("Audit")).await;
+
+    // The pod rule and its two pod-controller twins.
+    wait_until(
+        Duration::from_secs(30),
+        "three admission policies",
+        || async { (owned_policies(client, &instance).await.len() == 3).then_some(()) },
+    )
+    .await;
+
+    // Denied by the API server itself (loading a new policy is
+    // asynchronous, so poll until it is in force).
+    let denial = wait_until(
+        Duration::from_secs(30),
+        "the API server's denial",
+        || async {
+            match create_object(client, &ns.name, &host_network_pod("hostnet"), true).await {
+                Err(refusal) if refusal.message.contains("ValidatingAdmissionPolicy") => {
+                    Some(refusal.message)
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(denial.contains(MESSAGE), "{denial}");
+    assert!(
+        !denial.contains("admission webhook"),
+        "the webhook must not be the one denying: {denial}"
+    );
+    let metrics = webhook.metrics().await;
+    assert!(
+        !metrics.contains(POLICY),
+        "the webhook evaluated a rule the API server enforces:\n{metrics}"
+    );
+    let deployment = crate::support::deployment(
+        "hostnet",
+        1,
+        json!({"name": "app", "image": "nginx:1.25.5"}),
+    );
+    let mut deployment = deployment;
+    deployment["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    let refusal = create_object(client, &ns.name, &deployment, true)
+        .await
+        .expect_err("the Deployment twin denies too");
+    assert!(
+        refusal.message.contains("ValidatingAdmissionPolicy") && refusal.message.contains(MESSAGE),
+        "{refusal}"
+    );
+
+    // Audit: the admission policies go, and the webhook admits with its
+    // warning and counts the violation.
+    let patch = json!({"data": {"policyModes": format!("{POLICY}: Audit\n")}});
+    Api::<ConfigMap>::namespaced(client.clone(), &instance)
+        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("switching the policy to Audit");
+    wait_until(
+        Duration::from_secs(30),
+        "the admission policies removed",
+        || async {
+            owned_policies(client, &instance)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the pod admitted in Audit",
+        || async {
+            create_object(client, &ns.name, &host_network_pod("hostnet"), true)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let metrics = webhook.metrics().await;
+    assert!(
+        metrics.contains(POLICY),
+        "in Audit the webhook evaluates the rule again:\n{metrics}"
+    );
+}
