@@ -33,7 +33,7 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
         // Nothing to judge (e.g. CONNECT): allow.
         return allowed(request);
     };
-    let input = input.as_eval_input();
+    let input = with_cluster_data(state, input.as_eval_input());
     let policies = state.policies.current();
     let mut selected = policies.select(&input);
     let api_server_rules = state.api_server_rules.current();
@@ -107,7 +107,8 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
         return allowed(request);
     };
     let response = AdmissionResponse::from(&request.typed);
-    let operations = match state.policies.current().mutate(&input.as_eval_input()) {
+    let input = with_cluster_data(state, input.as_eval_input());
+    let operations = match state.policies.current().mutate(&input) {
         Ok(operations) => operations,
         Err(error) => {
             tracing::warn!(%error, "mutation skipped");
@@ -148,6 +149,39 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
             )
         }
     }
+}
+
+/// True when deciding this `/validate` review reads the cluster (a
+/// selected rule has a `configMap`/`apiCall` context entry): the caller
+/// then decides it off the async workers, since those reads block.
+pub fn validate_reads_cluster(state: &AppState, request: &Request) -> bool {
+    let policies = state.policies.current();
+    // Most policy sets read nothing: no selection needed to know.
+    if state.cluster_data.is_none() || !policies.reads_cluster() {
+        return false;
+    }
+    if exempt(&state.modes.current(), request).is_some() {
+        return false;
+    }
+    let Some(input) = eval_input(request) else {
+        return false;
+    };
+    policies.select(&input.as_eval_input()).reads_cluster()
+}
+
+/// [`validate_reads_cluster`] for `/mutate`: any policy that reads the
+/// cluster counts (mutate rules are not selected ahead of evaluation).
+pub fn mutate_reads_cluster(state: &AppState, request: &Request) -> bool {
+    state.cluster_data.is_some()
+        && state.policies.current().reads_cluster()
+        && exempt(&state.modes.current(), request).is_none()
+}
+
+fn with_cluster_data<'a>(state: &'a AppState, mut input: EvalInput<'a>) -> EvalInput<'a> {
+    if let Some(cluster) = &state.cluster_data {
+        input.cluster_data = Some(cluster.as_ref() as &dyn policy::ClusterData);
+    }
+    input
 }
 
 /// The engine speaks json-patch 5 while kube's `with_patch` takes json-patch
@@ -386,6 +420,122 @@ mod tests {
         assert!(admission.response.allowed);
         assert_eq!(admission.result, ReviewResult::Exempt);
         assert!(admission.response.warnings.is_none());
+    }
+
+    /// Answers every ConfigMap with `data`; no API paths.
+    struct FixedConfigMaps(serde_json::Value);
+
+    impl policy::ClusterData for FixedConfigMaps {
+        fn config_map(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Value, policy::ClusterDataError> {
+            Ok(
+                serde_json::json!({"metadata": {"name": name, "namespace": namespace},
+                "data": self.0}),
+            )
+        }
+
+        fn api_get(&self, path: &str) -> Result<Value, policy::ClusterDataError> {
+            Err(policy::ClusterDataError::NotFound {
+                what: format!("GET {path}"),
+            })
+        }
+    }
+
+    /// Validates `owner: <data.owner>` labels and adds them.
+    const OWNER_POLICIES: &str = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\n\
+        metadata: {name: owners}\nspec:\n  validationFailureAction: Enforce\n  rules:\n\
+        \x20 - name: owner-label\n    match: {any: [{resources: {kinds: [Pod], selector: {matchLabels: {checked: \"yes\"}}}}]}\n\
+        \x20   context:\n    - name: owners\n      configMap: {name: owners, namespace: platform}\n\
+        \x20   validate:\n      message: \"owner must be {{ owners.data.owner }}\"\n\
+        \x20     pattern: {metadata: {labels: {owner: \"{{ owners.data.owner }}\"}}}\n\
+        \x20 - name: add-owner\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+        \x20   context:\n    - name: owners\n      configMap: {name: owners, namespace: platform}\n\
+        \x20   mutate:\n      patchStrategicMerge: {metadata: {labels: {+(owner): \"{{ owners.data.owner }}\"}}}\n";
+
+    fn owner_state(cluster: bool) -> AppState {
+        let policies = policy::PolicySet::from_yaml(OWNER_POLICIES, "inline")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let mut state = AppState::new(
+            PolicyHandle::new(policies),
+            ModeHandle::new(ModeConfig::with_mode("aiops-system", Mode::Enforce)),
+            Arc::clone(&metrics),
+            AuditSink::disabled(metrics),
+        );
+        if cluster {
+            state.cluster_data = Some(Arc::new(FixedConfigMaps(
+                serde_json::json!({"owner": "sre"}),
+            )));
+        }
+        state
+    }
+
+    fn labelled_pod(labels: serde_json::Value, namespace: &str) -> Request {
+        let mut review =
+            pod_review(serde_json::json!({"containers": [{"name": "a", "image": "a:1"}]}));
+        review["request"]["object"]["metadata"]["labels"] = labels;
+        review["request"]["namespace"] = namespace.into();
+        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn context_lookups_use_the_state_cluster_data() {
+        let state = owner_state(true);
+        let wrong = labelled_pod(
+            serde_json::json!({"checked": "yes", "owner": "dev"}),
+            "default",
+        );
+        assert!(validate_reads_cluster(&state, &wrong));
+        let admission = decide(&state, &wrong);
+        assert!(!admission.response.allowed);
+        assert!(
+            admission
+                .response
+                .result
+                .message
+                .contains("owner must be sre"),
+            "{}",
+            admission.response.result.message
+        );
+        let right = labelled_pod(
+            serde_json::json!({"checked": "yes", "owner": "sre"}),
+            "default",
+        );
+        assert!(decide(&state, &right).response.allowed);
+
+        // Not selected, exempt, or no cluster: decided inline.
+        let unchecked = labelled_pod(serde_json::json!({}), "default");
+        assert!(!validate_reads_cluster(&state, &unchecked));
+        assert!(!validate_reads_cluster(
+            &state,
+            &labelled_pod(serde_json::json!({"checked": "yes"}), "kube-system")
+        ));
+        assert!(mutate_reads_cluster(&state, &unchecked));
+        let patched = mutate(&state, &unchecked, &mut state.metrics.stage_clock(false));
+        let patch =
+            String::from_utf8(patched.response.patch.unwrap_or_default()).unwrap_or_default();
+        assert!(patch.contains("\"sre\""), "{patch}");
+
+        let offline = owner_state(false);
+        assert!(!validate_reads_cluster(&offline, &wrong));
+        assert!(!mutate_reads_cluster(&offline, &unchecked));
+        let admission = decide(&offline, &right);
+        assert!(
+            !admission.response.allowed,
+            "no cluster: the rule errors and Enforce denies"
+        );
+        assert!(
+            admission
+                .response
+                .result
+                .message
+                .contains("needs cluster access"),
+            "{}",
+            admission.response.result.message
+        );
     }
 
     #[test]

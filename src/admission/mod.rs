@@ -5,6 +5,8 @@
 //! is recorded (Audit) or only warned about (Warn).
 //!
 //! - [`review`]: the AdmissionReview wire format; [`admit`]: the decision;
+//!   [`cluster_data`]: the ConfigMaps and API reads of policy context
+//!   entries;
 //!   [`verdict`]: outcomes to deny message and warnings; [`modes`]: the
 //!   ConfigMap schema; [`config_watch`]: keeping modes live.
 //! - [`routes`]: HTTP routes and tower layers; [`server`]: the TLS accept
@@ -22,6 +24,7 @@ pub mod api_server_policies;
 pub mod audit_writer;
 pub mod ca_bundle;
 pub mod certs;
+pub mod cluster_data;
 pub mod command;
 pub mod config_watch;
 pub mod metrics;
@@ -51,6 +54,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::api_server_policies::{AdmissionBackend, ApiServerRules, SyncTiming};
 use crate::admission::audit_writer::AuditSink;
+use crate::admission::cluster_data::{ClusterDataLimits, ClusterReader};
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
@@ -58,7 +62,7 @@ use crate::admission::policy_watch::PolicyFiles;
 use crate::admission::refusals::{ConfigRefusals, RefusalReporter};
 use crate::admission::state::{AppState, ModeHandle, PolicyHandle};
 use crate::admission::tls::{ReloadingCert, TlsError};
-use crate::policy::PolicySet;
+use crate::policy::{ClusterData, PolicySet};
 
 pub use crate::admission::modes::Mode;
 
@@ -114,8 +118,9 @@ pub struct WebhookConfig {
     /// `policies` for the process's lifetime.
     pub policy_files: Option<PolicyFiles>,
     pub modes: ModeSource,
-    /// Kubernetes client for the ConfigMap watch and audit writes; `None`
-    /// runs without a cluster (audit records are then only counted).
+    /// Kubernetes client for the ConfigMap watch, audit writes and policy
+    /// context lookups; `None` runs without a cluster (audit records are
+    /// then only counted, context lookups are rule errors).
     pub client: Option<kube::Client>,
     pub limits: Limits,
     /// Reporting controller named on Events.
@@ -241,6 +246,14 @@ impl Webhook {
             }
         };
 
+        // Lazy: nothing is watched or called until a policy reads the cluster.
+        let cluster_data = config.client.clone().map(|client| {
+            Arc::new(ClusterReader::new(
+                client,
+                tokio::runtime::Handle::current(),
+                ClusterDataLimits::default(),
+            )) as Arc<dyn ClusterData + Send + Sync>
+        });
         let (audit, audit_writer) = match config.client {
             Some(client) => {
                 let (sink, rx) =
@@ -276,6 +289,7 @@ impl Webhook {
         let mut state = AppState::new(policies, modes, metrics, audit);
         state.config_refusals = refusals;
         state.api_server_rules = skip;
+        state.cluster_data = cluster_data;
         let state = Arc::new(state);
         Ok(Webhook {
             extra_routes: extras.routes,

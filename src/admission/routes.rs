@@ -63,26 +63,30 @@ pub fn router(state: Arc<AppState>, limits: RouteLimits) -> Router {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, &VALIDATE, &body)
+    answer_review(state, &VALIDATE, &body).await
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, &MUTATE, &body)
+    answer_review(state, &MUTATE, &body).await
 }
 
 /// Parses the review and allows it without evaluation: the ceiling for
 /// benchmarks of the real endpoints.
 async fn noop(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer_review(&state, &NOOP, &body)
+    answer_review(state, &NOOP, &body).await
 }
 
 type Decide = fn(&AppState, &ReviewRequest, &mut StageClock) -> Admission;
+type ReadsCluster = fn(&AppState, &ReviewRequest) -> bool;
 
 /// How one review endpoint answers.
 struct ReviewEndpoint {
     /// Its `endpoint` label.
     label: &'static str,
     decide: Decide,
+    /// Whether deciding this review reads the cluster (policy context
+    /// lookups), which blocks.
+    reads_cluster: ReadsCluster,
     /// Whether its stages go into `aiops_admission_stage_seconds`.
     timed: bool,
 }
@@ -90,12 +94,14 @@ struct ReviewEndpoint {
 const VALIDATE: ReviewEndpoint = ReviewEndpoint {
     label: "validate",
     decide: admit::validate,
+    reads_cluster: admit::validate_reads_cluster,
     timed: true,
 };
 
 const MUTATE: ReviewEndpoint = ReviewEndpoint {
     label: "mutate",
     decide: admit::mutate,
+    reads_cluster: admit::mutate_reads_cluster,
     timed: false,
 };
 
@@ -105,10 +111,15 @@ const NOOP: ReviewEndpoint = ReviewEndpoint {
         response: AdmissionResponse::from(&request.typed),
         result: ReviewResult::Allowed,
     },
+    reads_cluster: |_, _| false,
     timed: false,
 };
 
-fn answer_review(state: &AppState, endpoint: &ReviewEndpoint, body: &[u8]) -> Response {
+async fn answer_review(
+    state: Arc<AppState>,
+    endpoint: &'static ReviewEndpoint,
+    body: &[u8],
+) -> Response {
     let mut clock = state.metrics.stage_clock(endpoint.timed);
     let request = match review::parse_review(body) {
         Ok(request) => request,
@@ -119,7 +130,42 @@ fn answer_review(state: &AppState, endpoint: &ReviewEndpoint, body: &[u8]) -> Re
         }
     };
     clock.lap(Stage::Parse);
-    let admission = (endpoint.decide)(state, &request, &mut clock);
+    if !(endpoint.reads_cluster)(&state, &request) {
+        return decide_and_reply(&state, endpoint, &request, &mut clock);
+    }
+    // A rule reads ConfigMaps or the API server. The engine is synchronous
+    // and those reads block (a cache's first list, an API call up to its
+    // timeout), so this review is decided on the blocking pool rather than
+    // on an async worker, where a slow API server would stall every other
+    // review on that worker. Only such reviews pay for the hand-off:
+    // prefetching instead would mean evaluating variables (`urlPath`s built
+    // from the request and earlier entries) before the engine does.
+    let span = tracing::Span::current();
+    let blocking_state = Arc::clone(&state);
+    let decided = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut clock = blocking_state.metrics.stage_clock(endpoint.timed);
+        decide_and_reply(&blocking_state, endpoint, &request, &mut clock)
+    })
+    .await;
+    match decided {
+        Ok(reply) => reply,
+        Err(error) => {
+            // The decision panicked or the runtime is shutting down: an
+            // error status lets the API server apply the failurePolicy.
+            tracing::error!(endpoint = endpoint.label, %error, "review decision did not finish");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn decide_and_reply(
+    state: &AppState,
+    endpoint: &ReviewEndpoint,
+    request: &ReviewRequest,
+    clock: &mut StageClock,
+) -> Response {
+    let admission = (endpoint.decide)(state, request, clock);
     state.metrics.review(endpoint.label, admission.result);
     let reply = review::reply(admission.response).into_response();
     clock.lap(Stage::Encode);
@@ -257,6 +303,92 @@ mod tests {
             .await
             .unwrap_or_default();
         (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A ConfigMap lookup that takes `delay` of blocking work, as a cold
+    /// cache or a slow API server would.
+    struct SlowConfigMaps {
+        delay: Duration,
+    }
+
+    impl crate::policy::ClusterData for SlowConfigMaps {
+        fn config_map(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<serde_json::Value, crate::policy::ClusterDataError> {
+            std::thread::sleep(self.delay);
+            Ok(
+                serde_json::json!({"metadata": {"name": name, "namespace": namespace},
+                "data": {"allowed": "good.example"}}),
+            )
+        }
+
+        fn api_get(
+            &self,
+            path: &str,
+        ) -> Result<serde_json::Value, crate::policy::ClusterDataError> {
+            Err(crate::policy::ClusterDataError::NotFound {
+                what: format!("GET {path}"),
+            })
+        }
+    }
+
+    const REGISTRY_POLICY: &str = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\n\
+        metadata: {name: registries}\nspec:\n  validationFailureAction: Enforce\n  rules:\n\
+        \x20 - name: allowed\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+        \x20   context:\n    - name: registries\n      configMap: {name: registries, namespace: platform}\n\
+        \x20   validate:\n      message: not allowed\n      deny:\n        conditions:\n\
+        \x20         any:\n          - key: \"{{ images.containers.*.registry }}\"\n\
+        \x20           operator: AnyNotIn\n            value: [\"{{ registries.data.allowed }}\"]\n";
+
+    /// On a single-threaded runtime: a review whose rule blocks on a
+    /// lookup must not hold up other reviews, so it runs off the worker.
+    #[tokio::test(flavor = "current_thread")]
+    async fn reviews_that_read_the_cluster_do_not_block_the_runtime() {
+        let policies =
+            PolicySet::from_yaml(REGISTRY_POLICY, "inline").unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let mut state = AppState::new(
+            PolicyHandle::new(policies),
+            ModeHandle::new(ModeConfig::defaults("aiops-system")),
+            Arc::clone(&metrics),
+            AuditSink::disabled(metrics),
+        );
+        state.cluster_data = Some(Arc::new(SlowConfigMaps {
+            delay: Duration::from_millis(800),
+        }));
+        let router = router(
+            Arc::new(state),
+            RouteLimits {
+                max_body_bytes: 1 << 20,
+                request_timeout: Duration::from_secs(5),
+            },
+        );
+        let evil = pod_review(
+            serde_json::json!({"containers": [{"name": "a", "image": "evil.example/app:1"}]}),
+        );
+        let started = std::time::Instant::now();
+        let slow = tokio::spawn(post(router.clone(), "/validate", evil.to_string()));
+        // Lets the slow review start; decided inline, it would hold the
+        // only worker, and this sleep, for the whole lookup.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (status, _) = post(router.clone(), "/noop", evil.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "the other review was answered after {:?}",
+            started.elapsed()
+        );
+        let (status, text) = slow.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("\"allowed\":false"), "{text}");
+        assert!(text.contains("registries/allowed: not allowed"), "{text}");
+        let good = pod_review(
+            serde_json::json!({"containers": [{"name": "a", "image": "good.example/app:1"}]}),
+        );
+        let (_, text) = post(router, "/validate", good.to_string()).await;
+        assert!(text.contains("\"allowed\":true"), "{text}");
     }
 
     #[tokio::test]

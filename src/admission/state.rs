@@ -9,7 +9,7 @@ use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
 use crate::admission::refusals::ConfigRefusals;
-use crate::policy::PolicySet;
+use crate::policy::{ClusterData, PolicySet};
 
 /// A value that is swapped as a whole while requests read it: a request
 /// takes one snapshot and keeps it to the end, so it never sees half of an
@@ -56,6 +56,9 @@ pub struct AppState {
     /// Rules the API server enforces as ValidatingAdmissionPolicies; the
     /// webhook skips them.
     pub api_server_rules: ApiServerRules,
+    /// Where `configMap`/`apiCall` context entries are read; `None`
+    /// without a cluster (such rules are then `error`s).
+    pub cluster_data: Option<Arc<dyn ClusterData + Send + Sync>>,
     draining: AtomicBool,
 }
 
@@ -73,6 +76,7 @@ impl AppState {
             metrics,
             audit,
             api_server_rules: ApiServerRules::new(Default::default()),
+            cluster_data: None,
             draining: AtomicBool::new(false),
         }
     }

@@ -20,6 +20,7 @@
 //!   decided by the API server's own ValidatingAdmissionPolicy, and back
 //!   in the webhook when the ConfigMap makes it Audit.
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
+//! - [`context`]: `configMap` and `apiCall` policy context lookups.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
 //! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
 //! - [`outage`]: the webhook process gone, with `Fail` and with `Ignore`.
@@ -32,6 +33,7 @@
 mod support;
 
 mod api_server;
+mod context;
 mod kyverno_fixtures;
 mod live_webhook;
 mod modes;

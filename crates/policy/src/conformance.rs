@@ -6,6 +6,14 @@
 //! policy's mutate rules run before the validate rules, which see the
 //! mutated resource; a result with `patchedResource` fails when the
 //! resource as the policy's mutate rules left it differs from that file.
+//!
+//! Values come from the test's values file (`variables:`) or inline
+//! `values:` as the CLI takes them: `globalValues`,
+//! `policies[].resources[].values`, `policies[].rules[].values` (that rule
+//! only), `namespaceSelector` and `namespaces`. Nothing is read from a
+//! cluster: a `configMap`/`apiCall` context entry takes the value the file
+//! gives its name (or a dotted name below it) and otherwise stays unset,
+//! like `kyverno test` offline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::load::yaml_documents;
-use crate::{EvalInput, Operation, PolicyError, PolicySet, RuleOutcome, UserInfo};
+use crate::{EvalInput, OfflineCluster, Operation, PolicyError, PolicySet, RuleOutcome, UserInfo};
 
 /// One compared expectation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,12 +141,17 @@ fn read(path: &Path) -> Result<String, ConformanceError> {
     })
 }
 
+static NO_RULE_VALUES: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+
 /// Values from a `variables` file or inline `values`.
 #[derive(Debug, Default)]
 struct TestValues {
     global: BTreeMap<String, Value>,
     /// (policy, resource) → values.
     per_resource: BTreeMap<(String, String), BTreeMap<String, Value>>,
+    /// policy → rule → values (`policies[].rules[].values`), which the
+    /// Kyverno CLI adds to that rule's context only.
+    per_rule: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -177,6 +190,23 @@ impl TestValues {
                     (policy_name.clone(), resource_name),
                     to_map(resource.get("values")),
                 );
+            }
+            for rule in policy
+                .get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let rule_name = rule
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                values
+                    .per_rule
+                    .entry(policy_name.clone())
+                    .or_default()
+                    .insert(rule_name, to_map(rule.get("values")));
             }
         }
         for selector in raw
@@ -227,6 +257,11 @@ impl TestValues {
                 .or_insert(labels);
         }
         values
+    }
+
+    /// The values of `policy`'s rules, by rule name.
+    fn for_rules(&self, policy: &str) -> &BTreeMap<String, BTreeMap<String, Value>> {
+        self.per_rule.get(policy).unwrap_or(&NO_RULE_VALUES)
     }
 
     fn for_resource(&self, policy: &str, resource: &str) -> BTreeMap<String, Value> {
@@ -561,8 +596,11 @@ fn evaluate(set: &PolicySet, values: &TestValues, policy: &str, resource: &Value
             continue;
         }
         let variables = values.for_resource(candidate.name(), resource_name);
-        let mutation =
-            set.mutate_policy(&name, &test_input(&current, &variables, namespace_labels));
+        let rule_variables = values.for_rules(candidate.name());
+        let mutation = set.mutate_policy(
+            &name,
+            &test_input(&current, &variables, rule_variables, namespace_labels),
+        );
         mutated.push(name);
         let tested = candidate.name() == policy || candidate.display_name() == policy;
         current = mutation.resource;
@@ -572,8 +610,15 @@ fn evaluate(set: &PolicySet, values: &TestValues, policy: &str, resource: &Value
         }
     }
     let variables = values.for_resource(policy, resource_name);
-    outcomes
-        .extend(set.validate_policy(policy, &test_input(&current, &variables, namespace_labels)));
+    outcomes.extend(set.validate_policy(
+        policy,
+        &test_input(
+            &current,
+            &variables,
+            values.for_rules(policy),
+            namespace_labels,
+        ),
+    ));
     Evaluation {
         outcomes,
         patched: patched.unwrap_or(current),
@@ -584,6 +629,7 @@ fn evaluate(set: &PolicySet, values: &TestValues, policy: &str, resource: &Value
 fn test_input<'a>(
     resource: &'a Value,
     variables: &'a BTreeMap<String, Value>,
+    rule_variables: &'a BTreeMap<String, BTreeMap<String, Value>>,
     namespace_labels: Option<&'a BTreeMap<String, String>>,
 ) -> EvalInput<'a> {
     // The Kyverno CLI treats a `request.operation` value as the operation,
@@ -602,6 +648,10 @@ fn test_input<'a>(
         namespace_labels,
         admission_info: None,
         variables,
+        rule_variables,
+        // Like `kyverno test` without a cluster: `configMap`/`apiCall`
+        // entries get their value from the values file or stay unset.
+        cluster_data: Some(&OfflineCluster),
     }
 }
 
@@ -892,6 +942,95 @@ mod tests {
         assert_eq!(tidy(&a), tidy(&b));
         let c: Value = serde_json::from_str(r#"{"b": 2}"#).expect("json");
         assert_ne!(tidy(&a), tidy(&c));
+    }
+
+    /// A suite whose policy reads a ConfigMap: the values file stands in
+    /// for the cluster, per resource, per rule or globally.
+    fn config_map_suite(values: &str, results: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let files = [
+            (
+                "policy.yaml",
+                "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: registries}\n\
+                 spec:\n  rules:\n  - name: allowed-registry\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+                 \x20   context:\n    - name: allowed\n      configMap: {name: registries, namespace: platform}\n\
+                 \x20   validate:\n      message: registry not allowed\n      deny:\n        conditions:\n\
+                 \x20         all:\n          - key: \"{{ images.containers.*.registry }}\"\n\
+                 \x20           operator: AnyNotIn\n            value: \"{{ allowed.data.registries | split(@, ',') }}\"\n",
+            ),
+            (
+                "pods.yaml",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: good}\nspec: {containers: [{name: a, image: \"good.io/app:1\"}]}\n\
+                 ---\napiVersion: v1\nkind: Pod\nmetadata: {name: evil}\nspec: {containers: [{name: a, image: \"evil.io/app:1\"}]}\n",
+            ),
+            ("values.yaml", values),
+            (
+                "kyverno-test.yaml",
+                &format!(
+                    "apiVersion: cli.kyverno.io/v1alpha1\nkind: Test\nmetadata: {{name: t}}\n\
+                     policies: [policy.yaml]\nresources: [pods.yaml]\nvariables: values.yaml\nresults:\n{results}"
+                ),
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("a suite file");
+        }
+        dir
+    }
+
+    const GOOD_AND_EVIL: &str = "- {policy: registries, rule: allowed-registry, kind: Pod, resources: [good], result: pass}\n\
+         - {policy: registries, rule: allowed-registry, kind: Pod, resources: [evil], result: fail}\n";
+
+    #[test]
+    fn values_stand_in_for_config_map_lookups() {
+        let layouts = [
+            // Per resource, under the dotted variable name.
+            "policies:\n- name: registries\n  resources:\n\
+             \x20 - {name: good, values: {allowed.data.registries: \"good.io,other.io\"}}\n\
+             \x20 - {name: evil, values: {allowed.data.registries: \"good.io,other.io\"}}\n",
+            // Per rule, under the entry's name.
+            "policies:\n- name: registries\n  rules:\n\
+             \x20 - {name: allowed-registry, values: {allowed: {data: {registries: \"good.io\"}}}}\n",
+            // For everything.
+            "globalValues:\n  allowed.data.registries: good.io\n",
+        ];
+        for values in layouts {
+            let dir = config_map_suite(values, GOOD_AND_EVIL);
+            let report = run_dir(dir.path()).expect("runs");
+            assert_eq!(
+                report.summary(),
+                "2 passed, 0 failed, 0 unsupported",
+                "{values}\n{}",
+                render_text(&report)
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_map_entry_without_values_is_not_looked_up() {
+        // As `kyverno test` without a cluster: the entry stays unset, so
+        // the deny condition that reads it cannot be resolved.
+        let dir = config_map_suite(
+            "globalValues: {}\n",
+            "- {policy: registries, rule: allowed-registry, kind: Pod, resources: [good], result: error}\n",
+        );
+        let report = run_dir(dir.path()).expect("runs");
+        assert_eq!(
+            report.summary(),
+            "1 passed, 0 failed, 0 unsupported",
+            "{}",
+            render_text(&report)
+        );
+        // Values of another rule do not leak into this one.
+        let dir = config_map_suite(
+            "policies:\n- name: registries\n  rules:\n\
+             \x20 - {name: another-rule, values: {allowed: {data: {registries: good.io}}}}\n",
+            "- {policy: registries, rule: allowed-registry, kind: Pod, resources: [good], result: error}\n",
+        );
+        assert_eq!(
+            run_dir(dir.path()).expect("runs").summary(),
+            "1 passed, 0 failed, 0 unsupported"
+        );
     }
 
     #[test]

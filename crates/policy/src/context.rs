@@ -255,6 +255,8 @@ mod tests {
             namespace_labels: None,
             admission_info: None,
             variables: &vars,
+            rule_variables: &BTreeMap::new(),
+            cluster_data: None,
         };
         let ctx = EvalContext::for_input(&input);
         assert_eq!(ctx.query("request.operation").unwrap(), json!("CREATE"));
@@ -283,6 +285,8 @@ mod tests {
             namespace_labels: None,
             admission_info: Some(&admission),
             variables: &vars,
+            rule_variables: &BTreeMap::new(),
+            cluster_data: None,
         };
         let ctx = EvalContext::for_input(&input);
         let cases = [

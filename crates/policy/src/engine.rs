@@ -5,10 +5,12 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::cel::{CelBindings, CelVerdict};
+use crate::cluster_data::{Lookups, load_api_call, load_config_map};
 use crate::conditions::ConditionOperator;
 use crate::context::EvalContext;
 use crate::error::EvalError;
@@ -18,8 +20,8 @@ use crate::matching::{MatchSubject, rule_applies};
 use crate::pattern::{PatternOutcome, match_pattern};
 use crate::pod_security;
 use crate::spec::{
-    ActionOverride, Check, Condition, Conditions, ContextVariable, ForeachValidation, Rule,
-    RuleBody, Validation,
+    ActionOverride, Check, Condition, Conditions, ContextEntry, ContextSource, ContextVariable,
+    ForeachValidation, Rule, RuleBody, Validation,
 };
 use crate::variables::{self, Template};
 use crate::wildcard;
@@ -68,37 +70,95 @@ pub(crate) fn rule_selects(policy: &Policy, rule: &Rule, subject: &MatchSubject)
     rule_applies(&rule.match_block, rule.exclude.as_ref(), subject)
 }
 
-/// Builds the rule's context: the input document plus `context` variables.
+/// Builds the rule's context: the input document plus the `context`
+/// entries, in order (each sees the ones before it).
 pub(crate) fn rule_context<'a>(
     base: &EvalContext<'a>,
-    entries: &[ContextVariable],
+    entries: &[ContextEntry],
+    lookups: &Lookups,
 ) -> Result<EvalContext<'a>, EvalError> {
     let mut ctx = base.clone();
     for entry in entries {
-        let mut value = match &entry.value {
-            Some(raw) => variables::substitute(raw, &ctx)?,
-            None => Value::Null,
-        };
-        if let Some(expression) = &entry.jmes_path {
-            let expression = match variables::substitute_string(expression, &ctx, &[])? {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            value = if entry.value.is_some() {
-                crate::jmespath::search(&expression, &value)
-            } else {
-                ctx.query(&expression)
+        let loaded = match &entry.source {
+            ContextSource::Variable(variable) => Some(variable_value(&entry.name, variable, &ctx)?),
+            // Test values stand in for the cluster (`kyverno test`).
+            _ if lookups.supplies(&entry.name) => None,
+            ContextSource::ConfigMap { name, namespace } => {
+                load_config_map(&entry.name, name, namespace, &ctx, lookups)?
             }
-            .map_err(|e| EvalError::Other(format!("context variable {}: {e}", entry.name)))?;
+            ContextSource::ApiCall(call) => load_api_call(&entry.name, call, &ctx, lookups)?,
+        };
+        if let Some(value) = loaded {
+            ctx.set_path(&entry.name, value);
         }
-        if value.is_null()
-            && let Some(default) = &entry.default
-        {
-            value = variables::substitute(default, &ctx)?;
-        }
-        ctx.set_path(&entry.name, value);
     }
     Ok(ctx)
+}
+
+/// The value of a `variable` entry: its `value` (variables substituted),
+/// narrowed by `jmesPath`, or the context queried with `jmesPath`;
+/// `default` when that is null.
+fn variable_value(
+    name: &str,
+    entry: &ContextVariable,
+    ctx: &EvalContext,
+) -> Result<Value, EvalError> {
+    let mut value = match &entry.value {
+        Some(raw) => variables::substitute(raw, ctx)?,
+        None => Value::Null,
+    };
+    if let Some(expression) = &entry.jmes_path {
+        let expression = match variables::substitute_string(expression, ctx, &[])? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        value = if entry.value.is_some() {
+            crate::jmespath::search(&expression, &value)
+        } else {
+            ctx.query(&expression)
+        }
+        .map_err(|e| EvalError::Other(format!("context variable {name}: {e}")))?;
+    }
+    if value.is_null()
+        && let Some(default) = &entry.default
+    {
+        value = variables::substitute(default, ctx)?;
+    }
+    Ok(value)
+}
+
+/// The test values a rule adds to the input's (`policies[].rules[].values`
+/// of a values file).
+pub(crate) fn rule_values<'i>(input: &EvalInput<'i>, rule: &Rule) -> &'i BTreeMap<String, Value> {
+    input
+        .rule_variables
+        .get(&rule.name)
+        .unwrap_or(&crate::NO_VARIABLES)
+}
+
+/// The context of `rule` before its entries: the input's, plus the rule's
+/// own test values.
+pub(crate) fn with_rule_values<'c, 'a>(
+    base: &'c EvalContext<'a>,
+    values: &BTreeMap<String, Value>,
+) -> Cow<'c, EvalContext<'a>> {
+    if values.is_empty() {
+        return Cow::Borrowed(base);
+    }
+    let mut ctx = base.clone();
+    for (name, value) in values {
+        ctx.set_path(name, value.clone());
+    }
+    Cow::Owned(ctx)
+}
+
+/// The lookups of `rule` of `policy` for `input`.
+pub(crate) fn lookups<'i>(input: &EvalInput<'i>, policy: &'i Policy, rule: &Rule) -> Lookups<'i> {
+    Lookups {
+        cluster: input.cluster_data,
+        policy_namespace: policy.namespace.as_deref(),
+        supplied: [input.variables, rule_values(input, rule)],
+    }
 }
 
 /// Evaluates `preconditions`/`deny` conditions: `Ok(true)` when they hold.
@@ -158,6 +218,12 @@ pub(crate) struct SelectedRule<'p> {
     validation: &'p Validation,
 }
 
+impl SelectedRule<'_> {
+    pub(crate) fn reads_cluster(&self) -> bool {
+        self.rule.reads_cluster()
+    }
+}
+
 /// The match step: appends the validate rules of `policy` that select
 /// `subject`, in the policy's order.
 pub(crate) fn select_rules<'p>(
@@ -197,7 +263,7 @@ pub(crate) fn evaluate_rules(selected: &[SelectedRule], input: &EvalInput<'_>) -
             continue;
         }
         let base = base.get_or_init(|| EvalContext::for_input(input));
-        let verdict = evaluate_rule(rule, validation, base, &cel, input);
+        let verdict = evaluate_rule(policy, rule, validation, base, &cel, input);
         let applied = !matches!(verdict, Verdict::Skip(_));
         outcomes.push(RuleOutcome {
             policy: policy.display_name(),
@@ -232,6 +298,7 @@ fn failure_action(policy: &Policy, validation: &Validation, resource: &Value) ->
 }
 
 fn evaluate_rule(
+    policy: &Policy,
     rule: &Rule,
     validation: &Validation,
     base: &EvalContext,
@@ -254,7 +321,9 @@ fn evaluate_rule(
             CelVerdict::Error(message) => Verdict::Error(message),
         };
     }
-    let ctx = match rule_context(base, &rule.context) {
+    let lookups = lookups(input, policy, rule);
+    let base = with_rule_values(base, rule_values(input, rule));
+    let ctx = match rule_context(&base, &rule.context, &lookups) {
         Ok(ctx) => ctx,
         Err(e) => return Verdict::Error(format!("failed to load context: {e}")),
     };
@@ -268,6 +337,7 @@ fn evaluate_rule(
     let checker = Checker {
         rule,
         message: validation.message.as_deref(),
+        lookups: &lookups,
     };
     let verdict = checker.check(&validation.check, &ctx, input.resource, None, 0);
     // On UPDATE an unchanged violation is not re-reported (Kyverno compares
@@ -290,6 +360,8 @@ fn evaluate_rule(
 struct Checker<'a> {
     rule: &'a Rule,
     message: Option<&'a str>,
+    /// For the context entries of foreach levels.
+    lookups: &'a Lookups<'a>,
 }
 
 impl Checker<'_> {
@@ -466,7 +538,7 @@ impl Checker<'_> {
             Some(explicit) => explicit,
             None => element.is_object(),
         };
-        let element_ctx = match rule_context(&element_ctx, &foreach.context) {
+        let element_ctx = match rule_context(&element_ctx, &foreach.context, self.lookups) {
             Ok(c) => c,
             Err(e) => return Verdict::Error(format!("failed to load context: {e}")),
         };
@@ -639,6 +711,8 @@ mod tests {
             namespace_labels: None,
             admission_info: None,
             variables: &variables,
+            rule_variables: &BTreeMap::new(),
+            cluster_data: None,
         };
         assert_eq!(set.validate(&input)[0].status, RuleStatus::Skip);
     }

@@ -18,7 +18,8 @@
 //! Layout: `load` parses documents into `spec` types (with `autogen` adding
 //! pod-controller rules); `engine` evaluates validate rules using
 //! `matching`, `pattern` (anchors), `conditions`, `variables`/`jmespath` and
-//! `pod_security`; `mutate` evaluates mutate rules (`patchStrategicMerge`
+//! `pod_security`; `cluster_data` loads `configMap`/`apiCall` context
+//! entries through the caller's [`ClusterData`]; `mutate` evaluates mutate rules (`patchStrategicMerge`
 //! through `strategic_merge`, `patchesJson6902` through `json6902`, and
 //! `foreach` over either, nested); `conformance` runs Kyverno CLI test
 //! suites (mutate rules before validate rules, `patchedResource` compared)
@@ -28,6 +29,7 @@
 mod autogen;
 mod cel;
 pub mod check;
+mod cluster_data;
 mod conditions;
 pub mod conformance;
 mod context;
@@ -58,6 +60,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cluster_data::{ClusterData, ClusterDataError, OfflineCluster};
 pub use error::{EvalError, PolicyError};
 pub use load::UnsupportedRule;
 use spec::{ActionOverride, Rule, RuleBody};
@@ -117,10 +120,19 @@ pub struct EvalInput<'a> {
     /// The full AdmissionRequest as JSON, exposed to JMESPath as `request`.
     pub admission_info: Option<&'a Value>,
     /// Extra context (kyverno-test `variables`/`values`); dotted names nest.
+    /// A `configMap`/`apiCall` context entry whose name is given here takes
+    /// this value and is not looked up.
     pub variables: &'a BTreeMap<String, Value>,
+    /// Extra context of single rules, by rule name (a values file's
+    /// `policies[].rules[].values`), added on top of `variables`.
+    pub rule_variables: &'a BTreeMap<String, BTreeMap<String, Value>>,
+    /// Where `configMap` and `apiCall` context entries are read; `None`: no
+    /// cluster, and a rule with such an entry is an `error`.
+    pub cluster_data: Option<&'a dyn ClusterData>,
 }
 
-static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+pub(crate) static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+static NO_RULE_VARIABLES: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
 
 impl<'a> EvalInput<'a> {
     /// A CREATE of `resource` by an unknown user.
@@ -133,7 +145,16 @@ impl<'a> EvalInput<'a> {
             namespace_labels: None,
             admission_info: None,
             variables: &NO_VARIABLES,
+            rule_variables: &NO_RULE_VARIABLES,
+            cluster_data: None,
         }
+    }
+
+    /// The same input, with `configMap`/`apiCall` entries read from
+    /// `cluster`.
+    pub fn with_cluster_data(mut self, cluster: &'a dyn ClusterData) -> EvalInput<'a> {
+        self.cluster_data = Some(cluster);
+        self
     }
 }
 
@@ -280,6 +301,13 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// True when some rule has a `configMap` or `apiCall` context entry.
+    pub fn reads_cluster(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|policy| policy.rules.iter().any(Rule::reads_cluster))
+    }
+
     /// Evaluates all validate rules (including auto-generated pod-controller
     /// rules): [`PolicySet::select`] then [`SelectedRules::validate`].
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
@@ -370,7 +398,7 @@ impl PolicySet {
                 if !engine::rule_selects(policy, rule, &matching::MatchSubject::from_input(&step)) {
                     continue;
                 }
-                let verdict = mutate::mutate_rule(rule, mutation, &step);
+                let verdict = mutate::mutate_rule(policy, rule, mutation, &step);
                 let (status, message, patched) = match verdict {
                     mutate::MutateVerdict::Patched(patched) => {
                         (RuleStatus::Pass, mutated_message(&patched), Some(patched))
@@ -446,6 +474,12 @@ impl SelectedRules<'_> {
     /// matched or was skipped.
     pub fn validate(&self, input: &EvalInput<'_>) -> Vec<RuleOutcome> {
         engine::evaluate_rules(&self.rules, input)
+    }
+
+    /// True when a selected rule has a `configMap` or `apiCall` context
+    /// entry: evaluating it reads [`EvalInput::cluster_data`].
+    pub fn reads_cluster(&self) -> bool {
+        self.rules.iter().any(engine::SelectedRule::reads_cluster)
     }
 
     /// Keeps the rules for which `keep(policy display name, rule name)`

@@ -17,14 +17,15 @@
 
 use serde_json::Value;
 
-use crate::EvalInput;
 use crate::cel::CelBindings;
+use crate::cluster_data::Lookups;
 use crate::context::EvalContext;
-use crate::engine::{conditions_hold, rule_context};
+use crate::engine::{conditions_hold, lookups, rule_context, rule_values, with_rule_values};
 use crate::jmespath::Node;
 use crate::spec::{ForeachMutation, ForeachOrder, Mutation, Rule};
 use crate::strategic_merge;
 use crate::variables;
+use crate::{EvalInput, Policy};
 use crate::{json6902, strategic_merge::NotApplied};
 
 /// What one mutate rule did.
@@ -41,6 +42,7 @@ pub(crate) enum MutateVerdict {
 /// Evaluates `rule` (whose body is `mutation`) against `input.resource`,
 /// the resource as earlier rules left it: `request.object` reads it too.
 pub(crate) fn mutate_rule(
+    policy: &Policy,
     rule: &Rule,
     mutation: &Mutation,
     input: &EvalInput<'_>,
@@ -57,8 +59,10 @@ pub(crate) fn mutate_rule(
             }
         }
     }
+    let lookups = lookups(input, policy, rule);
     let base = EvalContext::for_input(input);
-    let ctx = match rule_context(&base, &rule.context) {
+    let base = with_rule_values(&base, rule_values(input, rule));
+    let ctx = match rule_context(&base, &rule.context, &lookups) {
         Ok(ctx) => ctx,
         Err(e) => return MutateVerdict::Failed(format!("failed to load context: {e}")),
     };
@@ -71,7 +75,7 @@ pub(crate) fn mutate_rule(
             }
         }
     }
-    match apply_mutation(mutation, &ctx, input.resource, 0) {
+    match apply_mutation(mutation, &ctx, &lookups, input.resource, 0) {
         Ok(Some(patched)) => MutateVerdict::Patched(patched),
         Ok(None) => MutateVerdict::Skipped("no patches applied".to_string()),
         Err(reason) => MutateVerdict::Failed(reason),
@@ -83,6 +87,7 @@ pub(crate) fn mutate_rule(
 fn apply_mutation(
     mutation: &Mutation,
     ctx: &EvalContext,
+    lookups: &Lookups,
     resource: &Value,
     nesting: usize,
 ) -> Result<Option<Value>, String> {
@@ -108,7 +113,9 @@ fn apply_mutation(
             json6902::apply(resource, &operations)
                 .map_err(|e| format!("failed to apply patchesJson6902: {e}"))?
         }
-        Mutation::Foreach(entries) => return apply_foreach(entries, ctx, resource, nesting),
+        Mutation::Foreach(entries) => {
+            return apply_foreach(entries, ctx, lookups, resource, nesting);
+        }
     };
     Ok((patched != *resource).then_some(patched))
 }
@@ -119,6 +126,7 @@ fn apply_mutation(
 fn apply_foreach(
     entries: &[ForeachMutation],
     ctx: &EvalContext,
+    lookups: &Lookups,
     resource: &Value,
     nesting: usize,
 ) -> Result<Option<Value>, String> {
@@ -132,7 +140,7 @@ fn apply_foreach(
             .map_err(|e| format!("failed to evaluate list {}: {e}", entry.list))?;
         let elements = list.items().unwrap_or_else(|| vec![list]);
         let before = current.as_ref().unwrap_or(resource);
-        if let Some(patched) = mutate_elements(entry, &ctx, &elements, before, nesting)? {
+        if let Some(patched) = mutate_elements(entry, &ctx, lookups, &elements, before, nesting)? {
             ctx.set_path("request.object", patched.clone());
             current = Some(patched);
         }
@@ -155,6 +163,7 @@ fn walks_descending(entry: &ForeachMutation) -> bool {
 fn mutate_elements(
     entry: &ForeachMutation,
     ctx: &EvalContext,
+    lookups: &Lookups,
     elements: &[Node<'_>],
     resource: &Value,
     nesting: usize,
@@ -172,7 +181,7 @@ fn mutate_elements(
         // `elementIndex` stays the element's position in the list
         // whichever way the list is walked.
         let element_ctx = ctx.with_element_node(element.clone(), index, nesting);
-        let element_ctx = rule_context(&element_ctx, &entry.context)
+        let element_ctx = rule_context(&element_ctx, &entry.context, lookups)
             .map_err(|e| format!("failed to load mutate.foreach[{index}].context: {e}"))?;
         if let Some(preconditions) = &entry.preconditions {
             let holds = conditions_hold(preconditions, &element_ctx).map_err(|e| {
@@ -182,8 +191,13 @@ fn mutate_elements(
                 continue;
             }
         }
-        if let Some(patched) = apply_mutation(&entry.mutation, &element_ctx, &current, nesting + 1)?
-        {
+        if let Some(patched) = apply_mutation(
+            &entry.mutation,
+            &element_ctx,
+            lookups,
+            &current,
+            nesting + 1,
+        )? {
             current = patched;
         }
     }

@@ -126,12 +126,51 @@ pub struct MatchBlock {
     pub legacy: ResourceFilter,
 }
 
-/// A rule `context` entry of type `variable`.
+/// A rule (or foreach) `context` entry: the name its value is stored under
+/// and where the value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextEntry {
+    pub name: String,
+    pub source: ContextSource,
+}
+
+/// Where a context entry's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextSource {
+    Variable(ContextVariable),
+    /// `configMap`: `name` and `namespace` may hold `{{ }}` variables; an
+    /// empty namespace means `default` (a `Policy`'s own namespace).
+    ConfigMap {
+        name: String,
+        namespace: String,
+    },
+    /// `apiCall` with a `urlPath` (GET against the API server).
+    ApiCall(ApiCall),
+}
+
+impl ContextSource {
+    /// True for the sources read from the cluster.
+    pub fn reads_cluster(&self) -> bool {
+        !matches!(self, ContextSource::Variable(_))
+    }
+}
+
+/// A `variable` context entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextVariable {
-    pub name: String,
     pub jmes_path: Option<String>,
     pub value: Option<Value>,
+    pub default: Option<Value>,
+}
+
+/// An `apiCall` context entry (GET only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiCall {
+    /// May hold `{{ }}` variables.
+    pub url_path: String,
+    /// Applied to the response; may hold `{{ }}` variables.
+    pub jmes_path: Option<String>,
+    /// Stored as is, without `jmesPath`, when the call fails.
     pub default: Option<Value>,
 }
 
@@ -168,7 +207,7 @@ pub enum Check {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForeachValidation {
     pub list: String,
-    pub context: Vec<ContextVariable>,
+    pub context: Vec<ContextEntry>,
     pub preconditions: Option<Conditions>,
     pub element_scope: Option<bool>,
     pub check: Check,
@@ -214,7 +253,7 @@ pub enum ForeachOrder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForeachMutation {
     pub list: String,
-    pub context: Vec<ContextVariable>,
+    pub context: Vec<ContextEntry>,
     pub preconditions: Option<Conditions>,
     /// `None` when the policy does not say: the default depends on the
     /// mutation (see `mutate::walks_descending`).
@@ -238,8 +277,39 @@ pub struct Rule {
     pub preconditions: Option<Conditions>,
     /// `celPreconditions`: all must be true or the rule is skipped.
     pub cel_preconditions: Vec<NamedExpression>,
-    pub context: Vec<ContextVariable>,
+    pub context: Vec<ContextEntry>,
     pub body: RuleBody,
+}
+
+impl Rule {
+    /// True when the rule (or one of its foreach levels) has a context
+    /// entry read from the cluster (`configMap`, `apiCall`).
+    pub fn reads_cluster(&self) -> bool {
+        fn entries(context: &[ContextEntry]) -> bool {
+            context.iter().any(|entry| entry.source.reads_cluster())
+        }
+        fn in_check(check: &Check) -> bool {
+            match check {
+                Check::Foreach(list) => list
+                    .iter()
+                    .any(|foreach| entries(&foreach.context) || in_check(&foreach.check)),
+                _ => false,
+            }
+        }
+        fn in_mutation(mutation: &Mutation) -> bool {
+            match mutation {
+                Mutation::Foreach(list) => list
+                    .iter()
+                    .any(|foreach| entries(&foreach.context) || in_mutation(&foreach.mutation)),
+                _ => false,
+            }
+        }
+        entries(&self.context)
+            || match &self.body {
+                RuleBody::Validate(validation) => in_check(&validation.check),
+                RuleBody::Mutate(mutation) => in_mutation(mutation),
+            }
+    }
 }
 
 /// Parses one rule from its raw JSON form.
@@ -575,15 +645,11 @@ impl Parser<'_> {
             .collect()
     }
 
-    fn context(
-        &self,
-        value: Option<&Value>,
-        what: &str,
-    ) -> Result<Vec<ContextVariable>, PolicyError> {
+    fn context(&self, value: Option<&Value>, what: &str) -> Result<Vec<ContextEntry>, PolicyError> {
         let Some(value) = value else {
             return Ok(Vec::new());
         };
-        let mut variables = Vec::new();
+        let mut entries = Vec::new();
         for entry in self.array(value, what)? {
             let map = self.object(entry, what)?;
             let name = map
@@ -591,40 +657,127 @@ impl Parser<'_> {
                 .and_then(Value::as_str)
                 .ok_or_else(|| self.invalid("context entry needs a name"))?
                 .to_string();
-            for key in map.keys() {
+            let mut sources = Vec::new();
+            for (key, raw) in map {
                 match key.as_str() {
-                    "name" | "variable" => {}
+                    "name" => {}
+                    "variable" => sources.push(ContextSource::Variable(
+                        self.context_variable(raw, &format!("{what}[{name}].variable"))?,
+                    )),
+                    "configMap" => sources
+                        .push(self.context_config_map(raw, &format!("{what}[{name}].configMap"))?),
+                    "apiCall" => sources.push(ContextSource::ApiCall(
+                        self.context_api_call(raw, &format!("{what}[{name}].apiCall"))?,
+                    )),
+                    // `globalReference` needs GlobalContextEntry resources and
+                    // `imageRegistry` registry access: neither exists here.
                     other => return Err(self.unsupported(&format!("{what}[{name}].{other}"))),
                 }
             }
-            let Some(variable) = map.get("variable") else {
-                return Err(self.invalid(&format!("context entry {name} has no variable")));
-            };
-            let variable = self.object(variable, "variable")?;
-            for key in variable.keys() {
-                match key.as_str() {
-                    "jmesPath" | "value" | "default" => {}
-                    other => {
-                        return Err(self.unsupported(&format!("{what}[{name}].variable.{other}")));
-                    }
+            let source = match sources.len() {
+                1 => sources.remove(0),
+                0 => {
+                    return Err(self.invalid(&format!(
+                        "context entry {name} has no variable, configMap or apiCall"
+                    )));
                 }
-            }
-            let jmes_path = variable
-                .get("jmesPath")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if let Some(expression) = &jmes_path {
-                crate::jmespath::compile_check(expression)
-                    .map_err(|e| self.invalid(&e.to_string()))?;
-            }
-            variables.push(ContextVariable {
-                name,
-                jmes_path,
-                value: variable.get("value").cloned(),
-                default: variable.get("default").cloned(),
-            });
+                _ => {
+                    return Err(self.invalid(&format!(
+                        "context entry {name} has more than one of variable, configMap, apiCall"
+                    )));
+                }
+            };
+            entries.push(ContextEntry { name, source });
         }
-        Ok(variables)
+        Ok(entries)
+    }
+
+    fn context_variable(&self, raw: &Value, what: &str) -> Result<ContextVariable, PolicyError> {
+        let variable = self.object(raw, what)?;
+        for key in variable.keys() {
+            match key.as_str() {
+                "jmesPath" | "value" | "default" => {}
+                other => return Err(self.unsupported(&format!("{what}.{other}"))),
+            }
+        }
+        let jmes_path = variable
+            .get("jmesPath")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(expression) = &jmes_path {
+            crate::jmespath::compile_check(expression).map_err(|e| self.invalid(&e.to_string()))?;
+        }
+        Ok(ContextVariable {
+            jmes_path,
+            value: variable.get("value").cloned(),
+            default: variable.get("default").cloned(),
+        })
+    }
+
+    fn context_config_map(&self, raw: &Value, what: &str) -> Result<ContextSource, PolicyError> {
+        let map = self.object(raw, what)?;
+        for key in map.keys() {
+            match key.as_str() {
+                "name" | "namespace" => {}
+                other => return Err(self.unsupported(&format!("{what}.{other}"))),
+            }
+        }
+        let text = |key: &str| {
+            map.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let name = text("name");
+        if name.is_empty() {
+            return Err(self.invalid(&format!("{what} needs a name")));
+        }
+        Ok(ContextSource::ConfigMap {
+            name,
+            namespace: text("namespace"),
+        })
+    }
+
+    fn context_api_call(&self, raw: &Value, what: &str) -> Result<ApiCall, PolicyError> {
+        let map = self.object(raw, what)?;
+        // Only reads: a POST (with `data`) can change the cluster with the
+        // operator's identity, and its answer could not be cached.
+        if let Some(method) = map.get("method")
+            && !method
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case("GET"))
+        {
+            let method = method.as_str().unwrap_or("?");
+            return Err(self.unsupported(&format!("{what}.method={method}")));
+        }
+        for key in map.keys() {
+            match key.as_str() {
+                "urlPath" | "jmesPath" | "default" | "method" => {}
+                // `service` calls leave the cluster (any URL): not served.
+                other => return Err(self.unsupported(&format!("{what}.{other}"))),
+            }
+        }
+        let url_path = map
+            .get("urlPath")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if url_path.is_empty() {
+            return Err(self.invalid(&format!("{what} needs a urlPath")));
+        }
+        let jmes_path = map
+            .get("jmesPath")
+            .and_then(Value::as_str)
+            .filter(|expression| !expression.is_empty())
+            .map(str::to_string);
+        if let Some(expression) = jmes_path.as_deref().filter(|e| !e.contains("{{")) {
+            crate::jmespath::compile_check(expression).map_err(|e| self.invalid(&e.to_string()))?;
+        }
+        Ok(ApiCall {
+            url_path,
+            jmes_path,
+            default: map.get("default").cloned(),
+        })
     }
 
     fn validation(&self, value: &Value) -> Result<Validation, PolicyError> {
@@ -1064,14 +1217,28 @@ mod tests {
         );
 
         let mut rule = base();
-        rule["context"] = json!([{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}]);
+        rule["context"] = json!([{"name": "g", "globalReference": {"name": "x"}}]);
         rule["validate"] = json!({"deny": {}});
-        assert_eq!(unsupported_construct(rule), "context[cm].configMap");
+        assert_eq!(unsupported_construct(rule), "context[g].globalReference");
 
         let mut rule = base();
-        rule["context"] = json!([{"name": "api", "apiCall": {"urlPath": "/x"}}]);
+        rule["context"] = json!([{"name": "img", "imageRegistry": {"reference": "x"}}]);
         rule["validate"] = json!({"deny": {}});
-        assert_eq!(unsupported_construct(rule), "context[api].apiCall");
+        assert_eq!(unsupported_construct(rule), "context[img].imageRegistry");
+
+        let mut rule = base();
+        rule["context"] =
+            json!([{"name": "api", "apiCall": {"urlPath": "/x", "method": "POST", "data": []}}]);
+        rule["validate"] = json!({"deny": {}});
+        assert_eq!(
+            unsupported_construct(rule),
+            "context[api].apiCall.method=POST"
+        );
+
+        let mut rule = base();
+        rule["context"] = json!([{"name": "svc", "apiCall": {"service": {"url": "http://x"}}}]);
+        rule["validate"] = json!({"deny": {}});
+        assert_eq!(unsupported_construct(rule), "context[svc].apiCall.service");
     }
 
     #[test]
@@ -1085,6 +1252,64 @@ mod tests {
             panic!("expected validate")
         };
         assert_eq!(validation.failure_action, Some(FailureAction::Enforce));
+    }
+
+    #[test]
+    fn parses_config_map_and_api_call_context() {
+        let mut rule = base();
+        rule["context"] = json!([
+            {"name": "cm", "configMap": {"name": "{{ request.namespace }}-cfg"}},
+            {"name": "count", "apiCall": {"urlPath": "/api/v1/namespaces", "method": "GET",
+                "jmesPath": "items | length(@)", "default": 0}},
+        ]);
+        rule["validate"] = json!({"deny": {}});
+        let parsed = parse_rule("p", &rule).unwrap();
+        assert!(parsed.reads_cluster());
+        assert_eq!(
+            parsed.context[0].source,
+            ContextSource::ConfigMap {
+                name: "{{ request.namespace }}-cfg".into(),
+                namespace: String::new()
+            }
+        );
+        assert_eq!(
+            parsed.context[1].source,
+            ContextSource::ApiCall(ApiCall {
+                url_path: "/api/v1/namespaces".into(),
+                jmes_path: Some("items | length(@)".into()),
+                default: Some(json!(0)),
+            })
+        );
+
+        // Only in a foreach: still a rule that reads the cluster.
+        let mut rule = base();
+        rule["validate"] = json!({"foreach": [{"list": "request.object.spec.containers",
+            "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
+            "deny": {}}]});
+        assert!(parse_rule("p", &rule).unwrap().reads_cluster());
+        let mut rule = base();
+        rule["mutate"] = json!({"foreach": [{"list": "request.object.spec.containers",
+            "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
+            "patchStrategicMerge": {"metadata": {"labels": {"a": "b"}}}}]});
+        assert!(parse_rule("p", &rule).unwrap().reads_cluster());
+        rule["mutate"]["foreach"][0]["context"] = json!([{"name": "v", "variable": {"value": 1}}]);
+        assert!(!parse_rule("p", &rule).unwrap().reads_cluster());
+
+        let mut rule = base();
+        rule["context"] = json!([{"name": "cm", "configMap": {"namespace": "y"}}]);
+        rule["validate"] = json!({"deny": {}});
+        assert!(matches!(
+            parse_rule("p", &rule),
+            Err(PolicyError::Invalid { .. })
+        ));
+        let mut rule = base();
+        rule["context"] =
+            json!([{"name": "two", "variable": {"value": 1}, "configMap": {"name": "x"}}]);
+        rule["validate"] = json!({"deny": {}});
+        assert!(matches!(
+            parse_rule("p", &rule),
+            Err(PolicyError::Invalid { .. })
+        ));
     }
 
     #[test]
