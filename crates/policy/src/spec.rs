@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::FailureAction;
-use crate::cel::{CelCheck, CelExpression, CelValidation, NamedExpression};
+use crate::cel::{CelCheck, NamedExpression};
 use crate::conditions::ConditionOperator;
 use crate::error::PolicyError;
 use crate::variables::Template;
@@ -469,7 +469,7 @@ impl Parser<'_> {
         }
     }
 
-    fn match_block(&self, value: &Value, what: &str) -> Result<MatchBlock, PolicyError> {
+    pub(crate) fn match_block(&self, value: &Value, what: &str) -> Result<MatchBlock, PolicyError> {
         let map = self.object(value, what)?;
         let mut block = MatchBlock::default();
         let mut legacy_user = Map::new();
@@ -503,7 +503,11 @@ impl Parser<'_> {
         Ok(block)
     }
 
-    fn resource_filter(&self, value: &Value, what: &str) -> Result<ResourceFilter, PolicyError> {
+    pub(crate) fn resource_filter(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<ResourceFilter, PolicyError> {
         let map = self.object(value, what)?;
         let mut filter = ResourceFilter::default();
         let mut user = Map::new();
@@ -523,7 +527,11 @@ impl Parser<'_> {
         Ok(filter)
     }
 
-    fn user_filter(&self, map: &Map<String, Value>, what: &str) -> Result<UserFilter, PolicyError> {
+    pub(crate) fn user_filter(
+        &self,
+        map: &Map<String, Value>,
+        what: &str,
+    ) -> Result<UserFilter, PolicyError> {
         let mut filter = UserFilter {
             roles: self.strings(map.get("roles"), &format!("{what}.roles"))?,
             cluster_roles: self
@@ -548,7 +556,7 @@ impl Parser<'_> {
         Ok(filter)
     }
 
-    fn resource_description(
+    pub(crate) fn resource_description(
         &self,
         value: &Value,
         what: &str,
@@ -582,7 +590,7 @@ impl Parser<'_> {
         Ok(description)
     }
 
-    fn selector(&self, value: &Value, what: &str) -> Result<Value, PolicyError> {
+    pub(crate) fn selector(&self, value: &Value, what: &str) -> Result<Value, PolicyError> {
         let map = self.object(value, what)?;
         for key in map.keys() {
             if key != "matchLabels" && key != "matchExpressions" {
@@ -592,7 +600,7 @@ impl Parser<'_> {
         Ok(value.clone())
     }
 
-    fn conditions(&self, value: &Value, what: &str) -> Result<Conditions, PolicyError> {
+    pub(crate) fn conditions(&self, value: &Value, what: &str) -> Result<Conditions, PolicyError> {
         match value {
             Value::Array(items) => Ok(Conditions::Legacy(self.condition_list(items, what)?)),
             Value::Object(map) => {
@@ -620,7 +628,11 @@ impl Parser<'_> {
         }
     }
 
-    fn condition_list(&self, items: &[Value], what: &str) -> Result<Vec<Condition>, PolicyError> {
+    pub(crate) fn condition_list(
+        &self,
+        items: &[Value],
+        what: &str,
+    ) -> Result<Vec<Condition>, PolicyError> {
         items
             .iter()
             .map(|item| {
@@ -645,142 +657,7 @@ impl Parser<'_> {
             .collect()
     }
 
-    fn context(&self, value: Option<&Value>, what: &str) -> Result<Vec<ContextEntry>, PolicyError> {
-        let Some(value) = value else {
-            return Ok(Vec::new());
-        };
-        let mut entries = Vec::new();
-        for entry in self.array(value, what)? {
-            let map = self.object(entry, what)?;
-            let name = map
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| self.invalid("context entry needs a name"))?
-                .to_string();
-            let mut sources = Vec::new();
-            for (key, raw) in map {
-                match key.as_str() {
-                    "name" => {}
-                    "variable" => sources.push(ContextSource::Variable(
-                        self.context_variable(raw, &format!("{what}[{name}].variable"))?,
-                    )),
-                    "configMap" => sources
-                        .push(self.context_config_map(raw, &format!("{what}[{name}].configMap"))?),
-                    "apiCall" => sources.push(ContextSource::ApiCall(
-                        self.context_api_call(raw, &format!("{what}[{name}].apiCall"))?,
-                    )),
-                    // `globalReference` needs GlobalContextEntry resources and
-                    // `imageRegistry` registry access: neither exists here.
-                    other => return Err(self.unsupported(&format!("{what}[{name}].{other}"))),
-                }
-            }
-            let source = match sources.len() {
-                1 => sources.remove(0),
-                0 => {
-                    return Err(self.invalid(&format!(
-                        "context entry {name} has no variable, configMap or apiCall"
-                    )));
-                }
-                _ => {
-                    return Err(self.invalid(&format!(
-                        "context entry {name} has more than one of variable, configMap, apiCall"
-                    )));
-                }
-            };
-            entries.push(ContextEntry { name, source });
-        }
-        Ok(entries)
-    }
-
-    fn context_variable(&self, raw: &Value, what: &str) -> Result<ContextVariable, PolicyError> {
-        let variable = self.object(raw, what)?;
-        for key in variable.keys() {
-            match key.as_str() {
-                "jmesPath" | "value" | "default" => {}
-                other => return Err(self.unsupported(&format!("{what}.{other}"))),
-            }
-        }
-        let jmes_path = variable
-            .get("jmesPath")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(expression) = &jmes_path {
-            crate::jmespath::compile_check(expression).map_err(|e| self.invalid(&e.to_string()))?;
-        }
-        Ok(ContextVariable {
-            jmes_path,
-            value: variable.get("value").cloned(),
-            default: variable.get("default").cloned(),
-        })
-    }
-
-    fn context_config_map(&self, raw: &Value, what: &str) -> Result<ContextSource, PolicyError> {
-        let map = self.object(raw, what)?;
-        for key in map.keys() {
-            match key.as_str() {
-                "name" | "namespace" => {}
-                other => return Err(self.unsupported(&format!("{what}.{other}"))),
-            }
-        }
-        let text = |key: &str| {
-            map.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let name = text("name");
-        if name.is_empty() {
-            return Err(self.invalid(&format!("{what} needs a name")));
-        }
-        Ok(ContextSource::ConfigMap {
-            name,
-            namespace: text("namespace"),
-        })
-    }
-
-    fn context_api_call(&self, raw: &Value, what: &str) -> Result<ApiCall, PolicyError> {
-        let map = self.object(raw, what)?;
-        // Only reads: a POST (with `data`) can change the cluster with the
-        // operator's identity, and its answer could not be cached.
-        if let Some(method) = map.get("method")
-            && !method
-                .as_str()
-                .is_some_and(|m| m.eq_ignore_ascii_case("GET"))
-        {
-            let method = method.as_str().unwrap_or("?");
-            return Err(self.unsupported(&format!("{what}.method={method}")));
-        }
-        for key in map.keys() {
-            match key.as_str() {
-                "urlPath" | "jmesPath" | "default" | "method" => {}
-                // `service` calls leave the cluster (any URL): not served.
-                other => return Err(self.unsupported(&format!("{what}.{other}"))),
-            }
-        }
-        let url_path = map
-            .get("urlPath")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if url_path.is_empty() {
-            return Err(self.invalid(&format!("{what} needs a urlPath")));
-        }
-        let jmes_path = map
-            .get("jmesPath")
-            .and_then(Value::as_str)
-            .filter(|expression| !expression.is_empty())
-            .map(str::to_string);
-        if let Some(expression) = jmes_path.as_deref().filter(|e| !e.contains("{{")) {
-            crate::jmespath::compile_check(expression).map_err(|e| self.invalid(&e.to_string()))?;
-        }
-        Ok(ApiCall {
-            url_path,
-            jmes_path,
-            default: map.get("default").cloned(),
-        })
-    }
-
-    fn validation(&self, value: &Value) -> Result<Validation, PolicyError> {
+    pub(crate) fn validation(&self, value: &Value) -> Result<Validation, PolicyError> {
         let map = self.object(value, "validate")?;
         let mut checks = Vec::new();
         for (key, entry) in map {
@@ -832,7 +709,7 @@ impl Parser<'_> {
         })
     }
 
-    fn deny(&self, value: &Value) -> Result<Conditions, PolicyError> {
+    pub(crate) fn deny(&self, value: &Value) -> Result<Conditions, PolicyError> {
         let map = self.object(value, "deny")?;
         for key in map.keys() {
             if key != "conditions" {
@@ -848,7 +725,7 @@ impl Parser<'_> {
         }
     }
 
-    fn foreach_list(
+    pub(crate) fn foreach_list(
         &self,
         value: &Value,
         what: &str,
@@ -900,7 +777,7 @@ impl Parser<'_> {
         Ok(list)
     }
 
-    fn pod_security(&self, value: &Value) -> Result<PodSecuritySpec, PolicyError> {
+    pub(crate) fn pod_security(&self, value: &Value) -> Result<PodSecuritySpec, PolicyError> {
         let map = self.object(value, "podSecurity")?;
         for key in map.keys() {
             if !matches!(key.as_str(), "level" | "version" | "exclude") {
@@ -956,370 +833,8 @@ impl Parser<'_> {
             exclude,
         })
     }
-
-    /// Compiles one CEL expression; a syntax error names where it is.
-    pub(crate) fn expression(
-        &self,
-        value: &Value,
-        what: &str,
-    ) -> Result<CelExpression, PolicyError> {
-        let source = value
-            .as_str()
-            .ok_or_else(|| self.invalid(&format!("{what} must be a string")))?;
-        CelExpression::compile(source)
-            .map_err(|e| self.invalid(&format!("{what} does not compile: {e}")))
-    }
-
-    /// `[{name, expression}]` lists: variables, matchConditions,
-    /// celPreconditions.
-    pub(crate) fn named_expressions(
-        &self,
-        value: &Value,
-        what: &str,
-    ) -> Result<Vec<NamedExpression>, PolicyError> {
-        let mut out = Vec::new();
-        for item in self.array(value, what)? {
-            let name = item
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| self.invalid(&format!("each {what} entry needs a name")))?;
-            let expression = item
-                .get("expression")
-                .ok_or_else(|| self.invalid(&format!("{what}[{name}] needs an expression")))?;
-            out.push(NamedExpression {
-                name: name.to_string(),
-                expression: self.expression(expression, &format!("{what}[{name}].expression"))?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// `validations` / `validate.cel.expressions` entries.
-    pub(crate) fn cel_validations(
-        &self,
-        value: &Value,
-        what: &str,
-    ) -> Result<Vec<CelValidation>, PolicyError> {
-        let mut out = Vec::new();
-        for (index, item) in self.array(value, what)?.iter().enumerate() {
-            let map = self.object(item, what)?;
-            for key in map.keys() {
-                match key.as_str() {
-                    "expression" | "message" | "messageExpression" | "reason" => {}
-                    other => return Err(self.unsupported(&format!("{what}.{other}"))),
-                }
-            }
-            let expression = map
-                .get("expression")
-                .ok_or_else(|| self.invalid(&format!("{what}[{index}] needs an expression")))?;
-            out.push(CelValidation {
-                expression: self.expression(expression, &format!("{what}[{index}].expression"))?,
-                message: map
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(|m| m.trim_end().to_string()),
-                message_expression: map
-                    .get("messageExpression")
-                    .map(|e| self.expression(e, &format!("{what}[{index}].messageExpression")))
-                    .transpose()?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// `validate.cel`. Parameter resources (`paramKind`/`paramRef`) need a
-    /// parameter object per binding, which a policy file alone does not
-    /// carry: refused, not guessed.
-    fn cel(&self, value: &Value) -> Result<CelCheck, PolicyError> {
-        let map = self.object(value, "validate.cel")?;
-        let mut check = CelCheck::default();
-        for (key, entry) in map {
-            match key.as_str() {
-                "expressions" => {
-                    check.validations = self.cel_validations(entry, "validate.cel.expressions")?
-                }
-                "variables" => {
-                    check.variables = self.named_expressions(entry, "validate.cel.variables")?
-                }
-                // Audit annotations annotate the audit event; they never
-                // change a verdict.
-                "auditAnnotations" => {}
-                other => return Err(self.unsupported(&format!("validate.cel.{other}"))),
-            }
-        }
-        if check.validations.is_empty() {
-            return Err(self.invalid("validate.cel needs at least one expression"));
-        }
-        Ok(check)
-    }
-
-    /// `mutate`: exactly one of `patchStrategicMerge`, `patchesJson6902`,
-    /// `foreach`. Mutating existing resources (`targets`,
-    /// `mutateExistingOnPolicyUpdate`) needs the cluster's objects, which an
-    /// admission request or a test file does not carry: refused.
-    fn mutation(&self, value: &Value) -> Result<Mutation, PolicyError> {
-        let map = self.object(value, "mutate")?;
-        let mut found = Vec::new();
-        for (key, entry) in map {
-            match key.as_str() {
-                "patchStrategicMerge" => {
-                    found.push(self.strategic_merge(entry, "mutate.patchStrategicMerge")?)
-                }
-                "patchesJson6902" => found.push(self.json6902(entry, "mutate.patchesJson6902")?),
-                "foreach" => found.push(Mutation::Foreach(
-                    self.foreach_mutations(entry, "mutate.foreach")?,
-                )),
-                other => return Err(self.unsupported(&format!("mutate.{other}"))),
-            }
-        }
-        self.exactly_one_mutation(found, "mutate")
-    }
-
-    fn exactly_one_mutation(
-        &self,
-        mut found: Vec<Mutation>,
-        what: &str,
-    ) -> Result<Mutation, PolicyError> {
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(self.invalid(&format!(
-                "{what} needs one of patchStrategicMerge, patchesJson6902, foreach"
-            ))),
-            _ => Err(self.invalid(&format!(
-                "{what} has more than one of patchStrategicMerge, patchesJson6902, foreach"
-            ))),
-        }
-    }
-
-    fn strategic_merge(&self, value: &Value, what: &str) -> Result<Mutation, PolicyError> {
-        match value {
-            Value::Object(_) => Ok(Mutation::StrategicMerge(Template::new(value.clone()))),
-            _ => Err(self.invalid(&format!("{what} must be a map"))),
-        }
-    }
-
-    /// The text is parsed only after substitution; a patch without
-    /// variables is parsed here too, so a typo fails the load, not every
-    /// request.
-    fn json6902(&self, value: &Value, what: &str) -> Result<Mutation, PolicyError> {
-        let text = value
-            .as_str()
-            .ok_or_else(|| self.invalid(&format!("{what} must be a string")))?;
-        if !text.contains("{{") {
-            crate::json6902::parse(text).map_err(|e| self.invalid(&format!("{what}: {e}")))?;
-        }
-        Ok(Mutation::Json6902(text.to_string()))
-    }
-
-    fn foreach_mutations(
-        &self,
-        value: &Value,
-        what: &str,
-    ) -> Result<Vec<ForeachMutation>, PolicyError> {
-        let mut list = Vec::new();
-        for entry in self.array(value, what)? {
-            let map = self.object(entry, what)?;
-            let mut found = Vec::new();
-            for (key, item) in map {
-                match key.as_str() {
-                    "list" | "context" | "preconditions" | "order" => {}
-                    "patchStrategicMerge" => found
-                        .push(self.strategic_merge(item, &format!("{what}.patchStrategicMerge"))?),
-                    "patchesJson6902" => {
-                        found.push(self.json6902(item, &format!("{what}.patchesJson6902"))?)
-                    }
-                    "foreach" => found.push(Mutation::Foreach(
-                        self.foreach_mutations(item, &format!("{what}.foreach"))?,
-                    )),
-                    other => return Err(self.unsupported(&format!("{what}.{other}"))),
-                }
-            }
-            let mutation = self.exactly_one_mutation(found, what)?;
-            let list_expression = map
-                .get("list")
-                .and_then(Value::as_str)
-                .ok_or_else(|| self.invalid(&format!("{what} needs a list")))?
-                .to_string();
-            crate::jmespath::compile_check(&list_expression)
-                .map_err(|e| self.invalid(&e.to_string()))?;
-            let order = match map.get("order") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(text)) if text == "Ascending" => Some(ForeachOrder::Ascending),
-                Some(Value::String(text)) if text == "Descending" => Some(ForeachOrder::Descending),
-                Some(other) => {
-                    return Err(self.invalid(&format!(
-                        "{what}.order must be Ascending or Descending, not {other}"
-                    )));
-                }
-            };
-            list.push(ForeachMutation {
-                list: list_expression,
-                context: self.context(map.get("context"), &format!("{what}.context"))?,
-                preconditions: map
-                    .get("preconditions")
-                    .map(|v| self.conditions(v, &format!("{what}.preconditions")))
-                    .transpose()?,
-                order,
-                mutation,
-            });
-        }
-        Ok(list)
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn unsupported_construct(rule: Value) -> String {
-        match parse_rule("p", &rule) {
-            Err(PolicyError::Unsupported {
-                policy,
-                rule,
-                construct,
-            }) => {
-                assert_eq!(policy, "p");
-                assert_eq!(rule, "r");
-                construct
-            }
-            other => panic!("expected Unsupported, got {other:?}"),
-        }
-    }
-
-    fn base() -> Value {
-        json!({"name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]}})
-    }
-
-    #[test]
-    fn rejects_unsupported_constructs() {
-        let mut rule = base();
-        rule["verifyImages"] = json!([{}]);
-        assert_eq!(unsupported_construct(rule), "verifyImages");
-
-        let mut rule = base();
-        rule["generate"] = json!({});
-        assert_eq!(unsupported_construct(rule), "generate");
-
-        let mut rule = base();
-        rule["validate"] = json!({"cel": {"paramKind": {"kind": "ConfigMap"}, "expressions": [{"expression": "true"}]}});
-        assert_eq!(unsupported_construct(rule), "validate.cel.paramKind");
-
-        let mut rule = base();
-        rule["mutate"] = json!({"targets": [{"apiVersion": "v1", "kind": "ConfigMap"}], "patchStrategicMerge": {}});
-        assert_eq!(unsupported_construct(rule), "mutate.targets");
-
-        let mut rule = base();
-        rule["mutate"] = json!({"mutateExistingOnPolicyUpdate": true, "patchStrategicMerge": {}});
-        assert_eq!(
-            unsupported_construct(rule),
-            "mutate.mutateExistingOnPolicyUpdate"
-        );
-
-        let mut rule = base();
-        rule["context"] = json!([{"name": "g", "globalReference": {"name": "x"}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert_eq!(unsupported_construct(rule), "context[g].globalReference");
-
-        let mut rule = base();
-        rule["context"] = json!([{"name": "img", "imageRegistry": {"reference": "x"}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert_eq!(unsupported_construct(rule), "context[img].imageRegistry");
-
-        let mut rule = base();
-        rule["context"] =
-            json!([{"name": "api", "apiCall": {"urlPath": "/x", "method": "POST", "data": []}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert_eq!(
-            unsupported_construct(rule),
-            "context[api].apiCall.method=POST"
-        );
-
-        let mut rule = base();
-        rule["context"] = json!([{"name": "svc", "apiCall": {"service": {"url": "http://x"}}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert_eq!(unsupported_construct(rule), "context[svc].apiCall.service");
-    }
-
-    #[test]
-    fn accepts_variable_context_and_supported_checks() {
-        let mut rule = base();
-        rule["context"] = json!([{"name": "v", "variable": {"jmesPath": "request.object.metadata.name", "default": "x"}}]);
-        rule["validate"] = json!({"message": "m", "failureAction": "enforce", "deny": {"conditions": {"any": [{"key": "a", "operator": "Equals", "value": "a"}]}}});
-        let parsed = parse_rule("p", &rule).unwrap();
-        assert_eq!(parsed.context.len(), 1);
-        let RuleBody::Validate(validation) = parsed.body else {
-            panic!("expected validate")
-        };
-        assert_eq!(validation.failure_action, Some(FailureAction::Enforce));
-    }
-
-    #[test]
-    fn parses_config_map_and_api_call_context() {
-        let mut rule = base();
-        rule["context"] = json!([
-            {"name": "cm", "configMap": {"name": "{{ request.namespace }}-cfg"}},
-            {"name": "count", "apiCall": {"urlPath": "/api/v1/namespaces", "method": "GET",
-                "jmesPath": "items | length(@)", "default": 0}},
-        ]);
-        rule["validate"] = json!({"deny": {}});
-        let parsed = parse_rule("p", &rule).unwrap();
-        assert!(parsed.reads_cluster());
-        assert_eq!(
-            parsed.context[0].source,
-            ContextSource::ConfigMap {
-                name: "{{ request.namespace }}-cfg".into(),
-                namespace: String::new()
-            }
-        );
-        assert_eq!(
-            parsed.context[1].source,
-            ContextSource::ApiCall(ApiCall {
-                url_path: "/api/v1/namespaces".into(),
-                jmes_path: Some("items | length(@)".into()),
-                default: Some(json!(0)),
-            })
-        );
-
-        // Only in a foreach: still a rule that reads the cluster.
-        let mut rule = base();
-        rule["validate"] = json!({"foreach": [{"list": "request.object.spec.containers",
-            "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
-            "deny": {}}]});
-        assert!(parse_rule("p", &rule).unwrap().reads_cluster());
-        let mut rule = base();
-        rule["mutate"] = json!({"foreach": [{"list": "request.object.spec.containers",
-            "context": [{"name": "cm", "configMap": {"name": "x", "namespace": "y"}}],
-            "patchStrategicMerge": {"metadata": {"labels": {"a": "b"}}}}]});
-        assert!(parse_rule("p", &rule).unwrap().reads_cluster());
-        rule["mutate"]["foreach"][0]["context"] = json!([{"name": "v", "variable": {"value": 1}}]);
-        assert!(!parse_rule("p", &rule).unwrap().reads_cluster());
-
-        let mut rule = base();
-        rule["context"] = json!([{"name": "cm", "configMap": {"namespace": "y"}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert!(matches!(
-            parse_rule("p", &rule),
-            Err(PolicyError::Invalid { .. })
-        ));
-        let mut rule = base();
-        rule["context"] =
-            json!([{"name": "two", "variable": {"value": 1}, "configMap": {"name": "x"}}]);
-        rule["validate"] = json!({"deny": {}});
-        assert!(matches!(
-            parse_rule("p", &rule),
-            Err(PolicyError::Invalid { .. })
-        ));
-    }
-
-    #[test]
-    fn rejects_unknown_operators() {
-        let mut rule = base();
-        rule["validate"] =
-            json!({"deny": {"conditions": [{"key": "a", "operator": "Bogus", "value": "a"}]}});
-        assert!(matches!(
-            parse_rule("p", &rule),
-            Err(PolicyError::Invalid { .. })
-        ));
-    }
-}
+#[path = "spec_tests.rs"]
+mod tests;
