@@ -122,17 +122,19 @@ fn binding(name: &str) -> Value {
 }
 
 /// Removes every object of this test, also when it fails half way.
-struct Cleanup(kube::Client);
+/// Synchronous (kubectl): a Drop cannot await, and the test's client
+/// belongs to the test's runtime.
+struct Cleanup<'a>(&'a Sandbox);
 
-impl Drop for Cleanup {
+impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let client = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Runtime::new() {
-                runtime.block_on(delete_all(client));
-            }
-        })
-        .join();
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            self.0
+                .kubectl(&["delete", kind, "-l", RUN_LABEL, "--ignore-not-found"]);
+        }
     }
 }
 
@@ -188,7 +190,7 @@ async fn dry_run_create(client: &kube::Client, namespace: &str, resource: &Value
 async fn generated_admission_policies_decide_as_the_engine() {
     let sandbox = Sandbox::connect().await;
     let client = sandbox.client.clone();
-    let _cleanup = Cleanup(client.clone());
+    let _cleanup = Cleanup(&sandbox);
     delete_all(client.clone()).await;
     let namespace = sandbox.namespace("vap-eq").await;
     let run = format!(

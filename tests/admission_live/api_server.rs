@@ -6,11 +6,9 @@
 //! the webhook admits with its Audit warning again.
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::CONFIG_MAP;
@@ -21,9 +19,10 @@ use crate::support::{Sandbox, repo_root, wait_until};
 const POLICY: &str = "vap-live-no-host-network";
 const MESSAGE: &str = "host networking is not allowed here";
 
-/// The test's policy: Deny, scoped by a namespace label unique to this
-/// run, so the cluster-wide admission policies it becomes touch nothing
-/// else in the shared sandbox.
+/// The test's policy: Deny, scoped by an object label unique to this run,
+/// so the cluster-wide admission policies it becomes touch nothing else in
+/// the shared sandbox. (An object label, not a namespace label: the webhook
+/// does not read namespace labels, see README.)
 fn policy_yaml(scope: &str) -> String {
     format!(
         r#"apiVersion: policies.kyverno.io/v1alpha1
@@ -33,7 +32,7 @@ metadata:
 spec:
   validationActions: [Deny]
   matchConstraints:
-    namespaceSelector:
+    objectSelector:
       matchLabels:
         aiops-operator.dev/vap-live: "{scope}"
     resourceRules:
@@ -48,11 +47,11 @@ spec:
     )
 }
 
-fn host_network_pod(name: &str) -> serde_json::Value {
+fn host_network_pod(name: &str, scope: &str) -> serde_json::Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"aiops-operator.dev/vap-live": scope}},
         "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "nginx:1.25.5"}]},
     })
 }
@@ -73,33 +72,23 @@ async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String> {
 
 /// Deletes what the webhook created even when the test fails half way:
 /// the objects are cluster-scoped and outlive the test's namespaces.
-struct RemoveOwned {
-    client: kube::Client,
+/// Synchronous (kubectl): a Drop cannot await, and the test's client
+/// belongs to the test's runtime.
+struct RemoveOwned<'a> {
+    sandbox: &'a Sandbox,
     instance: String,
 }
 
-impl Drop for RemoveOwned {
+impl Drop for RemoveOwned<'_> {
     fn drop(&mut self) {
-        let (client, instance) = (self.client.clone(), self.instance.clone());
-        let cleanup = async move {
-            let selector =
-                ListParams::default().labels(&format!("aiops-operator.dev/instance={instance}"));
-            let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
-            let _ = bindings
-                .delete_collection(&DeleteParams::default(), &selector)
-                .await;
-            let policies: Api<ValidatingAdmissionPolicy> = Api::all(client);
-            let _ = policies
-                .delete_collection(&DeleteParams::default(), &selector)
-                .await;
-        };
-        // Drop runs inside the test's runtime; finish on a helper thread.
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Runtime::new() {
-                runtime.block_on(cleanup);
-            }
-        })
-        .join();
+        let selector = format!("aiops-operator.dev/instance={}", self.instance);
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            self.sandbox
+                .kubectl(&["delete", kind, "-l", &selector, "--ignore-not-found"]);
+        }
     }
 }
 
@@ -139,15 +128,10 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
     .await;
     let instance = webhook.operator_namespace.name.clone();
     let _cleanup = RemoveOwned {
-        client: client.clone(),
+        sandbox: &sandbox,
         instance: instance.clone(),
     };
     let ns = sandbox.namespace("awh-vap").await;
-    let label = json!({"metadata": {"labels": {"aiops-operator.dev/vap-live": scope}}});
-    Api::<Namespace>::all(client.clone())
-        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&label))
-        .await
-        .expect("labelling the namespace into the policy's scope");
     webhook.serve(&ns.name, Expect::Warning("Audit")).await;
 
     // The pod rule and its two pod-controller twins.
@@ -164,7 +148,8 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
         Duration::from_secs(30),
         "the API server's denial",
         || async {
-            match create_object(client, &ns.name, &host_network_pod("hostnet"), true).await {
+            match create_object(client, &ns.name, &host_network_pod("hostnet", &scope), true).await
+            {
                 Err(refusal) if refusal.message.contains("ValidatingAdmissionPolicy") => {
                     Some(refusal.message)
                 }
@@ -189,6 +174,7 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
         json!({"name": "app", "image": "nginx:1.25.5"}),
     );
     let mut deployment = deployment;
+    deployment["metadata"]["labels"] = json!({"aiops-operator.dev/vap-live": scope});
     deployment["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
     let refusal = create_object(client, &ns.name, &deployment, true)
         .await
@@ -220,7 +206,7 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
         Duration::from_secs(30),
         "the pod admitted in Audit",
         || async {
-            create_object(client, &ns.name, &host_network_pod("hostnet"), true)
+            create_object(client, &ns.name, &host_network_pod("hostnet", &scope), true)
                 .await
                 .ok()
         },
