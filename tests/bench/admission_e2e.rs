@@ -573,7 +573,9 @@ impl Phases {
             ..PostParams::default()
         };
         let mut privileged = serde_json::to_value(bench_pod("probe-privileged"))?;
-        privileged["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true);
+        // Only `privileged`: with the bench pod's allowPrivilegeEscalation
+        // false the API server would refuse the pod as invalid first.
+        privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
         let privileged: Pod = serde_json::from_value(privileged)?;
         let start = Instant::now();
         let mut settled = 0;
