@@ -300,7 +300,7 @@ async fn generated_admission_policies_decide_as_the_engine() {
         for (index, resource) in suite.resources.iter().enumerate() {
             let kind = resource["kind"].as_str().unwrap_or("").to_string();
             let key = (std::rc::Rc::as_ptr(suite) as usize, index);
-            if !normalized.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = normalized.entry(key) {
                 let mut raw = resource.clone();
                 if !matches!(
                     kind.as_str(),
@@ -312,7 +312,7 @@ async fn generated_admission_policies_decide_as_the_engine() {
                     Answer::Allowed(object) => Some(object),
                     Answer::Denied(_) | Answer::NotComparable(_) => None,
                 };
-                normalized.insert(key, seen);
+                slot.insert(seen);
             }
             let Some(Some(seen)) = normalized.get(&key) else {
                 not_comparable += 1;

@@ -29,6 +29,7 @@
 //!   match merged into one policy (`--admission-backend vap`);
 //! - `vap-unmerged`: the same rules, one admission policy per rule (what a
 //!   one-to-one translation would cost).
+//!
 //! `kyverno` is not built by this benchmark and is refused with an error.
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
