@@ -220,15 +220,7 @@ impl TestValues {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let labels = selector
-                .get("labels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let labels = string_map(selector.get("labels"));
             values.namespace_labels.insert(name, labels);
         }
         // `namespaces`: whole Namespace objects, the source of a CEL
@@ -242,15 +234,7 @@ impl TestValues {
             let Some(name) = namespace.pointer("/metadata/name").and_then(Value::as_str) else {
                 continue;
             };
-            let labels = namespace
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let labels = string_map(namespace.pointer("/metadata/labels"));
             values
                 .namespace_labels
                 .entry(name.to_string())
@@ -274,6 +258,18 @@ impl TestValues {
         }
         merged
     }
+}
+
+/// A label map (`{key: "value"}`); non-string values count as empty.
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
