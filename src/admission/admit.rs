@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::admission::audit_writer::AuditRecord;
 use crate::admission::metrics::{ReviewResult, Stage, StageClock};
 use crate::admission::modes::{Mode, ModeConfig};
+use crate::admission::namespace_labels::NamespaceEntry;
 use crate::admission::review::{Request, describe_subject};
 use crate::admission::state::AppState;
 use crate::admission::verdict::Verdict;
@@ -29,7 +30,7 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
     if let Some(allowed) = exempt(&modes, request) {
         return allowed;
     }
-    let Some(input) = eval_input(request) else {
+    let Some(input) = eval_input(state, request) else {
         // Nothing to judge (e.g. CONNECT): allow.
         return allowed(request);
     };
@@ -103,7 +104,7 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
     if let Some(allowed) = exempt(&state.modes.current(), request) {
         return allowed;
     }
-    let Some(input) = eval_input(request) else {
+    let Some(input) = eval_input(state, request) else {
         return allowed(request);
     };
     let response = AdmissionResponse::from(&request.typed);
@@ -163,7 +164,7 @@ pub fn validate_reads_cluster(state: &AppState, request: &Request) -> bool {
     if exempt(&state.modes.current(), request).is_some() {
         return false;
     }
-    let Some(input) = eval_input(request) else {
+    let Some(input) = eval_input(state, request) else {
         return false;
     };
     policies.select(&input.as_eval_input()).reads_cluster()
@@ -243,6 +244,8 @@ struct OwnedInput<'a> {
     username: String,
     groups: Vec<String>,
     request_fields: &'a Value,
+    /// The request's namespace from the watched cache, for its labels.
+    namespace: Option<NamespaceEntry>,
 }
 
 impl OwnedInput<'_> {
@@ -257,13 +260,14 @@ impl OwnedInput<'_> {
             cluster_roles: Vec::new(),
         };
         input.admission_info = Some(self.request_fields);
+        input.namespace_labels = self.namespace.as_ref().and_then(NamespaceEntry::labels);
         input
     }
 }
 
 /// The object to judge: the new object, or for DELETE the old one. `None`
 /// when the request carries neither.
-fn eval_input(request: &Request) -> Option<OwnedInput<'_>> {
+fn eval_input<'a>(state: &AppState, request: &'a Request) -> Option<OwnedInput<'a>> {
     let old_resource = request.old_object.as_ref();
     let resource = request.object.as_ref().or(old_resource)?;
     Some(OwnedInput {
@@ -273,6 +277,11 @@ fn eval_input(request: &Request) -> Option<OwnedInput<'_>> {
         username: request.user_info.username.clone().unwrap_or_default(),
         groups: request.user_info.groups.clone().unwrap_or_default(),
         request_fields: &request.fields,
+        namespace: state
+            .namespaces
+            .as_ref()
+            .zip(request.namespace.as_deref().filter(|ns| !ns.is_empty()))
+            .and_then(|(namespaces, name)| namespaces.get(name)),
     })
 }
 
@@ -323,9 +332,13 @@ mod tests {
     use super::*;
     use crate::admission::audit_writer::AuditSink;
     use crate::admission::metrics::Metrics;
+    use crate::admission::namespace_labels::NamespaceLabels;
     use crate::admission::policy_files::load_policies;
     use crate::admission::review::{parse_review, tests::pod_review};
     use crate::admission::state::{ModeHandle, PolicyHandle};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher};
 
     fn state(mode: Mode) -> (AppState, tokio::sync::mpsc::Receiver<AuditRecord>) {
         let policies = load_policies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &[])
@@ -555,5 +568,90 @@ mod tests {
             "{:?}",
             admission.response.result.message
         );
+    }
+
+    /// Denies unlabelled pods in `tier: strict` namespaces (a selector) and
+    /// every pod in a `tier: frozen` one (CEL's `namespaceObject`).
+    const NAMESPACE_POLICIES: &str = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\n\
+        metadata: {name: tiers}\nspec:\n  validationFailureAction: Enforce\n  rules:\n\
+        \x20 - name: strict-needs-team\n    match: {any: [{resources: {kinds: [Pod], namespaceSelector: {matchLabels: {tier: strict}}}}]}\n\
+        \x20   validate:\n      message: team label required\n      pattern: {metadata: {labels: {team: \"?*\"}}}\n\
+        \x20 - name: frozen\n    match: {any: [{resources: {kinds: [Pod]}}]}\n\
+        \x20   validate:\n      cel:\n        expressions:\n\
+        \x20       - expression: \"namespaceObject.metadata.?labels.?tier.orValue('') != 'frozen'\"\n\
+        \x20         message: namespace is frozen\n";
+
+    fn namespace(name: &str, tier: Option<&str>) -> PartialObjectMeta<Namespace> {
+        let mut meta = PartialObjectMeta::<Namespace>::default();
+        meta.metadata.name = Some(name.to_string());
+        meta.metadata.labels = tier.map(|tier| [("tier".to_string(), tier.to_string())].into());
+        meta
+    }
+
+    #[test]
+    fn namespace_labels_come_from_the_watched_cache() {
+        let policies = policy::PolicySet::from_yaml(NAMESPACE_POLICIES, "inline")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let mut state = AppState::new(
+            PolicyHandle::new(policies),
+            ModeHandle::new(ModeConfig::with_mode("aiops-system", Mode::Enforce)),
+            Arc::clone(&metrics),
+            AuditSink::disabled(metrics),
+        );
+        let unlabelled = labelled_pod(serde_json::json!({}), "strict");
+        // No cache (no cluster): the selector sees no labels.
+        assert!(decide(&state, &unlabelled).response.allowed);
+
+        let (store, mut writer) = reflector::store();
+        for ns in [
+            namespace("strict", Some("strict")),
+            namespace("frozen", Some("frozen")),
+            namespace("plain", None),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(ns));
+        }
+        state.namespaces = Some(NamespaceLabels::from_store(store));
+
+        let denied = decide(&state, &unlabelled);
+        assert!(!denied.response.allowed);
+        assert!(
+            denied
+                .response
+                .result
+                .message
+                .contains("team label required"),
+            "{}",
+            denied.response.result.message
+        );
+        let teamed = labelled_pod(serde_json::json!({"team": "web"}), "strict");
+        assert!(decide(&state, &teamed).response.allowed);
+        assert!(
+            decide(&state, &labelled_pod(serde_json::json!({}), "plain"))
+                .response
+                .allowed
+        );
+        // Unknown to the cache: no labels, as without one.
+        assert!(
+            decide(&state, &labelled_pod(serde_json::json!({}), "new"))
+                .response
+                .allowed
+        );
+
+        let frozen = decide(&state, &teamed_in("frozen"));
+        assert!(!frozen.response.allowed);
+        assert!(
+            frozen
+                .response
+                .result
+                .message
+                .contains("namespace is frozen"),
+            "{}",
+            frozen.response.result.message
+        );
+    }
+
+    fn teamed_in(namespace: &str) -> Request {
+        labelled_pod(serde_json::json!({"team": "web"}), namespace)
     }
 }

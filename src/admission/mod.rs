@@ -6,7 +6,7 @@
 //!
 //! - [`review`]: the AdmissionReview wire format; [`admit`]: the decision;
 //!   [`cluster_data`]: the ConfigMaps and API reads of policy context
-//!   entries;
+//!   entries; [`namespace_labels`]: the labels `namespaceSelector` reads;
 //!   [`verdict`]: outcomes to deny message and warnings; [`modes`]: the
 //!   ConfigMap schema; [`config_watch`]: keeping modes live.
 //! - [`routes`]: HTTP routes and tower layers; [`server`]: the TLS accept
@@ -29,6 +29,7 @@ pub mod command;
 pub mod config_watch;
 pub mod metrics;
 pub mod modes;
+pub mod namespace_labels;
 pub mod policy_files;
 pub mod policy_report;
 pub mod policy_watch;
@@ -58,6 +59,7 @@ use crate::admission::cluster_data::{ClusterDataLimits, ClusterReader};
 use crate::admission::config_watch::ConfigMapSource;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
+use crate::admission::namespace_labels::NamespaceLabels;
 use crate::admission::policy_watch::PolicyFiles;
 use crate::admission::refusals::{ConfigRefusals, RefusalReporter};
 use crate::admission::state::{AppState, ModeHandle, PolicyHandle};
@@ -159,6 +161,10 @@ pub struct WebhookExtras {
         Option<Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>>,
 }
 
+/// Longest the start waits for the first list of namespace labels: long
+/// enough for a healthy API server, short enough not to hold a restart.
+const NAMESPACE_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A bound, not yet serving, webhook.
 pub struct Webhook {
     extra_routes: Option<axum::Router>,
@@ -254,6 +260,14 @@ impl Webhook {
                 ClusterDataLimits::default(),
             )) as Arc<dyn ClusterData + Send + Sync>
         });
+        let namespaces = match config.client.clone() {
+            Some(client) => {
+                let (labels, task) = NamespaceLabels::watch(client, NAMESPACE_LIST_TIMEOUT).await;
+                background.push(task);
+                Some(labels)
+            }
+            None => None,
+        };
         let (audit, audit_writer) = match config.client {
             Some(client) => {
                 let (sink, rx) =
@@ -290,6 +304,7 @@ impl Webhook {
         state.config_refusals = refusals;
         state.api_server_rules = skip;
         state.cluster_data = cluster_data;
+        state.namespaces = namespaces;
         let state = Arc::new(state);
         Ok(Webhook {
             extra_routes: extras.routes,

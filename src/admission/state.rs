@@ -8,6 +8,7 @@ use crate::admission::api_server_policies::ApiServerRules;
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::metrics::Metrics;
 use crate::admission::modes::ModeConfig;
+use crate::admission::namespace_labels::NamespaceLabels;
 use crate::admission::refusals::ConfigRefusals;
 use crate::policy::{ClusterData, PolicySet};
 
@@ -59,6 +60,9 @@ pub struct AppState {
     /// Where `configMap`/`apiCall` context entries are read; `None`
     /// without a cluster (such rules are then `error`s).
     pub cluster_data: Option<Arc<dyn ClusterData + Send + Sync>>,
+    /// Namespace labels for `namespaceSelector` and `namespaceObject`;
+    /// `None` without a cluster (selectors then see no labels).
+    pub namespaces: Option<NamespaceLabels>,
     draining: AtomicBool,
 }
 
@@ -77,6 +81,7 @@ impl AppState {
             audit,
             api_server_rules: ApiServerRules::new(Default::default()),
             cluster_data: None,
+            namespaces: None,
             draining: AtomicBool::new(false),
         }
     }

@@ -22,6 +22,8 @@
 //! - [`kyverno_fixtures`]: the Kyverno baseline suites through the API server.
 //! - [`context`]: `configMap` and `apiCall` policy context lookups.
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
+//! - [`namespaces`]: namespaceSelector and `namespaceObject` read the
+//!   namespace's labels.
 //! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
 //! - [`outage`]: the webhook process gone, with `Fail` and with `Ignore`.
 //! - [`rotation`]: certificate rotation under load.
@@ -37,6 +39,7 @@ mod context;
 mod kyverno_fixtures;
 mod live_webhook;
 mod modes;
+mod namespaces;
 mod objects;
 mod outage;
 mod refusals;
