@@ -15,6 +15,11 @@
 //! its policy is applied and the API server has had time to load it, and
 //! stops being skipped before its policy is deleted, so no request falls
 //! between the two.
+//!
+//! The webhook's own registration follows ([`webhook_registration`]):
+//! a resource no webhook rule can match any more is taken out of it once
+//! the API server enforces its rules, and put back before they return to
+//! the webhook, so such requests cost no webhook call at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -30,8 +35,9 @@ use tokio::task::JoinHandle;
 
 use crate::admission::modes::{Mode, ModeConfig};
 use crate::admission::state::{Live, ModeHandle, PolicyHandle};
-use crate::policy::PolicySet;
+use crate::admission::webhook_registration::{self, Registration};
 use crate::policy::vap;
+use crate::policy::{PolicySet, ResourceNeeds};
 
 /// The label on every object this module owns; its value names the
 /// operator instance (its namespace), so two installs do not prune each
@@ -366,9 +372,81 @@ impl Default for SyncTiming {
     }
 }
 
+/// Keeps the webhook's registration to the resources its rules can still
+/// match (see [`webhook_registration`]).
+struct Registrar {
+    configuration: Option<String>,
+    /// What the registration was last set to; `None` until it is, or after
+    /// a failure.
+    registered: Option<ResourceNeeds>,
+    next_try: tokio::time::Instant,
+}
+
+/// How long a missing webhook configuration is left before looking again.
+const MISSING_CONFIGURATION_RETRY: Duration = Duration::from_secs(10);
+
+impl Registrar {
+    /// Registers the webhook for what the rules outside `skipped` can
+    /// match; true when the registration changed.
+    async fn follow(
+        &mut self,
+        client: &kube::Client,
+        set: &PolicySet,
+        skipped: &RuleSet,
+        retry_after: Duration,
+    ) -> bool {
+        let Some(configuration) = &self.configuration else {
+            return false;
+        };
+        let needs = set.validate_resources(|policy, rule| {
+            !skipped.contains(&(policy.to_string(), rule.to_string()))
+        });
+        if self.registered.as_ref() == Some(&needs) {
+            return false;
+        }
+        match webhook_registration::update(client, configuration, &needs).await {
+            Ok(outcome @ (Registration::Changed | Registration::Unchanged)) => {
+                self.registered = Some(needs);
+                outcome == Registration::Changed
+            }
+            Ok(Registration::Missing) => {
+                tracing::debug!(configuration, "no webhook configuration to narrow yet");
+                self.registered = None;
+                self.next_try = tokio::time::Instant::now() + MISSING_CONFIGURATION_RETRY;
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot update the webhook registration; it stays as it is");
+                self.registered = None;
+                self.next_try = tokio::time::Instant::now() + retry_after;
+                false
+            }
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.configuration.is_some()
+            && self.registered.is_none()
+            && tokio::time::Instant::now() >= self.next_try
+    }
+}
+
+/// Puts back every resource a previous run took out of the webhook's
+/// registration: what `--admission-backend webhook` starts with.
+pub async fn restore_registration(client: &kube::Client, configuration: &str) {
+    match webhook_registration::update(client, configuration, &ResourceNeeds::Any).await {
+        Ok(Registration::Changed) => {
+            tracing::info!(configuration, "webhook registration restored in full")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot restore the webhook registration"),
+    }
+}
+
 /// Starts the task that keeps the cluster's admission policies in step
-/// with `policies` and `modes`, and `skip` (the webhook's view) in step
-/// with what the API server enforces.
+/// with `policies` and `modes`, `skip` (the webhook's view) in step with
+/// what the API server enforces, and the webhook configuration `owner`
+/// registered for what is left to the webhook.
 pub fn spawn_sync(
     client: kube::Client,
     policies: PolicyHandle,
@@ -381,6 +459,11 @@ pub fn spawn_sync(
     tokio::spawn(async move {
         let mut applied: Option<Desired> = None;
         let mut seen: Option<(Arc<PolicySet>, Arc<ModeConfig>)> = None;
+        let mut registrar = Registrar {
+            configuration: owner.clone(),
+            registered: None,
+            next_try: tokio::time::Instant::now(),
+        };
         loop {
             let current = (policies.current(), modes.current());
             let unchanged = seen.as_ref().is_some_and(|(set, mode)| {
@@ -388,16 +471,21 @@ pub fn spawn_sync(
             });
             if !unchanged {
                 let wanted = desired(&current.0, &current.1, &instance);
-                if applied.as_ref() == Some(&wanted) {
-                    seen = Some(current);
-                } else {
-                    // Rules leaving the API server are evaluated by the
-                    // webhook again before their policies go.
-                    let before = skip.current();
-                    let staying: RuleSet = before.intersection(&wanted.rules).cloned().collect();
-                    if staying != *before {
-                        skip.replace(staying);
-                    }
+                // Rules leaving the API server are evaluated by the
+                // webhook again, and its registration covers them again,
+                // before their policies go.
+                let before = skip.current();
+                let staying: RuleSet = before.intersection(&wanted.rules).cloned().collect();
+                if staying != *before {
+                    skip.replace(staying.clone());
+                }
+                if registrar
+                    .follow(&client, &current.0, &staying, timing.retry_after)
+                    .await
+                {
+                    tokio::time::sleep(timing.load_grace).await;
+                }
+                if applied.as_ref() != Some(&wanted) {
                     match apply(&client, &wanted, &instance, owner.as_deref()).await {
                         Ok(()) => {
                             tracing::info!(
@@ -408,7 +496,6 @@ pub fn spawn_sync(
                             tokio::time::sleep(timing.load_grace).await;
                             skip.replace(wanted.rules.clone());
                             applied = Some(wanted);
-                            seen = Some(current);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "cannot update the API server's admission policies; the webhook keeps evaluating their rules");
@@ -417,6 +504,16 @@ pub fn spawn_sync(
                         }
                     }
                 }
+                // Only now that the API server enforces them: resources
+                // no webhook rule can match leave the registration.
+                registrar
+                    .follow(&client, &current.0, &skip.current(), timing.retry_after)
+                    .await;
+                seen = Some(current);
+            } else if registrar.due() {
+                registrar
+                    .follow(&client, &current.0, &skip.current(), timing.retry_after)
+                    .await;
             }
             tokio::time::sleep(timing.check_every).await;
         }

@@ -41,6 +41,7 @@ pub mod serving_secret;
 pub mod state;
 pub mod tls;
 pub mod verdict;
+pub mod webhook_registration;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -288,6 +289,14 @@ impl Webhook {
                     api_server_policies::api_server_supports_vap(client).await
                 }
             };
+            if !use_api_server && let Some(configuration) = config.owner_configuration.clone() {
+                // A previous run with the API server backend may have
+                // narrowed the registration: every rule is the webhook's now.
+                let client = client.clone();
+                background.push(tokio::spawn(async move {
+                    api_server_policies::restore_registration(&client, &configuration).await;
+                }));
+            }
             if use_api_server {
                 background.push(api_server_policies::spawn_sync(
                     client.clone(),

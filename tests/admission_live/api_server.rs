@@ -65,7 +65,7 @@ fn violations(metrics: &str) -> f64 {
         .sum()
 }
 
-async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String> {
+pub async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String> {
     let selector = ListParams::default().labels(&format!("aiops-operator.dev/instance={instance}"));
     Api::<ValidatingAdmissionPolicy>::all(client.clone())
         .list_metadata(&selector)
@@ -83,9 +83,9 @@ async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String> {
 /// the objects are cluster-scoped and outlive the test's namespaces.
 /// Synchronous (kubectl): a Drop cannot await, and the test's client
 /// belongs to the test's runtime.
-struct RemoveOwned<'a> {
-    sandbox: &'a Sandbox,
-    instance: String,
+pub struct RemoveOwned<'a> {
+    pub sandbox: &'a Sandbox,
+    pub instance: String,
 }
 
 impl Drop for RemoveOwned<'_> {

@@ -124,6 +124,8 @@ impl LiveWebhook {
         }
         command.args(&options.extra_args);
         command
+            // Its own configuration: the one whose CA and rules it owns.
+            .args(["--validating-webhook-config", &format!("aiops-live-{id}")])
             .args(["--operator-namespace", &operator_namespace.name])
             .args(["--admission-config-map", CONFIG_MAP])
             .env("KUBECONFIG", &sandbox.kubeconfig)

@@ -24,6 +24,8 @@
 //! - [`modes`]: image tags, Audit, the ConfigMap switch, exempt namespaces.
 //! - [`namespaces`]: namespaceSelector and `namespaceObject` read the
 //!   namespace's labels.
+//! - [`registration`]: the webhook configuration's rules narrowed to what
+//!   the webhook still judges, and widened again.
 //! - [`refusals`]: a bad ConfigMap or policy file leaves the last good set.
 //! - [`outage`]: the webhook process gone, with `Fail` and with `Ignore`.
 //! - [`rotation`]: certificate rotation under load.
@@ -43,6 +45,7 @@ mod namespaces;
 mod objects;
 mod outage;
 mod refusals;
+mod registration;
 mod rotation;
 
 /// Namespaces carrying this label (value: the webhook's id) are sent to

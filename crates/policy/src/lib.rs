@@ -46,6 +46,7 @@ mod mutate;
 mod pattern;
 mod pod_security;
 pub mod quantity;
+mod registration;
 mod spec;
 mod spec_cel;
 mod spec_context;
@@ -66,6 +67,7 @@ use serde_json::Value;
 pub use cluster_data::{ClusterData, ClusterDataError, OfflineCluster};
 pub use error::{EvalError, PolicyError};
 pub use load::UnsupportedRule;
+pub use registration::{ResourceNeeds, ResourceRef};
 use spec::{ActionOverride, Rule, RuleBody};
 
 /// The request operation being evaluated.

@@ -51,7 +51,7 @@ pub struct Translation {
 
 /// Built-in kinds by API group, for rules that name kinds rather than
 /// resources.
-const KIND_GROUPS: [(&str, &str); 22] = [
+pub(crate) const KIND_GROUPS: [(&str, &str); 22] = [
     ("Pod", ""),
     ("Service", ""),
     ("Namespace", ""),
