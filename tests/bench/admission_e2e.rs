@@ -17,7 +17,7 @@
 //! we measure: the figures are the API server's create path (authn, authz,
 //! admission incl. our webhook, validation, etcd), nothing downstream.
 //!
-//! Backends (`BENCH_E2E_BACKENDS`, default `webhook,vap,vap-unmerged,noop`),
+//! Backends (`BENCH_E2E_BACKENDS`, default `webhook,vap,vap-unmerged,vap-one,noop`),
 //! each measured against the same `none` phases (nothing registered) in
 //! alternating rounds of one run; each row of the JSON carries `backend`:
 //! - `webhook`: our webhook's `/validate` (12 pattern policies, Enforce);
@@ -28,7 +28,10 @@
 //!   ValidatingAdmissionPolicies the operator generates, rules with the same
 //!   match merged into one policy (`--admission-backend vap`);
 //! - `vap-unmerged`: the same rules, one admission policy per rule (what a
-//!   one-to-one translation would cost).
+//!   one-to-one translation would cost);
+//! - `vap-one`: one admission policy with one cheap expression (the first
+//!   container is not privileged): the floor of the API server's own
+//!   admission policies, as `noop` is the webhook's.
 //!
 //! `kyverno` is not built by this benchmark and is refused with an error.
 //!
@@ -76,10 +79,13 @@ impl Settings {
             .map(|c| c.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .context("BENCH_E2E_CLIENTS: comma-separated client counts")?;
-        let backends = var("BENCH_E2E_BACKENDS", "webhook,vap,vap-unmerged,noop")
-            .split(',')
-            .map(|b| Backend::parse(b.trim()))
-            .collect::<Result<Vec<_>>>()?;
+        let backends = var(
+            "BENCH_E2E_BACKENDS",
+            "webhook,vap,vap-unmerged,vap-one,noop",
+        )
+        .split(',')
+        .map(|b| Backend::parse(b.trim()))
+        .collect::<Result<Vec<_>>>()?;
         Ok(Settings {
             clients,
             rounds: var("BENCH_E2E_ROUNDS", "3")
@@ -105,6 +111,7 @@ enum Backend {
     Noop,
     Vap,
     VapUnmerged,
+    VapOne,
 }
 
 impl Backend {
@@ -114,11 +121,12 @@ impl Backend {
             "noop" => Ok(Backend::Noop),
             "vap" => Ok(Backend::Vap),
             "vap-unmerged" => Ok(Backend::VapUnmerged),
+            "vap-one" => Ok(Backend::VapOne),
             "kyverno" => anyhow::bail!(
                 "BENCH_E2E_BACKENDS: kyverno is not built by this benchmark (see BENCHMARKS.md)"
             ),
             other => anyhow::bail!(
-                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, noop)"
+                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, vap-one, noop)"
             ),
         }
     }
@@ -130,6 +138,7 @@ impl Backend {
             Backend::Noop => "noop",
             Backend::Vap => "vap",
             Backend::VapUnmerged => "vap-unmerged",
+            Backend::VapOne => "vap-one",
         }
     }
 }
@@ -248,6 +257,7 @@ async fn run() -> Result<()> {
         ),
         vap_merged: admission_policies(&id, true)?,
         vap_unmerged: admission_policies(&id, false)?,
+        vap_one: vec![admission_policy_pair(&id, "one", one_check_spec())],
     };
 
     // Someone else's webhook matching every namespace would sit in both
@@ -427,19 +437,41 @@ fn admission_policies(id: &str, merged: bool) -> Result<Vec<(Value, Value)>> {
     Ok(specs
         .into_iter()
         .enumerate()
-        .map(|(index, mut spec)| {
-            let name = format!("aiops-bench-e2e-{id}-{}{index}", if merged { "m" } else { "u" });
-            spec["matchConstraints"]["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
-            let labels = json!({VAP_LABEL: id});
-            (
-                json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-                    "metadata": {"name": name, "labels": labels}, "spec": spec}),
-                json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-                    "metadata": {"name": name, "labels": labels},
-                    "spec": {"policyName": name, "validationActions": ["Deny"]}}),
-            )
+        .map(|(index, spec)| {
+            let name = format!("{}{index}", if merged { "m" } else { "u" });
+            admission_policy_pair(id, &name, spec)
         })
         .collect())
+}
+
+/// The (policy, binding) pair for `spec`, Deny, scoped to the bench namespace.
+fn admission_policy_pair(id: &str, suffix: &str, mut spec: Value) -> (Value, Value) {
+    let name = format!("aiops-bench-e2e-{id}-{suffix}");
+    spec["matchConstraints"]["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
+    let labels = json!({VAP_LABEL: id});
+    (
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": labels}, "spec": spec}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"policyName": name, "validationActions": ["Deny"]}}),
+    )
+}
+
+/// One expression on pods, enough for the activation probe (a privileged
+/// first container) to be denied.
+fn one_check_spec() -> Value {
+    json!({
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": [{
+            "apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"], "resources": ["pods"],
+        }]},
+        "validations": [{
+            "expression": "!object.spec.containers[0].?securityContext.?privileged.orValue(false)",
+            "message": "privileged",
+        }],
+    })
 }
 
 /// Everything a phase can switch on, and the switching.
@@ -450,6 +482,7 @@ struct Phases {
     noop: (ValidatingWebhookConfiguration, WebhookProbe),
     vap_merged: Vec<(Value, Value)>,
     vap_unmerged: Vec<(Value, Value)>,
+    vap_one: Vec<(Value, Value)>,
 }
 
 impl Phases {
@@ -478,6 +511,7 @@ impl Phases {
         let wanted_policies = match backend {
             Backend::Vap => &self.vap_merged,
             Backend::VapUnmerged => &self.vap_unmerged,
+            Backend::VapOne => &self.vap_one,
             _ => &Vec::new(),
         };
         self.set_admission_policies(wanted_policies).await?;
