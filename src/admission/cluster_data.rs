@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ApiResource, GroupVersionKind, ListParams};
+use kube::core::Selector;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -42,7 +45,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::policy::{ClusterData, ClusterDataError};
+use crate::policy::{ClusterData, ClusterDataError, ParamSource};
 
 /// Timeouts and sizes of [`ClusterReader`].
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +83,8 @@ pub struct ClusterReader {
     limits: ClusterDataLimits,
     watched: Mutex<HashMap<String, NamespaceWatch>>,
     answers: Mutex<TtlCache>,
+    /// Parameter kinds found by discovery: resource and namespaced.
+    discovered: Mutex<HashMap<String, (ApiResource, bool)>>,
 }
 
 /// A watch's latest error, cleared by its next success.
@@ -103,6 +108,7 @@ impl ClusterReader {
             limits,
             watched: Mutex::new(HashMap::new()),
             answers: Mutex::new(TtlCache::new(limits.api_cache_entries)),
+            discovered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -255,6 +261,137 @@ impl ClusterData for ClusterReader {
         let _span = tracing::debug_span!("context_lookup", kind = "apiCall", path).entered();
         self.get(path)
     }
+
+    /// Named ConfigMaps come from the watched cache; any other kind is
+    /// found by discovery (is it namespaced, what is its plural) and read
+    /// with a GET or a LIST through the answer cache.
+    fn params(
+        &self,
+        source: &ParamSource,
+        request_namespace: &str,
+    ) -> Result<Vec<Value>, ClusterDataError> {
+        let _span = tracing::debug_span!(
+            "context_lookup",
+            kind = "params",
+            param_kind = %source.kind,
+            api_version = %source.api_version,
+        )
+        .entered();
+        let explicit_namespace = source.namespace.as_deref().filter(|n| !n.is_empty());
+        if source.api_version == "v1"
+            && source.kind == "ConfigMap"
+            && let Some(name) = &source.name
+        {
+            let namespace = explicit_namespace.unwrap_or(request_namespace);
+            return self.config_map(namespace, name).map(|found| vec![found]);
+        }
+        let (resource, namespaced) = self.discover(&source.api_version, &source.kind)?;
+        let namespace = match (namespaced, explicit_namespace) {
+            (false, _) => None,
+            (true, Some(namespace)) => Some(namespace),
+            (true, None) if !request_namespace.is_empty() => Some(request_namespace),
+            (true, None) => {
+                return Err(ClusterDataError::Failed {
+                    what: format!("parameter {} {}", source.api_version, source.kind),
+                    message:
+                        "a namespaced kind, a cluster-scoped request and no paramRef.namespace"
+                            .into(),
+                });
+            }
+        };
+        let group_version = if resource.group.is_empty() {
+            format!("/api/{}", resource.version)
+        } else {
+            format!("/apis/{}/{}", resource.group, resource.version)
+        };
+        let base = match namespace {
+            Some(namespace) => {
+                format!("{group_version}/namespaces/{namespace}/{}", resource.plural)
+            }
+            None => format!("{group_version}/{}", resource.plural),
+        };
+        let request = kube::core::Request::new(base);
+        let built = match (&source.name, &source.selector) {
+            (Some(name), _) => request.get(name, &Default::default()),
+            (None, selector) => {
+                let selector = selector_text(selector.as_ref())?;
+                request.list(&ListParams::default().labels(&selector))
+            }
+        };
+        let path = built
+            .map_err(|error| ClusterDataError::Failed {
+                what: format!("parameter {} {}", source.api_version, source.kind),
+                message: error.to_string(),
+            })?
+            .uri()
+            .to_string();
+        let answer = self.get(&path)?;
+        Ok(match source.name {
+            Some(_) => vec![answer],
+            None => answer
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl ClusterReader {
+    /// The API resource of `api_version`/`kind` and whether it is
+    /// namespaced, from discovery; answers are kept for the process's life
+    /// (a kind's scope and plural do not change), failures are not.
+    fn discover(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, bool), ClusterDataError> {
+        let key = format!("{api_version}/{kind}");
+        if let Some(found) = lock(&self.discovered).get(&key) {
+            return Ok(found.clone());
+        }
+        let what = format!("discovery of {api_version} {kind}");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let client = self.client.clone();
+        let found = match self.wait(self.limits.api_timeout, async move {
+            kube::discovery::pinned_kind(&client, &gvk).await
+        }) {
+            Some(Ok((resource, capabilities))) => (
+                resource,
+                capabilities.scope == kube::discovery::Scope::Namespaced,
+            ),
+            Some(Err(error)) => {
+                return Err(ClusterDataError::Failed {
+                    what,
+                    message: error.to_string(),
+                });
+            }
+            None => {
+                return Err(ClusterDataError::Timeout {
+                    what,
+                    timeout: self.limits.api_timeout,
+                });
+            }
+        };
+        lock(&self.discovered).insert(key, found.clone());
+        Ok(found)
+    }
+}
+
+/// A `paramRef.selector` as a label selector query (empty: everything).
+fn selector_text(selector: Option<&Value>) -> Result<String, ClusterDataError> {
+    let Some(selector) = selector else {
+        return Ok(String::new());
+    };
+    let invalid = |message: String| ClusterDataError::Failed {
+        what: "paramRef.selector".into(),
+        message,
+    };
+    let selector: LabelSelector =
+        serde_json::from_value(selector.clone()).map_err(|e| invalid(e.to_string()))?;
+    let selector = Selector::try_from(selector).map_err(|e| invalid(e.to_string()))?;
+    Ok(selector.to_string())
 }
 
 impl Drop for ClusterReader {

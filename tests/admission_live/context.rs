@@ -2,7 +2,9 @@
 //! `configMap` entry read from the webhook's watched cache (and its
 //! updates), an `apiCall` answered by the API server, and an `apiCall` that
 //! fails, once with a `default` (the rule decides on it) and once without
-//! (the rule errors, which an Enforce policy turns into a denial).
+//! (the rule errors, which an Enforce policy turns into a denial), and a
+//! CEL rule's parameter resources (`paramKind` + `paramRef.selector`, found
+//! by discovery and listed).
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -120,6 +122,33 @@ spec:
           - key: "{{ owner }}"
             operator: Equals
             value: nobody
+---
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: context-params
+  annotations:
+    pod-policies.kyverno.io/autogen-controllers: none
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: image-prefix-param
+    match:
+      any:
+      - resources:
+          kinds: [Pod]
+          selector:
+            matchLabels:
+              context-test: params
+    validate:
+      cel:
+        paramKind: {apiVersion: v1, kind: ConfigMap}
+        paramRef:
+          selector: {matchLabels: {aiops-param: image-prefix}}
+          parameterNotFoundAction: Deny
+        expressions:
+        - expression: "object.spec.containers.all(c, c.image.startsWith(params.data.prefix))"
+          messageExpression: "'images must start with ' + params.data.prefix"
 "#;
 
 fn pod(name: &str, test: &str, image: &str) -> Value {
@@ -257,6 +286,34 @@ async fn config_map_and_api_call_context_entries_decide_admission() {
     assert!(
         message.contains("owner-without-default: rule could not be evaluated")
             && message.contains("no-such-owner"),
+        "{message}"
+    );
+    // paramKind/paramRef: no parameter resource yet, Deny.
+    let with_params = pod("with-params", "params", "good.example/app:1.0");
+    let message = denial(&webhook, &ns.name, &with_params, "context-params").await;
+    assert!(message.contains("no parameter resource"), "{message}");
+    let prefix: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "image-prefix", "labels": {"aiops-param": "image-prefix"}},
+        "data": {"prefix": "good.example/"},
+    }))
+    .expect("ConfigMap manifest");
+    config_maps
+        .create(&PostParams::default(), &prefix)
+        .await
+        .expect("creating the parameter ConfigMap");
+    // Listed again once the cached answer has expired.
+    wait_admitted(
+        &webhook,
+        &ns.name,
+        &with_params,
+        "admitted by the parameter",
+    )
+    .await;
+    let off_prefix = pod("off-prefix", "params", "evil.example/app:1.0");
+    let message = denial(&webhook, &ns.name, &off_prefix, "context-params").await;
+    assert!(
+        message.contains("images must start with good.example/"),
         "{message}"
     );
 }

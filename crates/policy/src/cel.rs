@@ -184,6 +184,26 @@ pub struct CelCheck {
     pub match_conditions: Vec<NamedExpression>,
     pub variables: Vec<NamedExpression>,
     pub validations: Vec<CelValidation>,
+    /// `paramKind` + `paramRef`: the check is evaluated once per
+    /// parameter resource, bound as `params`.
+    pub params: Option<ParamSource>,
+}
+
+/// Where a `validate.cel` rule's parameter resources come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSource {
+    /// `paramKind.apiVersion` and `paramKind.kind`.
+    pub api_version: String,
+    pub kind: String,
+    /// `paramRef.name`, or else `paramRef.selector` (labels).
+    pub name: Option<String>,
+    pub selector: Option<Value>,
+    /// `paramRef.namespace`; unset means the request's namespace for a
+    /// namespaced kind.
+    pub namespace: Option<String>,
+    /// `paramRef.parameterNotFoundAction: Deny` (the default): no parameter
+    /// resource is an error; `Allow`: the rule passes.
+    pub deny_when_missing: bool,
 }
 
 /// What a CEL check decided.
@@ -328,16 +348,19 @@ impl CelBindings {
     }
 }
 
-/// The input's bindings plus the `variables` evaluated so far.
+/// The input's bindings plus the `variables` evaluated so far and the
+/// parameter resource (`params`, null without one).
 struct Scope<'a> {
     bindings: &'a CelBindings,
     variables: CelMap<'static>,
+    params: &'a dyn Val,
 }
 
 impl VariableResolver for Scope<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "variables" => Some(CowVal::Borrowed(&self.variables)),
+            "params" => Some(CowVal::Borrowed(self.params)),
             other => self.bindings.resolve(other),
         }
     }
@@ -374,7 +397,27 @@ impl CelCheck {
     /// Evaluates the check: match conditions, then variables in order,
     /// then each validation until one is false.
     pub fn evaluate(&self, bindings: &CelBindings) -> CelVerdict {
-        let conditions = bindings.context();
+        self.evaluate_with(bindings, &CelNull)
+    }
+
+    /// [`CelCheck::evaluate`] with `params` bound to one parameter resource.
+    pub fn evaluate_with_params(&self, bindings: &CelBindings, params: &Value) -> CelVerdict {
+        match cel::to_value(params)
+            .ok()
+            .and_then(|v| Box::<dyn Val>::try_from(v).ok())
+        {
+            Some(params) => self.evaluate_with(bindings, params.as_ref()),
+            None => CelVerdict::Error("the parameter resource is not a CEL value".into()),
+        }
+    }
+
+    fn evaluate_with(&self, bindings: &CelBindings, params: &dyn Val) -> CelVerdict {
+        let mut scope = Scope {
+            bindings,
+            variables: CelMap::from(HashMap::new()),
+            params,
+        };
+        let conditions = scope.context();
         for condition in &self.match_conditions {
             match condition.expression.evaluate(&conditions) {
                 Ok(CelValue::Bool(true)) => {}
@@ -395,14 +438,11 @@ impl CelCheck {
                 }
             }
         }
+        drop(conditions);
         // Each variable sees those before it; one that fails is left out,
         // so only an expression that reads it fails (CEL variables are
         // evaluated lazily in the API server). Values are converted once
         // and moved, never copied, from one scope to the next.
-        let mut scope = Scope {
-            bindings,
-            variables: CelMap::from(HashMap::new()),
-        };
         for variable in &self.variables {
             let value = {
                 let context = scope.context();

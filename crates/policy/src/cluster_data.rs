@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::cel::ParamSource;
 use crate::context::EvalContext;
 use crate::error::EvalError;
 use crate::spec::ApiCall;
@@ -41,6 +42,24 @@ pub trait ClusterData {
     /// The JSON answer of a GET of `path` (absolute, may carry a query)
     /// against the API server.
     fn api_get(&self, path: &str) -> Result<Value, ClusterDataError>;
+
+    /// The parameter resources of a `validate.cel` rule (`paramKind` +
+    /// `paramRef`) for a request in `request_namespace`: the named one, or
+    /// those the selector selects. Only a reader that knows which kinds
+    /// are namespaced can answer; the default says so.
+    fn params(
+        &self,
+        source: &ParamSource,
+        request_namespace: &str,
+    ) -> Result<Vec<Value>, ClusterDataError> {
+        let _ = request_namespace;
+        Err(ClusterDataError::Disabled {
+            reason: format!(
+                "parameter resources ({} {}) are not read here",
+                source.api_version, source.kind
+            ),
+        })
+    }
 }
 
 impl std::fmt::Debug for dyn ClusterData + '_ {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::cel::{CelBindings, CelVerdict};
+use crate::cel::{CelBindings, CelVerdict, ParamSource};
 use crate::cluster_data::{Lookups, load_api_call, load_config_map};
 use crate::conditions::ConditionOperator;
 use crate::context::EvalContext;
@@ -297,6 +297,29 @@ fn failure_action(policy: &Policy, validation: &Validation, resource: &Value) ->
         .unwrap_or(policy.failure_action)
 }
 
+/// The parameter resources of a CEL rule, read through the input's
+/// cluster access; a missing one is an empty list, other failures errors.
+fn parameter_resources(source: &ParamSource, input: &EvalInput<'_>) -> Result<Vec<Value>, String> {
+    let Some(cluster) = input.cluster_data else {
+        return Err(format!(
+            "parameter resources ({} {}) need a cluster to read them from",
+            source.api_version, source.kind
+        ));
+    };
+    // The request names the namespace; a created object may not yet.
+    let namespace = input
+        .admission_info
+        .and_then(|request| request.get("namespace"))
+        .or_else(|| input.resource.pointer("/metadata/namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match cluster.params(source, namespace) {
+        Ok(params) => Ok(params),
+        Err(crate::ClusterDataError::NotFound { .. }) => Ok(Vec::new()),
+        Err(error) => Err(format!("failed to read parameter resources: {error}")),
+    }
+}
+
 fn evaluate_rule(
     policy: &Policy,
     rule: &Rule,
@@ -314,7 +337,25 @@ fn evaluate_rule(
         }
     }
     if let Check::Cel(check) = &validation.check {
-        return match check.evaluate(cel()) {
+        let verdict = match &check.params {
+            None => check.evaluate(cel()),
+            Some(source) => match parameter_resources(source, input) {
+                Ok(params) if params.is_empty() && source.deny_when_missing => {
+                    CelVerdict::Error(format!(
+                        "no parameter resource {} {} found",
+                        source.api_version, source.kind
+                    ))
+                }
+                // Once per parameter resource; the first that does not pass decides.
+                Ok(params) => params
+                    .iter()
+                    .map(|params| check.evaluate_with_params(cel(), params))
+                    .find(|verdict| *verdict != CelVerdict::Pass)
+                    .unwrap_or(CelVerdict::Pass),
+                Err(message) => CelVerdict::Error(message),
+            },
+        };
+        return match verdict {
             CelVerdict::Pass => Verdict::Pass(format!("validation rule '{}' passed.", rule.name)),
             CelVerdict::NotMatched(reason) => Verdict::Skip(reason),
             CelVerdict::Fail(message) => Verdict::Fail(message),

@@ -64,6 +64,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use cel::ParamSource;
 pub use cluster_data::{ClusterData, ClusterDataError, OfflineCluster};
 pub use error::{EvalError, PolicyError};
 pub use load::UnsupportedRule;

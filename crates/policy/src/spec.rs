@@ -283,7 +283,8 @@ pub struct Rule {
 
 impl Rule {
     /// True when the rule (or one of its foreach levels) has a context
-    /// entry read from the cluster (`configMap`, `apiCall`).
+    /// entry read from the cluster (`configMap`, `apiCall`), or is a CEL
+    /// check with parameter resources.
     pub fn reads_cluster(&self) -> bool {
         fn entries(context: &[ContextEntry]) -> bool {
             context.iter().any(|entry| entry.source.reads_cluster())
@@ -293,6 +294,7 @@ impl Rule {
                 Check::Foreach(list) => list
                     .iter()
                     .any(|foreach| entries(&foreach.context) || in_check(&foreach.check)),
+                Check::Cel(check) => check.params.is_some(),
                 _ => false,
             }
         }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::cel::{CelCheck, CelExpression, CelValidation, NamedExpression};
+use crate::cel::{CelCheck, CelExpression, CelValidation, NamedExpression, ParamSource};
 use crate::error::PolicyError;
 use crate::spec::*;
 
@@ -79,12 +79,22 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    /// `validate.cel`. Parameter resources (`paramKind`/`paramRef`) need a
-    /// parameter object per binding, which a policy file alone does not
-    /// carry: refused, not guessed.
+    /// `validate.cel`. Parameter resources (`paramKind` + `paramRef`) are
+    /// read from the cluster at evaluation, as Kyverno does.
     pub(crate) fn cel(&self, value: &Value) -> Result<CelCheck, PolicyError> {
         let map = self.object(value, "validate.cel")?;
         let mut check = CelCheck::default();
+        match (map.get("paramKind"), map.get("paramRef")) {
+            (None, None) => {}
+            (Some(kind), Some(reference)) => {
+                check.params = Some(self.param_source(kind, reference)?)
+            }
+            _ => {
+                return Err(
+                    self.invalid("validate.cel.paramKind and validate.cel.paramRef go together")
+                );
+            }
+        }
         for (key, entry) in map {
             match key.as_str() {
                 "expressions" => {
@@ -96,6 +106,7 @@ impl Parser<'_> {
                 // Audit annotations annotate the audit event; they never
                 // change a verdict.
                 "auditAnnotations" => {}
+                "paramKind" | "paramRef" => {}
                 other => return Err(self.unsupported(&format!("validate.cel.{other}"))),
             }
         }
@@ -103,5 +114,50 @@ impl Parser<'_> {
             return Err(self.invalid("validate.cel needs at least one expression"));
         }
         Ok(check)
+    }
+
+    fn param_source(&self, kind: &Value, reference: &Value) -> Result<ParamSource, PolicyError> {
+        let kind = self.object(kind, "validate.cel.paramKind")?;
+        let reference = self.object(reference, "validate.cel.paramRef")?;
+        let text = |map: &serde_json::Map<String, Value>, key: &str| {
+            map.get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+        };
+        let (Some(api_version), Some(kind_name)) = (text(kind, "apiVersion"), text(kind, "kind"))
+        else {
+            return Err(self.invalid("validate.cel.paramKind needs apiVersion and kind"));
+        };
+        for key in reference.keys() {
+            match key.as_str() {
+                "name" | "namespace" | "selector" | "parameterNotFoundAction" => {}
+                other => return Err(self.unsupported(&format!("validate.cel.paramRef.{other}"))),
+            }
+        }
+        let name = text(reference, "name");
+        let selector = reference.get("selector").cloned();
+        if name.is_some() == selector.is_some() {
+            return Err(
+                self.invalid("validate.cel.paramRef needs exactly one of name and selector")
+            );
+        }
+        let deny_when_missing = match text(reference, "parameterNotFoundAction").as_deref() {
+            None | Some("Deny") => true,
+            Some("Allow") => false,
+            Some(other) => {
+                return Err(self.invalid(&format!(
+                    "validate.cel.paramRef.parameterNotFoundAction {other:?} (Allow or Deny)"
+                )));
+            }
+        };
+        Ok(ParamSource {
+            api_version,
+            kind: kind_name,
+            name,
+            selector,
+            namespace: text(reference, "namespace"),
+            deny_when_missing,
+        })
     }
 }

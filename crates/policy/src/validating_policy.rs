@@ -100,6 +100,9 @@ pub fn compile(
             Some(value) => p.cel_validations(value, "validations")?,
             None => Vec::new(),
         },
+        // A ValidatingPolicy's parameters are not read: `paramKind` is
+        // refused with the other unknown keys.
+        params: None,
     };
     if check.validations.is_empty() {
         return Err(p.invalid("spec.validations is empty"));

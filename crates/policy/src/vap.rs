@@ -116,6 +116,9 @@ fn translate(policy: &Policy, rule: &Rule) -> Result<Value, String> {
     if policy.namespace.is_some() {
         return Err("a namespaced policy".into());
     }
+    if check.params.is_some() {
+        return Err("parameter resources (paramKind/paramRef)".into());
+    }
     if !policy.overrides.is_empty() || !validation.overrides.is_empty() {
         return Err("failure action overrides per namespace".into());
     }
