@@ -186,7 +186,7 @@ pub struct CelCheck {
     pub validations: Vec<CelValidation>,
     /// `paramKind` + `paramRef`: the check is evaluated once per
     /// parameter resource, bound as `params`.
-    pub params: Option<ParamSource>,
+    pub params: Option<Box<ParamSource>>,
 }
 
 /// Where a `validate.cel` rule's parameter resources come from.
@@ -591,6 +591,7 @@ mod tests {
         let bindings = CelBindings::for_input(&EvalInput::for_resource(&pod));
         let compiled = |s: &str| CelExpression::compile(s).unwrap();
         let check = CelCheck {
+            params: None,
             match_conditions: vec![],
             variables: vec![
                 NamedExpression {

@@ -87,7 +87,7 @@ impl Parser<'_> {
         match (map.get("paramKind"), map.get("paramRef")) {
             (None, None) => {}
             (Some(kind), Some(reference)) => {
-                check.params = Some(self.param_source(kind, reference)?)
+                check.params = Some(Box::new(self.param_source(kind, reference)?))
             }
             _ => {
                 return Err(

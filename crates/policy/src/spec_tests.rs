@@ -33,8 +33,11 @@ fn rejects_unsupported_constructs() {
     assert_eq!(unsupported_construct(rule), "generate");
 
     let mut rule = base();
-    rule["validate"] = json!({"cel": {"paramKind": {"kind": "ConfigMap"}, "expressions": [{"expression": "true"}]}});
-    assert_eq!(unsupported_construct(rule), "validate.cel.paramKind");
+    rule["validate"] = json!({"cel": {
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "paramRef": {"name": "limits", "parameterNotFoundAction": "Deny", "x": 1},
+        "expressions": [{"expression": "true"}]}});
+    assert_eq!(unsupported_construct(rule), "validate.cel.paramRef.x");
 
     let mut rule = base();
     rule["mutate"] =
