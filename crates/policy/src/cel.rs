@@ -31,6 +31,10 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     // here is a duplicate declaration, which only a crate bug could cause.
     let _ = env.add_extension(cel::extensions::strings);
     let _ = env.add_extension(cel::extensions::lists);
+    // The Kubernetes libraries (quantity, url, ip/cidr, format, regex,
+    // lists); declared once here, so evaluations that use none of them
+    // cost nothing more.
+    let _ = env.add_extension(crate::cel_k8s::register);
     // `x.orValue(d)` on a value that is not optional is the value itself
     // in the policies Kyverno accepts (`a.b.orValue([])` after a `has`
     // check). The crate's own overload claims every receiver and fails on
