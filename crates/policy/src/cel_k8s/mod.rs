@@ -14,7 +14,9 @@
 //!
 //! Bad input is an evaluation error naming the function, never a panic.
 
+mod lists;
 mod quantity;
+mod regex;
 mod url;
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use cel::{DeclarationError, Env, ExecutionError, Value as CelValue};
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     quantity::register(env)?;
     url::register(env)?;
+    regex::register(env)?;
+    lists::register(env)?;
     Ok(())
 }
 
