@@ -14,6 +14,7 @@
 //!
 //! Bad input is an evaluation error naming the function, never a panic.
 
+mod format;
 mod lists;
 mod quantity;
 mod regex;
@@ -33,7 +34,18 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     url::register(env)?;
     regex::register(env)?;
     lists::register(env)?;
+    format::register(env)?;
     Ok(())
+}
+
+/// Function names whose result is an optional by construction, for the
+/// `orValue` rewrite in `cel`: `format.named(..)` and `<format>.validate(..)`.
+/// No other function of the environment is called `validate`.
+pub fn yields_optional(func_name: &str, qualifier: Option<&str>) -> bool {
+    matches!(
+        (qualifier, func_name),
+        (_, "validate") | (Some("format"), "named") | (None, "format.named")
+    )
 }
 
 /// The opaque type named `name`, as the overloads declare it.
