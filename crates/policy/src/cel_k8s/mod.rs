@@ -16,6 +16,7 @@
 
 mod format;
 mod lists;
+mod net;
 mod quantity;
 mod regex;
 mod url;
@@ -35,6 +36,7 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     regex::register(env)?;
     lists::register(env)?;
     format::register(env)?;
+    net::register(env)?;
     Ok(())
 }
 
