@@ -31,6 +31,10 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     // here is a duplicate declaration, which only a crate bug could cause.
     let _ = env.add_extension(cel::extensions::strings);
     let _ = env.add_extension(cel::extensions::lists);
+    // The Kubernetes libraries (quantity, url, ip/cidr, format, regex,
+    // lists); declared once here, so evaluations that use none of them
+    // cost nothing more.
+    let _ = env.add_extension(crate::cel_k8s::register);
     // `x.orValue(d)` on a value that is not optional is the value itself
     // in the policies Kyverno accepts (`a.b.orValue([])` after a `has`
     // check). The crate's own overload claims every receiver and fails on
@@ -68,8 +72,9 @@ const OR_VALUE: &str = "orValue";
 const OR_VALUE_OR_SELF: &str = "aiopsOrValueOrSelf";
 
 /// Whether `expr` is an optional by its form: `a.?b`, `a[?b]`,
-/// `optional.of(..)`/`optional.none()`/`optional.ofNonZeroValue(..)`, or
-/// `x.or(..)` on one of those.
+/// `optional.of(..)`/`optional.none()`/`optional.ofNonZeroValue(..)`, a
+/// Kubernetes library function that returns one (`format.named(..)`,
+/// `<format>.validate(..)`), or `x.or(..)` on one of those.
 fn yields_optional(expr: &Expr) -> bool {
     let Expr::Call(call) = expr else {
         return false;
@@ -85,7 +90,13 @@ fn yields_optional(expr: &Expr) -> bool {
             .target
             .as_ref()
             .is_some_and(|t| yields_optional(&t.expr)),
-        _ => false,
+        name => {
+            let qualifier = call.target.as_ref().and_then(|t| match &t.expr {
+                Expr::Ident(qualifier) => Some(qualifier.as_str()),
+                _ => None,
+            });
+            crate::cel_k8s::yields_optional(name, qualifier)
+        }
     }
 }
 
@@ -583,6 +594,26 @@ mod tests {
                 .runs_in_api_server()
         );
         assert!(!CelExpression::compile(plain).unwrap().runs_in_api_server());
+    }
+
+    #[test]
+    fn or_value_on_a_kubernetes_library_optional_stays_api_server_cel() {
+        for source in [
+            "format.dns1123Label().validate(object.metadata.name).orValue([]).size() == 0",
+            "format.named('uuid').orValue(format.uri()).validate('x').hasValue()",
+            "quantity('1Gi').isGreaterThan(quantity('1G')) && url('/a').getHost() == ''",
+        ] {
+            assert!(
+                CelExpression::compile(source).unwrap().runs_in_api_server(),
+                "{source}"
+            );
+        }
+        // A plain value still gets the tolerant rewrite.
+        assert!(
+            !CelExpression::compile("quantity('1').sign().orValue(0) == 1")
+                .unwrap()
+                .runs_in_api_server()
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 mod autogen;
 mod cel;
+mod cel_k8s;
 pub mod check;
 mod cluster_data;
 mod conditions;

@@ -101,6 +101,21 @@ impl<V: Clone> TextCache<V> {
     }
 }
 
+/// Most distinct regex patterns kept compiled per thread.
+const REGEX_CACHE_LIMIT: usize = 256;
+
+thread_local! {
+    /// Compiled patterns: policies pass the same literal pattern for every
+    /// element of every request, and compiling dwarfs matching.
+    static REGEXES: TextCache<regex::Regex> = TextCache::new(REGEX_CACHE_LIMIT);
+}
+
+/// `pattern` compiled, once per thread while it stays in the cache; shared
+/// by JMESPath's regex functions and CEL's `find`/`findAll`.
+pub fn compiled_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    REGEXES.with(|cache| cache.get_or_derive(pattern, regex::Regex::new))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

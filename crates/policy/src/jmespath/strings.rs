@@ -6,7 +6,6 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::{arg_f64, arg_str, arg_text, number, register_function};
-use crate::text_cache::TextCache;
 use crate::wildcard;
 
 pub(super) fn register(rt: &mut Runtime) {
@@ -141,21 +140,9 @@ fn pattern_match(args: &[Value]) -> Result<Value, String> {
     )))
 }
 
-/// Most distinct patterns kept compiled per thread.
-const REGEX_CACHE_LIMIT: usize = 256;
-
-thread_local! {
-    /// Compiled patterns: policies pass the same literal pattern for every
-    /// element of every request, and compiling dwarfs matching.
-    static REGEXES: TextCache<Regex> = TextCache::new(REGEX_CACHE_LIMIT);
-}
-
 fn compile(pattern: &str) -> Result<Regex, String> {
-    REGEXES.with(|cache| {
-        cache.get_or_derive(pattern, |pattern| {
-            Regex::new(pattern).map_err(|e| format!("invalid regular expression: {e}"))
-        })
-    })
+    crate::text_cache::compiled_regex(pattern)
+        .map_err(|e| format!("invalid regular expression: {e}"))
 }
 
 fn regex_match(args: &[Value]) -> Result<Value, String> {
