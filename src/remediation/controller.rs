@@ -32,7 +32,7 @@ use super::crd::{
 };
 use super::detect::{detect_anomaly, restarted_after_failure};
 use super::evidence::{fetch_workload, gather_evidence, revision_templates};
-use super::guardrails::{guard_proposal, introduced_policy_violations};
+use super::guardrails::{AdmissionView, guard_proposal, introduced_policy_violations};
 use super::patch::{diff, merge_apply, restore_patch};
 use super::propose::rules::propose_from_rules;
 use super::rollout::{RolloutProgress, rollout_progress};
@@ -246,6 +246,7 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
         None => return Ok(Action::requeue(Duration::from_secs(2))),
     };
     status.evidence = Some(evidence);
+    let namespace_labels = namespace_labels(shared, &namespace).await?;
     // A model's proposal that cannot be shown must leave the reviewer no
     // worse off than no model at all: the rules' proposal (or diagnosis)
     // stands in, with a note saying why the model's answer was set aside.
@@ -267,7 +268,10 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
             &status.findings,
             &proposal,
             &live,
-            &shared.policies.current(),
+            &AdmissionView {
+                policies: &shared.policies.current(),
+                namespace_labels: namespace_labels.as_ref(),
+            },
             &shared.config.guardrails,
         );
         status.guardrail = Some(verdict.clone());
@@ -457,7 +461,17 @@ async fn dry_run(
             .map_err(|e| format!("the API server rejected the dry run: {e}"))?;
         result = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     }
-    let introduced = introduced_policy_violations(live, &result, &shared.policies.current());
+    let namespace_labels = namespace_labels(shared, namespace)
+        .await
+        .map_err(|e| format!("reading namespace {namespace}: {e}"))?;
+    let introduced = introduced_policy_violations(
+        live,
+        &result,
+        &AdmissionView {
+            policies: &shared.policies.current(),
+            namespace_labels: namespace_labels.as_ref(),
+        },
+    );
     if !introduced.is_empty() {
         return Err(format!(
             "the dry-run result violates policy: {}",
@@ -872,4 +886,18 @@ async fn fault_pause(variable: &str) {
         tracing::warn!(ms, variable, "fault injection: pausing");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+}
+
+/// The labels of `namespace`, for the policies' `namespaceSelector` and
+/// `namespaceObject` (the webhook reads them from its cache; the repair
+/// loop, which runs rarely, reads them directly).
+async fn namespace_labels(
+    shared: &Shared,
+    namespace: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, kube::Error> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(shared.client.clone());
+    Ok(namespaces
+        .get_opt(namespace)
+        .await?
+        .and_then(|found| found.metadata.labels))
 }

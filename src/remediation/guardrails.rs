@@ -12,7 +12,7 @@
 //! - a bare Pod may only take new images (the rest of its spec is
 //!   immutable);
 //! - size limits apply, and a patch that changes nothing is refused.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -88,7 +88,7 @@ pub fn guard_proposal(
     findings: &[Finding],
     proposal: &Proposal,
     live: &Value,
-    policies: &PolicySet,
+    policies: &AdmissionView,
     limits: &GuardrailLimits,
 ) -> GuardrailVerdict {
     let mut violations = Vec::new();
@@ -258,15 +258,35 @@ fn split_container_path(rest: &str) -> Option<(&str, &str, &str)> {
     Some((list, container, field))
 }
 
-/// Enforce-mode failures the patch introduces (failing after, passing before).
+/// What admission would judge a workload with: the policies and the labels
+/// of its namespace (for `namespaceSelector` and `namespaceObject`), so a
+/// fix is checked against the same rules the webhook applies there.
+pub struct AdmissionView<'a> {
+    pub policies: &'a PolicySet,
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> AdmissionView<'a> {
+    /// Policies alone: a namespace without labels.
+    pub fn policies(policies: &'a PolicySet) -> Self {
+        AdmissionView {
+            policies,
+            namespace_labels: None,
+        }
+    }
+}
+
+/// Policy failures the patch introduces (failing after, passing before).
 pub fn introduced_policy_violations(
     live: &Value,
     patched: &Value,
-    policies: &PolicySet,
+    view: &AdmissionView,
 ) -> Vec<String> {
     let failing = |object: &Value| -> BTreeSet<(String, String, String)> {
-        policies
-            .validate(&EvalInput::for_resource(object))
+        let mut input = EvalInput::for_resource(object);
+        input.namespace_labels = view.namespace_labels;
+        view.policies
+            .validate(&input)
             .into_iter()
             .filter(|o| o.status == RuleStatus::Fail)
             .map(|o| (o.policy, o.rule, o.message))
@@ -370,7 +390,7 @@ spec:
             findings,
             p,
             &live(),
-            &policies(),
+            &AdmissionView::policies(&policies()),
             &GuardrailLimits::default(),
         )
     }
@@ -401,7 +421,7 @@ spec:
                 &crash,
                 p,
                 &live,
-                &policies(),
+                &AdmissionView::policies(&policies()),
                 &GuardrailLimits::default(),
             )
         };
@@ -573,7 +593,7 @@ spec:
             &pull_finding(),
             &p,
             &live(),
-            &policies(),
+            &AdmissionView::policies(&policies()),
             &limits,
         );
         assert!(!verdict.allowed);
@@ -605,5 +625,61 @@ spec:
             json!({"name": "app", "image": "nginx:1.25.5"}),
         ));
         assert!(!guard(&image, &oom).allowed);
+    }
+
+    #[test]
+    fn namespace_scoped_policies_see_the_namespace_labels() {
+        // Images from outside the platform registry are refused in
+        // `tier: strict` namespaces only.
+        let strict = PolicySet::from_yaml(
+            r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: strict-registry}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: platform-images
+    match: {any: [{resources: {kinds: [Pod], namespaceSelector: {matchLabels: {tier: strict}}}}]}
+    validate:
+      message: images come from registry.example
+      pattern: {spec: {containers: [{image: "registry.example/*"}]}}
+"#,
+            "test",
+        )
+        .expect("test policy loads");
+        let mut live = live();
+        live["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("registry.example/app:bad");
+        let p = proposal(container_patch(
+            json!({"name": "app", "image": "docker.io/library/nginx:1.25.5"}),
+        ))
+        .seal();
+        let labels: BTreeMap<String, String> = [("tier".to_string(), "strict".to_string())].into();
+        let verdict = |namespace_labels| {
+            guard_proposal(
+                "shop",
+                &target(),
+                &pull_finding(),
+                &p,
+                &live,
+                &AdmissionView {
+                    policies: &strict,
+                    namespace_labels,
+                },
+                &GuardrailLimits::default(),
+            )
+        };
+        assert!(verdict(None).allowed, "{:?}", verdict(None).violations);
+        let refused = verdict(Some(&labels));
+        assert!(!refused.allowed);
+        assert!(
+            refused
+                .violations
+                .iter()
+                .any(|v| v.contains("strict-registry")),
+            "{:?}",
+            refused.violations
+        );
     }
 }

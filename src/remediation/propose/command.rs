@@ -15,7 +15,7 @@ use crate::llm::config::{ConfigError, LlmConfig, ProviderKind};
 use crate::llm::provider::LlmError;
 use crate::policy::{PolicyError, PolicySet};
 use crate::remediation::crd::{Evidence, Finding, GuardrailVerdict};
-use crate::remediation::guardrails::{GuardrailLimits, guard_proposal};
+use crate::remediation::guardrails::{AdmissionView, GuardrailLimits, guard_proposal};
 use crate::remediation::propose::rules::RuleConfig;
 
 /// `llm` subcommands.
@@ -213,7 +213,8 @@ pub fn guard_offline(
         findings,
         &model.proposal,
         &offline_workload(evidence),
-        policies,
+        // Offline: the namespace's labels are not known.
+        &AdmissionView::policies(policies),
         limits,
     )
 }
