@@ -183,7 +183,7 @@ fn the_schema_check_rejects_what_the_schema_forbids() {
 /// Nothing is asserted about the quality of what the model chose.
 #[tokio::test]
 async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
-    use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+    use aiops_operator::remediation::guardrails::{AdmissionView, GuardrailLimits, guard_proposal};
     use aiops_operator::remediation::propose::model::Incident;
     use aiops_operator::remediation::propose::model::mentions::IncidentWords;
     use aiops_operator::remediation::propose::model::prompt::redact_evidence;
@@ -229,7 +229,7 @@ async fn the_real_model_answers_through_the_provider_and_the_guardrails() {
         &findings,
         &answer.proposal,
         &live,
-        &policies,
+        &AdmissionView::policies(&policies),
         &GuardrailLimits::default(),
     );
     // Whatever the model chose, an action targets the workload, passes the

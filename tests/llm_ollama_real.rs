@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aiops_operator::llm::{LlmConfig, ProviderKind};
-use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+use aiops_operator::remediation::guardrails::{AdmissionView, GuardrailLimits, guard_proposal};
 use aiops_operator::remediation::propose::model::mentions::IncidentWords;
 use aiops_operator::remediation::propose::model::prompt::redact_evidence;
 use aiops_operator::remediation::propose::model::schema::incident_facts;
@@ -148,7 +148,7 @@ async fn the_real_ollama_answers_the_provider_with_a_fix_that_passes_the_guardra
         &findings,
         &answer.proposal,
         &live,
-        &baseline_policies(),
+        &AdmissionView::policies(&baseline_policies()),
         &GuardrailLimits::default(),
     );
     for action in &answer.proposal.actions {

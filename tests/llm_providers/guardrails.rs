@@ -2,7 +2,7 @@
 //! hostile patches that never pass them, however they arrive.
 use aiops_operator::llm::ProviderKind;
 use aiops_operator::remediation::crd::{Action, GuardrailVerdict, Proposal};
-use aiops_operator::remediation::guardrails::{GuardrailLimits, guard_proposal};
+use aiops_operator::remediation::guardrails::{AdmissionView, GuardrailLimits, guard_proposal};
 use aiops_operator::remediation::propose::command::offline_workload;
 use serde_json::{Value, json};
 
@@ -68,7 +68,7 @@ fn guard_in_shop(proposal: &Proposal, live: &Value) -> GuardrailVerdict {
         &pull_findings(),
         proposal,
         live,
-        &baseline_policies(),
+        &AdmissionView::policies(&baseline_policies()),
         &GuardrailLimits::default(),
     )
 }
