@@ -3,10 +3,11 @@
 //! policy + binding pairs, and the webhook skips them, so a request they
 //! decide costs no webhook call for them.
 //!
-//! Only rules whose mode is Enforce move: the binding's action is `Deny`.
-//! Audit and Warn rules stay in the webhook, which writes the Events and
-//! PolicyReports for them (the API server's `Audit` action only annotates
-//! its audit log, which PolicyReports cannot be built from here).
+//! Enforce rules move under a `Deny` binding and Warn rules under a `Warn`
+//! one (the API server returns the warning, and Warn records nothing in
+//! either place). Audit rules stay in the webhook, which writes the Events
+//! and PolicyReports for them (the API server's `Audit` action only
+//! annotates its audit log, which PolicyReports cannot be built from here).
 //!
 //! The set follows the policy files and the ConfigMap: a sync task
 //! compares what they ask for with what it last applied, server-side
@@ -75,55 +76,75 @@ pub struct Desired {
     pub rules: RuleSet,
 }
 
-/// What the policy set and modes ask the API server to enforce.
+/// What the policy set and modes ask the API server to enforce: Enforce
+/// rules under a `Deny` binding, Warn rules under a `Warn` one (merged
+/// separately, as a binding's action covers its whole policy).
 pub fn desired(set: &PolicySet, modes: &ModeConfig, instance: &str) -> Desired {
     let translation = set.api_server_translation();
-    let enforced: Vec<&vap::ApiServerRule> = translation
-        .rules
-        .iter()
-        .filter(|rule| modes.mode_for(&rule.policy, &rule.action) == Mode::Enforce)
-        .collect();
     let mut out = Desired::default();
-    for merged in vap::merge(&enforced) {
-        let name = object_name(instance, &merged.members);
-        let mut spec = merged.spec;
-        add_exemptions(&mut spec, modes);
-        let labels = json!({ INSTANCE_LABEL: instance });
-        let members: Vec<String> = merged
-            .members
+    for (mode, action) in [(Mode::Enforce, "Deny"), (Mode::Warn, "Warn")] {
+        let moving: Vec<&vap::ApiServerRule> = translation
+            .rules
             .iter()
-            .map(|(policy, rule)| format!("{policy}/{rule}"))
+            .filter(|rule| modes.mode_for(&rule.policy, &rule.action) == mode)
             .collect();
-        let annotations = json!({"aiops-operator.dev/rules": members.join(",")});
-        out.policies.insert(
-            name.clone(),
-            json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicy",
-                "metadata": {"name": name, "labels": labels, "annotations": annotations},
-                "spec": spec,
-            }),
-        );
-        let mut binding_spec = json!({"policyName": name, "validationActions": ["Deny"]});
-        if !modes.exempt_namespaces.is_empty() {
-            binding_spec["matchResources"] = json!({"namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": modes.exempt_namespaces.iter().collect::<Vec<_>>(),
-            }]}});
+        for merged in vap::merge(&moving) {
+            add_pair(&mut out, merged, action, modes, instance);
         }
-        out.bindings.insert(
-            name.clone(),
-            json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicyBinding",
-                "metadata": {"name": name, "labels": labels},
-                "spec": binding_spec,
-            }),
-        );
-        out.rules.extend(merged.members);
     }
     out
+}
+
+fn add_pair(
+    out: &mut Desired,
+    merged: vap::MergedPolicy,
+    action: &str,
+    modes: &ModeConfig,
+    instance: &str,
+) {
+    // Deny names hash the members only (unchanged from before Warn moved
+    // too); Warn ones also hash the action.
+    let name = if action == "Deny" {
+        object_name(instance, &merged.members)
+    } else {
+        object_name(&format!("{instance}/{action}"), &merged.members)
+    };
+    let mut spec = merged.spec;
+    add_exemptions(&mut spec, modes);
+    let labels = json!({ INSTANCE_LABEL: instance });
+    let members: Vec<String> = merged
+        .members
+        .iter()
+        .map(|(policy, rule)| format!("{policy}/{rule}"))
+        .collect();
+    let annotations = json!({"aiops-operator.dev/rules": members.join(",")});
+    out.policies.insert(
+        name.clone(),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": spec,
+        }),
+    );
+    let mut binding_spec = json!({"policyName": name, "validationActions": [action]});
+    if !modes.exempt_namespaces.is_empty() {
+        binding_spec["matchResources"] = json!({"namespaceSelector": {"matchExpressions": [{
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": modes.exempt_namespaces.iter().collect::<Vec<_>>(),
+        }]}});
+    }
+    out.bindings.insert(
+        name.clone(),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name, "labels": labels},
+            "spec": binding_spec,
+        }),
+    );
+    out.rules.extend(merged.members);
 }
 
 /// Exempt users and groups become match conditions (a binding selects by
@@ -572,5 +593,19 @@ spec:
             .policy_modes
             .insert("no-host-network".into(), Mode::Enforce);
         assert_eq!(desired(&set, &per_policy, "aiops-system").rules.len(), 3);
+
+        // Warn moves too, under a Warn binding and other names.
+        let warn = ModeConfig::with_mode("aiops-system", Mode::Warn);
+        let warned = desired(&set, &warn, "aiops-system");
+        assert_eq!(warned.rules, wanted.rules);
+        for binding in warned.bindings.values() {
+            assert_eq!(binding["spec"]["validationActions"], json!(["Warn"]));
+        }
+        assert!(
+            warned
+                .policies
+                .keys()
+                .all(|name| !wanted.policies.contains_key(name))
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! pairs that the API server evaluates itself (its denial names the
 //! admission policy, not the webhook, and the webhook counts no violation
 //! of it); switching the policy to Audit in the ConfigMap deletes them and
-//! the webhook admits with its Audit warning again.
+//! the webhook admits with its Audit warning again; switching it to Warn
+//! moves it back under a `Warn` binding.
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
@@ -237,4 +238,29 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
         violations(&webhook.metrics().await) > violations_before,
         "in Audit the webhook evaluates the rule again"
     );
+
+    // Warn: back in the API server, under a Warn binding: admitted with
+    // the API server's warning.
+    let patch = json!({"data": {"policyModes": format!("{POLICY}: Warn\n")}});
+    Api::<ConfigMap>::namespaced(client.clone(), &instance)
+        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("switching the policy to Warn");
+    let manifest = webhook.write_manifest("hostnet.yaml", &host_network_pod("hostnet", &scope));
+    let warning = wait_until(Duration::from_secs(30), "the API server's Warn", || async {
+        let (ok, text) = webhook.kubectl(&[
+            "create",
+            "--dry-run=server",
+            "-n",
+            &ns.name,
+            "-f",
+            manifest.to_str().unwrap_or_default(),
+        ]);
+        // Both warn while the webhook gives the API server time to load
+        // the policy; then only the API server does.
+        (ok && text.contains("ValidatingAdmissionPolicy") && !text.contains("[Warn]"))
+            .then_some(text)
+    })
+    .await;
+    assert!(warning.contains(MESSAGE), "{warning}");
 }
