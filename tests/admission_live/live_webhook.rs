@@ -123,6 +123,16 @@ impl LiveWebhook {
                 .args(["--policies-poll-seconds", "1"]);
         }
         command.args(&options.extra_args);
+        // The API server's admission policies are cluster-wide, whatever
+        // namespaces this webhook is registered for, and these tests judge
+        // the webhook itself: the API server backend only when asked for.
+        if !options
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--admission-backend"))
+        {
+            command.args(["--admission-backend", "webhook"]);
+        }
         command
             .args(["--operator-namespace", &operator_namespace.name])
             .args(["--admission-config-map", CONFIG_MAP])
