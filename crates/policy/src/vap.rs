@@ -1,5 +1,6 @@
-//! Translating CEL rules into Kubernetes `ValidatingAdmissionPolicy` specs,
-//! so the API server can evaluate them in-process with no webhook call.
+//! Translating CEL rules, and the pattern rules `pattern_cel` can express
+//! exactly, into Kubernetes `ValidatingAdmissionPolicy` specs, so the API
+//! server can evaluate them in-process with no webhook call.
 //!
 //! Only an exact translation is made: a rule whose every expression the API
 //! server's CEL environment evaluates the same way, and whose match the
