@@ -202,3 +202,43 @@ fn compare_everything() {
     assert!(counts.rules > 40, "{counts:?}");
     assert!(counts.denied_by_both > 200, "{counts:?}");
 }
+
+#[test]
+fn every_pattern_rule_of_the_project_policies_translates() {
+    let project = PolicySet::load_dir(&repo_root().join("policies")).expect("the project policies");
+    let translation = project.api_server_translation();
+    let mut staying: Vec<(&str, &str, &str)> = translation
+        .not_translated
+        .iter()
+        .map(|n| (n.policy.as_str(), n.rule.as_str(), n.reason.as_str()))
+        .collect();
+    staying.sort_unstable();
+    // The two JMESPath rules (deny and foreach), with their controller twins.
+    let rules: Vec<(&str, &str)> = staying.iter().map(|(p, r, _)| (*p, *r)).collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "disallow-capabilities",
+                "autogen-baseline-capabilities-only"
+            ),
+            (
+                "disallow-capabilities",
+                "autogen-cronjob-baseline-capabilities-only"
+            ),
+            ("disallow-capabilities", "baseline-capabilities-only"),
+            ("disallow-latest-tag", "autogen-cronjob-require-image-tag"),
+            ("disallow-latest-tag", "autogen-require-image-tag"),
+            ("disallow-latest-tag", "require-image-tag"),
+        ],
+        "{staying:?}"
+    );
+    assert!(
+        staying
+            .iter()
+            .all(|(_, _, reason)| reason.contains("JMESPath"))
+    );
+    // Thirteen pattern rules (SELinux and AppArmor have two each), each
+    // with two controller twins.
+    assert_eq!(translation.rules.len(), 39);
+}
