@@ -2,8 +2,9 @@
 //! literal and wildcard texts the pattern translation writes.
 //!
 //! Every combinator keeps its left operand on the left: the translation
-//! puts type guards first, and both CEL evaluators (the API server's and
-//! this crate's) then never evaluate a test on a value of the wrong type.
+//! puts type guards first, so a test on a value of the wrong type only runs
+//! beside a false guard, where `&&` is false in both CEL evaluators (this
+//! crate's stops at the guard; the API server's absorbs the error).
 
 use crate::wildcard;
 
