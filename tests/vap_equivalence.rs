@@ -5,6 +5,9 @@
 //! created in the sandbox's real API server with a `Deny` binding, and
 //! every resource of the rule's suite is created with `dryRun=All`: the
 //! API server's allow/deny must equal the engine's (fail or error = deny).
+//! The same for every translated pattern rule of the pattern suites
+//! (`../shared/conformance/kyverno`) and of the project's `policies/`
+//! (judged on the resources of the suite of the same name).
 //!
 //! Each admission policy is scoped by an object label unique to it and to
 //! this run (`objectSelector`), and each resource carries the label of the
@@ -32,10 +35,27 @@ use kube::discovery::{Scope, pinned_kind};
 use serde_json::{Value, json};
 use support::{Sandbox, wait_until};
 
-const RUN_LABEL: &str = "aiops-operator.dev/vap-equivalence";
+/// What one test's objects are labelled and named by, so the two tests of
+/// this file can run side by side without removing each other's policies.
+#[derive(Clone, Copy)]
+struct Run {
+    label: &'static str,
+    prefix: &'static str,
+}
 
-fn suites_dir() -> PathBuf {
-    support::repo_root().join("../shared/conformance/kyverno-cel")
+const CEL_RUN: Run = Run {
+    label: "aiops-operator.dev/vap-equivalence",
+    prefix: "aiops-vap-eq",
+};
+const PATTERN_RUN: Run = Run {
+    label: "aiops-operator.dev/vap-pattern-equivalence",
+    prefix: "aiops-vap-pat",
+};
+
+fn suites_dir(name: &str) -> PathBuf {
+    support::repo_root()
+        .join("../shared/conformance")
+        .join(name)
 }
 
 fn test_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -64,6 +84,12 @@ struct Suite {
 }
 
 fn suite(test_file: &Path) -> Suite {
+    suite_with(None, test_file)
+}
+
+/// The suite of `test_file`, judging `policies` instead of its own when
+/// given.
+fn suite_with(policies: Option<PolicySet>, test_file: &Path) -> Suite {
     let dir = test_file.parent().expect("a test file's folder");
     let test = yaml_documents(test_file).remove(0);
     let paths = |key: &str| -> Vec<PathBuf> {
@@ -75,14 +101,17 @@ fn suite(test_file: &Path) -> Suite {
             .map(|p| dir.join(p))
             .collect()
     };
-    let mut policies = PolicySet::default();
-    for path in paths("policies") {
-        let text = std::fs::read_to_string(&path).expect("the policy file");
-        policies.merge(
-            PolicySet::from_yaml(&text, &path.display().to_string())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        );
-    }
+    let policies = policies.unwrap_or_else(|| {
+        let mut own = PolicySet::default();
+        for path in paths("policies") {
+            let text = std::fs::read_to_string(&path).expect("the policy file");
+            own.merge(
+                PolicySet::from_yaml(&text, &path.display().to_string())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            );
+        }
+        own
+    });
     let resources = paths("resources")
         .iter()
         .flat_map(|path| yaml_documents(path))
@@ -95,28 +124,28 @@ fn suite(test_file: &Path) -> Suite {
 }
 
 /// The admission policy for one rule, scoped to objects labelled `value`.
-fn scoped_policy(name: &str, spec: &Value, value: &str) -> Value {
+fn scoped_policy(run: Run, name: &str, spec: &Value, value: &str) -> Value {
     let mut spec = spec.clone();
     let constraints = &mut spec["matchConstraints"];
     let mut selector = constraints
         .get("objectSelector")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    selector["matchLabels"][RUN_LABEL] = json!(value);
+    selector["matchLabels"][run.label] = json!(value);
     constraints["objectSelector"] = selector;
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name, "labels": {RUN_LABEL: "true"}},
+        "metadata": {"name": name, "labels": {run.label: "true"}},
         "spec": spec,
     })
 }
 
-fn binding(name: &str) -> Value {
+fn binding(run: Run, name: &str) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": {RUN_LABEL: "true"}},
+        "metadata": {"name": name, "labels": {run.label: "true"}},
         "spec": {"policyName": name, "validationActions": ["Deny"]},
     })
 }
@@ -124,7 +153,7 @@ fn binding(name: &str) -> Value {
 /// Removes every object of this test, also when it fails half way.
 /// Synchronous (kubectl): a Drop cannot await, and the test's client
 /// belongs to the test's runtime.
-struct Cleanup<'a>(&'a Sandbox);
+struct Cleanup<'a>(&'a Sandbox, Run);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
@@ -133,13 +162,13 @@ impl Drop for Cleanup<'_> {
             "validatingadmissionpolicy",
         ] {
             self.0
-                .kubectl(&["delete", kind, "-l", RUN_LABEL, "--ignore-not-found"]);
+                .kubectl(&["delete", kind, "-l", self.1.label, "--ignore-not-found"]);
         }
     }
 }
 
-async fn delete_all(client: kube::Client) {
-    let selector = ListParams::default().labels(RUN_LABEL);
+async fn delete_all(client: kube::Client, run: Run) {
+    let selector = ListParams::default().labels(run.label);
     let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
         .delete_collection(&DeleteParams::default(), &selector)
         .await;
@@ -188,12 +217,87 @@ async fn dry_run_create(client: &kube::Client, namespace: &str, resource: &Value
 
 #[tokio::test]
 async fn generated_admission_policies_decide_as_the_engine() {
+    let mut files = Vec::new();
+    test_files(&suites_dir("kyverno-cel"), &mut files);
+    files.sort();
+    assert_eq!(files.len(), 63, "the kyverno-cel suites are required");
+    let suites = files
+        .iter()
+        .map(|file| (suite(file), file.clone()))
+        .collect();
+    let tally = judge(CEL_RUN, suites).await;
+    assert!(tally.rules > 100, "only {} rules translated", tally.rules);
+    assert!(tally.compared > 1000, "only {} comparisons", tally.compared);
+    assert!(
+        tally.denied_by_both > 300,
+        "only {} denials compared",
+        tally.denied_by_both
+    );
+}
+
+#[tokio::test]
+async fn translated_pattern_rules_decide_as_the_engine() {
+    let mut files = Vec::new();
+    test_files(&suites_dir("kyverno"), &mut files);
+    files.sort();
+    assert!(files.len() > 30, "the kyverno suites are required");
+    let mut suites: Vec<(Suite, PathBuf)> = files
+        .iter()
+        .map(|file| (suite(file), file.clone()))
+        .collect();
+    // Each project policy, on the resources of the suite of its name.
+    let mut project = 0;
+    let policies_dir = support::repo_root().join("policies");
+    for entry in std::fs::read_dir(&policies_dir).expect("policies/") {
+        let path = entry.expect("a directory entry").path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Some(file) = files.iter().find(|f| {
+            f.parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .is_some_and(|name| name == stem)
+        }) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).expect("a project policy");
+        let set = PolicySet::from_yaml(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        suites.push((suite_with(Some(set), file), path.clone()));
+        project += 1;
+    }
+    assert!(
+        project >= 10,
+        "only {project} project policies have a suite"
+    );
+    let tally = judge(PATTERN_RUN, suites).await;
+    assert!(tally.rules > 60, "only {} rules translated", tally.rules);
+    assert!(tally.compared > 1000, "only {} comparisons", tally.compared);
+    assert!(
+        tally.denied_by_both > 300,
+        "only {} denials compared",
+        tally.denied_by_both
+    );
+}
+
+/// What one run compared.
+struct Tally {
+    rules: usize,
+    compared: usize,
+    denied_by_both: usize,
+}
+
+/// Creates the admission policy of every translated rule of `suites`,
+/// judges every resource of the rule's suite on both sides, prints the
+/// counts and fails on any disagreement.
+async fn judge(run: Run, suites: Vec<(Suite, PathBuf)>) -> Tally {
     let sandbox = Sandbox::connect().await;
     let client = sandbox.client.clone();
-    let _cleanup = Cleanup(&sandbox);
-    delete_all(client.clone()).await;
+    let _cleanup = Cleanup(&sandbox, run);
+    delete_all(client.clone(), run).await;
     let namespace = sandbox.namespace("vap-eq").await;
-    let run = format!(
+    let run_id = format!(
         "{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -201,31 +305,28 @@ async fn generated_admission_policies_decide_as_the_engine() {
             .unwrap_or(0)
     );
 
-    let mut files = Vec::new();
-    test_files(&suites_dir(), &mut files);
-    files.sort();
-    assert_eq!(files.len(), 63, "the kyverno-cel suites are required");
-
     // Every translatable rule of every suite, with its scoping label.
     let mut cases = Vec::new();
     let mut not_translated = 0;
-    for file in &files {
-        let suite = std::rc::Rc::new(suite(file));
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (suite, file) in suites {
+        let suite = std::rc::Rc::new(suite);
         let translation = suite.policies.api_server_translation();
         not_translated += translation.not_translated.len();
+        for rule in &translation.not_translated {
+            *reasons.entry(rule.reason.clone()).or_insert(0) += 1;
+        }
         for rule in translation.rules {
             let index = cases.len();
             cases.push((
-                format!("aiops-vap-eq-{index}"),
-                format!("{run}-{index}"),
+                format!("{}-{index}", run.prefix),
+                format!("{run_id}-{index}"),
                 rule,
                 std::rc::Rc::clone(&suite),
                 file.clone(),
             ));
         }
     }
-    assert!(cases.len() > 100, "only {} rules translated", cases.len());
-
     let params = PatchParams::apply("aiops-vap-equivalence").force();
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
@@ -234,7 +335,7 @@ async fn generated_admission_policies_decide_as_the_engine() {
             .patch(
                 name,
                 &params,
-                &Patch::Apply(scoped_policy(name, &rule.spec, value)),
+                &Patch::Apply(scoped_policy(run, name, &rule.spec, value)),
             )
             .await
             .unwrap_or_else(|e| {
@@ -246,34 +347,40 @@ async fn generated_admission_policies_decide_as_the_engine() {
                 )
             });
         bindings
-            .patch(name, &params, &Patch::Apply(binding(name)))
+            .patch(name, &params, &Patch::Apply(binding(run, name)))
             .await
             .unwrap_or_else(|e| panic!("binding {name}: {e}"));
     }
     // A sentinel that denies everything it selects: once it is in force,
     // the policies created before it are too.
-    let sentinel = "aiops-vap-eq-sentinel";
+    let sentinel = format!("{}-sentinel", run.prefix);
+    let sentinel = sentinel.as_str();
     let sentinel_spec = json!({
         "failurePolicy": "Fail",
         "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
             "operations": ["CREATE"], "resources": ["configmaps"]}]},
         "validations": [{"expression": "false", "message": "sentinel"}],
     });
-    let sentinel_value = format!("{run}-sentinel");
+    let sentinel_value = format!("{run_id}-sentinel");
     policies
         .patch(
             sentinel,
             &params,
-            &Patch::Apply(scoped_policy(sentinel, &sentinel_spec, &sentinel_value)),
+            &Patch::Apply(scoped_policy(
+                run,
+                sentinel,
+                &sentinel_spec,
+                &sentinel_value,
+            )),
         )
         .await
         .expect("the sentinel policy");
     bindings
-        .patch(sentinel, &params, &Patch::Apply(binding(sentinel)))
+        .patch(sentinel, &params, &Patch::Apply(binding(run, sentinel)))
         .await
         .expect("the sentinel binding");
     let probe = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "probe", "labels": {RUN_LABEL: sentinel_value}}});
+        "metadata": {"name": "probe", "labels": {run.label: sentinel_value}}});
     wait_until(
         Duration::from_secs(60),
         "the admission policies in force",
@@ -322,7 +429,7 @@ async fn generated_admission_policies_decide_as_the_engine() {
                 continue;
             };
             let mut resource = seen.clone();
-            resource["metadata"]["labels"][RUN_LABEL] = json!(value);
+            resource["metadata"]["labels"][run.label] = json!(value);
             let variables = BTreeMap::new();
             let labels = BTreeMap::new();
             let input = EvalInput {
@@ -368,14 +475,18 @@ async fn generated_admission_policies_decide_as_the_engine() {
         }
     }
     println!(
-        "VAP equivalence: {} rules translated ({not_translated} stay in the webhook), \
+        "VAP equivalence ({}): {} rules translated ({not_translated} stay in the webhook), \
          {compared} compared, {denied_by_both} denied by both, {} disagreements, \
          {not_comparable} not comparable",
+        run.prefix,
         cases.len(),
         disagreements.len()
     );
     for (reason, count) in &refusals {
         println!("  not comparable ({count}): {reason}");
+    }
+    for (reason, count) in &reasons {
+        println!("  stays in the webhook ({count}): {reason}");
     }
     assert!(
         disagreements.is_empty(),
@@ -383,11 +494,11 @@ async fn generated_admission_policies_decide_as_the_engine() {
         disagreements.len(),
         disagreements.join("\n")
     );
-    assert!(compared > 1000, "only {compared} comparisons");
-    assert!(
-        denied_by_both > 300,
-        "only {denied_by_both} denials compared"
-    );
+    Tally {
+        rules: cases.len(),
+        compared,
+        denied_by_both,
+    }
 }
 
 fn rule_denies(statuses: &[RuleStatus]) -> bool {

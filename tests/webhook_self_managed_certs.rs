@@ -85,6 +85,9 @@ fn start_replica(
         .arg("--policies-dir")
         .arg(repo_root().join("policies"))
         .args(["--operator-namespace", namespace])
+        // Only the webhook is under test: no cluster-wide admission
+        // policies for the enforced pattern rules.
+        .args(["--admission-backend", "webhook"])
         .env("KUBECONFIG", &sandbox.kubeconfig)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -1,5 +1,5 @@
-//! Policies that run inside the API server: the CEL rules with an exact
-//! `ValidatingAdmissionPolicy` translation are kept in the cluster as
+//! Policies that run inside the API server: the CEL and pattern rules with
+//! an exact `ValidatingAdmissionPolicy` translation are kept in the cluster as
 //! policy + binding pairs, and the webhook skips them, so a request they
 //! decide costs no webhook call for them.
 //!
@@ -53,7 +53,7 @@ const FIELD_MANAGER: &str = "aiops-operator";
 pub enum AdmissionBackend {
     /// Every rule in the webhook.
     Webhook,
-    /// Enforced CEL rules with an exact translation in the API server
+    /// Enforced CEL and pattern rules with an exact translation in the API server
     /// (ValidatingAdmissionPolicy); the rest in the webhook.
     Vap,
     /// `vap` when the API server serves ValidatingAdmissionPolicy

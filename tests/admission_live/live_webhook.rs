@@ -123,6 +123,16 @@ impl LiveWebhook {
                 .args(["--policies-poll-seconds", "1"]);
         }
         command.args(&options.extra_args);
+        // The API server's admission policies are cluster-wide, whatever
+        // namespaces this webhook is registered for, and these tests judge
+        // the webhook itself: the API server backend only when asked for.
+        if !options
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--admission-backend"))
+        {
+            command.args(["--admission-backend", "webhook"]);
+        }
         command
             // Its own configuration: the one whose CA and rules it owns.
             .args(["--validating-webhook-config", &format!("aiops-live-{id}")])

@@ -162,6 +162,10 @@ start_replica() {
   local args=(run --webhook-listen "127.0.0.1:$port"
     --webhook-tls-cert "$state/certs/tls.crt" --webhook-tls-key "$state/certs/tls.key"
     --operator-namespace "$ns" --policies-dir "$repo/policies" --pod-name "$name")
+  # The API server's admission policies are cluster-wide, whatever
+  # namespaces the webhooks are registered for: tests sharing the sandbox
+  # set AIOPS_ADMISSION_BACKEND=webhook.
+  if [[ -n ${AIOPS_ADMISSION_BACKEND:-} ]]; then args+=(--admission-backend "$AIOPS_ADMISSION_BACKEND"); fi
   # shellcheck disable=SC2206
   args+=(${AIOPS_OPERATOR_ARGS:-})
   echo "$port" > "$state/$name/port"

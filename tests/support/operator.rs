@@ -139,6 +139,9 @@ pub fn try_start_operator(name: &str, env: &[(&str, &str)]) -> anyhow::Result<Op
     let mut all = vec![
         ("AIOPS_BIN", env!("CARGO_BIN_EXE_aiops-operator")),
         ("AIOPS_WEBHOOK_NAMESPACE_LABEL", E2E_LABEL),
+        // The webhooks are scoped to the test's namespaces by that label;
+        // admission policies in the API server would not be.
+        ("AIOPS_ADMISSION_BACKEND", "webhook"),
     ];
     all.extend_from_slice(env);
     let printed = local_sh(&["start", name], &all)?;

@@ -45,6 +45,7 @@ mod load;
 mod matching;
 mod mutate;
 mod pattern;
+mod pattern_cel;
 mod pod_security;
 pub mod quantity;
 mod registration;

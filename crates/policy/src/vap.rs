@@ -1,5 +1,6 @@
-//! Translating CEL rules into Kubernetes `ValidatingAdmissionPolicy` specs,
-//! so the API server can evaluate them in-process with no webhook call.
+//! Translating CEL rules, and the pattern rules `pattern_cel` can express
+//! exactly, into Kubernetes `ValidatingAdmissionPolicy` specs, so the API
+//! server can evaluate them in-process with no webhook call.
 //!
 //! Only an exact translation is made: a rule whose every expression the API
 //! server's CEL environment evaluates the same way, and whose match the
@@ -14,11 +15,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cel::{CelCheck, CelExpression};
+use crate::cel::{CelCheck, CelExpression, CelValidation};
 use crate::matching::{is_cluster_scoped, plural_of_kind};
+use crate::pattern_cel;
 use crate::spec::{
-    ApiResourceRule, Check, KindSelector, MatchBlock, ResourceFilter, Rule, RuleBody,
+    ApiResourceRule, Check, KindSelector, MatchBlock, ResourceFilter, Rule, RuleBody, Validation,
 };
+use crate::variables::Template;
 use crate::{FailureAction, Policy, PolicySet};
 
 /// One rule as an admission policy spec.
@@ -110,13 +113,12 @@ fn translate(policy: &Policy, rule: &Rule) -> Result<Value, String> {
     let RuleBody::Validate(validation) = &rule.body else {
         return Err("not a validate rule".into());
     };
-    let Check::Cel(check) = &validation.check else {
-        return Err("not a CEL rule (patterns and JMESPath stay in the webhook)".into());
-    };
     if policy.namespace.is_some() {
         return Err("a namespaced policy".into());
     }
-    if check.params.is_some() {
+    if let Check::Cel(check) = &validation.check
+        && check.params.is_some()
+    {
         return Err("parameter resources (paramKind/paramRef)".into());
     }
     if !policy.overrides.is_empty() || !validation.overrides.is_empty() {
@@ -125,6 +127,20 @@ fn translate(policy: &Policy, rule: &Rule) -> Result<Value, String> {
     if rule.preconditions.is_some() || !rule.context.is_empty() {
         return Err("JMESPath preconditions or context".into());
     }
+    let check = match &validation.check {
+        Check::Cel(check) => check.clone(),
+        Check::Pattern(pattern) => pattern_check(policy, rule, validation, &[pattern])?,
+        Check::AnyPattern(patterns) => {
+            let patterns: Vec<&Template> = patterns.iter().collect();
+            pattern_check(policy, rule, validation, &patterns)?
+        }
+        Check::Deny(_) | Check::Foreach(_) | Check::PodSecurity(_) => {
+            return Err(
+                "not a CEL or pattern rule (deny, foreach and podSecurity stay in the webhook)"
+                    .into(),
+            );
+        }
+    };
     let expressions = check
         .match_conditions
         .iter()
@@ -152,7 +168,73 @@ fn translate(policy: &Policy, rule: &Rule) -> Result<Value, String> {
         constraints.insert("excludeResourceRules".into(), Value::Array(excluded));
     }
     constraints.insert("matchPolicy".into(), json!("Equivalent"));
-    Ok(spec_json(check, &rule.cel_preconditions, constraints))
+    Ok(spec_json(&check, &rule.cel_preconditions, constraints))
+}
+
+/// A pattern or anyPattern rule as one CEL validation, when the
+/// translation is exact.
+fn pattern_check(
+    policy: &Policy,
+    rule: &Rule,
+    validation: &Validation,
+    patterns: &[&Template],
+) -> Result<CelCheck, String> {
+    if patterns.iter().any(|p| p.has_variables()) {
+        return Err("a pattern with {{ }} variables".into());
+    }
+    if policy.apply_one {
+        // A later rule runs only when an earlier one did not apply; each
+        // admission policy runs on its own.
+        return Err("a policy with applyRules: One".into());
+    }
+    let filters = filters_of(&rule.match_block)?;
+    let mut kinds = Vec::new();
+    for filter in &filters {
+        let description = &filter.resources;
+        let operations = description
+            .operations
+            .iter()
+            .chain(description.api_resources.iter().flat_map(|r| &r.operations));
+        if let Some(operation) = operations
+            .map(|o| o.to_ascii_uppercase())
+            .find(|o| o != "CREATE" && o != "UPDATE")
+        {
+            // On DELETE the API server binds no object, while the engine
+            // validates the old one.
+            return Err(format!("a pattern rule for {operation}"));
+        }
+        if description.api_resources.is_empty() {
+            kinds.extend(&description.kinds);
+        }
+    }
+    let pod_spec = if filters
+        .iter()
+        .any(|f| !f.resources.api_resources.is_empty())
+    {
+        None
+    } else {
+        pattern_cel::pod_spec_path(&kinds)
+    };
+    let values: Vec<&Value> = patterns.iter().map(|p| &***p).collect();
+    let source = pattern_cel::pattern_validation(&values, pod_spec)?;
+    let expression = pattern_cel::compile(&source)
+        .map_err(|e| format!("the translated expression does not compile: {e}"))?;
+    let message = validation
+        .message
+        .as_deref()
+        .filter(|m| !m.contains("{{"))
+        .map_or_else(
+            || format!("validation error: rule {} failed", rule.name),
+            str::to_string,
+        );
+    Ok(CelCheck {
+        validations: vec![CelValidation {
+            expression,
+            message: Some(message),
+            message_expression: None,
+        }],
+        ..CelCheck::default()
+    })
 }
 
 fn spec_json(
@@ -477,6 +559,10 @@ spec:
     match: {any: [{resources: {kinds: [Pod]}}]}
     validate:
       pattern: {spec: {containers: [{image: "!*:latest"}]}}
+  - name: conditional
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate:
+      pattern: {spec: {containers: [{(name): "web", image: "!*:latest"}]}}
 "#;
 
     #[test]
@@ -495,6 +581,9 @@ spec:
                 ("no-privileged", "autogen-no-privileged"),
                 ("no-privileged", "autogen-cronjobs-no-privileged"),
                 ("mixed", "cel-services"),
+                ("mixed", "pattern"),
+                ("mixed", "autogen-pattern"),
+                ("mixed", "autogen-cronjob-pattern"),
             ]
         );
         let pod_rule = &translation.rules[0];
@@ -522,7 +611,23 @@ spec:
             .collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert!(reasons[0].1.contains("orValue"), "{reasons:?}");
-        assert!(reasons[1].1.contains("not a CEL rule"), "{reasons:?}");
+        assert!(reasons[1].1.contains("can skip the rule"), "{reasons:?}");
+        let pattern = &translation.rules[4].spec["validations"][0]["expression"];
+        assert!(
+            pattern
+                .as_str()
+                .unwrap()
+                .contains(r#"!(x0.image.endsWith(":latest"))"#),
+            "{pattern}"
+        );
+        let cronjobs = &translation.rules[6].spec["validations"][0]["expression"];
+        assert!(
+            cronjobs
+                .as_str()
+                .unwrap()
+                .contains("object.spec.jobTemplate.spec.template.spec.containers.all("),
+            "{cronjobs}"
+        );
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct Template {
 }
 
 impl Template {
+    /// Whether any string or key may hold a `{{ }}` variable.
+    pub fn has_variables(&self) -> bool {
+        self.has_variables
+    }
+
     pub fn new(value: Value) -> Template {
         let has_variables = has_variables(&value);
         Template {
