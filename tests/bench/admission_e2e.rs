@@ -17,7 +17,7 @@
 //! we measure: the figures are the API server's create path (authn, authz,
 //! admission incl. our webhook, validation, etcd), nothing downstream.
 //!
-//! Backends (`BENCH_E2E_BACKENDS`, default `webhook,vap,vap-unmerged,vap-one,noop`),
+//! Backends (`BENCH_E2E_BACKENDS`, default `webhook,vap,vap-policies,webhook-vap,vap-one,noop`),
 //! each measured against the same `none` phases (nothing registered) in
 //! alternating rounds of one run; each row of the JSON carries `backend`:
 //! - `webhook`: our webhook's `/validate` (12 pattern policies, Enforce);
@@ -88,7 +88,7 @@ impl Settings {
             .context("BENCH_E2E_CLIENTS: comma-separated client counts")?;
         let backends = var(
             "BENCH_E2E_BACKENDS",
-            "webhook,vap,vap-unmerged,vap-one,noop",
+            "webhook,vap,vap-policies,webhook-vap,vap-one,noop",
         )
         .split(',')
         .map(|b| Backend::parse(b.trim()))
