@@ -76,23 +76,84 @@ pub struct Desired {
     pub rules: RuleSet,
 }
 
+/// Which rules with an exact translation move to the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveScope {
+    /// All of them (`--admission-backend vap`): enforcement that does not
+    /// depend on the webhook, even where the webhook is still called for
+    /// other rules of the same resource.
+    Every,
+    /// Only those whose move takes a resource out of the webhook's
+    /// registration (`auto`): while any rule that stays in the webhook can
+    /// match a resource, the webhook is called for it anyway, and an
+    /// admission policy beside it only adds its own cost (measured in
+    /// BENCHMARKS.md, `webhook-vap`).
+    WholeResources,
+}
+
 /// What the policy set and modes ask the API server to enforce: Enforce
 /// rules under a `Deny` binding, Warn rules under a `Warn` one (merged
 /// separately, as a binding's action covers its whole policy).
-pub fn desired(set: &PolicySet, modes: &ModeConfig, instance: &str) -> Desired {
+pub fn desired(set: &PolicySet, modes: &ModeConfig, instance: &str, scope: MoveScope) -> Desired {
     let translation = set.api_server_translation();
+    let mut moving: Vec<(&vap::ApiServerRule, Mode)> = translation
+        .rules
+        .iter()
+        .filter_map(|rule| match modes.mode_for(&rule.policy, &rule.action) {
+            mode @ (Mode::Enforce | Mode::Warn) => Some((rule, mode)),
+            Mode::Audit => None,
+        })
+        .collect();
+    if scope == MoveScope::WholeResources {
+        keep_whole_resources(set, &mut moving);
+    }
     let mut out = Desired::default();
     for (mode, action) in [(Mode::Enforce, "Deny"), (Mode::Warn, "Warn")] {
-        let moving: Vec<&vap::ApiServerRule> = translation
-            .rules
+        let group: Vec<&vap::ApiServerRule> = moving
             .iter()
-            .filter(|rule| modes.mode_for(&rule.policy, &rule.action) == mode)
+            .filter(|(_, rule_mode)| *rule_mode == mode)
+            .map(|(rule, _)| *rule)
             .collect();
-        for merged in vap::merge(&moving) {
+        for merged in vap::merge(&group) {
             add_pair(&mut out, merged, action, modes, instance);
         }
     }
     out
+}
+
+/// Drops from `moving` every rule that shares a resource with a rule
+/// staying in the webhook, until no such rule is left (dropping one can
+/// make another share).
+fn keep_whole_resources(set: &PolicySet, moving: &mut Vec<(&vap::ApiServerRule, Mode)>) {
+    loop {
+        let moving_names: RuleSet = moving
+            .iter()
+            .map(|(rule, _)| (rule.policy.clone(), rule.rule.clone()))
+            .collect();
+        let staying = set.validate_resources(|policy, rule| {
+            !moving_names.contains(&(policy.to_string(), rule.to_string()))
+        });
+        let before = moving.len();
+        moving.retain(|(candidate, _)| {
+            let own = set.validate_resources(|policy, rule| {
+                policy == candidate.policy && rule == candidate.rule
+            });
+            !shares_resource(&own, &staying)
+        });
+        if moving.len() == before {
+            return;
+        }
+    }
+}
+
+fn shares_resource(own: &ResourceNeeds, staying: &ResourceNeeds) -> bool {
+    match (own, staying) {
+        (_, ResourceNeeds::Only(staying)) if staying.is_empty() => false,
+        (ResourceNeeds::Any, _) | (_, ResourceNeeds::Any) => true,
+        (ResourceNeeds::Only(own), staying) => own
+            .iter()
+            .any(|resource| staying.covers(&resource.group, &resource.resource)),
+    }
 }
 
 fn add_pair(
@@ -475,6 +536,7 @@ pub fn spawn_sync(
     skip: ApiServerRules,
     instance: String,
     owner: Option<String>,
+    scope: MoveScope,
     timing: SyncTiming,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -491,7 +553,7 @@ pub fn spawn_sync(
                 Arc::ptr_eq(set, &current.0) && Arc::ptr_eq(mode, &current.1)
             });
             if !unchanged {
-                let wanted = desired(&current.0, &current.1, &instance);
+                let wanted = desired(&current.0, &current.1, &instance, scope);
                 // Rules leaving the API server are evaluated by the
                 // webhook again, and its registration covers them again,
                 // before their policies go.
@@ -563,11 +625,14 @@ spec:
     fn only_enforced_rules_move_and_exemptions_follow() {
         let set = PolicySet::from_yaml(POLICIES, "inline").unwrap();
         let audit = ModeConfig::defaults("aiops-system");
-        assert_eq!(desired(&set, &audit, "aiops-system"), Desired::default());
+        assert_eq!(
+            desired(&set, &audit, "aiops-system", MoveScope::Every),
+            Desired::default()
+        );
 
         let mut enforce = ModeConfig::with_mode("aiops-system", Mode::Enforce);
         enforce.exempt_users.insert("alice".into());
-        let wanted = desired(&set, &enforce, "aiops-system");
+        let wanted = desired(&set, &enforce, "aiops-system", MoveScope::Every);
         // The pod rule and its two controller twins.
         assert_eq!(wanted.rules.len(), 3);
         assert_eq!(wanted.policies.len(), 3);
@@ -586,17 +651,25 @@ spec:
             json!(["aiops-system", "kube-node-lease", "kube-system"])
         );
         // The same input gives the same names: no churn on restart.
-        assert_eq!(desired(&set, &enforce, "aiops-system"), wanted);
+        assert_eq!(
+            desired(&set, &enforce, "aiops-system", MoveScope::Every),
+            wanted
+        );
 
         let mut per_policy = ModeConfig::defaults("aiops-system");
         per_policy
             .policy_modes
             .insert("no-host-network".into(), Mode::Enforce);
-        assert_eq!(desired(&set, &per_policy, "aiops-system").rules.len(), 3);
+        assert_eq!(
+            desired(&set, &per_policy, "aiops-system", MoveScope::Every)
+                .rules
+                .len(),
+            3
+        );
 
         // Warn moves too, under a Warn binding and other names.
         let warn = ModeConfig::with_mode("aiops-system", Mode::Warn);
-        let warned = desired(&set, &warn, "aiops-system");
+        let warned = desired(&set, &warn, "aiops-system", MoveScope::Every);
         assert_eq!(warned.rules, wanted.rules);
         for binding in warned.bindings.values() {
             assert_eq!(binding["spec"]["validationActions"], json!(["Warn"]));
@@ -606,6 +679,73 @@ spec:
                 .policies
                 .keys()
                 .all(|name| !wanted.policies.contains_key(name))
+        );
+    }
+
+    /// An Audit pattern rule on pods only (no controller twins).
+    const AUDITED_PODS: &str = r#"
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: pod-names
+  annotations: {pod-policies.kyverno.io/autogen-controllers: none}
+spec:
+  validationFailureAction: Audit
+  rules:
+  - name: named
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    validate: {pattern: {metadata: {name: "?*"}}}
+"#;
+
+    #[test]
+    fn auto_moves_only_rules_whose_resources_leave_the_webhook() {
+        let enforce = ModeConfig::with_mode("aiops-system", Mode::Enforce);
+        let alone = PolicySet::from_yaml(POLICIES, "inline").unwrap();
+        let whole = desired(&alone, &enforce, "i", MoveScope::WholeResources);
+        assert_eq!(whole.rules.len(), 3);
+        assert_eq!(
+            whole.rules,
+            desired(&alone, &enforce, "i", MoveScope::Every).rules
+        );
+
+        // A rule that stays in the webhook for pods keeps the pod rule
+        // there; the controller twins still move.
+        let mut per_policy = ModeConfig::with_mode("aiops-system", Mode::Enforce);
+        per_policy
+            .policy_modes
+            .insert("pod-names".into(), Mode::Audit);
+        let mut mixed = PolicySet::from_yaml(POLICIES, "inline").unwrap();
+        mixed.merge(PolicySet::from_yaml(AUDITED_PODS, "inline").unwrap());
+        let moved = desired(&mixed, &per_policy, "i", MoveScope::WholeResources).rules;
+        let names: Vec<&str> = moved.iter().map(|(_, rule)| rule.as_str()).collect();
+        assert_eq!(moved.len(), 2, "{names:?}");
+        assert!(
+            names.iter().all(|name| name.starts_with("autogen-")),
+            "{names:?}"
+        );
+        assert_eq!(
+            desired(&mixed, &per_policy, "i", MoveScope::Every)
+                .rules
+                .len(),
+            3
+        );
+
+        // The project's policies: two JMESPath rules match pods and every
+        // controller, so on a default install nothing moves under auto.
+        let project = crate::admission::policy_files::load_policies(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            &[],
+        )
+        .unwrap();
+        assert!(
+            desired(&project, &enforce, "i", MoveScope::WholeResources)
+                .rules
+                .is_empty()
+        );
+        assert!(
+            !desired(&project, &enforce, "i", MoveScope::Every)
+                .rules
+                .is_empty()
         );
     }
 }

@@ -54,7 +54,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::api_server_policies::{AdmissionBackend, ApiServerRules, SyncTiming};
+use crate::admission::api_server_policies::{
+    AdmissionBackend, ApiServerRules, MoveScope, SyncTiming,
+};
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::cluster_data::{ClusterDataLimits, ClusterReader};
 use crate::admission::config_watch::ConfigMapSource;
@@ -289,6 +291,10 @@ impl Webhook {
                     api_server_policies::api_server_supports_vap(client).await
                 }
             };
+            let scope = match config.backend {
+                AdmissionBackend::Vap => MoveScope::Every,
+                _ => MoveScope::WholeResources,
+            };
             if !use_api_server && let Some(configuration) = config.owner_configuration.clone() {
                 // A previous run with the API server backend may have
                 // narrowed the registration: every rule is the webhook's now.
@@ -305,6 +311,7 @@ impl Webhook {
                     skip.clone(),
                     instance.clone(),
                     config.owner_configuration.clone(),
+                    scope,
                     SyncTiming::default(),
                 ));
             }
