@@ -525,20 +525,34 @@ pub async fn restore_registration(client: &kube::Client, configuration: &str) {
     }
 }
 
+/// Whose admission policies the sync keeps, and which.
+#[derive(Debug, Clone)]
+pub struct SyncTarget {
+    /// The value of [`INSTANCE_LABEL`] on every object it owns.
+    pub instance: String,
+    /// The ValidatingWebhookConfiguration that owns the objects and whose
+    /// registration follows what is left to the webhook.
+    pub owner: Option<String>,
+    pub scope: MoveScope,
+}
+
 /// Starts the task that keeps the cluster's admission policies in step
 /// with `policies` and `modes`, `skip` (the webhook's view) in step with
-/// what the API server enforces, and the webhook configuration `owner`
-/// registered for what is left to the webhook.
+/// what the API server enforces, and the webhook configuration
+/// `target.owner` registered for what is left to the webhook.
 pub fn spawn_sync(
     client: kube::Client,
     policies: PolicyHandle,
     modes: ModeHandle,
     skip: ApiServerRules,
-    instance: String,
-    owner: Option<String>,
-    scope: MoveScope,
+    target: SyncTarget,
     timing: SyncTiming,
 ) -> JoinHandle<()> {
+    let SyncTarget {
+        instance,
+        owner,
+        scope,
+    } = target;
     tokio::spawn(async move {
         let mut applied: Option<Desired> = None;
         let mut seen: Option<(Arc<PolicySet>, Arc<ModeConfig>)> = None;

@@ -55,7 +55,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::api_server_policies::{
-    AdmissionBackend, ApiServerRules, MoveScope, SyncTiming,
+    AdmissionBackend, ApiServerRules, MoveScope, SyncTarget, SyncTiming,
 };
 use crate::admission::audit_writer::AuditSink;
 use crate::admission::cluster_data::{ClusterDataLimits, ClusterReader};
@@ -309,9 +309,11 @@ impl Webhook {
                     policies.clone(),
                     modes.clone(),
                     skip.clone(),
-                    instance.clone(),
-                    config.owner_configuration.clone(),
-                    scope,
+                    SyncTarget {
+                        instance: instance.clone(),
+                        owner: config.owner_configuration.clone(),
+                        scope,
+                    },
                     SyncTiming::default(),
                 ));
             }
