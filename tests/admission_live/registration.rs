@@ -1,5 +1,5 @@
 //! The webhook's registration follows what it still judges
-//! (`--admission-backend vap`): once the only Deployment rule is enforced
+//! (`--admission-backend auto`): once the only Deployment rule is enforced
 //! by the API server, Deployments (and every other resource no webhook
 //! rule matches) leave the webhook configuration's `rules`, so creating
 //! one costs no webhook call; when the ConfigMap makes the rule Audit,
@@ -127,7 +127,9 @@ async fn registration_leaves_out_what_the_api_server_enforces_and_takes_it_back(
         Certs::Cli,
         Options {
             policies_dir: Some(dir.path().to_path_buf()),
-            extra_args: vec!["--admission-backend".into(), "vap".into()],
+            // auto: the Deployment rule moves because no rule left in the
+            // webhook matches Deployments; the pod rule (Audit) stays.
+            extra_args: vec!["--admission-backend".into(), "auto".into()],
             ..Options::default()
         },
     )
