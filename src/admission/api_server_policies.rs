@@ -461,11 +461,15 @@ struct Registrar {
     /// What the registration was last set to; `None` until it is, or after
     /// a failure.
     registered: Option<ResourceNeeds>,
+    /// When to look again: after a failure, or to undo an installer that
+    /// wrote the full rules back (`kubectl apply`, an upgrade).
     next_try: tokio::time::Instant,
 }
 
 /// How long a missing webhook configuration is left before looking again.
 const MISSING_CONFIGURATION_RETRY: Duration = Duration::from_secs(10);
+/// How often a registration believed current is read again.
+const REGISTRATION_RECHECK: Duration = Duration::from_secs(60);
 
 impl Registrar {
     /// Registers the webhook for what the rules outside `skipped` can
@@ -483,12 +487,14 @@ impl Registrar {
         let needs = set.validate_resources(|policy, rule| {
             !skipped.contains(&(policy.to_string(), rule.to_string()))
         });
-        if self.registered.as_ref() == Some(&needs) {
+        let recheck = tokio::time::Instant::now() >= self.next_try;
+        if self.registered.as_ref() == Some(&needs) && !recheck {
             return false;
         }
         match webhook_registration::update(client, configuration, &needs).await {
             Ok(outcome @ (Registration::Changed | Registration::Unchanged)) => {
                 self.registered = Some(needs);
+                self.next_try = tokio::time::Instant::now() + REGISTRATION_RECHECK;
                 outcome == Registration::Changed
             }
             Ok(Registration::Missing) => {
@@ -507,9 +513,7 @@ impl Registrar {
     }
 
     fn due(&self) -> bool {
-        self.configuration.is_some()
-            && self.registered.is_none()
-            && tokio::time::Instant::now() >= self.next_try
+        self.configuration.is_some() && tokio::time::Instant::now() >= self.next_try
     }
 }
 
