@@ -42,10 +42,6 @@ ln -sf aiops-operator target/release/kubectl-aiops
 # Enforce: every policy denies, so the demo shows a denial listing every
 # violated rule; the objects the repair part creates comply.
 export AIOPS_MODE=Enforce
-# The webhook lists every violated rule in one denial; the API server's
-# admission policies (the default backend moves the enforced pattern rules
-# there) name only their own message.
-export AIOPS_ADMISSION_BACKEND=webhook
 port=$(AIOPS_BIN=$PWD/target/release/aiops-operator bash tests/operator/local.sh start demo-operator)
 echo "operator serving https://127.0.0.1:$port (log: target/operator/demo-operator/log)"
 stop_operator() {
