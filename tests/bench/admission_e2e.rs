@@ -31,14 +31,19 @@
 //!   one-to-one translation would cost);
 //! - `vap-one`: one admission policy with one cheap expression (the first
 //!   container is not privileged): the floor of the API server's own
-//!   admission policies, as `noop` is the webhook's.
-//!
-//! `kyverno` is not built by this benchmark and is refused with an error.
+//!   admission policies, as `noop` is the webhook's;
+//! - `kyverno` (opt-in, not in the default list: its first build takes 20
+//!   minutes and more): Kyverno's own admission controller with the same 12
+//!   policies, Enforce, run out of cluster by `tests/bench/kyverno.sh`
+//!   (see [`kyverno`]).
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
 #[path = "../support/mod.rs"]
 mod support;
+
+#[path = "admission_e2e/kyverno.rs"]
+mod kyverno;
 
 use std::path::PathBuf;
 use std::process::{Child, ExitCode};
@@ -112,6 +117,7 @@ enum Backend {
     Vap,
     VapUnmerged,
     VapOne,
+    Kyverno,
 }
 
 impl Backend {
@@ -122,11 +128,9 @@ impl Backend {
             "vap" => Ok(Backend::Vap),
             "vap-unmerged" => Ok(Backend::VapUnmerged),
             "vap-one" => Ok(Backend::VapOne),
-            "kyverno" => anyhow::bail!(
-                "BENCH_E2E_BACKENDS: kyverno is not built by this benchmark (see BENCHMARKS.md)"
-            ),
+            "kyverno" => Ok(Backend::Kyverno),
             other => anyhow::bail!(
-                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, vap-one, noop)"
+                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, vap-one, noop, kyverno)"
             ),
         }
     }
@@ -139,6 +143,7 @@ impl Backend {
             Backend::Vap => "vap",
             Backend::VapUnmerged => "vap-unmerged",
             Backend::VapOne => "vap-one",
+            Backend::Kyverno => "kyverno",
         }
     }
 }
@@ -155,6 +160,8 @@ struct Cleanup {
     configuration: String,
     webhook: Option<Child>,
     vap_label: String,
+    /// Dropped after the rest: stops Kyverno and removes what it registered.
+    kyverno: Option<kyverno::Kyverno>,
 }
 
 impl Drop for Cleanup {
@@ -198,6 +205,10 @@ impl Drop for Cleanup {
 
 async fn run() -> Result<()> {
     let settings = Settings::from_env()?;
+    let with_kyverno = settings.backends.contains(&Backend::Kyverno);
+    if with_kyverno {
+        kyverno::build()?;
+    }
     let sandbox = Sandbox::try_connect().await?;
     let client = sandbox.client.clone();
     let version = client
@@ -213,6 +224,7 @@ async fn run() -> Result<()> {
         configuration: format!("aiops-bench-e2e-{id}"),
         webhook: None,
         vap_label: format!("{VAP_LABEL}={id}"),
+        kyverno: None,
     };
     let namespace = cleanup.namespace.clone();
     support::create_namespace(&client, &namespace, &[(BENCH_LABEL, &id)]).await?;
@@ -258,6 +270,7 @@ async fn run() -> Result<()> {
         vap_merged: admission_policies(&id, true)?,
         vap_unmerged: admission_policies(&id, false)?,
         vap_one: vec![admission_policy_pair(&id, "one", one_check_spec())],
+        kyverno: with_kyverno.then(|| id.clone()),
     };
 
     // Someone else's webhook matching every namespace would sit in both
@@ -267,6 +280,14 @@ async fn run() -> Result<()> {
         eprintln!(
             "warning: other admission webhooks are registered and may see our pods: {others:?}"
         );
+    }
+    if with_kyverno {
+        // Beside the report, so it outlives a failed run.
+        let log = settings.out.with_file_name("admission-e2e-kyverno.log");
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).context("creating target/bench")?;
+        }
+        cleanup.kyverno = Some(kyverno::Kyverno::start(&cleanup.sandbox, &id, &log).await?);
     }
 
     let mut rows = Vec::new();
@@ -321,6 +342,7 @@ async fn run() -> Result<()> {
             "vap_policies": format!("{CEL_POLICIES} as generated ValidatingAdmissionPolicies ({} merged, {} unmerged), Deny, scoped to the bench namespace", phases.vap_merged.len(), phases.vap_unmerged.len()),
             "kubernetes": version.git_version,
             "webhook": "target/release aiops-operator run --webhook-only --standalone --admission-mode Enforce, all 12 policies; registered via clientConfig.url + caBundle, failurePolicy Fail, timeoutSeconds 5",
+            "kyverno": with_kyverno.then_some(kyverno::SETUP),
             "pod": "2 containers with resources, probes, env and a restricted securityContext; compliant with all 12 policies (every create is evaluated and allowed); a scheduling gate keeps the scheduler and kwok out of the measurement",
             "rounds": settings.rounds,
             "warmup_seconds_per_phase": settings.warmup.as_secs_f64(),
@@ -483,6 +505,9 @@ struct Phases {
     vap_merged: Vec<(Value, Value)>,
     vap_unmerged: Vec<(Value, Value)>,
     vap_one: Vec<(Value, Value)>,
+    /// The value of [`kyverno::ACTIVE_LABEL`] that switches Kyverno on,
+    /// when Kyverno is one of the backends.
+    kyverno: Option<String>,
 }
 
 impl Phases {
@@ -515,13 +540,35 @@ impl Phases {
             _ => &Vec::new(),
         };
         self.set_admission_policies(wanted_policies).await?;
+        if let Some(id) = &self.kyverno {
+            kyverno::switch(
+                &self.client,
+                &self.namespace,
+                id,
+                backend == Backend::Kyverno,
+            )
+            .await?;
+        }
         for (active, (_, probe)) in [
             (backend == Backend::Webhook, &self.validate),
             (backend == Backend::Noop, &self.noop),
         ] {
             self.wait_called(probe, active).await?;
         }
-        self.wait_policies(!wanted_policies.is_empty()).await
+        if self.kyverno.is_some() {
+            self.wait_denials(
+                kyverno::DENIAL_MARKER,
+                backend == Backend::Kyverno,
+                Duration::from_secs(120),
+            )
+            .await?;
+        }
+        self.wait_denials(
+            "ValidatingAdmissionPolicy",
+            !wanted_policies.is_empty(),
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     async fn set_admission_policies(&self, wanted: &[(Value, Value)]) -> Result<()> {
@@ -598,10 +645,11 @@ impl Phases {
         }
     }
 
-    /// Waits until a privileged pod is denied by an admission policy
-    /// (`active`) or admitted several times in a row, and the compliant
-    /// bench pod is admitted.
-    async fn wait_policies(&self, active: bool) -> Result<()> {
+    /// Waits until a privileged pod is denied with a message naming
+    /// `marker` (the backend: "ValidatingAdmissionPolicy", Kyverno's
+    /// webhook) several times in a row (`active`) or not denied by it
+    /// several times in a row, and the compliant bench pod is admitted.
+    async fn wait_denials(&self, marker: &str, active: bool, timeout: Duration) -> Result<()> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let dry_run = PostParams {
             dry_run: true,
@@ -617,18 +665,17 @@ impl Phases {
         loop {
             let denied = match pods.create(&dry_run, &privileged).await {
                 Ok(_) => false,
-                Err(kube::Error::Api(status)) => {
-                    status.message.contains("ValidatingAdmissionPolicy")
-                }
-                Err(error) => return Err(error).context("probing the admission policies"),
+                Err(kube::Error::Api(status)) => status.message.contains(marker),
+                Err(error) => return Err(error).context("probing the admission backend"),
             };
             settled = if denied == active { settled + 1 } else { 0 };
             if settled >= 3 {
                 break;
             }
             ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "the API server did not pick up the admission policies (active={active}) in 60 s"
+                start.elapsed() < timeout,
+                "denials naming {marker} not {} after {timeout:?}",
+                if active { "in place" } else { "gone" }
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -637,7 +684,7 @@ impl Phases {
             tokio::time::sleep(Duration::from_secs(2)).await;
             pods.create(&dry_run, &bench_pod("probe"))
                 .await
-                .context("the compliant bench pod must pass the admission policies")?;
+                .with_context(|| format!("the compliant bench pod must pass {marker}"))?;
         }
         Ok(())
     }
