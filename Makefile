@@ -163,7 +163,7 @@ bench-webhook: ## the TLS webhook under oha load (release, 12 policies, Enforce)
 	@bash tests/bench/webhook.sh
 
 .PHONY: bench-admission-e2e
-bench-admission-e2e: ## Pod creates through the sandbox per admission backend (BENCH_E2E_BACKENDS: webhook,vap,vap-policies,webhook-vap,vap-one,noop; also vap-unmerged) against none -> target/bench/admission-e2e.json
+bench-admission-e2e: ## Pod creates through the sandbox per admission backend (BENCH_E2E_BACKENDS: webhook,vap,vap-policies,webhook-vap,vap-one,noop; also vap-unmerged; opt-in kyverno, built by tests/bench/kyverno.sh, 20+ min cold) against none -> target/bench/admission-e2e.json
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench admission_e2e
 

@@ -31,7 +31,7 @@ use super::crd::{
     DryRun, Phase, Proposal, REGENERATE_ANNOTATION, Remediation, RemediationStatus, Snapshot,
 };
 use super::detect::{detect_anomaly, restarted_after_failure};
-use super::evidence::{fetch_workload, gather_evidence, revision_templates};
+use super::evidence::{fetch_workload, gather_evidence, namespace_labels, revision_templates};
 use super::guardrails::{AdmissionView, guard_proposal, introduced_policy_violations};
 use super::patch::{diff, merge_apply, restore_patch};
 use super::propose::rules::propose_from_rules;
@@ -246,7 +246,7 @@ async fn diagnose(remediation: &Remediation, shared: &Shared) -> Result<Action, 
         None => return Ok(Action::requeue(Duration::from_secs(2))),
     };
     status.evidence = Some(evidence);
-    let namespace_labels = namespace_labels(shared, &namespace).await?;
+    let namespace_labels = namespace_labels(&shared.client, &namespace).await?;
     // A model's proposal that cannot be shown must leave the reviewer no
     // worse off than no model at all: the rules' proposal (or diagnosis)
     // stands in, with a note saying why the model's answer was set aside.
@@ -461,7 +461,7 @@ async fn dry_run(
             .map_err(|e| format!("the API server rejected the dry run: {e}"))?;
         result = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     }
-    let namespace_labels = namespace_labels(shared, namespace)
+    let namespace_labels = namespace_labels(&shared.client, namespace)
         .await
         .map_err(|e| format!("reading namespace {namespace}: {e}"))?;
     let introduced = introduced_policy_violations(
@@ -886,18 +886,4 @@ async fn fault_pause(variable: &str) {
         tracing::warn!(ms, variable, "fault injection: pausing");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-}
-
-/// The labels of `namespace`, for the policies' `namespaceSelector` and
-/// `namespaceObject` (the webhook reads them from its cache; the repair
-/// loop, which runs rarely, reads them directly).
-async fn namespace_labels(
-    shared: &Shared,
-    namespace: &str,
-) -> Result<Option<std::collections::BTreeMap<String, String>>, kube::Error> {
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(shared.client.clone());
-    Ok(namespaces
-        .get_opt(namespace)
-        .await?
-        .and_then(|found| found.metadata.labels))
 }

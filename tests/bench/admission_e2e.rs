@@ -35,24 +35,35 @@
 //! - `vap-policies`: no webhook; the rules of the project's 12 `policies/`
 //!   that have an exact CEL form (all but its two JMESPath rules), merged,
 //!   as `--admission-backend vap` generates them;
-//! - `webhook-vap`: both, what the default `auto` costs on a default install
-//!   while a rule still needs the webhook (the webhook here evaluates all
-//!   12 policies rather than the two left to it: that evaluation is some
-//!   25 µs of each call).
-//!
-//! `kyverno` is not built by this benchmark and is refused with an error.
+//! - `webhook-vap`: both, what `--admission-backend vap` costs on a default
+//!   install, where two JMESPath rules keep the webhook called for pods (it
+//!   evaluates all 12 policies here rather than the two left to it: that
+//!   evaluation is some 25 µs of each call); `auto` keeps such rules in
+//!   the webhook instead;
+//! - `kyverno` (opt-in, not in the default list: its first build takes 20
+//!   minutes and more): Kyverno's own admission controller with the same 12
+//!   policies, Enforce, run out of cluster by `tests/bench/kyverno.sh`
+//!   (see [`kyverno`]).
 //!
 //! `cargo test --all-targets` also runs bench targets, without `--bench`;
 //! then this does nothing.
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "admission_e2e/kyverno.rs"]
+mod kyverno;
+#[path = "admission_e2e/policies.rs"]
+mod policies;
+
+use policies::{
+    CEL_POLICIES, VAP_LABEL, admission_policies, admission_policy_pair, one_check_spec,
+    project_policies,
+};
 use std::path::PathBuf;
 use std::process::{Child, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aiops_operator::policy::{PolicySet, vap};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -121,6 +132,7 @@ enum Backend {
     VapOne,
     VapPolicies,
     WebhookAndVap,
+    Kyverno,
 }
 
 impl Backend {
@@ -133,11 +145,9 @@ impl Backend {
             "vap-one" => Ok(Backend::VapOne),
             "vap-policies" => Ok(Backend::VapPolicies),
             "webhook-vap" => Ok(Backend::WebhookAndVap),
-            "kyverno" => anyhow::bail!(
-                "BENCH_E2E_BACKENDS: kyverno is not built by this benchmark (see BENCHMARKS.md)"
-            ),
+            "kyverno" => Ok(Backend::Kyverno),
             other => anyhow::bail!(
-                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, vap-one, vap-policies, webhook-vap, noop)"
+                "BENCH_E2E_BACKENDS: unknown backend {other:?} (webhook, vap, vap-unmerged, vap-one, vap-policies, webhook-vap, noop, kyverno)"
             ),
         }
     }
@@ -152,6 +162,7 @@ impl Backend {
             Backend::VapOne => "vap-one",
             Backend::VapPolicies => "vap-policies",
             Backend::WebhookAndVap => "webhook-vap",
+            Backend::Kyverno => "kyverno",
         }
     }
 }
@@ -168,6 +179,8 @@ struct Cleanup {
     configuration: String,
     webhook: Option<Child>,
     vap_label: String,
+    /// Dropped after the rest: stops Kyverno and removes what it registered.
+    kyverno: Option<kyverno::Kyverno>,
 }
 
 impl Drop for Cleanup {
@@ -211,6 +224,10 @@ impl Drop for Cleanup {
 
 async fn run() -> Result<()> {
     let settings = Settings::from_env()?;
+    let with_kyverno = settings.backends.contains(&Backend::Kyverno);
+    if with_kyverno {
+        kyverno::build()?;
+    }
     let sandbox = Sandbox::try_connect().await?;
     let client = sandbox.client.clone();
     let version = client
@@ -226,6 +243,7 @@ async fn run() -> Result<()> {
         configuration: format!("aiops-bench-e2e-{id}"),
         webhook: None,
         vap_label: format!("{VAP_LABEL}={id}"),
+        kyverno: None,
     };
     let namespace = cleanup.namespace.clone();
     support::create_namespace(&client, &namespace, &[(BENCH_LABEL, &id)]).await?;
@@ -272,6 +290,7 @@ async fn run() -> Result<()> {
         vap_unmerged: admission_policies(&id, false)?,
         vap_one: vec![admission_policy_pair(&id, "one", one_check_spec())],
         vap_policies: project_policies(&id)?,
+        kyverno: with_kyverno.then(|| id.clone()),
     };
 
     // Someone else's webhook matching every namespace would sit in both
@@ -281,6 +300,14 @@ async fn run() -> Result<()> {
         eprintln!(
             "warning: other admission webhooks are registered and may see our pods: {others:?}"
         );
+    }
+    if with_kyverno {
+        // Beside the report, so it outlives a failed run.
+        let log = settings.out.with_file_name("admission-e2e-kyverno.log");
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).context("creating target/bench")?;
+        }
+        cleanup.kyverno = Some(kyverno::Kyverno::start(&cleanup.sandbox, &id, &log).await?);
     }
 
     let mut rows = Vec::new();
@@ -335,6 +362,7 @@ async fn run() -> Result<()> {
             "vap_policies": format!("{CEL_POLICIES} as generated ValidatingAdmissionPolicies ({} merged, {} unmerged), Deny, scoped to the bench namespace", phases.vap_merged.len(), phases.vap_unmerged.len()),
             "kubernetes": version.git_version,
             "webhook": "target/release aiops-operator run --webhook-only --standalone --admission-mode Enforce, all 12 policies; registered via clientConfig.url + caBundle, failurePolicy Fail, timeoutSeconds 5",
+            "kyverno": with_kyverno.then_some(kyverno::SETUP),
             "pod": "2 containers with resources, probes, env and a restricted securityContext; compliant with all 12 policies (every create is evaluated and allowed); a scheduling gate keeps the scheduler and kwok out of the measurement",
             "rounds": settings.rounds,
             "warmup_seconds_per_phase": settings.warmup.as_secs_f64(),
@@ -426,84 +454,6 @@ impl WebhookProbe {
     }
 }
 
-/// The label on the benchmark's admission policies.
-const VAP_LABEL: &str = "aiops-operator.dev/bench-e2e-vap";
-/// The CEL policies of the `vap` backends, read in place.
-const CEL_POLICIES: &str = "../shared/conformance/kyverno-cel/pod-security-vpol/baseline";
-
-/// The (policy, binding) objects the operator would generate for the CEL
-/// baseline, every rule enforced, scoped to the bench namespace.
-fn admission_policies(id: &str, merged: bool) -> Result<Vec<(Value, Value)>> {
-    let dir = repo_root().join(CEL_POLICIES);
-    let set = PolicySet::load_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    let translation = set.api_server_translation();
-    ensure!(
-        translation.not_translated.is_empty(),
-        "rules without an exact translation: {:?}",
-        translation.not_translated
-    );
-    let rules: Vec<&vap::ApiServerRule> = translation.rules.iter().collect();
-    let specs: Vec<Value> = if merged {
-        vap::merge(&rules).into_iter().map(|m| m.spec).collect()
-    } else {
-        rules.iter().map(|r| r.spec.clone()).collect()
-    };
-    Ok(specs
-        .into_iter()
-        .enumerate()
-        .map(|(index, spec)| {
-            let name = format!("{}{index}", if merged { "m" } else { "u" });
-            admission_policy_pair(id, &name, spec)
-        })
-        .collect())
-}
-
-/// The admission policies `--admission-backend vap` makes of `policies/`
-/// with every rule enforced, merged; the rules without a CEL form are left
-/// out.
-fn project_policies(id: &str) -> Result<Vec<(Value, Value)>> {
-    let dir = repo_root().join("policies");
-    let set = PolicySet::load_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    let translation = set.api_server_translation();
-    let rules: Vec<&vap::ApiServerRule> = translation.rules.iter().collect();
-    ensure!(!rules.is_empty(), "no rule of policies/ has a CEL form");
-    Ok(vap::merge(&rules)
-        .into_iter()
-        .enumerate()
-        .map(|(index, merged)| admission_policy_pair(id, &format!("p{index}"), merged.spec))
-        .collect())
-}
-
-/// The (policy, binding) pair for `spec`, Deny, scoped to the bench namespace.
-fn admission_policy_pair(id: &str, suffix: &str, mut spec: Value) -> (Value, Value) {
-    let name = format!("aiops-bench-e2e-{id}-{suffix}");
-    spec["matchConstraints"]["namespaceSelector"] = json!({"matchLabels": {BENCH_LABEL: id}});
-    let labels = json!({VAP_LABEL: id});
-    (
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name, "labels": labels}, "spec": spec}),
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"policyName": name, "validationActions": ["Deny"]}}),
-    )
-}
-
-/// One expression on pods, enough for the activation probe (a privileged
-/// first container) to be denied.
-fn one_check_spec() -> Value {
-    json!({
-        "failurePolicy": "Fail",
-        "matchConstraints": {"resourceRules": [{
-            "apiGroups": [""], "apiVersions": ["v1"],
-            "operations": ["CREATE", "UPDATE"], "resources": ["pods"],
-        }]},
-        "validations": [{
-            "expression": "!object.spec.containers[0].?securityContext.?privileged.orValue(false)",
-            "message": "privileged",
-        }],
-    })
-}
-
 /// Everything a phase can switch on, and the switching.
 struct Phases {
     client: kube::Client,
@@ -514,6 +464,9 @@ struct Phases {
     vap_unmerged: Vec<(Value, Value)>,
     vap_one: Vec<(Value, Value)>,
     vap_policies: Vec<(Value, Value)>,
+    /// The value of [`kyverno::ACTIVE_LABEL`] that switches Kyverno on,
+    /// when Kyverno is one of the backends.
+    kyverno: Option<String>,
 }
 
 impl Phases {
@@ -550,6 +503,15 @@ impl Phases {
             _ => &Vec::new(),
         };
         self.set_admission_policies(wanted_policies).await?;
+        if let Some(id) = &self.kyverno {
+            kyverno::switch(
+                &self.client,
+                &self.namespace,
+                id,
+                backend == Backend::Kyverno,
+            )
+            .await?;
+        }
         for (active, (_, probe)) in [
             (
                 matches!(backend, Backend::Webhook | Backend::WebhookAndVap),
@@ -559,7 +521,20 @@ impl Phases {
         ] {
             self.wait_called(probe, active).await?;
         }
-        self.wait_policies(!wanted_policies.is_empty()).await
+        if self.kyverno.is_some() {
+            self.wait_denials(
+                kyverno::DENIAL_MARKER,
+                backend == Backend::Kyverno,
+                Duration::from_secs(120),
+            )
+            .await?;
+        }
+        self.wait_denials(
+            "ValidatingAdmissionPolicy",
+            !wanted_policies.is_empty(),
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     async fn set_admission_policies(&self, wanted: &[(Value, Value)]) -> Result<()> {
@@ -636,10 +611,11 @@ impl Phases {
         }
     }
 
-    /// Waits until a privileged pod is denied by an admission policy
-    /// (`active`) or admitted several times in a row, and the compliant
-    /// bench pod is admitted.
-    async fn wait_policies(&self, active: bool) -> Result<()> {
+    /// Waits until a privileged pod is denied with a message naming
+    /// `marker` (the backend: "ValidatingAdmissionPolicy", Kyverno's
+    /// webhook) several times in a row (`active`) or not denied by it
+    /// several times in a row, and the compliant bench pod is admitted.
+    async fn wait_denials(&self, marker: &str, active: bool, timeout: Duration) -> Result<()> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let dry_run = PostParams {
             dry_run: true,
@@ -655,18 +631,17 @@ impl Phases {
         loop {
             let denied = match pods.create(&dry_run, &privileged).await {
                 Ok(_) => false,
-                Err(kube::Error::Api(status)) => {
-                    status.message.contains("ValidatingAdmissionPolicy")
-                }
-                Err(error) => return Err(error).context("probing the admission policies"),
+                Err(kube::Error::Api(status)) => status.message.contains(marker),
+                Err(error) => return Err(error).context("probing the admission backend"),
             };
             settled = if denied == active { settled + 1 } else { 0 };
             if settled >= 3 {
                 break;
             }
             ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "the API server did not pick up the admission policies (active={active}) in 60 s"
+                start.elapsed() < timeout,
+                "denials naming {marker} not {} after {timeout:?}",
+                if active { "in place" } else { "gone" }
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -675,7 +650,7 @@ impl Phases {
             tokio::time::sleep(Duration::from_secs(2)).await;
             pods.create(&dry_run, &bench_pod("probe"))
                 .await
-                .context("the compliant bench pod must pass the admission policies")?;
+                .with_context(|| format!("the compliant bench pod must pass {marker}"))?;
         }
         Ok(())
     }

@@ -265,6 +265,21 @@ pub async fn revision_templates(
     earlier_revisions(client, namespace, workload, &live, &template).await
 }
 
+/// The labels of `namespace`, for the policies' `namespaceSelector` and
+/// `namespaceObject` when a fix is judged (the webhook reads them from its
+/// cache; the repair loop, which runs rarely, reads them directly).
+pub async fn namespace_labels(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, kube::Error> {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    Ok(namespaces
+        .get_opt(namespace)
+        .await?
+        .and_then(|found| found.metadata.labels))
+}
+
 /// The live workload as JSON, checked to be the object `workload` pins by uid.
 pub async fn fetch_workload(
     client: &Client,
