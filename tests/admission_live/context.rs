@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::live_webhook::{Certs, Expect, LiveWebhook, Options};
+use crate::live_webhook::{Certs, Expect, LiveWebhook, Options, project_policies_copy};
 use crate::objects::{Refusal, create_object};
-use crate::support::{self, Sandbox, wait_until};
+use crate::support::{Sandbox, wait_until};
 
 /// Four rules, each for pods carrying its own `context-test` label, so a
 /// pod meets exactly one of them.
@@ -194,14 +194,7 @@ async fn denial(webhook: &LiveWebhook, namespace: &str, manifest: &Value, policy
 #[tokio::test]
 async fn config_map_and_api_call_context_entries_decide_admission() {
     let sandbox = Sandbox::connect().await;
-    let policies = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(support::repo_root().join("policies")).expect("policies/") {
-        let path = entry.expect("policy entry").path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path.file_name().expect("file name");
-            std::fs::copy(&path, policies.path().join(name)).expect("copying a policy");
-        }
-    }
+    let policies = project_policies_copy();
     std::fs::write(policies.path().join("context.yaml"), CONTEXT_POLICIES)
         .expect("writing the context policies");
     let options = Options {

@@ -44,6 +44,20 @@ pub struct Options {
     pub extra_args: Vec<String>,
 }
 
+/// A temporary copy of the repository's `policies/`, for a test that adds
+/// its own policies beside them (the start probe needs the baseline ones).
+pub fn project_policies_copy() -> tempfile::TempDir {
+    let policies = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(support::repo_root().join("policies")).expect("policies/") {
+        let path = entry.expect("policy entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            let name = path.file_name().expect("file name");
+            std::fs::copy(&path, policies.path().join(name)).expect("copying a policy");
+        }
+    }
+    policies
+}
+
 /// One webhook process registered with the sandbox for one test.
 pub struct LiveWebhook {
     pub id: String,

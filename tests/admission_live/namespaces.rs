@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::live_webhook::{Certs, Expect, LiveWebhook, Options};
+use crate::live_webhook::{Certs, Expect, LiveWebhook, Options, project_policies_copy};
 use crate::objects::create_object;
-use crate::support::{self, Sandbox, wait_until};
+use crate::support::{Sandbox, wait_until};
 
 /// Unlabelled pods are denied in `tier: strict` namespaces (a selector),
 /// and every pod in a `tier: frozen` one (`namespaceObject`).
@@ -97,15 +97,8 @@ async fn label_tier(sandbox: &Sandbox, namespace: &str, tier: Option<&str>) {
 #[tokio::test]
 async fn namespace_selector_and_namespace_object_read_the_namespace_labels() {
     let sandbox = Sandbox::connect().await;
-    let policies = tempfile::tempdir().expect("temp dir");
     // The baseline policies too: the webhook's start probe is a privileged pod.
-    for entry in std::fs::read_dir(support::repo_root().join("policies")).expect("policies/") {
-        let path = entry.expect("policy entry").path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path.file_name().expect("file name");
-            std::fs::copy(&path, policies.path().join(name)).expect("copying a policy");
-        }
-    }
+    let policies = project_policies_copy();
     std::fs::write(policies.path().join("tiers.yaml"), TIER_POLICIES)
         .expect("writing the tier policies");
     let options = Options {

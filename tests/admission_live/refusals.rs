@@ -8,9 +8,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::live_webhook::{Certs, Expect, LiveWebhook, Options};
+use crate::live_webhook::{Certs, Expect, LiveWebhook, Options, project_policies_copy};
 use crate::objects::{is_denial_by, privileged_pod};
-use crate::support::{self, Sandbox, wait_until};
+use crate::support::{Sandbox, wait_until};
 use crate::{CONFIG_MAP, PRIVILEGED_POLICY};
 
 const POD_NAME: &str = "aiops-live-refusals";
@@ -69,14 +69,7 @@ fn assert_still_denied(webhook: &LiveWebhook, namespace: &str, when: &str) {
 #[tokio::test]
 async fn a_bad_config_map_or_policy_file_leaves_the_last_good_set_in_force() {
     let sandbox = Sandbox::connect().await;
-    let policies = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(support::repo_root().join("policies")).expect("policies/") {
-        let path = entry.expect("policy entry").path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path.file_name().expect("file name");
-            std::fs::copy(&path, policies.path().join(name)).expect("copying a policy");
-        }
-    }
+    let policies = project_policies_copy();
     let options = Options {
         policies_dir: Some(policies.path().to_path_buf()),
         pod_name: Some(POD_NAME.into()),
