@@ -80,6 +80,39 @@ pub async fn owned_policies(client: &kube::Client, instance: &str) -> Vec<String
         .unwrap_or_default()
 }
 
+/// Sets `policy`'s mode in the webhook's ConfigMap.
+pub async fn set_policy_mode(client: &kube::Client, instance: &str, policy: &str, mode: &str) {
+    let patch = json!({"data": {"policyModes": format!("{policy}: {mode}\n")}});
+    Api::<ConfigMap>::namespaced(client.clone(), instance)
+        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("switching {policy} to {mode}: {e}"));
+}
+
+/// Waits until the instance owns no admission policy any more.
+pub async fn wait_owned_policies_removed(client: &kube::Client, instance: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        "the admission policies removed",
+        || async {
+            owned_policies(client, instance)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A label value unique to this run, scoping its cluster-wide policies.
+pub fn unique_scope() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        .to_string()
+}
+
 /// Deletes what the webhook created even when the test fails half way:
 /// the objects are cluster-scoped and outlive the test's namespaces.
 /// Synchronous (kubectl): a Drop cannot await, and the test's client
@@ -106,13 +139,7 @@ impl Drop for RemoveOwned<'_> {
 async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_in_audit() {
     let sandbox = Sandbox::connect().await;
     let client = &sandbox.client;
-    let scope = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let scope = unique_scope();
     let policies = tempfile::tempdir().expect("a policy directory");
     std::fs::write(
         policies.path().join("host-network.yaml"),
@@ -208,22 +235,8 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
 
     // Audit: the admission policies go, and the webhook admits with its
     // warning and counts the violation.
-    let patch = json!({"data": {"policyModes": format!("{POLICY}: Audit\n")}});
-    Api::<ConfigMap>::namespaced(client.clone(), &instance)
-        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("switching the policy to Audit");
-    wait_until(
-        Duration::from_secs(30),
-        "the admission policies removed",
-        || async {
-            owned_policies(client, &instance)
-                .await
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    set_policy_mode(client, &instance, POLICY, "Audit").await;
+    wait_owned_policies_removed(client, &instance).await;
     wait_until(
         Duration::from_secs(30),
         "the pod admitted in Audit",
@@ -241,11 +254,7 @@ async fn enforced_cel_policy_runs_in_the_api_server_and_returns_to_the_webhook_i
 
     // Warn: back in the API server, under a Warn binding: admitted with
     // the API server's warning.
-    let patch = json!({"data": {"policyModes": format!("{POLICY}: Warn\n")}});
-    Api::<ConfigMap>::namespaced(client.clone(), &instance)
-        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("switching the policy to Warn");
+    set_policy_mode(client, &instance, POLICY, "Warn").await;
     let manifest = webhook.write_manifest("hostnet.yaml", &host_network_pod("hostnet", &scope));
     let warning = wait_until(Duration::from_secs(30), "the API server's Warn", || async {
         let (ok, text) = webhook.kubectl(&[

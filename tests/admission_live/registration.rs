@@ -7,12 +7,10 @@
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
-use crate::CONFIG_MAP;
-use crate::api_server::{RemoveOwned, owned_policies};
+use crate::api_server::{RemoveOwned, set_policy_mode, unique_scope, wait_owned_policies_removed};
 use crate::live_webhook::{Certs, Expect, LiveWebhook, Options};
 use crate::objects::create_object;
 use crate::support::{self, Sandbox, wait_until};
@@ -110,13 +108,7 @@ fn big_deployment(scope: &str) -> Value {
 async fn registration_leaves_out_what_the_api_server_enforces_and_takes_it_back() {
     let sandbox = Sandbox::connect().await;
     let client = &sandbox.client;
-    let scope = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let scope = unique_scope();
     let dir = tempfile::tempdir().expect("a policy directory");
     let (pods, deployments) = policies(&scope);
     std::fs::write(dir.path().join("pods.yaml"), pods).expect("the pod policy");
@@ -187,22 +179,8 @@ async fn registration_leaves_out_what_the_api_server_enforces_and_takes_it_back(
     );
 
     // Audit: Deployments are registered again, then the admission policy goes.
-    let patch = json!({"data": {"policyModes": format!("{POLICY}: Audit\n")}});
-    Api::<ConfigMap>::namespaced(client.clone(), &instance)
-        .patch(CONFIG_MAP, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("switching the policy to Audit");
-    wait_until(
-        Duration::from_secs(30),
-        "the admission policies removed",
-        || async {
-            owned_policies(client, &instance)
-                .await
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    set_policy_mode(client, &instance, POLICY, "Audit").await;
+    wait_owned_policies_removed(client, &instance).await;
     assert_eq!(
         registered(client, &configuration).await,
         ["deployments", "pods"]
