@@ -274,8 +274,8 @@ pub fn parse_config_map(
                 Ok(list) => config.exempt_groups = list.into_iter().collect(),
                 Err(reason) => issues.push(issue(key, reason)),
             },
-            // The repair loop's model settings share this ConfigMap.
-            _ if key.starts_with("llm.") => {}
+            // The repair loop's model and repair settings share this ConfigMap.
+            _ if key.starts_with("llm.") || key.starts_with("remediate.") => {}
             _ => issues.push(issue(key, "unknown key ignored")),
         }
     }
