@@ -86,6 +86,7 @@ pub async fn run(
         watches.pods,
         stores.owners,
     ));
+    let case_gauges = tokio::spawn(observe_cases(Arc::clone(&shared), controller.store()));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
@@ -97,8 +98,24 @@ pub async fn run(
         })
         .await;
     detector.abort();
+    case_gauges.abort();
+    shared.metrics.forget_cases();
     owner_watches.abort();
     shared.stores.end();
+}
+
+/// Keeps the gauges of the cases that exist now (count per phase, oldest
+/// wait for a review) current from the controller's cache: a read of
+/// memory every few seconds, no API call.
+async fn observe_cases(shared: Arc<Shared>, cases: kube::runtime::reflector::Store<Remediation>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let cases = cases.state();
+        shared
+            .metrics
+            .observe_cases(cases.iter().map(|case| case.as_ref()), Timestamp::now());
+    }
 }
 
 fn error_policy(
