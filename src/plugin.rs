@@ -257,6 +257,9 @@ pub fn render_show(r: &Remediation) -> String {
             "\nProposal ({}, confidence {:.2}, hash {}):",
             p.source, p.confidence, p.hash
         );
+        if !p.class.is_empty() {
+            let _ = writeln!(out, "  Class:      {}", p.class);
+        }
         let _ = writeln!(out, "  Summary:    {}", p.summary);
         let _ = writeln!(out, "  Root cause: {}", p.root_cause);
         if p.actions.is_empty() {
@@ -361,6 +364,7 @@ mod tests {
             rollback_plan: vec!["re-apply nginx:typo".into()],
             confidence: 0.9,
             source: "rules".into(),
+            class: "ImageRestore".into(),
             hash: String::new(),
         }
         .seal();
@@ -397,6 +401,7 @@ mod tests {
             "restore nginx:1.25.5",
             "containers[app].image: nginx:typo -> nginx:1.25.5",
             "GitOps will revert",
+            "Class:      ImageRestore",
             "re-apply nginx:typo",
             "kubectl patch rem deployment-web-1",
         ] {

@@ -27,6 +27,7 @@ pub const REGENERATE_ANNOTATION: &str = "aiops-operator.dev/regenerate";
     status = "RemediationStatus",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.targetDisplay"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Class","type":"string","jsonPath":".status.proposal.class","priority":1}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Approved","type":"boolean","jsonPath":".spec.approved"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -48,6 +49,19 @@ pub struct RemediationSpec {
     /// without a valid record is not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
+}
+
+/// The class of a proposal that changes nothing: a human must act.
+pub const CLASS_DIAGNOSIS: &str = "Diagnosis";
+/// The class of every model proposal that changes something: what a model
+/// proposes is auto-approved only where a rule allows models explicitly.
+pub const CLASS_MODEL: &str = "Model";
+
+/// Joins proposal classes the one way `Proposal::class` is written:
+/// sorted, without repeats, separated by `,`.
+pub fn join_classes<'a>(classes: impl IntoIterator<Item = &'a str>) -> String {
+    let set: std::collections::BTreeSet<&str> = classes.into_iter().collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
 }
 
 /// A reference to a workload, pinned by uid so a re-created namesake is not touched.
@@ -309,7 +323,13 @@ pub struct Proposal {
     pub confidence: f64,
     /// `rules`, or the model's name.
     pub source: String,
-    /// sha256 of the canonical actions, summary and source; approvals bind to it.
+    /// What kind of fix this is, for review and for auto-approval rules:
+    /// `ImageRestore`, `MemoryRaise`, `TemplateRevert`, `Diagnosis` (no
+    /// change), `PolicyFix:<policy>`, or `Model`; several kinds are joined
+    /// by `,` in sorted order.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
+    /// sha256 of the canonical actions, summary, source and class; approvals bind to it.
     pub hash: String,
 }
 
@@ -391,10 +411,10 @@ impl Evidence {
 impl Proposal {
     /// The content hash approvals bind to: sha256 over the canonical JSON of
     /// what would change (actions) and what the reviewer read (summary,
-    /// root cause, risks, rollback plan, source). Any edit changes it.
+    /// root cause, risks, rollback plan, source, class). Any edit changes it.
     pub fn content_hash(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "summary": self.summary,
             "rootCause": self.root_cause,
             "actions": self.actions,
@@ -402,6 +422,12 @@ impl Proposal {
             "rollbackPlan": self.rollback_plan,
             "source": self.source,
         });
+        // The class decides what an auto-approval rule may approve, so it is
+        // bound like the rest; left out when empty so that proposals made
+        // before it existed keep their hash.
+        if !self.class.is_empty() {
+            canonical["class"] = serde_json::Value::String(self.class.clone());
+        }
         // serde_json maps are sorted (no preserve_order feature), so this is canonical.
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         format!("sha256:{}", hex::encode(digest))
@@ -411,5 +437,35 @@ impl Proposal {
     pub fn seal(mut self) -> Self {
         self.hash = self.content_hash();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_class_is_bound_by_the_hash_and_joined_one_way() {
+        let proposal = Proposal {
+            summary: "restore image".into(),
+            source: "rules".into(),
+            class: "ImageRestore".into(),
+            ..Proposal::default()
+        }
+        .seal();
+        let relabelled = Proposal {
+            class: "MemoryRaise".into(),
+            ..proposal.clone()
+        };
+        assert_ne!(proposal.hash, relabelled.content_hash());
+        let unclassed = Proposal {
+            class: String::new(),
+            ..proposal.clone()
+        };
+        assert_ne!(proposal.hash, unclassed.content_hash());
+        assert_eq!(
+            join_classes(["PolicyFix:b", "ImageRestore", "PolicyFix:b"]),
+            "ImageRestore,PolicyFix:b"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::k8s::pod_spec::containers_patch;
 use crate::k8s::quantity::format_memory;
 use crate::k8s::redact::{redact, truncate};
 use crate::llm::provider::LlmError;
-use crate::remediation::crd::{Action, Evidence, Proposal};
+use crate::remediation::crd::{Action, CLASS_DIAGNOSIS, CLASS_MODEL, Evidence, Proposal};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -172,6 +172,7 @@ pub fn fix_to_proposal(
     } else {
         0.0
     };
+    let actions_empty = actions.is_empty();
     Ok(Proposal {
         summary,
         root_cause,
@@ -180,6 +181,11 @@ pub fn fix_to_proposal(
         rollback_plan,
         confidence,
         source: source.to_string(),
+        class: if actions_empty {
+            CLASS_DIAGNOSIS.into()
+        } else {
+            CLASS_MODEL.into()
+        },
         hash: String::new(),
     }
     .seal())

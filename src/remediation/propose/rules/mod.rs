@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::k8s::pod_spec::{containers_patch, pod_spec_pointer};
 use crate::k8s::quantity::{format_memory, parse_memory};
-use crate::remediation::crd::{Action, Evidence, Finding, Proposal};
+use crate::remediation::crd::{Action, CLASS_DIAGNOSIS, Evidence, Finding, Proposal, join_classes};
 use crate::remediation::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
 use crate::remediation::evidence::{ManagedBy, RevisionTemplate, management_tools};
 
@@ -84,6 +84,17 @@ enum Fix {
         /// Env names the current template added, which an apply cannot remove.
         added_env: Vec<String>,
     },
+}
+
+impl Fix {
+    /// The proposal class this fix belongs to (see `Proposal::class`).
+    fn class(&self) -> &'static str {
+        match self {
+            Fix::RestoreImage { .. } => "ImageRestore",
+            Fix::RaiseMemory { .. } => "MemoryRaise",
+            Fix::RevertTemplate { .. } => "TemplateRevert",
+        }
+    }
 }
 
 /// What the rules concluded for one failing container (or the pod).
@@ -164,6 +175,7 @@ pub fn propose_from_rules(
                 confidence = confidence.min(0.5);
             }
             proposal.confidence = confidence;
+            proposal.class = join_classes(fixes.iter().map(|(_, fix)| fix.class()));
         }
         (false, Some(why)) => {
             let advice: Vec<String> = fixes.iter().map(|(f, fix)| describe_fix(f, fix)).collect();
@@ -197,6 +209,9 @@ pub fn propose_from_rules(
             proposal.rollback_plan = vec!["nothing to roll back: no change is proposed".into()];
             proposal.confidence = 0.3;
         }
+    }
+    if proposal.actions.is_empty() {
+        proposal.class = CLASS_DIAGNOSIS.into();
     }
     proposal.seal()
 }

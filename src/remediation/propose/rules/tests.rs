@@ -61,6 +61,7 @@ fn image_pull_failure_restores_the_last_healthy_image() {
                "spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.25.5"}]}}}})
     );
     assert_eq!(proposal.source, "rules");
+    assert_eq!(proposal.class, "ImageRestore");
     assert_eq!(proposal.hash, proposal.content_hash(), "sealed");
     assert!(
         proposal.summary.contains("restore image nginx:1.25.5"),
@@ -104,6 +105,7 @@ fn image_pull_failure_without_a_healthy_alternative_needs_a_human() {
         &RuleConfig::default(),
     );
     assert!(proposal.actions.is_empty());
+    assert_eq!(proposal.class, "Diagnosis");
     assert!(
         proposal.summary.contains("needs a human"),
         "{}",
@@ -192,6 +194,7 @@ fn oom_stops_at_the_cap_and_lowers_an_oversized_request() {
         patch_containers(&proposal),
         &json!([{"name": "app", "resources": {"limits": {"memory": "2Gi"}}}])
     );
+    assert_eq!(proposal.class, "MemoryRaise");
 
     // A request above the new limit (only possible with an odd cap) is lowered to it.
     let live = deployment(json!([{"name": "app", "image": "app:1",
