@@ -61,7 +61,7 @@ pub enum ReconcileError {
     Target(#[from] BadApiVersion),
 }
 
-/// Runs the controller (and the pod detector beside it) until `shutdown`
+/// Runs the controller (and the pod detector and the policy scan beside it) until `shutdown`
 /// resolves. The pod and owner stores live exactly as long: a replica that
 /// stops leading stops watching.
 pub async fn run(
@@ -81,6 +81,10 @@ pub async fn run(
         watches.pods,
         stores.owners,
     ));
+    let scan = tokio::spawn(super::scan::run_scan(
+        Arc::clone(&shared),
+        controller.store(),
+    ));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
@@ -92,6 +96,7 @@ pub async fn run(
         })
         .await;
     detector.abort();
+    scan.abort();
     owner_watches.abort();
     shared.stores.end();
 }
