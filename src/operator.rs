@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::admission::Webhook;
 use crate::remediation::approval::ApprovalKey;
 use crate::remediation::approval_webhook::ApprovalWebhook;
+use crate::remediation::auto_approval::SettingsHandle;
 use crate::remediation::metrics::RemediationMetrics;
 use crate::remediation::{ControllerConfig, Shared, controller};
 
@@ -183,6 +184,14 @@ pub async fn approval_key(client: &Client, namespace: &str) -> Result<ApprovalKe
     }
 }
 
+/// What the repair loop is given besides the cluster and the webhook.
+pub struct RepairInputs {
+    pub key: ApprovalKey,
+    pub metrics: RemediationMetrics,
+    pub llm: Option<Arc<crate::remediation::propose::model::ModelProposer>>,
+    pub settings: SettingsHandle,
+}
+
 /// Everything the controller half needs, built once the webhook is bound.
 pub struct ControllerParts {
     pub shared: Arc<Shared>,
@@ -196,10 +205,14 @@ impl ControllerParts {
         args: &ControllerArgs,
         operator_namespace: &str,
         webhook: &Webhook,
-        key: ApprovalKey,
-        metrics: RemediationMetrics,
-        llm: Option<Arc<crate::remediation::propose::model::ModelProposer>>,
+        inputs: RepairInputs,
     ) -> Self {
+        let RepairInputs {
+            key,
+            metrics,
+            llm,
+            settings,
+        } = inputs;
         let identity = args
             .pod_name
             .clone()
@@ -220,6 +233,7 @@ impl ControllerParts {
             llm,
             model_calls: Default::default(),
             stores: Default::default(),
+            settings,
         });
         ControllerParts {
             shared,
@@ -230,10 +244,15 @@ impl ControllerParts {
 }
 
 /// The approval endpoint's state for this operator.
-pub fn approval_endpoint(key: ApprovalKey, config: &ControllerConfig) -> Arc<ApprovalWebhook> {
+pub fn approval_endpoint(
+    key: ApprovalKey,
+    config: &ControllerConfig,
+    settings: SettingsHandle,
+) -> Arc<ApprovalWebhook> {
     Arc::new(ApprovalWebhook {
         key,
         operator_identity: config.operator_identity.clone(),
+        settings,
     })
 }
 
@@ -343,11 +362,20 @@ async fn serve_operator(
     let client = config.client.clone().ok_or(RunError::Standalone)?;
     let key = approval_key(&client, &namespace).await?;
     let controller_config = args.config(&namespace);
+    // Every replica keeps the repair settings: its approval webhook needs
+    // the rule names, and whichever replica leads needs the rest.
+    let settings = SettingsHandle::new(Default::default());
+    let settings_watch = crate::remediation::auto_approval::watch::spawn_settings_watch(
+        client.clone(),
+        namespace.clone(),
+        webhook_config_map.clone(),
+        settings.clone(),
+    );
     let metrics_slot: Arc<std::sync::Mutex<Option<RemediationMetrics>>> = Arc::default();
     let slot = Arc::clone(&metrics_slot);
     let extras = crate::admission::WebhookExtras {
         routes: Some(crate::remediation::approval_webhook::router(
-            approval_endpoint(key.clone(), &controller_config),
+            approval_endpoint(key.clone(), &controller_config, settings.clone()),
         )),
         register_metrics: Some(Box::new(move |registry| {
             if let Ok(mut slot) = slot.lock() {
@@ -362,7 +390,13 @@ async fn serve_operator(
         .and_then(|mut slot| slot.take())
         .unwrap_or_else(RemediationMetrics::unregistered);
     let llm = model_proposer(&client, &namespace, &webhook_config_map, &controller_config).await;
-    let parts = ControllerParts::new(client, &args, &namespace, &webhook, key, metrics, llm);
+    let inputs = RepairInputs {
+        key,
+        metrics,
+        llm,
+        settings,
+    };
+    let parts = ControllerParts::new(client, &args, &namespace, &webhook, inputs);
     let (stop_tx, stop_rx) = watch::channel(false);
     let controller = tokio::spawn(lead_and_control(parts, stop_rx));
     webhook
@@ -371,6 +405,7 @@ async fn serve_operator(
             let _ = stop_tx.send(true);
         })
         .await;
+    settings_watch.abort();
     match controller.await {
         Ok(result) => result?,
         Err(error) => tracing::warn!(%error, "controller task ended abnormally"),

@@ -39,7 +39,10 @@ fn crd_names_and_columns_are_as_documented() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Target", "Reason", "Class", "Phase", "Approved", "Age"]);
+    assert_eq!(
+        columns,
+        ["Target", "Reason", "Class", "Phase", "Approved", "Age"]
+    );
 }
 
 #[test]

@@ -11,7 +11,6 @@
 //! | `exemptNamespaces` | list (YAML list or comma separated)               | `kube-system`, `kube-node-lease` |
 //! | `exemptUsers`      | list of usernames                                 | empty   |
 //! | `exemptGroups`     | list of group names                               | empty   |
-//! | `remediate.policyViolations` | `off` or `propose`: violations of running workloads become Remediations | `propose` when `mode` is `Audit`, else `off` |
 //!
 //! Precedence for one violated rule: `policyModes[policy]`, else `mode`, else
 //! the rule's own failure action. The operator's own namespace is always
@@ -49,30 +48,6 @@ pub const KEY_EXEMPT_NAMESPACES: &str = "exemptNamespaces";
 pub const KEY_EXEMPT_USERS: &str = "exemptUsers";
 /// ConfigMap data key for exempt groups.
 pub const KEY_EXEMPT_GROUPS: &str = "exemptGroups";
-/// ConfigMap data key: do the background scan's violations of running
-/// workloads become Remediations?
-pub const KEY_POLICY_VIOLATIONS: &str = "remediate.policyViolations";
-
-/// What the repair loop does with a running workload's policy violations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViolationRepair {
-    /// Report them only (PolicyReports).
-    Off,
-    /// Open a Remediation with a proposed fix for each violating workload.
-    Propose,
-}
-
-impl FromStr for ViolationRepair {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "off" => Ok(ViolationRepair::Off),
-            "propose" => Ok(ViolationRepair::Propose),
-            _ => Err(format!("unknown value {s:?} (expected off or propose)")),
-        }
-    }
-}
 
 /// What the webhook does with a violated rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -160,8 +135,6 @@ pub struct ModeConfig {
     pub exempt_namespaces: BTreeSet<String>,
     pub exempt_users: BTreeSet<String>,
     pub exempt_groups: BTreeSet<String>,
-    /// `remediate.policyViolations`; `None` means the default for the mode.
-    pub policy_violations: Option<ViolationRepair>,
 }
 
 impl ModeConfig {
@@ -179,17 +152,6 @@ impl ModeConfig {
             exempt_namespaces,
             exempt_users: BTreeSet::new(),
             exempt_groups: BTreeSet::new(),
-            policy_violations: None,
-        }
-    }
-
-    /// Whether violations of running workloads become Remediations: as
-    /// configured, else only in Audit mode, where violating workloads are
-    /// admitted and so are expected to exist.
-    pub fn proposes_policy_fixes(&self) -> bool {
-        match self.policy_violations {
-            Some(repair) => repair == ViolationRepair::Propose,
-            None => self.mode == Some(Mode::Audit),
         }
     }
 
@@ -250,7 +212,6 @@ impl ConfigIssue {
             KEY_EXEMPT_NAMESPACES,
             KEY_EXEMPT_USERS,
             KEY_EXEMPT_GROUPS,
-            KEY_POLICY_VIOLATIONS,
         ]
         .contains(&self.key.as_str())
     }
@@ -313,12 +274,8 @@ pub fn parse_config_map(
                 Ok(list) => config.exempt_groups = list.into_iter().collect(),
                 Err(reason) => issues.push(issue(key, reason)),
             },
-            KEY_POLICY_VIOLATIONS => match value.parse::<ViolationRepair>() {
-                Ok(repair) => config.policy_violations = Some(repair),
-                Err(reason) => issues.push(issue(key, reason)),
-            },
-            // The repair loop's model settings share this ConfigMap.
-            _ if key.starts_with("llm.") => {}
+            // The repair loop's model and repair settings share this ConfigMap.
+            _ if key.starts_with("llm.") || key.starts_with("remediate.") => {}
             _ => issues.push(issue(key, "unknown key ignored")),
         }
     }
@@ -411,33 +368,6 @@ mod tests {
         );
         assert!(config.exempt_users.is_empty());
         assert!(config.exempt_groups.is_empty());
-    }
-
-    #[test]
-    fn policy_violations_default_to_propose_in_audit_mode_only() {
-        let read = |pairs: &[(&str, &str)]| parse_config_map(Some(&data(pairs)), "aiops-system");
-        assert!(!read(&[]).0.proposes_policy_fixes());
-        assert!(read(&[("mode", "Audit")]).0.proposes_policy_fixes());
-        assert!(!read(&[("mode", "Enforce")]).0.proposes_policy_fixes());
-        let (on, issues) = read(&[("mode", "Enforce"), (KEY_POLICY_VIOLATIONS, "Propose")]);
-        assert!(issues.is_empty(), "{issues:?}");
-        assert!(on.proposes_policy_fixes());
-        assert!(
-            !read(&[("mode", "Audit"), (KEY_POLICY_VIOLATIONS, "off")])
-                .0
-                .proposes_policy_fixes()
-        );
-    }
-
-    #[test]
-    fn a_bad_policy_violations_value_refuses_the_update() {
-        let (_, issues) = parse_config_map(
-            Some(&data(&[(KEY_POLICY_VIOLATIONS, "apply")])),
-            "aiops-system",
-        );
-        assert_eq!(issues.len(), 1, "{issues:?}");
-        assert!(issues[0].refuses_update());
-        assert!(issues[0].reason.contains("off or propose"), "{issues:?}");
     }
 
     #[test]

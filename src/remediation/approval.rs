@@ -14,6 +14,9 @@ use hmac::{Hmac, Mac};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::Sha256;
 
+use std::collections::BTreeSet;
+
+use super::auto_approval::settings::AUTO_APPROVER_PREFIX;
 use super::crd::{ApprovalRecord, Phase, Remediation};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -126,11 +129,15 @@ pub struct Requester<'a> {
 /// Decides a Remediation create (`old` is None) or update.
 /// `operator_identity` is the operator's own username
 /// (`system:serviceaccount:<ns>:<sa>`).
+/// `auto_rules` are the auto-approval rules configured now: the only
+/// approvals the operator's own identity may write (see
+/// [`crate::remediation::auto_approval`]).
 pub fn review_remediation_change(
     old: Option<&Remediation>,
     new: &Remediation,
     who: &Requester<'_>,
     operator_identity: &str,
+    auto_rules: &BTreeSet<&str>,
     key: &ApprovalKey,
     now: Time,
 ) -> ApprovalDecision {
@@ -144,10 +151,13 @@ pub fn review_remediation_change(
         return ApprovalDecision::Allow;
     };
     let is_operator = who.username == operator_identity;
+    let operator_approves = is_operator && !old.spec.approved && new.spec.approved;
 
     if new.spec.approval != old.spec.approval {
-        // Only the operator may clear a record (when a proposal is regenerated).
-        if !(is_operator && new.spec.approval.is_none()) {
+        // Only the operator may clear a record (when a proposal is
+        // regenerated) or write one (an auto-approval, checked below).
+        let clears = is_operator && new.spec.approval.is_none();
+        if !clears && !operator_approves {
             return ApprovalDecision::Deny(
                 "spec.approval is written by the operator when you set spec.approved; do not edit it".into(),
             );
@@ -156,11 +166,18 @@ pub fn review_remediation_change(
 
     match (old.spec.approved, new.spec.approved) {
         (false, true) => {
-            if is_operator {
-                return ApprovalDecision::Deny(
-                    "the operator cannot approve its own proposals".into(),
-                );
-            }
+            let approver = if is_operator {
+                match auto_approval_rule(new, auto_rules) {
+                    Ok(record) => record.approved_by.clone(),
+                    Err(refusal) => return ApprovalDecision::Deny(refusal),
+                }
+            } else if who.username.starts_with(AUTO_APPROVER_PREFIX) {
+                return ApprovalDecision::Deny(format!(
+                    "usernames starting with {AUTO_APPROVER_PREFIX} are the operator's auto-approval rules"
+                ));
+            } else {
+                who.username.to_string()
+            };
             // The status the approver saw is the stored one: status changes
             // are ignored on the main resource, so `old` is authoritative.
             let status = old.status.clone().unwrap_or_default();
@@ -194,16 +211,49 @@ pub fn review_remediation_change(
                 );
             }
             let uid = old.metadata.uid.clone().unwrap_or_default();
+            if let Some(record) = new.spec.approval.as_ref().filter(|_| is_operator) {
+                // The operator's record is kept as written, once it is shown
+                // to bind this proposal under the operator's key.
+                let binds = record.proposal_hash == proposal.hash
+                    && key.verify(&uid, &proposal.hash, &approver, &record.signature);
+                return if binds {
+                    ApprovalDecision::Allow
+                } else {
+                    ApprovalDecision::Deny(
+                        "the auto-approval record does not bind the current proposal".into(),
+                    )
+                };
+            }
             ApprovalDecision::Record(ApprovalRecord {
-                approved_by: who.username.to_string(),
+                signature: key.sign(&uid, &proposal.hash, &approver),
+                approved_by: approver,
                 proposal_hash: proposal.hash.clone(),
                 approved_at: now,
-                signature: key.sign(&uid, &proposal.hash, who.username),
             })
         }
         (true, false) if new.spec.approval.is_some() => ApprovalDecision::Withdraw,
         _ => ApprovalDecision::Allow,
     }
+}
+
+/// The record of an approval the operator writes: it must name a rule
+/// configured now.
+fn auto_approval_rule<'a>(
+    new: &'a Remediation,
+    auto_rules: &BTreeSet<&str>,
+) -> Result<&'a ApprovalRecord, String> {
+    let own = || "the operator cannot approve its own proposals".to_string();
+    let record = new.spec.approval.as_ref().ok_or_else(own)?;
+    let rule = record
+        .approved_by
+        .strip_prefix(AUTO_APPROVER_PREFIX)
+        .ok_or_else(own)?;
+    if !auto_rules.contains(rule) {
+        return Err(format!(
+            "auto-approval rule {rule:?} is not configured (remediate.autoApprove)"
+        ));
+    }
+    Ok(record)
 }
 
 /// The controller's check before applying: the approval is present,
@@ -316,7 +366,15 @@ mod tests {
     fn approve(old: &Remediation, who: &Requester<'_>) -> ApprovalDecision {
         let mut new = old.clone();
         new.spec.approved = true;
-        review_remediation_change(Some(old), &new, who, OPERATOR, &key(), now())
+        review_remediation_change(
+            Some(old),
+            &new,
+            who,
+            OPERATOR,
+            &BTreeSet::new(),
+            &key(),
+            now(),
+        )
     }
 
     #[test]
@@ -369,6 +427,96 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_approves_only_through_a_configured_rule_with_a_binding_record() {
+        use crate::remediation::auto_approval::settings::auto_approver;
+        let old = remediation(Phase::Proposed, 1, false);
+        let hash = old
+            .status
+            .as_ref()
+            .unwrap()
+            .proposal
+            .as_ref()
+            .unwrap()
+            .hash
+            .clone();
+        let operator = Requester {
+            username: OPERATOR,
+            groups: &[],
+        };
+        let approver = auto_approver("images");
+        let record = ApprovalRecord {
+            approved_by: approver.clone(),
+            proposal_hash: hash.clone(),
+            approved_at: now(),
+            signature: key().sign("rem-uid", &hash, &approver),
+        };
+        let with = |record: ApprovalRecord| {
+            let mut new = old.clone();
+            new.spec.approved = true;
+            new.spec.approval = Some(record);
+            new
+        };
+        let rules = BTreeSet::from(["images"]);
+        let decide = |new: &Remediation, rules: &BTreeSet<&str>| {
+            review_remediation_change(Some(&old), new, &operator, OPERATOR, rules, &key(), now())
+        };
+        assert_eq!(
+            decide(&with(record.clone()), &rules),
+            ApprovalDecision::Allow
+        );
+        // The rule was removed from the ConfigMap meanwhile.
+        assert!(matches!(
+            decide(&with(record.clone()), &BTreeSet::new()),
+            ApprovalDecision::Deny(m) if m.contains("not configured")
+        ));
+        // A record for another hash, or not signed with the key.
+        let stale = ApprovalRecord {
+            proposal_hash: "sha256:other".into(),
+            signature: key().sign("rem-uid", "sha256:other", &approver),
+            ..record.clone()
+        };
+        assert!(matches!(
+            decide(&with(stale), &rules),
+            ApprovalDecision::Deny(_)
+        ));
+        let forged = ApprovalRecord {
+            signature: "00".repeat(32),
+            ..record.clone()
+        };
+        assert!(matches!(
+            decide(&with(forged), &rules),
+            ApprovalDecision::Deny(_)
+        ));
+        // Anyone else writing such a record, or a person named like a rule.
+        let mut by_alice = with(record.clone());
+        let decision = review_remediation_change(
+            Some(&old),
+            &by_alice,
+            &alice(),
+            OPERATOR,
+            &rules,
+            &key(),
+            now(),
+        );
+        assert!(matches!(decision, ApprovalDecision::Deny(_)));
+        by_alice.spec.approval = None;
+        let impostor = Requester {
+            username: &approver,
+            groups: &[],
+        };
+        let decision = review_remediation_change(
+            Some(&old),
+            &by_alice,
+            &impostor,
+            OPERATOR,
+            &rules,
+            &key(),
+            now(),
+        );
+        assert!(matches!(decision, ApprovalDecision::Deny(m) if m.contains("auto-approval rules")));
+    }
+
+    #[test]
     fn a_diagnosis_or_an_unvalidated_proposal_cannot_be_approved() {
         let empty = remediation(Phase::Proposed, 0, false);
         assert!(matches!(
@@ -400,15 +548,30 @@ mod tests {
             approved_at: now(),
             signature: "00".into(),
         });
-        let decision =
-            review_remediation_change(Some(&old), &forged, &alice(), OPERATOR, &key(), now());
+        let decision = review_remediation_change(
+            Some(&old),
+            &forged,
+            &alice(),
+            OPERATOR,
+            &BTreeSet::new(),
+            &key(),
+            now(),
+        );
         assert!(matches!(decision, ApprovalDecision::Deny(m) if m.contains("spec.approval")));
     }
 
     #[test]
     fn creating_an_approved_remediation_is_refused() {
         let new = remediation(Phase::Proposed, 1, true);
-        let decision = review_remediation_change(None, &new, &alice(), OPERATOR, &key(), now());
+        let decision = review_remediation_change(
+            None,
+            &new,
+            &alice(),
+            OPERATOR,
+            &BTreeSet::new(),
+            &key(),
+            now(),
+        );
         assert!(matches!(decision, ApprovalDecision::Deny(_)));
     }
 
@@ -492,6 +655,7 @@ mod tests {
             &withdrawn,
             &alice(),
             OPERATOR,
+            &BTreeSet::new(),
             &key(),
             now(),
         );

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::approval::{ApprovalDecision, ApprovalKey, Requester, review_remediation_change};
+use super::auto_approval::SettingsHandle;
 use super::crd::Remediation;
 use crate::admission::review::{parse_review, reply};
 
@@ -22,6 +23,8 @@ use crate::admission::review::{parse_review, reply};
 pub struct ApprovalWebhook {
     pub key: ApprovalKey,
     pub operator_identity: String,
+    /// Which auto-approval rules exist now (the operator's only approvals).
+    pub settings: SettingsHandle,
 }
 
 /// The route, to be merged into the webhook's router (inside its layers).
@@ -61,11 +64,13 @@ async fn review_remediation(State(state): State<Arc<ApprovalWebhook>>, body: Byt
             username: &username,
             groups: &groups,
         };
+        let settings = state.settings.current();
         Ok::<_, String>(review_remediation_change(
             old.as_ref(),
             &new,
             &who,
             &state.operator_identity,
+            &settings.rule_names(),
             &state.key,
             Time(k8s_openapi::jiff::Timestamp::now()),
         ))

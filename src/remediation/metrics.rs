@@ -19,6 +19,12 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -38,6 +44,7 @@ pub struct RemediationMetrics {
     model_prompt_seconds: Counter<f64, AtomicU64>,
     model_generation_seconds: Counter<f64, AtomicU64>,
     model_calls_held: Gauge,
+    auto_approvals: Family<DecisionLabels, Counter>,
 }
 
 impl RemediationMetrics {
@@ -58,6 +65,7 @@ impl RemediationMetrics {
             model_prompt_seconds: Counter::default(),
             model_generation_seconds: Counter::default(),
             model_calls_held: Gauge::default(),
+            auto_approvals: Family::default(),
         };
         registry.register(
             "remediation",
@@ -115,6 +123,11 @@ impl RemediationMetrics {
             metrics.model_generation_seconds.clone(),
         );
         registry.register(
+            "remediation_auto_approval",
+            "Auto-approval decisions, by decision (approved, held, apply_paused) and reason (rule, or the budget that held it: paused, cool_down, hold_off, in_flight, in_flight_namespace, unhealthy)",
+            metrics.auto_approvals.clone(),
+        );
+        registry.register(
             "remediation_model_calls_held",
             "Model calls running or finished and not yet claimed by their Remediation",
             metrics.model_calls_held.clone(),
@@ -140,6 +153,16 @@ impl RemediationMetrics {
     pub fn model_calls_held(&self, held: usize) {
         self.model_calls_held
             .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// One auto-approval decision (counted when it changes, not per recheck).
+    pub fn auto_approval(&self, decision: &str, reason: &str) {
+        self.auto_approvals
+            .get_or_create(&DecisionLabels {
+                decision: decision.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_detection(&self, elapsed: Duration) {

@@ -5,6 +5,7 @@
 //! - [`crd`]: the `Remediation` custom resource, the record of all of it.
 //! - [`approval`]: binding a human approval to the exact proposal shown.
 //! - [`approval_webhook`]: the admission endpoint that records approvals.
+//! - [`auto_approval`]: approvals by configured rules, within budgets; the pause.
 //! - [`conditions`]: status conditions derived from the phase.
 //! - [`detect`]: what is wrong with a pod, per container.
 //! - [`evidence`]: bounded, redacted evidence about a broken workload.
@@ -24,6 +25,7 @@
 //! - `fixtures` (unit tests only): the evidence of a test incident.
 pub mod approval;
 pub mod approval_webhook;
+pub mod auto_approval;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
@@ -129,6 +131,8 @@ pub struct Shared {
     pub model_calls: model_calls::ModelCalls,
     /// Pods and pod owners, watched while this replica leads.
     pub stores: stores::LeaderStores,
+    /// The `remediate.*` settings: pause, auto-approval rules, budgets.
+    pub settings: auto_approval::SettingsHandle,
 }
 
 impl Shared {

@@ -68,8 +68,12 @@ use serde_json::Value;
 
 pub use cel::ParamSource;
 pub use cluster_data::{ClusterData, ClusterDataError, OfflineCluster};
+/// Go-style durations (`90s`, `1h30m`) and label selectors, as the policies
+/// spell them, for the operator's own settings too.
+pub use duration::parse_duration;
 pub use error::{EvalError, PolicyError};
 pub use load::UnsupportedRule;
+pub use matching::selector_matches;
 pub use registration::{ResourceNeeds, ResourceRef};
 use spec::{ActionOverride, Rule, RuleBody};
 

@@ -36,6 +36,20 @@ pub(super) async fn apply(
         .await?;
         return Ok(Action::await_change());
     }
+    if shared.settings.current().paused {
+        // Held before the snapshot: nothing of this fix is written while
+        // paused, and lifting the pause applies it as approved.
+        let message = "apply held: applies are paused (remediate.paused)";
+        if status.message != message {
+            shared.metrics.auto_approval("apply_paused", "paused");
+            status.message = message.to_string();
+            status.last_update_time = Some(Time(Timestamp::now()));
+            let api = Api::<Remediation>::namespaced(shared.client.clone(), &namespace);
+            apply_operator_status(&api, &remediation.name_any(), &status).await?;
+            shared.publish(remediation, "ApplyPaused", message).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let target = &remediation.spec.target;
     let api = target_api(shared, &namespace, remediation)?;
     if status.snapshot.is_none() {

@@ -59,6 +59,8 @@ pub enum ReconcileError {
     NoNamespace(String),
     #[error("the remediation's target: {0}")]
     Target(#[from] BadApiVersion),
+    #[error("auto-approval: {0}")]
+    AutoApproval(#[from] crate::remediation::auto_approval::AutoApprovalError),
 }
 
 /// Runs the controller (and the pod detector and the policy scan beside it) until `shutdown`

@@ -56,7 +56,9 @@ pub(super) async fn review(
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     if !remediation.spec.approved {
-        return Ok(Action::await_change());
+        return Ok(
+            crate::remediation::auto_approval::consider(remediation, &namespace, shared).await?,
+        );
     }
     match bound_approval(remediation, &shared.config.operator_identity, &shared.key) {
         Ok(record) => {

@@ -87,6 +87,7 @@ pub async fn run_scan(shared: Arc<Shared>, remediations: Store<Remediation>) {
     }
     let mut seen_policies = shared.policies.current();
     let mut seen_modes = shared.modes.current();
+    let mut seen_settings = shared.settings.current();
     let mut last = None::<Instant>;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,14 +95,18 @@ pub async fn run_scan(shared: Arc<Shared>, remediations: Store<Remediation>) {
         poll.tick().await;
         let policies = shared.policies.current();
         let modes = shared.modes.current();
+        let settings = shared.settings.current();
         // The handles are swapped as a whole on every accepted change.
-        let changed = !Arc::ptr_eq(&policies, &seen_policies) || !Arc::ptr_eq(&modes, &seen_modes);
+        let changed = !Arc::ptr_eq(&policies, &seen_policies)
+            || !Arc::ptr_eq(&modes, &seen_modes)
+            || !Arc::ptr_eq(&settings, &seen_settings);
         let due = last.is_none_or(|at| at.elapsed() >= interval);
         if !changed && !due {
             continue;
         }
         seen_policies = policies;
         seen_modes = modes;
+        seen_settings = settings;
         let started = Instant::now();
         let summary = scan_once(&shared, &remediations.state(), limits).await;
         last = Some(Instant::now());
@@ -176,7 +181,7 @@ pub async fn scan_once(
     let (written, deleted) = reports::reconcile(&shared.client, &judged, &existing, limits).await;
     summary.reports_written = written;
     summary.reports_deleted = deleted;
-    if modes.proposes_policy_fixes() {
+    if shared.settings.current().proposes_policy_fixes(modes.mode) {
         let (opened, resolved) = cases::reconcile(shared, remediations, &judged, &existing).await;
         summary.opened = opened;
         summary.resolved = resolved;
