@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 mod apply;
 mod diagnose;
+mod policy;
 mod review;
 
 use apply::{apply, verify};

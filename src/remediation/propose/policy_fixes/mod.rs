@@ -12,6 +12,8 @@
 //!
 //! The proposal is sealed like any other and then goes through the same
 //! guardrails, dry run, approval, apply, verification and rollback.
+#[cfg(test)]
+mod guard_tests;
 pub mod host_access;
 pub mod image_pin;
 pub mod security_context;
