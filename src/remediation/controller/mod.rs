@@ -84,10 +84,7 @@ pub async fn run(
         watches.pods,
         stores.owners,
     ));
-    let scan = tokio::spawn(super::scan::run_scan(
-        Arc::clone(&shared),
-        controller.store(),
-    ));
+    let scan = tokio::spawn(super::scan::run_scan(Arc::clone(&shared)));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)

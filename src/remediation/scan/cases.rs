@@ -124,7 +124,29 @@ pub async fn reconcile(
     (opened, resolved)
 }
 
-/// Whether an open Remediation for the workload exists that the cache does
+/// Every Remediation, a page at a time (at most the scan's object limit).
+pub async fn all_remediations(
+    shared: &Shared,
+    limits: super::ScanLimits,
+) -> Result<Vec<Arc<Remediation>>, kube::Error> {
+    let api: Api<Remediation> = Api::all(shared.client.clone());
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(limits.page_size.max(1));
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = api.list(&params).await?;
+        all.extend(page.items.into_iter().map(Arc::new));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() || all.len() >= limits.max_objects {
+            return Ok(all);
+        }
+    }
+}
+
+/// Whether an open Remediation for the workload exists that the list does
 /// not show yet (one opened moments ago): asked of the API server, so two
 /// scans close together never open two.
 async fn opened_meanwhile(

@@ -26,11 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::Store;
 use serde_json::Value;
 
 use super::Shared;
-use super::crd::Remediation;
 use super::guardrails::AdmissionView;
 use super::policy_case::{failures, judge};
 use crate::admission::verdict::Violation;
@@ -77,14 +75,10 @@ pub struct Judged {
 }
 
 /// Runs scans until the task is aborted (the controller's shutdown).
-pub async fn run_scan(shared: Arc<Shared>, remediations: Store<Remediation>) {
+pub async fn run_scan(shared: Arc<Shared>) {
     let interval = shared.config.scan_interval;
     let limits = ScanLimits::default();
-    // Proposals need the Remediation cache to know what is open already.
-    if remediations.wait_until_ready().await.is_err() {
-        tracing::warn!("the Remediation cache never filled; the scan does not run");
-        return;
-    }
+    tracing::info!(interval_seconds = interval.as_secs(), "policy scan running");
     let mut seen_policies = shared.policies.current();
     let mut seen_modes = shared.modes.current();
     let mut seen_settings = shared.settings.current();
@@ -108,31 +102,38 @@ pub async fn run_scan(shared: Arc<Shared>, remediations: Store<Remediation>) {
         seen_modes = modes;
         seen_settings = settings;
         let started = Instant::now();
-        let summary = scan_once(&shared, &remediations.state(), limits).await;
+        let summary = scan_once(&shared, limits).await;
         last = Some(Instant::now());
-        tracing::info!(
-            judged = summary.judged,
-            violating = summary.violating,
-            reports_written = summary.reports_written,
-            reports_deleted = summary.reports_deleted,
-            opened = summary.opened,
-            resolved = summary.resolved,
-            truncated = summary.truncated,
-            seconds = started.elapsed().as_secs_f64(),
-            trigger = if changed { "change" } else { "interval" },
-            "policy scan done"
-        );
+        let acted =
+            summary.reports_written + summary.reports_deleted + summary.opened + summary.resolved;
+        // A scan that changed nothing is only worth a debug line.
+        if acted > 0 || summary.truncated {
+            tracing::info!(
+                judged = summary.judged,
+                violating = summary.violating,
+                reports_written = summary.reports_written,
+                reports_deleted = summary.reports_deleted,
+                opened = summary.opened,
+                resolved = summary.resolved,
+                truncated = summary.truncated,
+                seconds = started.elapsed().as_secs_f64(),
+                trigger = if changed { "change" } else { "interval" },
+                "policy scan done"
+            );
+        } else {
+            tracing::debug!(
+                judged = summary.judged,
+                violating = summary.violating,
+                "policy scan done; nothing changed"
+            );
+        }
     }
 }
 
 /// One full scan. Errors of single objects or lists are logged and leave
 /// the rest of the scan to run.
 #[tracing::instrument(skip_all)]
-pub async fn scan_once(
-    shared: &Shared,
-    remediations: &[Arc<Remediation>],
-    limits: ScanLimits,
-) -> ScanSummary {
+pub async fn scan_once(shared: &Shared, limits: ScanLimits) -> ScanSummary {
     let policies = shared.policies.current();
     let modes = shared.modes.current();
     let mut summary = ScanSummary::default();
@@ -182,7 +183,15 @@ pub async fn scan_once(
     summary.reports_written = written;
     summary.reports_deleted = deleted;
     if shared.settings.current().proposes_policy_fixes(modes.mode) {
-        let (opened, resolved) = cases::reconcile(shared, remediations, &judged, &existing).await;
+        // Read from the API, not a cache: what is open decides what opens.
+        let remediations = match cases::all_remediations(shared, limits).await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list Remediations; no policy case opens this scan");
+                return summary;
+            }
+        };
+        let (opened, resolved) = cases::reconcile(shared, &remediations, &judged, &existing).await;
         summary.opened = opened;
         summary.resolved = resolved;
     }
