@@ -68,6 +68,8 @@ pub struct RemediateSettings {
     pub budget: Budget,
     /// `remediate.policyViolations`; `None`: the default for the admission mode.
     pub policy_violations: Option<ViolationRepair>,
+    /// The `notify.*` keys: who is told about reviews and outcomes.
+    pub notify: crate::remediation::notify::settings::NotifySettings,
 }
 
 impl RemediateSettings {
@@ -221,11 +223,17 @@ pub fn parse_settings(
         match text.trim().to_ascii_lowercase().as_str() {
             "off" => settings.policy_violations = Some(ViolationRepair::Off),
             "propose" => settings.policy_violations = Some(ViolationRepair::Propose),
+            // Empty, as the shipped ConfigMap has it: the default for the mode.
+            "" => settings.policy_violations = None,
             other => errors.push(invalid(
                 KEY_POLICY_VIOLATIONS,
                 format!("{other:?} is not off or propose"),
             )),
         }
+    }
+    match crate::remediation::notify::settings::parse_notify(data) {
+        Ok(notify) => settings.notify = notify,
+        Err((key, reason)) => errors.push(invalid(key, reason)),
     }
     for key in data.keys() {
         let known = [
@@ -368,6 +376,8 @@ mod tests {
         assert!(!unset.proposes_policy_fixes(None));
         let on = read(&[(KEY_POLICY_VIOLATIONS, "Propose")]).expect("propose is valid");
         assert!(on.proposes_policy_fixes(Some(Mode::Enforce)));
+        let empty = read(&[(KEY_POLICY_VIOLATIONS, "")]).expect("empty is the default");
+        assert!(empty.proposes_policy_fixes(Some(Mode::Audit)));
         let off = read(&[(KEY_POLICY_VIOLATIONS, " off ")]).expect("off is valid");
         assert!(!off.proposes_policy_fixes(Some(Mode::Audit)));
     }
