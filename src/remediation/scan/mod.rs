@@ -31,8 +31,7 @@ use serde_json::Value;
 use super::Shared;
 use super::guardrails::AdmissionView;
 use super::policy_case::{failures, judge};
-use crate::admission::verdict::Violation;
-use crate::policy::RuleStatus;
+use crate::admission::verdict::{Verdict, Violation};
 use inventory::{ListedObject, ScannedKind};
 
 /// How much one scan may read.
@@ -204,17 +203,8 @@ fn judge_object(
     modes: &crate::admission::modes::ModeConfig,
 ) -> Judged {
     let outcomes = judge(&object.value, view);
-    let violations = outcomes
-        .iter()
-        .filter(|o| matches!(o.status, RuleStatus::Fail | RuleStatus::Error))
-        .map(|o| Violation {
-            policy: o.policy.clone(),
-            rule: o.rule.clone(),
-            message: o.message.clone(),
-            mode: modes.mode_for(&o.policy, &o.action),
-            errored: o.status == RuleStatus::Error,
-        })
-        .collect();
+    // The same violations (fail and error, with their modes) admission records.
+    let violations = Verdict::assess(&outcomes, modes).violations;
     Judged {
         failures: failures(&outcomes),
         violations,
