@@ -2,7 +2,8 @@
 //! as the pod detector opens one (same naming, labels and hold-offs), and
 //! closed as Resolved when nothing was applied yet and the workload passes
 //! now or is gone. A workload with any open Remediation (a pod failure
-//! included: that comes first) gets no second one.
+//! included: that comes first) gets no second one, nor one whose policy
+//! fix a person rejected while that case is kept.
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -39,11 +40,21 @@ pub async fn reconcile(
         .filter(|r| !phase_of(r).is_closed())
         .map(|r| r.spec.target.uid.as_str())
         .collect();
+    // A person who rejected a policy fix has decided: while that case is
+    // kept (the retention period), the scan does not propose it again.
+    let rejected: HashSet<&str> = remediations
+        .iter()
+        .filter(|r| phase_of(r) == Phase::Rejected && is_policy_case(r.status.as_ref()))
+        .map(|r| r.spec.target.uid.as_str())
+        .collect();
     let now = SystemTime::now();
     let mut opened = 0;
     for item in judged.iter().filter(|j| !j.failures.is_empty()) {
         let object = &item.object;
-        if open.contains(object.uid.as_str()) || held_off(remediations, &object.uid, now) {
+        if open.contains(object.uid.as_str())
+            || rejected.contains(object.uid.as_str())
+            || held_off(remediations, &object.uid, now)
+        {
             continue;
         }
         match opened_meanwhile(shared, &object.namespace, &object.uid).await {
