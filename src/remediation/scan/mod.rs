@@ -103,6 +103,9 @@ pub async fn run_scan(shared: Arc<Shared>) {
         let started = Instant::now();
         let summary = scan_once(&shared, limits).await;
         last = Some(Instant::now());
+        shared
+            .metrics
+            .observe_scan(started.elapsed(), summary.judged, summary.violating);
         let acted =
             summary.reports_written + summary.reports_deleted + summary.opened + summary.resolved;
         // A scan that changed nothing is only worth a debug line.
