@@ -215,6 +215,8 @@ fn declared_series_names() -> BTreeSet<String> {
     remediation.count_apply("rollback-failed");
     remediation.observe_model_failure("error", 1.0);
     remediation.auto_approval("approved", "rule");
+    remediation.notification("receiver", "sent");
+    remediation.observe_scan(Duration::from_millis(5), 1, 0);
     remediation.observe_cases([], k8s_openapi::jiff::Timestamp::now());
     exported_series_names(&admission.encode().expect("encoding the metrics"))
 }

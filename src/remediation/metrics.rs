@@ -38,6 +38,12 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    receiver: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -61,6 +67,10 @@ pub struct RemediationMetrics {
     model_breaker_open: Gauge,
     in_phase: Family<PhaseOnlyLabels, Gauge>,
     review_wait_oldest: Gauge<f64, AtomicU64>,
+    notifications: Family<DeliveryLabels, Counter>,
+    scan_seconds: Histogram,
+    scan_objects: Counter,
+    scan_violating: Gauge,
 }
 
 impl RemediationMetrics {
@@ -85,6 +95,10 @@ impl RemediationMetrics {
             model_breaker_open: Gauge::default(),
             in_phase: Family::default(),
             review_wait_oldest: Gauge::default(),
+            notifications: Family::default(),
+            scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            scan_objects: Counter::default(),
+            scan_violating: Gauge::default(),
         };
         registry.register(
             "remediation",
@@ -145,6 +159,26 @@ impl RemediationMetrics {
             "remediation_auto_approval",
             "Auto-approval decisions, by decision (approved, held, apply_paused) and reason (rule, or the budget that held it: paused, cool_down, hold_off, in_flight, in_flight_namespace, unhealthy)",
             metrics.auto_approvals.clone(),
+        );
+        registry.register(
+            "remediation_notifications",
+            "Notifications to receivers, by receiver and result (sent, failed after retries, dropped when too many were in flight)",
+            metrics.notifications.clone(),
+        );
+        registry.register(
+            "remediation_policy_scan_seconds",
+            "Time of each background policy scan of the running workloads",
+            metrics.scan_seconds.clone(),
+        );
+        registry.register(
+            "remediation_policy_scan_objects",
+            "Workloads judged by the background policy scans",
+            metrics.scan_objects.clone(),
+        );
+        registry.register(
+            "remediation_policy_scan_violating",
+            "Workloads with policy violations at the last scan",
+            metrics.scan_violating.clone(),
         );
         registry.register(
             "remediation_model_calls_held",
@@ -254,6 +288,24 @@ impl RemediationMetrics {
     /// (the new leader reports them; a sum over replicas stays right).
     pub fn forget_cases(&self) {
         self.observe_cases([], Timestamp::now());
+    }
+
+    /// One notification's outcome.
+    pub fn notification(&self, receiver: &str, result: &str) {
+        self.notifications
+            .get_or_create(&DeliveryLabels {
+                receiver: receiver.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// One finished policy scan.
+    pub fn observe_scan(&self, elapsed: Duration, judged: usize, violating: usize) {
+        self.scan_seconds.observe(elapsed.as_secs_f64());
+        self.scan_objects.inc_by(judged as u64);
+        self.scan_violating
+            .set(i64::try_from(violating).unwrap_or(i64::MAX));
     }
 
     pub fn observe_detection(&self, elapsed: Duration) {

@@ -12,13 +12,16 @@
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
 //! - [`owner`]: from a broken pod to the workload a fix targets.
+//! - [`policy_case`]: Remediations for policy violations of running workloads.
 //! - [`stores`]: watch caches of pods and pod owners, kept while leading.
 //! - [`status`]: the status, written by server-side apply per field manager.
 //! - [`propose`]: proposals, from the rules or from a model.
 //! - [`detector`]: the pod watcher that opens one Remediation per workload.
 //! - [`controller`]: the phase machine from proposal to verified fix.
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
+//! - [`scan`]: the background policy scan of running workloads.
 //! - [`metrics`]: the repair loop's Prometheus metrics.
+//! - [`notify`]: messages to chat and webhooks on reviews and outcomes.
 //! - [`model_calls`]: model proposals run beside the reconcile workers.
 //! - `fixtures` (unit tests only): the evidence of a test incident.
 pub mod approval;
@@ -35,10 +38,13 @@ pub(crate) mod fixtures;
 pub mod guardrails;
 pub mod metrics;
 pub mod model_calls;
+pub mod notify;
 pub mod owner;
 pub mod patch;
+pub mod policy_case;
 pub mod propose;
 pub mod rollout;
+pub mod scan;
 pub mod status;
 pub mod stores;
 
@@ -82,6 +88,8 @@ pub struct ControllerConfig {
     pub max_attempts: u32,
     pub rules: propose::rules::RuleConfig,
     pub guardrails: GuardrailLimits,
+    /// How often the background policy scan runs besides on changes.
+    pub scan_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -102,6 +110,7 @@ impl ControllerConfig {
                 operator_namespace: operator_namespace.to_string(),
                 ..GuardrailLimits::default()
             },
+            scan_interval: Duration::from_secs(600),
         }
     }
 }
@@ -124,8 +133,10 @@ pub struct Shared {
     pub model_calls: model_calls::ModelCalls,
     /// Pods and pod owners, watched while this replica leads.
     pub stores: stores::LeaderStores,
-    /// The `remediate.*` settings: pause, auto-approval rules, budgets.
+    /// The `remediate.*` and `notify.*` settings: pause, auto-approval
+    /// rules, budgets, notification receivers.
     pub settings: auto_approval::SettingsHandle,
+    pub notifier: notify::Notifier,
 }
 
 impl Shared {

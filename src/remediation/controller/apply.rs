@@ -2,6 +2,7 @@
 //! and the rollback when the rollout gets worse.
 
 use super::*;
+use crate::remediation::propose::policy_fixes::fixed_policies;
 
 pub(super) async fn apply(
     remediation: &Remediation,
@@ -166,7 +167,30 @@ pub(super) async fn verify(
     let generation = status.applied_generation.unwrap_or(0);
     match rollout_progress(&live, generation, &failing_new) {
         RolloutProgress::Complete => {
+            let unfixed = super::policy::unfixed_policies(
+                shared,
+                &namespace,
+                &live,
+                status.proposal.as_ref(),
+            )
+            .await?;
+            if !unfixed.is_empty() {
+                let reason = format!(
+                    "rolled out, but the workload still violates: {}",
+                    unfixed.join("; ")
+                );
+                return roll_back(remediation, shared, status, &reason).await;
+            }
             status.verified_at = Some(Time(now));
+            let fixes_policies = status
+                .proposal
+                .as_ref()
+                .is_some_and(|p| !fixed_policies(&p.class).is_empty());
+            let verified_message = if fixes_policies {
+                "the fixed revision is rolled out and healthy and passes the policies it fixes"
+            } else {
+                "the fixed revision is rolled out and healthy"
+            };
             if let Some(created) = remediation.metadata.creation_timestamp.as_ref()
                 && let Ok(elapsed) = Duration::try_from(now.duration_since(created.0))
             {
@@ -178,7 +202,7 @@ pub(super) async fn verify(
                 status,
                 Phase::Verified,
                 "RolloutComplete",
-                "the fixed revision is rolled out and healthy",
+                verified_message,
             )
             .await?;
             Ok(Action::requeue(shared.config.retention))

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 mod apply;
 mod diagnose;
+mod policy;
 mod review;
 
 use apply::{apply, verify};
@@ -63,7 +64,7 @@ pub enum ReconcileError {
     AutoApproval(#[from] crate::remediation::auto_approval::AutoApprovalError),
 }
 
-/// Runs the controller (and the pod detector beside it) until `shutdown`
+/// Runs the controller (and the pod detector and the policy scan beside it) until `shutdown`
 /// resolves. The pod and owner stores live exactly as long: a replica that
 /// stops leading stops watching.
 pub async fn run(
@@ -87,6 +88,7 @@ pub async fn run(
         stores.owners,
     ));
     let case_gauges = tokio::spawn(observe_cases(Arc::clone(&shared), controller.store()));
+    let scan = tokio::spawn(super::scan::run_scan(Arc::clone(&shared)));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
@@ -100,6 +102,7 @@ pub async fn run(
     detector.abort();
     case_gauges.abort();
     shared.metrics.forget_cases();
+    scan.abort();
     owner_watches.abort();
     shared.stores.end();
 }
@@ -193,6 +196,25 @@ async fn transition(
     // part of the status leaves them out, whatever this (cached) copy says.
     let api = Api::<Remediation>::namespaced(shared.client.clone(), &namespace);
     apply_operator_status(&api, &remediation.name_any(), &status).await?;
+    let old_phase = remediation
+        .status
+        .as_ref()
+        .map(|s| s.phase)
+        .unwrap_or_default();
+    let reviewable = status
+        .proposal
+        .as_ref()
+        .is_some_and(|p| !p.actions.is_empty());
+    if let Some(event) = crate::remediation::notify::event_of(old_phase, phase, reviewable) {
+        let settings = shared.settings.current();
+        shared.notifier.notify(
+            &settings.notify.receivers,
+            settings.notify.console_url.as_deref(),
+            event,
+            remediation,
+            &status,
+        );
+    }
     shared.metrics.count_phase(phase, &status.reason);
     shared.publish(remediation, reason, message).await;
     tracing::info!(phase = ?phase, %reason, %message, "transition");
