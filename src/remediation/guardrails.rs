@@ -334,6 +334,7 @@ mod tests {
                 target: target(),
                 namespace: "shop".into(),
                 patch,
+                env_from_revision: Vec::new(),
             }],
             source: "rules".into(),
             ..Proposal::default()

@@ -11,6 +11,8 @@
 //! - [`evidence`]: bounded, redacted evidence about a broken workload.
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
+//! - [`revision_refs`]: env values restored by reference to a revision,
+//!   read only into the patch sent to the API server.
 //! - [`owner`]: from a broken pod to the workload a fix targets.
 //! - [`stores`]: watch caches of pods and pod owners, kept while leading.
 //! - [`status`]: the status, written by server-side apply per field manager.
@@ -38,6 +40,7 @@ pub mod model_calls;
 pub mod owner;
 pub mod patch;
 pub mod propose;
+pub mod revision_refs;
 pub mod rollout;
 pub mod status;
 pub mod stores;
@@ -192,9 +195,8 @@ impl Shared {
 fn event_type(reason: &str) -> EventType {
     match reason {
         "GuardrailRejected" | "DryRunFailed" | "ApplyFailed" | "ApplyRetry" | "RolledBack"
-        | "RollbackRetry" | "RollbackFailed" | "ApprovalRefused" | "TargetGone" => {
-            EventType::Warning
-        }
+        | "RollbackRetry" | "RollbackFailed" | "ApprovalRefused" | "TargetGone"
+        | "ReferenceInvalid" | "SnapshotImpossible" => EventType::Warning,
         _ => EventType::Normal,
     }
 }

@@ -52,20 +52,77 @@ pub(super) async fn apply(
     }
     let target = &remediation.spec.target;
     let api = target_api(shared, &namespace, remediation)?;
+    // Values restored by reference are read now, into the patches sent to
+    // the API server only; a reference that no longer holds fails closed.
+    let (patches, secrets) = match resolve_actions(
+        &shared.client,
+        &shared.key,
+        &namespace,
+        target,
+        &proposal.actions,
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) if error.is_transient() => return Err(error.into()),
+        Err(error) => {
+            let message = format!("nothing was applied: {error}");
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Failed,
+                "ReferenceInvalid",
+                &message,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
     if status.snapshot.is_none() {
         // The snapshot is taken from the object before any apply and stored
         // first, so a restart re-applies (idempotently) but never re-snapshots.
+        // It is made from the stored patches, which carry no referenced
+        // value; the prior state of those variables is kept by `snapshot_env`.
         let live = fetch_workload(&shared.client, &namespace, target).await?;
         let mut restore = json!({});
         for action in &proposal.actions {
             restore = merge_apply(&restore, &restore_patch(&live, &action.patch));
         }
+        let env_from_revision = match snapshot_env(
+            &shared.client,
+            &shared.key,
+            &namespace,
+            target,
+            &live,
+            &proposal.actions,
+            &mut restore,
+        )
+        .await
+        {
+            Ok(kept) => kept,
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                let message = format!("nothing was applied: {error}");
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Failed,
+                    "SnapshotImpossible",
+                    &message,
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        };
         status.snapshot = Some(Snapshot {
             generation: live
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             restore_patch: restore,
+            env_from_revision,
         });
         transition(
             shared,
@@ -80,7 +137,7 @@ pub(super) async fn apply(
     fault_pause("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS").await;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     let mut generation = None;
-    for action in &proposal.actions {
+    for action in &patches {
         match api
             .patch(&target.name, &params, &Patch::Apply(&action.patch))
             .await
@@ -89,7 +146,10 @@ pub(super) async fn apply(
             Err(error) => {
                 shared.metrics.count_apply("failed");
                 status.attempts += 1;
-                let message = format!("apply attempt {} failed: {error}", status.attempts);
+                let message = secrets.scrub(&format!(
+                    "apply attempt {} failed: {error}",
+                    status.attempts
+                ));
                 let backoff = Duration::from_secs(2u64.saturating_pow(status.attempts).min(60));
                 let retry = Retry {
                     limit: shared.config.max_attempts,
@@ -137,10 +197,23 @@ pub(super) async fn verify(
         .unwrap_or_else(Timestamp::now);
     let now = Timestamp::now();
     let grace = &shared.config.grace;
-    let failing_new: Vec<String> = shared
-        .stores
-        .workload_pods(&shared.client, &namespace, &live)
-        .await?
+    let target = &remediation.spec.target;
+    // A CronJob is verified by its runs since the apply (`rollout`).
+    let runs = if target.kind == "CronJob" {
+        Some(cronjob_runs(&shared.client, &namespace, &target.uid, applied_at).await?)
+    } else {
+        None
+    };
+    let pods = match &runs {
+        Some(runs) => runs.iter().flat_map(|run| run.pods.clone()).collect(),
+        None => {
+            shared
+                .stores
+                .workload_pods(&shared.client, &namespace, &live)
+                .await?
+        }
+    };
+    let failing_new: Vec<String> = pods
         .iter()
         .filter(|p| {
             p.metadata
@@ -164,7 +237,21 @@ pub(super) async fn verify(
         })
         .collect();
     let generation = status.applied_generation.unwrap_or(0);
-    match rollout_progress(&live, generation, &failing_new) {
+    let (progress, verifying_since) = match &runs {
+        Some(runs) => {
+            let suspended = live.pointer("/spec/suspend") == Some(&json!(true));
+            let first_run = runs.iter().filter_map(|run| run.created).min();
+            (
+                cronjob_progress(runs, &failing_new, suspended),
+                first_run.unwrap_or(applied_at),
+            )
+        }
+        None => (
+            rollout_progress(&live, generation, &failing_new),
+            applied_at,
+        ),
+    };
+    match progress {
         RolloutProgress::Complete => {
             status.verified_at = Some(Time(now));
             if let Some(created) = remediation.metadata.creation_timestamp.as_ref()
@@ -178,13 +265,22 @@ pub(super) async fn verify(
                 status,
                 Phase::Verified,
                 "RolloutComplete",
-                "the fixed revision is rolled out and healthy",
+                if runs.is_some() {
+                    "a Job run from the fixed job template succeeded or runs Ready"
+                } else {
+                    "the fixed revision is rolled out and healthy"
+                },
             )
             .await?;
             Ok(Action::requeue(shared.config.retention))
         }
+        RolloutProgress::Waiting(why) => {
+            tracing::debug!(%why, "nothing to verify yet");
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
         RolloutProgress::Progressing(progress) => {
-            let waited = Duration::try_from(now.duration_since(applied_at)).unwrap_or_default();
+            let waited =
+                Duration::try_from(now.duration_since(verifying_since)).unwrap_or_default();
             if waited > shared.config.verify_timeout {
                 let reason = format!(
                     "the rollout did not complete within {:?} ({progress})",
@@ -219,11 +315,39 @@ async fn roll_back(
     };
     let api = target_api(shared, &namespace, remediation)?;
     let params = PatchParams::apply(&field_manager(remediation)).force();
+    // Prior values kept by reference are read back into the restore only.
+    let restored = resolve_restore(
+        &shared.client,
+        &shared.key,
+        &namespace,
+        &remediation.spec.target,
+        &snapshot.restore_patch,
+        &snapshot.env_from_revision,
+    )
+    .await;
+    let (restore, secrets) = match restored {
+        Ok(restored) => restored,
+        Err(error) if error.is_transient() => return Err(error.into()),
+        Err(error) => {
+            shared.metrics.count_apply("rollback-failed");
+            let message = format!("rollback failed ({error}) after: {why}");
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Failed,
+                "RollbackFailed",
+                &message,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
     match api
         .patch(
             &remediation.spec.target.name,
             &params,
-            &Patch::Apply(&snapshot.restore_patch),
+            &Patch::Apply(&restore),
         )
         .await
     {
@@ -248,7 +372,7 @@ async fn roll_back(
         Err(error) => {
             shared.metrics.count_apply("rollback-failed");
             status.attempts += 1;
-            let message = format!("rollback failed ({error}) after: {why}");
+            let message = secrets.scrub(&format!("rollback failed ({error}) after: {why}"));
             let retry = Retry {
                 limit: shared.config.max_attempts + 2,
                 phase: Phase::Applied,
