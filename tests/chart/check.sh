@@ -78,6 +78,9 @@ expect "cert-manager CA injection" \
 expect "LLM settings in the ConfigMap" \
   "$(template --set llm.provider=ollama --set llm.url=http://ollama.ai.svc:11434 | field ConfigMap aiops-operator-config data/llm.url)" \
   '"http://ollama.ai.svc:11434"'
+expect "auto-approval rules in the ConfigMap" \
+  "$(template --set 'remediate.autoApprove[0].name=image-typos' --set 'remediate.autoApprove[0].classes[0]=ImageRestore' | field ConfigMap aiops-operator-config data/remediate.autoApprove)" \
+  '"- classes:\n  - ImageRestore\n  name: image-typos\n"'
 expect "LLM API key from a Secret" \
   "$(template --set llm.apiKeySecret.name=llm-key | field Deployment aiops-operator spec/template/spec/containers/0/env/2)" \
   '{"name": "LLM_API_KEY", "valueFrom": {"secretKeyRef": {"key": "api-key", "name": "llm-key"}}}'

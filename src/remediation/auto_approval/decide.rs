@@ -34,6 +34,20 @@ pub enum HoldReason {
 }
 
 impl HoldReason {
+    /// The Event reason. One per hold reason: the Event recorder folds
+    /// repeats of one reason into a series that keeps the first note, so a
+    /// budget hold after a pause hold would otherwise still read "paused".
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            HoldReason::Paused => "AutoApprovalHeldPaused",
+            HoldReason::CoolDown => "AutoApprovalHeldCoolDown",
+            HoldReason::HoldOff => "AutoApprovalHeldHoldOff",
+            HoldReason::InFlight => "AutoApprovalHeldInFlight",
+            HoldReason::InFlightNamespace => "AutoApprovalHeldInFlightNamespace",
+            HoldReason::Unhealthy => "AutoApprovalHeldUnhealthy",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HoldReason::Paused => "paused",
@@ -168,9 +182,11 @@ pub fn decide(
             ),
         );
     }
+    // In flight from the approval on: an approved case is still Proposed
+    // until its next reconcile moves it to Applying.
     let in_flight: Vec<&&Remediation> = auto_others
         .iter()
-        .filter(|r| matches!(phase_of(r), Phase::Applying | Phase::Applied))
+        .filter(|r| !phase_of(r).is_closed())
         .collect();
     if in_flight.len() as u64 >= u64::from(budget.max_in_flight) {
         return hold(
@@ -448,6 +464,17 @@ mod tests {
             decide_for(&r, &settings(), &[human]),
             AutoDecision::Approve { .. }
         ));
+        // Approved a moment ago and not yet Applying is in flight too.
+        let just_approved = auto(
+            case("e", "other", "w5", "ImageRestore", "rules"),
+            Phase::Proposed,
+            NOW - 1,
+            NOW - 1,
+        );
+        assert_eq!(
+            reason(decide_for(&r, &settings(), &[just_approved])),
+            Some(HoldReason::InFlight)
+        );
         // Verified fixes are no longer in flight.
         let verified = auto(
             case("c", "other", "w3", "ImageRestore", "rules"),

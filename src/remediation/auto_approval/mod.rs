@@ -33,8 +33,41 @@ use crate::admission::state::Live;
 use decide::{AutoDecision, CaseFacts, covering_rule};
 use settings::{RemediateSettings, auto_approver};
 
-/// The repair settings in force, swapped when the ConfigMap changes.
-pub type SettingsHandle = Live<RemediateSettings>;
+/// The repair settings in force, swapped when the ConfigMap changes; the
+/// controller looks at every case again on a change, so lifting a pause or
+/// adding a rule acts at once rather than at the next recheck.
+#[derive(Clone, Debug)]
+pub struct SettingsHandle {
+    live: Live<RemediateSettings>,
+    changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl SettingsHandle {
+    pub fn new(initial: RemediateSettings) -> Self {
+        SettingsHandle {
+            live: Live::new(initial),
+            changed: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    pub fn current(&self) -> std::sync::Arc<RemediateSettings> {
+        self.live.current()
+    }
+
+    /// Puts `settings` in force and tells whoever follows [`Self::changes`].
+    pub fn replace(&self, settings: RemediateSettings) {
+        self.live.replace(settings);
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+
+    /// One item per change from now on.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.changed.subscribe(), |mut changes| async move {
+            changes.changed().await.ok()?;
+            Some(((), changes))
+        })
+    }
+}
 
 /// How often a Proposed case is looked at again: a rule added later, or a
 /// budget freed by another case, must reach cases already waiting.
@@ -43,6 +76,8 @@ pub const RECHECK: Duration = Duration::from_secs(10);
 /// The status message of a case that waits for a budget, so its reason is
 /// visible in `kubectl get rem -o yaml` and `kubectl aiops show`.
 const HELD_PREFIX: &str = "auto-approval held";
+
+static DECIDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Why a decision could not be carried out; retried by the controller.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +109,10 @@ pub async fn consider(
     if covering_rule(&settings, &case).is_none() {
         return Ok(Action::requeue(RECHECK * 6));
     }
+    // One decision at a time in this process (only the leader decides):
+    // two cases reconciled together must not both count the budget before
+    // either approval is written.
+    let _deciding = DECIDING.lock().await;
     if settings.budget.min_healthy_fraction > 0.0 {
         let workload = fetch_workload(&shared.client, namespace, &remediation.spec.target).await?;
         case.ready_fraction = ready_fraction(&workload);
@@ -99,7 +138,7 @@ pub async fn consider(
                 let api = Api::<Remediation>::namespaced(shared.client.clone(), namespace);
                 apply_operator_status(&api, &remediation.name_any(), &status).await?;
                 shared
-                    .publish(remediation, "AutoApprovalHeld", &message)
+                    .publish(remediation, reason.event_reason(), &message)
                     .await;
             }
             Ok(Action::requeue(RECHECK))
@@ -184,6 +223,20 @@ pub fn ready_fraction(workload: &Value) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_replaced_setting_is_announced_to_the_controller() {
+        use futures::StreamExt;
+        let handle = SettingsHandle::new(RemediateSettings::default());
+        let mut changes = Box::pin(handle.changes());
+        handle.replace(RemediateSettings {
+            paused: true,
+            ..RemediateSettings::default()
+        });
+        let announced = tokio::time::timeout(Duration::from_secs(1), changes.next()).await;
+        assert_eq!(announced, Ok(Some(())));
+        assert!(handle.current().paused);
+    }
 
     #[test]
     fn the_ready_fraction_reads_each_kind_its_way() {

@@ -79,7 +79,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Remediation> = Api::all(shared.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    // A change of the repair settings (a pause lifted, a rule added) may
+    // concern any waiting case.
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .reconcile_all_on(shared.settings.changes());
     let (stores, watches) = super::stores::watch(&shared.client);
     shared.stores.begin(stores.clone());
     let owner_watches = tokio::spawn(watches.owners);
