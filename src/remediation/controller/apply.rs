@@ -64,19 +64,8 @@ pub(super) async fn apply(
     .await
     {
         Ok(resolved) => resolved,
-        Err(error) if error.is_transient() => return Err(error.into()),
         Err(error) => {
-            let message = format!("nothing was applied: {error}");
-            transition(
-                shared,
-                remediation,
-                status,
-                Phase::Failed,
-                "ReferenceInvalid",
-                &message,
-            )
-            .await?;
-            return Ok(Action::await_change());
+            return not_applied(shared, remediation, status, "ReferenceInvalid", error).await;
         }
     };
     if status.snapshot.is_none() {
@@ -101,19 +90,8 @@ pub(super) async fn apply(
         .await
         {
             Ok(kept) => kept,
-            Err(error) if error.is_transient() => return Err(error.into()),
             Err(error) => {
-                let message = format!("nothing was applied: {error}");
-                transition(
-                    shared,
-                    remediation,
-                    status,
-                    Phase::Failed,
-                    "SnapshotImpossible",
-                    &message,
-                )
-                .await?;
-                return Ok(Action::await_change());
+                return not_applied(shared, remediation, status, "SnapshotImpossible", error).await;
             }
         };
         status.snapshot = Some(Snapshot {
@@ -180,6 +158,24 @@ pub(super) async fn apply(
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// A value restored by reference cannot be read (or its prior value kept)
+/// before anything is applied: the case ends `Failed` with `reason` and
+/// nothing changes; a transient API failure is retried instead.
+async fn not_applied(
+    shared: &Shared,
+    remediation: &Remediation,
+    status: RemediationStatus,
+    reason: &str,
+    error: ReferenceError,
+) -> Result<Action, ReconcileError> {
+    if error.is_transient() {
+        return Err(error.into());
+    }
+    let message = format!("nothing was applied: {error}");
+    transition(shared, remediation, status, Phase::Failed, reason, &message).await?;
+    Ok(Action::await_change())
 }
 
 pub(super) async fn verify(

@@ -424,41 +424,55 @@ pub async fn fetch_revision_template(
 ) -> Result<Value, RevisionLookupError> {
     let kind = reference.kind.clone();
     let name = reference.name.clone();
-    let api_error = |source: kube::Error| RevisionLookupError::Api {
-        kind: kind.clone(),
-        name: name.clone(),
-        source: Box::new(source),
-    };
-    let (metadata, template) = match (reference.api_version.as_str(), kind.as_str()) {
+    let read = match (reference.api_version.as_str(), kind.as_str()) {
         ("apps/v1", "ControllerRevision") => {
-            let api: Api<ControllerRevision> = Api::namespaced(client.clone(), namespace);
-            api.get_opt(&name)
-                .await
-                .map_err(api_error)?
-                .map(|cr| (cr.metadata.clone(), controller_revision_template(&cr)))
+            read_revision(client, namespace, &name, controller_revision_template).await
         }
         ("apps/v1", "ReplicaSet") => {
-            let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-            api.get_opt(&name)
-                .await
-                .map_err(api_error)?
-                .map(|rs| (rs.metadata.clone(), replicaset_template(&rs)))
+            read_revision(client, namespace, &name, replicaset_template).await
         }
-        ("batch/v1", "Job") => {
-            let api: Api<Job> = Api::namespaced(client.clone(), namespace);
-            api.get_opt(&name)
-                .await
-                .map_err(api_error)?
-                .map(|job| (job.metadata.clone(), job_template(&job)))
-        }
+        ("batch/v1", "Job") => read_revision(client, namespace, &name, job_template).await,
         _ => return Err(RevisionLookupError::UnknownKind { kind }),
-    }
-    .ok_or_else(|| RevisionLookupError::Gone {
-        kind: kind.clone(),
-        name: name.clone(),
-        revision: reference.revision,
-    })?;
+    };
+    let (metadata, template) = read
+        .map_err(|source| RevisionLookupError::Api {
+            kind: kind.clone(),
+            name: name.clone(),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| RevisionLookupError::Gone {
+            kind: kind.clone(),
+            name: name.clone(),
+            revision: reference.revision,
+        })?;
     check_revision(&metadata, template, owner_uid, reference, key)
+}
+
+/// The object `name` of kind `K` (if it exists): its metadata and its
+/// normalised pod template, as `template_of` reads it.
+async fn read_revision<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    template_of: fn(&K) -> Option<Value>,
+) -> Result<
+    Option<(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        Option<Value>,
+    )>,
+    kube::Error,
+>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .get_opt(name)
+        .await?
+        .map(|object| (object.meta().clone(), template_of(&object))))
 }
 
 /// The checks of [`fetch_revision_template`] on an object already read.
