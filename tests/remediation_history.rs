@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use aiops_operator::remediation::approval::ApprovalKey;
 use aiops_operator::remediation::crd::{Action, EnvFromRevision, Phase, RevisionRef, WorkloadRef};
-use aiops_operator::remediation::revision_refs::resolve_actions;
+use aiops_operator::remediation::evidence::fetch_workload;
+use aiops_operator::remediation::revision_refs::{resolve_actions, resolve_restore, snapshot_env};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -371,6 +372,41 @@ async fn a_reference_whose_revision_is_gone_replaced_or_changed_fails_closed() {
             .patch
             .pointer("/spec/template/spec/containers/0/env/0/value"),
         Some(&json!(secret))
+    );
+
+    // The rollback snapshot of a fix that replaces a literal value keeps
+    // it by reference to the revision holding the current template, and
+    // the rollback reads it back from there.
+    let live = fetch_workload(client, &ns.name, &target)
+        .await
+        .expect("live workload");
+    let mut restore = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns.name},
+        "spec": {"template": {"spec": {"containers": [{"name": "postgres"}]}}}});
+    let kept = snapshot_env(
+        client,
+        &key,
+        &ns.name,
+        &target,
+        &live,
+        &[action(reference.clone())],
+        &mut restore,
+    )
+    .await
+    .expect("the prior value is kept");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].revision.kind, "ControllerRevision");
+    assert!(
+        !serde_json::to_string(&(&kept, &restore))
+            .unwrap()
+            .contains(&secret)
+    );
+    let (restored, _) = resolve_restore(client, &key, &ns.name, &target, &restore, &kept)
+        .await
+        .expect("the rollback reads it back");
+    assert_eq!(
+        restored.pointer("/spec/template/spec/containers/0/env/0"),
+        Some(&json!({"name": "POSTGRES_PASSWORD", "value": secret}))
     );
 
     // Another digest: the revision is not the one the proposal was made from.

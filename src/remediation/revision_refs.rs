@@ -34,7 +34,7 @@ use super::evidence::{
     EvidenceError, RevisionLookupError, current_revision, fetch_revision_template,
 };
 use crate::k8s::pod_spec::{pod_spec_path, pod_spec_pointer};
-use crate::k8s::redact::MASK;
+use crate::k8s::redact::{MASK, is_secret_env};
 
 /// Why a referenced value cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,17 @@ impl Secrets {
                         reference.revision.name
                     ));
                 }
+            } else if let Some(name) = env_name(&change.path) {
+                // Any other variable's secret-like value, before or after
+                // (a literal the fix replaces, say), is not shown either.
+                for side in [&mut change.from, &mut change.to] {
+                    if side
+                        .as_deref()
+                        .is_some_and(|value| is_secret_env(&name, value))
+                    {
+                        *side = Some(MASK.to_string());
+                    }
+                }
             }
             for side in [&mut change.from, &mut change.to] {
                 if let Some(text) = side.as_mut() {
@@ -154,6 +165,13 @@ impl Secrets {
             }
         }
     }
+}
+
+/// The variable a diff path addresses (`...env[NAME].value`), if any.
+fn env_name(path: &str) -> Option<String> {
+    let start = path.find(".env[")? + ".env[".len();
+    let end = path[start..].find(']')? + start;
+    Some(path[start..end].to_string())
 }
 
 /// `spec.template.spec.containers[db].env[POSTGRES_PASSWORD]`, as the
@@ -424,6 +442,10 @@ pub async fn snapshot_env(
     actions: &[Action],
     restore: &mut Value,
 ) -> Result<Vec<EnvFromRevision>, ReferenceError> {
+    // The variables whose prior literal values are kept by reference:
+    // those the actions restore by reference, and any secret-like literal
+    // `restore_patch` copied from `live` for a variable a plain revert sets.
+    let mut by_reference = take_secret_env(restore, &target.kind);
     let mut kept = Vec::new();
     let mut current = None;
     for reference in actions.iter().flat_map(|a| &a.env_from_revision) {
@@ -461,35 +483,77 @@ pub async fn snapshot_env(
             );
             continue;
         }
+        by_reference.push((
+            reference.init,
+            reference.container.clone(),
+            reference.name.clone(),
+        ));
+    }
+    by_reference.sort();
+    by_reference.dedup();
+    for (init, container, name) in by_reference {
         if current.is_none() {
             current = Some(current_revision(client, namespace, target, live).await?);
         }
-        let holder =
-            current
-                .as_ref()
-                .and_then(|c| c.as_ref())
-                .ok_or_else(|| ReferenceError::Snapshot {
-                    name: reference.name.clone(),
-                    container: reference.container.clone(),
-                    why: "no ReplicaSet, ControllerRevision or Job holds the workload's current \
-                      template"
-                        .into(),
-                })?;
-        let mut revision = holder.clone();
+        let unkeepable = |why: &str| ReferenceError::Snapshot {
+            name: name.clone(),
+            container: container.clone(),
+            why: why.to_string(),
+        };
+        let mut revision = current.as_ref().and_then(|c| c.clone()).ok_or_else(|| {
+            unkeepable(
+                "no ReplicaSet, ControllerRevision or Job holds the workload's current \
+                     template",
+            )
+        })?;
         revision.digest = key.revision_digest(&revision.template);
         let pinned = revision
             .reference()
-            .ok_or_else(|| ReferenceError::Snapshot {
-                name: reference.name.clone(),
-                container: reference.container.clone(),
-                why: "the revision holding the current template has no digest".into(),
-            })?;
+            .ok_or_else(|| unkeepable("the revision holding the current template has no digest"))?;
         kept.push(EnvFromRevision {
+            container,
+            init,
+            name,
             revision: pinned,
-            ..reference.clone()
         });
     }
     Ok(kept)
+}
+
+/// Removes from a restore patch every env item with a secret-like literal
+/// value, returning (init, container, name) of each.
+fn take_secret_env(restore: &mut Value, kind: &str) -> Vec<(bool, String, String)> {
+    let mut taken = Vec::new();
+    let Some(spec) = restore.pointer_mut(pod_spec_pointer(kind)) else {
+        return taken;
+    };
+    for init in [false, true] {
+        let Some(containers) = spec.get_mut(list_of(init)).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers {
+            let name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            env.retain(|item| {
+                let var = item.get("name").and_then(Value::as_str).unwrap_or_default();
+                let secret = item
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .is_some_and(|value| is_secret_env(var, value));
+                if secret {
+                    taken.push((init, name.clone(), var.to_string()));
+                }
+                !secret
+            });
+        }
+    }
+    taken
 }
 
 #[cfg(test)]

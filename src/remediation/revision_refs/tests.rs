@@ -151,3 +151,53 @@ fn the_diff_shows_where_a_referenced_value_comes_from_never_the_value() {
     secrets.scrub_verdict(&mut verdict);
     assert!(!verdict.violations[0].contains(SECRET));
 }
+
+#[test]
+fn any_secret_like_env_value_in_a_diff_is_masked() {
+    // A plain revert of DATABASE_URL replaces a literal that carries a
+    // password: the diff shows neither that value nor any other secret.
+    let mut diff = vec![
+        FieldChange {
+            path: "spec.template.spec.containers[app].env[DATABASE_URL].value".into(),
+            from: Some("postgres://app:PLANTED-pw@db/x".into()),
+            to: Some("postgres://db/x".into()),
+        },
+        FieldChange {
+            path: "spec.template.spec.containers[app].env[API_TOKEN].value".into(),
+            from: None,
+            to: Some("PLANTED-token".into()),
+        },
+        FieldChange {
+            path: "spec.template.spec.containers[app].env[LOG_LEVEL].value".into(),
+            from: Some("info".into()),
+            to: Some("debug".into()),
+        },
+    ];
+    Secrets::default().scrub_diff("Deployment", &[], &mut diff);
+    assert_eq!(diff[0].from.as_deref(), Some(MASK));
+    assert_eq!(diff[0].to.as_deref(), Some("postgres://db/x"));
+    assert_eq!(diff[1].to.as_deref(), Some(MASK));
+    assert_eq!(diff[2].from.as_deref(), Some("info"));
+    assert_eq!(diff[2].to.as_deref(), Some("debug"));
+}
+
+#[test]
+fn a_restore_patch_gives_up_secret_like_literals_to_be_kept_by_reference() {
+    let mut restore = sts_patch(json!([
+        {"name": "POSTGRES_USER", "value": "app"},
+        {"name": "DATABASE_URL", "value": "postgres://app:PLANTED-pw@db/x"},
+        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}
+    ]));
+    let taken = take_secret_env(&mut restore, "StatefulSet");
+    assert_eq!(
+        taken,
+        vec![(false, "db".to_string(), "DATABASE_URL".to_string())]
+    );
+    assert_eq!(
+        restore.pointer("/spec/template/spec/containers/0/env"),
+        Some(&json!([
+            {"name": "POSTGRES_USER", "value": "app"},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}
+        ]))
+    );
+}
