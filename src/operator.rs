@@ -168,6 +168,11 @@ impl ControllerParts {
             controller: "aiops-operator".into(),
             instance: Some(identity.clone()),
         };
+        let notifier = crate::remediation::notify::Notifier::new(
+            client.clone(),
+            operator_namespace,
+            metrics.clone(),
+        );
         let shared = Arc::new(Shared {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -180,6 +185,7 @@ impl ControllerParts {
             model_calls: Default::default(),
             stores: Default::default(),
             settings,
+            notifier,
         });
         ControllerParts {
             shared,

@@ -274,8 +274,11 @@ pub fn parse_config_map(
                 Ok(list) => config.exempt_groups = list.into_iter().collect(),
                 Err(reason) => issues.push(issue(key, reason)),
             },
-            // The repair loop's model and repair settings share this ConfigMap.
-            _ if key.starts_with("llm.") || key.starts_with("remediate.") => {}
+            // The repair loop's model, repair and notification settings
+            // share this ConfigMap.
+            _ if ["llm.", "remediate.", "notify."]
+                .iter()
+                .any(|prefix| key.starts_with(prefix)) => {}
             _ => issues.push(issue(key, "unknown key ignored")),
         }
     }

@@ -25,6 +25,12 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    receiver: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -45,6 +51,7 @@ pub struct RemediationMetrics {
     model_generation_seconds: Counter<f64, AtomicU64>,
     model_calls_held: Gauge,
     auto_approvals: Family<DecisionLabels, Counter>,
+    notifications: Family<DeliveryLabels, Counter>,
 }
 
 impl RemediationMetrics {
@@ -66,6 +73,7 @@ impl RemediationMetrics {
             model_generation_seconds: Counter::default(),
             model_calls_held: Gauge::default(),
             auto_approvals: Family::default(),
+            notifications: Family::default(),
         };
         registry.register(
             "remediation",
@@ -128,6 +136,11 @@ impl RemediationMetrics {
             metrics.auto_approvals.clone(),
         );
         registry.register(
+            "remediation_notifications",
+            "Notifications to receivers, by receiver and result (sent, failed after retries, dropped when too many were in flight)",
+            metrics.notifications.clone(),
+        );
+        registry.register(
             "remediation_model_calls_held",
             "Model calls running or finished and not yet claimed by their Remediation",
             metrics.model_calls_held.clone(),
@@ -161,6 +174,16 @@ impl RemediationMetrics {
             .get_or_create(&DecisionLabels {
                 decision: decision.to_string(),
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// One notification's outcome.
+    pub fn notification(&self, receiver: &str, result: &str) {
+        self.notifications
+            .get_or_create(&DeliveryLabels {
+                receiver: receiver.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }

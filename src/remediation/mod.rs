@@ -21,6 +21,7 @@
 //! - [`controller`]: the phase machine from proposal to verified fix.
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
 //! - [`metrics`]: the repair loop's Prometheus metrics.
+//! - [`notify`]: messages to chat and webhooks on reviews and outcomes.
 //! - [`model_calls`]: model proposals run beside the reconcile workers.
 //! - `fixtures` (unit tests only): the evidence of a test incident.
 pub mod approval;
@@ -37,6 +38,7 @@ pub(crate) mod fixtures;
 pub mod guardrails;
 pub mod metrics;
 pub mod model_calls;
+pub mod notify;
 pub mod owner;
 pub mod patch;
 pub mod propose;
@@ -127,8 +129,10 @@ pub struct Shared {
     pub model_calls: model_calls::ModelCalls,
     /// Pods and pod owners, watched while this replica leads.
     pub stores: stores::LeaderStores,
-    /// The `remediate.*` settings: pause, auto-approval rules, budgets.
+    /// The `remediate.*` and `notify.*` settings: pause, auto-approval
+    /// rules, budgets, notification receivers.
     pub settings: auto_approval::SettingsHandle,
+    pub notifier: notify::Notifier,
 }
 
 impl Shared {

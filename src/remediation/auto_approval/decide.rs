@@ -342,6 +342,7 @@ mod tests {
                 allow_model: false,
             }],
             budget: Budget::default(),
+            ..RemediateSettings::default()
         }
     }
 

@@ -54,6 +54,8 @@ pub struct RemediateSettings {
     /// In order: the first rule that matches a proposal decides.
     pub rules: Vec<AutoApprovalRule>,
     pub budget: Budget,
+    /// The `notify.*` keys: who is told about reviews and outcomes.
+    pub notify: crate::remediation::notify::settings::NotifySettings,
 }
 
 impl RemediateSettings {
@@ -189,6 +191,10 @@ pub fn parse_settings(
             Ok(budget) => settings.budget = budget,
             Err(error) => errors.push(error),
         }
+    }
+    match crate::remediation::notify::settings::parse_notify(data) {
+        Ok(notify) => settings.notify = notify,
+        Err((key, reason)) => errors.push(invalid(key, reason)),
     }
     for key in data.keys() {
         let known = [

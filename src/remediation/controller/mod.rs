@@ -184,6 +184,25 @@ async fn transition(
     // part of the status leaves them out, whatever this (cached) copy says.
     let api = Api::<Remediation>::namespaced(shared.client.clone(), &namespace);
     apply_operator_status(&api, &remediation.name_any(), &status).await?;
+    let old_phase = remediation
+        .status
+        .as_ref()
+        .map(|s| s.phase)
+        .unwrap_or_default();
+    let reviewable = status
+        .proposal
+        .as_ref()
+        .is_some_and(|p| !p.actions.is_empty());
+    if let Some(event) = crate::remediation::notify::event_of(old_phase, phase, reviewable) {
+        let settings = shared.settings.current();
+        shared.notifier.notify(
+            &settings.notify.receivers,
+            settings.notify.console_url.as_deref(),
+            event,
+            remediation,
+            &status,
+        );
+    }
     shared.metrics.count_phase(phase, &status.reason);
     shared.publish(remediation, reason, message).await;
     tracing::info!(phase = ?phase, %reason, %message, "transition");
