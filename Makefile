@@ -152,7 +152,7 @@ helm-test: build-static ## helm lint, template, drift against manifests/; in the
 	@bash tests/chart/in-cluster.sh
 
 .PHONY: bench
-bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-failover bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
+bench: bench-policy bench-webhook bench-admission-e2e bench-detect bench-scan bench-failover bench-llm ## benchmarks (not timed tests); figures in target/bench/ and BENCHMARKS.md
 
 .PHONY: bench-policy
 bench-policy: ## the policy engine alone, one thread, the bench-webhook reviews -> target/bench/policy-eval.json
@@ -176,6 +176,11 @@ bench-failover: ## leader killed -> follower's controller running, over FAILOVER
 bench-detect: ## detection at scale: 2,000 healthy + 200 ImagePullBackOff kwok pods, operator running -> target/bench/detect.json
 	@bash $(SANDBOX) up
 	cargo bench --locked --bench detect
+
+.PHONY: bench-scan
+bench-scan: ## the background policy scan over 1,000 Deployments (half privileged), operator running: first and idle scan time, CPU per object -> target/bench/scan.json
+	@bash $(SANDBOX) up
+	cargo bench --locked --bench scan
 
 SOAK_MINUTES ?= 60
 

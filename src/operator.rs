@@ -48,6 +48,11 @@ pub struct ControllerArgs {
     /// Highest memory limit the OOM rule proposes, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_cap_mib: u64,
+    /// How often the background policy scan judges the running workloads
+    /// (besides on start and on every policy or ConfigMap change):
+    /// `90s`, `10m`, `1h`, or seconds.
+    #[arg(long, default_value = "10m", value_parser = parse_interval)]
+    pub scan_interval: Duration,
     /// Name of the coordination.k8s.io Lease for leader election.
     #[arg(long, default_value = "aiops-operator-leader")]
     pub lease_name: String,
@@ -67,7 +72,56 @@ impl ControllerArgs {
         config.retention = Duration::from_secs(self.retention_seconds);
         config.max_attempts = self.max_attempts.max(1);
         config.rules.memory_cap = self.memory_cap_mib * 1024 * 1024;
+        config.scan_interval = self.scan_interval;
         config
+    }
+}
+
+/// `90s`, `10m`, `1h30m` or a number of seconds; at least one second.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not an interval like 30s, 10m or 1h");
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return (seconds > 0)
+            .then(|| Duration::from_secs(seconds))
+            .ok_or_else(bad);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        total = total.saturating_add(value.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_intervals_read_units_and_refuse_nonsense() {
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_interval("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["", "0", "0s", "10x", "m", "5m3"] {
+            assert!(parse_interval(bad).is_err(), "{bad:?}");
+        }
     }
 }
 

@@ -231,6 +231,11 @@ pub fn render_show(r: &Remediation) -> String {
     let _ = writeln!(out, "Phase:       {:?}  {}", status.phase, status.message);
     let _ = writeln!(out, "\nFindings:");
     for f in &status.findings {
+        if f.reason == crate::remediation::policy_case::POLICY_REASON {
+            // A policy case's finding is the violated rule, not a pod's state.
+            let _ = writeln!(out, "  - {}: {}", f.reason, f.message);
+            continue;
+        }
         let kind = if f.init {
             "init container"
         } else {

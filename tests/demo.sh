@@ -20,7 +20,11 @@
 #      sha256-verified) served by Ollama built here (the first run builds it,
 #      10-20 minutes; DEMO_LLM=llamacpp uses llama.cpp's server instead); its
 #      proposal passes the same guardrails and dry run, and is approved with
-#      kubectl when it is valid.
+#      kubectl when it is valid;
+#   6. from violation to fix: in Audit a Deployment with nginx:latest is
+#      admitted; the policy scan reports it and opens a Remediation pinning
+#      the digest its pods run; approved with kubectl, applied and verified,
+#      it leaves the PolicyReport on the next scan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -162,8 +166,9 @@ say "P3. Audit by a ConfigMap patch, no restart: the same Pod is admitted"
 pid=$(operator_pid)
 switched=$EPOCHREALTIME
 # policyModes pins disallow-latest-tag to Enforce and wins over mode, so
-# Audit for every policy clears it.
-set_modes '{"data":{"mode":"Audit","policyModes":null}}'
+# Audit for every policy clears it. Audit also turns the policy scan's
+# proposals on by default; the repair part shows them later (step 6).
+set_modes '{"data":{"mode":"Audit","policyModes":null,"remediate.policyViolations":"off"}}'
 within 10 "the switch to Audit takes effect" dry_run_audited
 [[ $(operator_pid) == "$pid" ]] || fail "the operator restarted during the switch to Audit"
 echo "(Audit in force $(seconds_since "$switched") s after the patch; the same operator process, pid $pid)"
@@ -189,7 +194,7 @@ kubectl -n "$ns" get policyreport "$report" -o yaml | awk '
 
 say "P4. Back to Enforce; the Pod is deleted"
 switched=$EPOCHREALTIME
-set_modes '{"data":{"mode":"Enforce","policyModes":"disallow-latest-tag: Enforce\n"}}'
+set_modes '{"data":{"mode":"Enforce","policyModes":"disallow-latest-tag: Enforce\n","remediate.policyViolations":null}}'
 within 10 "the switch back to Enforce takes effect" dry_run_denied
 echo "(Enforce in force $(seconds_since "$switched") s after the patch)"
 echo "+ kubectl -n $ns delete pod risky --wait"
@@ -297,5 +302,56 @@ if [[ $ready == True ]]; then
 else
   say "   The model's proposal is not ready for review (refused or a diagnosis only); nothing is applied"
 fi
+
+say "6. From violation to fix: Audit admits nginx:latest, the policy scan proposes pinning it"
+violation_start=$EPOCHREALTIME
+set_modes '{"data":{"mode":"Audit","policyModes":null}}'
+within 10 "the switch to Audit takes effect" dry_run_audited
+echo "+ kubectl -n $ns create deployment legacy --image=nginx:latest --replicas=2"
+kubectl -n "$ns" create deployment legacy --image=nginx:latest --replicas=2
+kubectl -n "$ns" rollout status deployment/legacy --timeout=90s
+kubectl -n "$ns" get pods -l app=legacy -o custom-columns=POD:.metadata.name,IMAGE:.spec.containers[0].image,IMAGE_ID:.status.containerStatuses[0].imageID
+# The scan runs on start, on every policy or ConfigMap change and every
+# --scan-interval (10 min): saying `propose` explicitly (the default in
+# Audit) is a change, so it runs now.
+set_modes '{"data":{"remediate.policyViolations":"propose"}}'
+legacy_uid=$(kubectl -n "$ns" get deployment legacy -o jsonpath='{.metadata.uid}')
+legacy_phase() {
+  phase=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$legacy_uid" \
+    -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)
+  reply="phase ${phase:-none}"
+  [[ $phase == "$1" ]]
+}
+legacy_report() {
+  reply=$(kubectl -n "$ns" get policyreport aiops-deployment-legacy \
+    -o jsonpath='{range .results[*]}{.policy}/{.rule}: {.result}{"\n"}{end}' 2>&1) || return 1
+  [[ $reply == *"disallow-latest-tag/autogen-validate-image-tag: fail"* ]]
+}
+no_legacy_report() {
+  reply=$(kubectl -n "$ns" get policyreport aiops-deployment-legacy -o name 2>&1 || true)
+  [[ -z $reply || $reply == *NotFound* ]]
+}
+within 60 "a PolicyReport result for Deployment legacy" legacy_report
+echo "+ kubectl -n $ns get policyreport aiops-deployment-legacy -o jsonpath=..."
+echo "$reply"
+within 90 "a proposed policy fix for Deployment legacy" legacy_phase Proposed
+rem3=$(kubectl -n "$ns" get rem -l aiops-operator.dev/workload-uid="$legacy_uid" -o jsonpath='{.items[0].metadata.name}')
+kubectl -n "$ns" get rem -o wide
+say "   kubectl aiops show $rem3"
+target/release/kubectl-aiops -n "$ns" show "$rem3"
+[[ $(kubectl -n "$ns" get rem "$rem3" -o jsonpath='{.status.proposal.class}') == PolicyFix:disallow-latest-tag ]] ||
+  fail "the proposal for legacy is not a disallow-latest-tag fix"
+say "   Approve it with plain kubectl"
+echo "+ kubectl -n $ns patch rem $rem3 --type=merge -p '{\"spec\":{\"approved\":true}}'"
+kubectl -n "$ns" patch rem "$rem3" --type=merge -p '{"spec":{"approved":true}}'
+within 180 "the policy fix is applied and verified" legacy_phase Verified
+kubectl -n "$ns" get rem "$rem3"
+kubectl -n "$ns" get deployment legacy -o jsonpath='image now: {.spec.template.spec.containers[0].image}{"\n"}'
+say "   Back to Enforce: that change runs the scan, which finds legacy passing and drops its report"
+set_modes '{"data":{"mode":"Enforce","policyModes":"disallow-latest-tag: Enforce\n","remediate.policyViolations":null}}'
+within 30 "the PolicyReport of Deployment legacy is gone" no_legacy_report
+echo "+ kubectl -n $ns get policyreport"
+kubectl -n "$ns" get policyreport 2>&1
+echo "violation-to-fix part: $(seconds_since "$violation_start") s"
 
 say "Done in $(seconds_since "$demo_start") s. The sandbox keeps running (make cluster-down stops it); make run starts the operator in the foreground."

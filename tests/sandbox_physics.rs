@@ -50,6 +50,19 @@ async fn three_nginx_replicas_are_scheduled_and_become_ready() {
         );
         let owner = pod.metadata.owner_references.clone().unwrap_or_default();
         assert_eq!(owner.first().map(|o| o.kind.as_str()), Some("ReplicaSet"));
+        // As a kubelet does, the started container reports the digest it
+        // runs: the catalog's digest of nginx:1.25.5, on the canonical name.
+        let image_ids: Vec<String> = container_statuses(pod)
+            .iter()
+            .map(|s| s.image_id.clone())
+            .collect();
+        assert_eq!(
+            image_ids,
+            vec![
+                "docker.io/library/nginx@sha256:5a81cdb4777406a26c0757f5bd9a2922636a55cd7062f5dff7dc1d8147a033b3"
+                    .to_string()
+            ]
+        );
     }
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(

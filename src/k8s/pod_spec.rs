@@ -54,12 +54,20 @@ pub struct ObjectKey<'a> {
 /// entries (`containers` / `initContainers` → items, each with its `name`)
 /// inside the kind's pod spec, and nothing else.
 pub fn containers_patch(key: ObjectKey<'_>, lists: BTreeMap<&str, Vec<Value>>) -> Value {
-    let mut body = Value::Object(
+    pod_spec_patch(
+        key,
         lists
             .into_iter()
             .map(|(list, items)| (list.to_string(), Value::Array(items)))
             .collect(),
-    );
+    )
+}
+
+/// A server-side-apply partial object of `key` that sets the given fields
+/// of the kind's pod spec (containers lists, `securityContext`, `hostPID`,
+/// ...), and nothing else.
+pub fn pod_spec_patch(key: ObjectKey<'_>, fields: Map<String, Value>) -> Value {
+    let mut body = Value::Object(fields);
     for field in pod_spec_path(key.kind).rsplit('.') {
         body = json!({ field: body });
     }

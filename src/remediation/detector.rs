@@ -230,6 +230,8 @@ fn open_remediation<'a>(
 ) -> Option<&'a Arc<Remediation>> {
     store.iter().find(|r| {
         r.spec.target.uid == workload_uid
+            // A policy case is the scan's: a pod failure is a case of its own.
+            && !super::policy_case::is_policy_case(r.status.as_ref())
             && !r
                 .status
                 .as_ref()
@@ -263,7 +265,11 @@ pub const VERIFIED_SETTLE: Duration = Duration::from_secs(30);
 /// Whether a new case for the workload must wait: its last Remediation
 /// ended without a fix within [`REOPEN_COOLDOWN`], or was Verified within
 /// [`VERIFIED_SETTLE`].
-fn held_off(remediations: &[Arc<Remediation>], workload_uid: &str, now: SystemTime) -> bool {
+pub(crate) fn held_off(
+    remediations: &[Arc<Remediation>],
+    workload_uid: &str,
+    now: SystemTime,
+) -> bool {
     remediations
         .iter()
         .filter(|r| r.spec.target.uid == workload_uid)
@@ -456,7 +462,10 @@ async fn evaluate_case(
             if !quiet_long_enough(case, shared.config.resolve_after, now) {
                 return false;
             }
-            if let Err(error) = resolve(shared, &case.namespace, &case.workload, &name).await {
+            let recovered = "the workload recovered on its own before any fix";
+            if let Err(error) =
+                resolve(shared, &case.namespace, &case.workload, &name, recovered).await
+            {
                 tracing::warn!(%error, remediation = %name, "cannot mark resolved");
                 return false;
             }
@@ -484,40 +493,88 @@ fn remediation_name(workload: &WorkloadRef) -> String {
     format!("{}-{suffix}", base.trim_end_matches('-'))
 }
 
-#[tracing::instrument(skip_all, fields(namespace = %case.namespace, workload = %case.workload.name))]
 async fn open_case(
     shared: &Shared,
     case: &Case,
     findings: &[Finding],
 ) -> Result<String, kube::Error> {
-    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), &case.namespace);
+    let seen = detector_status(&case.workload, findings);
+    let note = format!(
+        "{}: {} pod(s) of {} failing",
+        seen.reason,
+        case.pods.len(),
+        case.workload.name
+    );
+    open_remediation_for(
+        shared,
+        Opening {
+            namespace: &case.namespace,
+            workload: &case.workload,
+            seen,
+            message: format!("{} pod(s) failing", case.pods.len()),
+            note,
+            class: None,
+        },
+    )
+    .await
+}
+
+/// What a new Remediation records when it opens.
+pub(crate) struct Opening<'a> {
+    pub namespace: &'a str,
+    pub workload: &'a WorkloadRef,
+    /// Findings, reason and target display.
+    pub seen: DetectorStatus,
+    /// The status message of the Diagnosing phase.
+    pub message: String,
+    /// The note of the `Detected` Event.
+    pub note: String,
+    /// The `aiops-operator.dev/class` label, for cases that are not pod failures.
+    pub class: Option<&'a str>,
+}
+
+/// Creates a Remediation for a workload in `Diagnosing`, with its findings,
+/// the phase metric and a `Detected` Event; returns its name.
+#[tracing::instrument(skip_all, fields(namespace = %opening.namespace, workload = %opening.workload.name))]
+pub(crate) async fn open_remediation_for(
+    shared: &Shared,
+    opening: Opening<'_>,
+) -> Result<String, kube::Error> {
+    let api: Api<Remediation> = Api::namespaced(shared.client.clone(), opening.namespace);
     let mut remediation = Remediation::new(
-        &remediation_name(&case.workload),
+        &remediation_name(opening.workload),
         RemediationSpec {
-            target: case.workload.clone(),
+            target: opening.workload.clone(),
             approved: false,
             rejected: false,
             approval: None,
         },
     );
-    remediation.metadata.labels = Some(BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (
             "aiops-operator.dev/workload-uid".to_string(),
-            case.workload.uid.clone(),
+            opening.workload.uid.clone(),
         ),
         (
             "app.kubernetes.io/managed-by".to_string(),
             "aiops-operator".to_string(),
         ),
-    ]));
+    ]);
+    if let Some(class) = opening.class {
+        labels.insert(
+            super::policy_case::CLASS_LABEL.to_string(),
+            class.to_string(),
+        );
+    }
+    remediation.metadata.labels = Some(labels);
     let created = api.create(&PostParams::default(), &remediation).await?;
     let name = created.name_any();
-    let seen = detector_status(&case.workload, findings);
+    let seen = opening.seen;
     let reason = seen.reason.clone();
     let mut status = super::crd::RemediationStatus {
         phase: Phase::Diagnosing,
         last_update_time: Some(seen.last_update_time.clone()),
-        message: format!("{} pod(s) failing", case.pods.len()),
+        message: opening.message,
         ..Default::default()
     };
     let message = status.message.clone();
@@ -534,17 +591,7 @@ async fn open_case(
     apply_operator_status(&api, &name, &status).await?;
     apply_detector_status(&api, &name, &seen).await?;
     shared.metrics.count_phase(Phase::Diagnosing, &reason);
-    shared
-        .publish(
-            &created,
-            "Detected",
-            &format!(
-                "{reason}: {} pod(s) of {} failing",
-                case.pods.len(),
-                case.workload.name
-            ),
-        )
-        .await;
+    shared.publish(&created, "Detected", &opening.note).await;
     tracing::info!(remediation = %name, %reason, "opened a remediation");
     Ok(name)
 }
@@ -574,11 +621,12 @@ async fn write_findings(
 /// Closes a case whose workload has no failing pod left before any fix:
 /// it recovered, or it was deleted (or replaced under the same name), and
 /// the message says which.
-async fn resolve(
+pub(crate) async fn resolve(
     shared: &Shared,
     namespace: &str,
     workload: &WorkloadRef,
     name: &str,
+    recovered: &str,
 ) -> Result<(), kube::Error> {
     let deleted = matches!(
         fetch_workload(&shared.client, namespace, workload).await,
@@ -590,10 +638,7 @@ async fn resolve(
             "the workload was deleted before any fix; nothing was applied",
         )
     } else {
-        (
-            "Recovered",
-            "the workload recovered on its own before any fix",
-        )
+        ("Recovered", recovered)
     };
     let api: Api<Remediation> = Api::namespaced(shared.client.clone(), namespace);
     let current = api.get_status(name).await?;

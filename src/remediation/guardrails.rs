@@ -4,8 +4,11 @@
 //! - actions may only target the Remediation's own workload (same
 //!   namespace, kind, name and uid) and never the operator itself;
 //! - patches may only touch the field paths allowed for the findings'
-//!   classes (image, imagePullSecrets, resources, env, command/args, probes),
-//!   and only of containers that already exist;
+//!   classes (image, imagePullSecrets, resources, env, command/args, probes;
+//!   for a policy fix, only the fields of the policies it names: image,
+//!   security contexts, hostPID/hostIPC), and only of containers that
+//!   already exist;
+//! - a policy fix must make the workload pass every policy it names;
 //! - the patched object must not fail a baseline policy (in Enforce) that
 //!   the live object passes, so a fix can never add privileged, host access
 //!   or `:latest`;
@@ -18,6 +21,8 @@ use serde_json::Value;
 
 use super::crd::{Finding, GuardrailVerdict, Proposal, WorkloadRef};
 use super::patch::{merge_apply, touched_paths};
+use super::policy_case::{POLICY_REASON, still_failing};
+use super::propose::policy_fixes::fixed_policies;
 use crate::k8s::pod_spec::{get_dotted, pod_spec_path};
 use crate::policy::{EvalInput, PolicySet, RuleStatus};
 
@@ -49,6 +54,12 @@ pub enum ChangeClass {
     Env,
     CommandArgs,
     Probes,
+    /// A container's `securityContext`.
+    SecurityContext,
+    /// The pod's `securityContext`.
+    PodSecurityContext,
+    /// The pod's `hostPID` and `hostIPC`.
+    HostNamespaces,
 }
 
 /// The change classes a finding's reason allows: the same allowlist the
@@ -68,6 +79,53 @@ pub fn allowed_changes(reason: &str) -> &'static [ChangeClass] {
     }
 }
 
+/// The change classes a fix of a baseline policy needs: the fields its fix
+/// rule resets, and nothing else.
+pub fn policy_changes(policy: &str) -> &'static [ChangeClass] {
+    use ChangeClass::*;
+    match policy.rsplit('/').next().unwrap_or(policy) {
+        "disallow-latest-tag" => &[Image],
+        "disallow-privileged-containers" | "disallow-capabilities" | "disallow-proc-mount" => {
+            &[SecurityContext]
+        }
+        "restrict-seccomp" | "disallow-selinux" | "restrict-apparmor-profiles" => {
+            &[SecurityContext, PodSecurityContext]
+        }
+        "restrict-sysctls" => &[PodSecurityContext],
+        "disallow-host-namespaces" => &[HostNamespaces],
+        _ => &[],
+    }
+}
+
+/// What one finding allows a proposal to change. A policy violation allows
+/// its policy's fields only when the proposal's class says it fixes that
+/// policy.
+fn finding_changes(finding: &Finding, proposal: &Proposal) -> &'static [ChangeClass] {
+    if finding.reason != POLICY_REASON {
+        return allowed_changes(&finding.reason);
+    }
+    let policy = finding
+        .message
+        .split_once('/')
+        .map(|(policy, _)| policy)
+        .unwrap_or_default();
+    if fixed_policies(&proposal.class).contains(&policy) {
+        policy_changes(policy)
+    } else {
+        &[]
+    }
+}
+
+/// The change class of a pod-level field (`securityContext.sysctls`, `hostPID`).
+fn pod_field_class(rest: &str) -> Option<ChangeClass> {
+    let field = rest.split(['.', '[']).next()?;
+    match field {
+        "securityContext" => Some(ChangeClass::PodSecurityContext),
+        "hostPID" | "hostIPC" => Some(ChangeClass::HostNamespaces),
+        _ => None,
+    }
+}
+
 fn class_of(container_field: &str) -> Option<ChangeClass> {
     use ChangeClass::*;
     match container_field {
@@ -76,6 +134,7 @@ fn class_of(container_field: &str) -> Option<ChangeClass> {
         "env" => Some(Env),
         "command" | "args" => Some(CommandArgs),
         "livenessProbe" | "readinessProbe" | "startupProbe" => Some(Probes),
+        "securityContext" => Some(SecurityContext),
         _ => None,
     }
 }
@@ -104,7 +163,7 @@ pub fn guard_proposal(
     }
     let allowed: BTreeSet<ChangeClass> = findings
         .iter()
-        .flat_map(|f| allowed_changes(&f.reason).iter().copied())
+        .flat_map(|f| finding_changes(f, proposal).iter().copied())
         .collect();
 
     let mut patched = live.clone();
@@ -135,6 +194,10 @@ pub fn guard_proposal(
             violations.push("the patch changes nothing (no-op)".into());
         }
         violations.extend(introduced_policy_violations(live, &patched, policies));
+        let fixed = fixed_policies(&proposal.class);
+        if !fixed.is_empty() {
+            violations.extend(still_failing(&patched, &fixed, policies));
+        }
     }
     GuardrailVerdict {
         allowed: violations.is_empty(),
@@ -205,6 +268,14 @@ fn check_paths(
             if kind == "Pod" {
                 violations.push(format!("{at}: {path} cannot change on a running Pod"));
             } else if !allowed.contains(&ChangeClass::ImagePullSecrets) {
+                violations.push(format!("{at}: {path} is not allowed for these findings"));
+            }
+            continue;
+        }
+        if let Some(class) = pod_field_class(rest) {
+            if kind == "Pod" {
+                violations.push(format!("{at}: {path} cannot change on a running Pod"));
+            } else if !allowed.contains(&class) {
                 violations.push(format!("{at}: {path} is not allowed for these findings"));
             }
             continue;
@@ -495,11 +566,15 @@ spec:
         ));
         let verdict = guard(&privileged, &pull_finding());
         assert!(!verdict.allowed);
+        // Only a policy fix that names a security policy may touch it.
         assert!(
             verdict
                 .violations
                 .iter()
-                .any(|v| v.contains("may never be changed"))
+                .any(|v| v.contains("securityContext")
+                    && v.contains("not allowed for these findings")),
+            "{:?}",
+            verdict.violations
         );
 
         let mut labels = container_patch(json!({"name": "app", "image": "nginx:1.25.5"}));

@@ -52,6 +52,9 @@ pub struct RemediationMetrics {
     model_calls_held: Gauge,
     auto_approvals: Family<DecisionLabels, Counter>,
     notifications: Family<DeliveryLabels, Counter>,
+    scan_seconds: Histogram,
+    scan_objects: Counter,
+    scan_violating: Gauge,
 }
 
 impl RemediationMetrics {
@@ -74,6 +77,9 @@ impl RemediationMetrics {
             model_calls_held: Gauge::default(),
             auto_approvals: Family::default(),
             notifications: Family::default(),
+            scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            scan_objects: Counter::default(),
+            scan_violating: Gauge::default(),
         };
         registry.register(
             "remediation",
@@ -141,6 +147,21 @@ impl RemediationMetrics {
             metrics.notifications.clone(),
         );
         registry.register(
+            "remediation_policy_scan_seconds",
+            "Time of each background policy scan of the running workloads",
+            metrics.scan_seconds.clone(),
+        );
+        registry.register(
+            "remediation_policy_scan_objects",
+            "Workloads judged by the background policy scans",
+            metrics.scan_objects.clone(),
+        );
+        registry.register(
+            "remediation_policy_scan_violating",
+            "Workloads with policy violations at the last scan",
+            metrics.scan_violating.clone(),
+        );
+        registry.register(
             "remediation_model_calls_held",
             "Model calls running or finished and not yet claimed by their Remediation",
             metrics.model_calls_held.clone(),
@@ -186,6 +207,14 @@ impl RemediationMetrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// One finished policy scan.
+    pub fn observe_scan(&self, elapsed: Duration, judged: usize, violating: usize) {
+        self.scan_seconds.observe(elapsed.as_secs_f64());
+        self.scan_objects.inc_by(judged as u64);
+        self.scan_violating
+            .set(i64::try_from(violating).unwrap_or(i64::MAX));
     }
 
     pub fn observe_detection(&self, elapsed: Duration) {

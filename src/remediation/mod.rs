@@ -14,12 +14,14 @@
 //! - [`revision_refs`]: env values restored by reference to a revision,
 //!   read only into the patch sent to the API server.
 //! - [`owner`]: from a broken pod to the workload a fix targets.
+//! - [`policy_case`]: Remediations for policy violations of running workloads.
 //! - [`stores`]: watch caches of pods and pod owners, kept while leading.
 //! - [`status`]: the status, written by server-side apply per field manager.
 //! - [`propose`]: proposals, from the rules or from a model.
 //! - [`detector`]: the pod watcher that opens one Remediation per workload.
 //! - [`controller`]: the phase machine from proposal to verified fix.
 //! - [`rollout`]: is the fixed revision rolled out and healthy?
+//! - [`scan`]: the background policy scan of running workloads.
 //! - [`metrics`]: the repair loop's Prometheus metrics.
 //! - [`notify`]: messages to chat and webhooks on reviews and outcomes.
 //! - [`model_calls`]: model proposals run beside the reconcile workers.
@@ -41,9 +43,11 @@ pub mod model_calls;
 pub mod notify;
 pub mod owner;
 pub mod patch;
+pub mod policy_case;
 pub mod propose;
 pub mod revision_refs;
 pub mod rollout;
+pub mod scan;
 pub mod status;
 pub mod stores;
 
@@ -87,6 +91,8 @@ pub struct ControllerConfig {
     pub max_attempts: u32,
     pub rules: propose::rules::RuleConfig,
     pub guardrails: GuardrailLimits,
+    /// How often the background policy scan runs besides on changes.
+    pub scan_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -107,6 +113,7 @@ impl ControllerConfig {
                 operator_namespace: operator_namespace.to_string(),
                 ..GuardrailLimits::default()
             },
+            scan_interval: Duration::from_secs(600),
         }
     }
 }

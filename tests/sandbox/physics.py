@@ -15,7 +15,8 @@ How a pod moves, per container (init containers first, in order):
                  container into the annotation ANNOTATION:
                  ";app=ok;db=crash;" (ok | pull | oom | crash). This is the
                  only place the catalog rules are evaluated.
-  2. start     - podIP, phase and first container states from the verdicts.
+  2. start     - podIP, phase and first container states from the verdicts;
+                 a pulled image reports its catalog digest as `imageID`.
   3. pull      - ErrImagePull -> ImagePullBackOff, with a kubelet-like
                  Warning Event naming the image.
   4. crash     - a running container whose verdict is oom/crash terminates
@@ -56,6 +57,7 @@ UNITS = {
 }
 
 QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class CatalogError(Exception):
@@ -69,14 +71,42 @@ def parse_memory(text, where):
     return int(float(match.group(1)) * UNITS[match.group(2)])
 
 
-def image_aliases(image):
-    """The names a pod may use for a catalog image (Docker Hub shorthands)."""
+def split_tag(image):
+    """(repository, tag) of an image name; a registry port is not a tag."""
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return image, ""
+    tag = last.split(":", 1)[1]
+    return image[: len(image) - len(tag) - 1], tag
+
+
+def image_aliases(image, digest=""):
+    """The names a pod may use for a catalog image: Docker Hub shorthands,
+    the bare repository for a `latest` entry (no tag means latest), and the
+    repository pinned to the entry's digest (`nginx@sha256:...`)."""
     names = [image]
     if "/" not in image.split(":")[0]:
         names += [f"docker.io/library/{image}", f"library/{image}"]
     if not image.startswith("docker.io/"):
         names.append(f"docker.io/{image}")
+    repositories = [split_tag(name)[0] for name in names]
+    if split_tag(image)[1] == "latest":
+        names += repositories
+    if digest:
+        names += [f"{repository}@{digest}" for repository in repositories]
     return names
+
+
+def image_id(image, digest):
+    """What a kubelet reports as `imageID`: the canonical repository and the
+    digest it pulled (`docker.io/library/nginx@sha256:...`)."""
+    repository = split_tag(image)[0]
+    first = repository.split("/", 1)[0]
+    if not ("." in first or ":" in first or first == "localhost"):
+        if "/" not in repository:
+            repository = f"library/{repository}"
+        repository = f"docker.io/{repository}"
+    return f"{repository}@{digest}"
 
 
 def load_catalog(path):
@@ -91,13 +121,17 @@ def load_catalog(path):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise CatalogError(f"{where}: each entry needs an `image:` string")
         image = entry["image"]
-        if ":" not in image or image.endswith(":latest"):
-            raise CatalogError(f"{where}: {image!r} must carry an explicit, non-latest tag")
+        if not split_tag(image)[1]:
+            raise CatalogError(f"{where}: {image!r} must carry an explicit tag")
+        digest = entry.get("digest")
+        if not isinstance(digest, str) or not DIGEST.match(digest):
+            raise CatalogError(f"{where}: `digest` must be sha256: and 64 hex digits, got {digest!r}")
         required_env = entry.get("requiredEnv", [])
         if required_env and not entry.get("crashLog"):
             raise CatalogError(f"{where}: `requiredEnv` needs the `crashLog` line it prints")
         catalog.append({
             "image": image,
+            "digest": digest,
             "memory": parse_memory(entry.get("memory", "0"), where),
             "env": list(required_env),
             "crash_log": entry.get("crashLog", ""),
@@ -118,7 +152,7 @@ def write_logs(catalog, logs_dir):
         normal = [f"{stamp} stdout F {line}" for line in entry["logs"]]
         # A container that crashes on start never gets as far as its normal lines.
         crash = [f"{stamp} stderr F {entry['crash_log']}"] if entry["crash_log"] else normal
-        for name in image_aliases(entry["image"]):
+        for name in image_aliases(entry["image"], entry["digest"]):
             for suffix, lines in ((".log", normal), (".crash.log", crash)):
                 with open(os.path.join(logs_dir, log_slug(name) + suffix), "w", encoding="utf-8") as out:
                     out.write("".join(line + "\n" for line in lines))
@@ -132,8 +166,10 @@ def catalog_dict(catalog):
     items = []
     for entry in catalog:
         env = " ".join(json.dumps(name) for name in entry["env"])
-        value = f'(dict "memory" {entry["memory"]} "env" (list {env}))'
-        items += [f"{json.dumps(alias)} {value}" for alias in image_aliases(entry["image"])]
+        reported = json.dumps(image_id(entry["image"], entry["digest"]))
+        value = f'(dict "memory" {entry["memory"]} "env" (list {env}) "id" {reported})'
+        aliases = image_aliases(entry["image"], entry["digest"])
+        items += [f"{json.dumps(alias)} {value}" for alias in aliases]
     return "(dict " + " ".join(items) + ")"
 
 
@@ -189,6 +225,7 @@ PREAMBLE = (
 )
 
 START = PREAMBLE + r"""
+{{ $catalog := CATALOG }}
 {{ $blocked := false }}
 {{ $failing := false }}
 {{ $running := false }}
@@ -196,6 +233,7 @@ START = PREAMBLE + r"""
 {{ range $c := (.spec.initContainers | default list) }}
   VERDICT_OF
   {{ $s := dict "name" $c.name "image" $c.image "imageID" "" "restartCount" 0 "ready" false "started" false }}
+  {{ if and (not $blocked) (ne $v "pull") }}{{ $_ := set $s "imageID" (get $catalog $c.image).id }}{{ end }}
   {{ if $blocked }}
     {{ $_ := set $s "state" (dict "waiting" (dict "reason" "PodInitializing")) }}
   {{ else if eq $v "ok" }}
@@ -214,6 +252,7 @@ START = PREAMBLE + r"""
 {{ range $c := .spec.containers }}
   VERDICT_OF
   {{ $s := dict "name" $c.name "image" $c.image "imageID" "" "restartCount" 0 "ready" false "started" false }}
+  {{ if and (not $blocked) (ne $v "pull") }}{{ $_ := set $s "imageID" (get $catalog $c.image).id }}{{ end }}
   {{ if $blocked }}
     {{ $_ := set $s "state" (dict "waiting" (dict "reason" "PodInitializing")) }}
   {{ else if eq $v "pull" }}

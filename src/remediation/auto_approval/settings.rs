@@ -6,6 +6,7 @@
 //! | `remediate.paused`      | `true` or `false`                             | `false` |
 //! | `remediate.autoApprove` | YAML list of rules (below)                    | empty: every fix waits for a person |
 //! | `remediate.budget`      | YAML map of limits on auto-approved fixes     | see [`Budget`] |
+//! | `remediate.policyViolations` | `off` or `propose`: the policy scan opens a Remediation per violating workload | `propose` when the admission `mode` is `Audit`, else `off` |
 //!
 //! A rule:
 //!
@@ -37,6 +38,17 @@ pub const KEY_PAUSED: &str = "remediate.paused";
 pub const KEY_AUTO_APPROVE: &str = "remediate.autoApprove";
 /// ConfigMap key: the budgets of auto-approved fixes.
 pub const KEY_BUDGET: &str = "remediate.budget";
+/// ConfigMap key: do the policy scan's violations become Remediations?
+pub const KEY_POLICY_VIOLATIONS: &str = "remediate.policyViolations";
+
+/// What the repair loop does with a running workload's policy violations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationRepair {
+    /// Report them only (PolicyReports).
+    Off,
+    /// Open a Remediation with a proposed fix for each violating workload.
+    Propose,
+}
 
 /// The approver recorded for an auto-approval is this prefix and the rule's name.
 pub const AUTO_APPROVER_PREFIX: &str = "system:aiops-operator:auto-approval/";
@@ -54,11 +66,26 @@ pub struct RemediateSettings {
     /// In order: the first rule that matches a proposal decides.
     pub rules: Vec<AutoApprovalRule>,
     pub budget: Budget,
+    /// `remediate.policyViolations`; `None`: the default for the admission mode.
+    pub policy_violations: Option<ViolationRepair>,
     /// The `notify.*` keys: who is told about reviews and outcomes.
     pub notify: crate::remediation::notify::settings::NotifySettings,
 }
 
 impl RemediateSettings {
+    /// Whether policy violations of running workloads become Remediations:
+    /// as configured, else only when admission runs in Audit mode, where
+    /// violating workloads are admitted and so are expected to exist.
+    pub fn proposes_policy_fixes(
+        &self,
+        admission_mode: Option<crate::admission::modes::Mode>,
+    ) -> bool {
+        match self.policy_violations {
+            Some(repair) => repair == ViolationRepair::Propose,
+            None => admission_mode == Some(crate::admission::modes::Mode::Audit),
+        }
+    }
+
     /// The names of the configured rules: the only auto-approvers the
     /// approval webhook accepts from the operator.
     pub fn rule_names(&self) -> BTreeSet<&str> {
@@ -192,6 +219,18 @@ pub fn parse_settings(
             Err(error) => errors.push(error),
         }
     }
+    if let Some(text) = data.get(KEY_POLICY_VIOLATIONS) {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" => settings.policy_violations = Some(ViolationRepair::Off),
+            "propose" => settings.policy_violations = Some(ViolationRepair::Propose),
+            // Empty, as the shipped ConfigMap has it: the default for the mode.
+            "" => settings.policy_violations = None,
+            other => errors.push(invalid(
+                KEY_POLICY_VIOLATIONS,
+                format!("{other:?} is not off or propose"),
+            )),
+        }
+    }
     match crate::remediation::notify::settings::parse_notify(data) {
         Ok(notify) => settings.notify = notify,
         Err((key, reason)) => errors.push(invalid(key, reason)),
@@ -216,9 +255,6 @@ pub fn parse_settings(
         Err(errors)
     }
 }
-
-/// Read by the policy scan, not here; listed so it is not called unknown.
-const KEY_POLICY_VIOLATIONS: &str = "remediate.policyViolations";
 
 fn parse_rules(text: &str) -> Result<Vec<AutoApprovalRule>, SettingsError> {
     let parsed: Option<Vec<RuleText>> = serde_yaml::from_str(text)
@@ -328,6 +364,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn policy_violations_default_to_propose_in_audit_mode_only() {
+        use crate::admission::modes::Mode;
+        let read = |pairs: &[(&str, &str)]| parse_settings(Some(&data(pairs)));
+        let unset = read(&[]).expect("no keys are valid");
+        assert!(unset.proposes_policy_fixes(Some(Mode::Audit)));
+        assert!(!unset.proposes_policy_fixes(Some(Mode::Enforce)));
+        assert!(!unset.proposes_policy_fixes(None));
+        let on = read(&[(KEY_POLICY_VIOLATIONS, "Propose")]).expect("propose is valid");
+        assert!(on.proposes_policy_fixes(Some(Mode::Enforce)));
+        let empty = read(&[(KEY_POLICY_VIOLATIONS, "")]).expect("empty is the default");
+        assert!(empty.proposes_policy_fixes(Some(Mode::Audit)));
+        let off = read(&[(KEY_POLICY_VIOLATIONS, " off ")]).expect("off is valid");
+        assert!(!off.proposes_policy_fixes(Some(Mode::Audit)));
+    }
+
+    #[test]
+    fn a_bad_policy_violations_value_is_refused_with_the_key_named() {
+        let errors = parse_settings(Some(&data(&[(KEY_POLICY_VIOLATIONS, "apply")])))
+            .expect_err("apply is not a value");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, KEY_POLICY_VIOLATIONS);
+        assert!(errors[0].reason.contains("off or propose"), "{errors:?}");
     }
 
     #[test]

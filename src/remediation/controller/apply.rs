@@ -2,6 +2,7 @@
 //! and the rollback when the rollout gets worse.
 
 use super::*;
+use crate::remediation::propose::policy_fixes::fixed_policies;
 
 pub(super) async fn apply(
     remediation: &Remediation,
@@ -249,7 +250,32 @@ pub(super) async fn verify(
     };
     match progress {
         RolloutProgress::Complete => {
+            let unfixed = super::policy::unfixed_policies(
+                shared,
+                &namespace,
+                &live,
+                status.proposal.as_ref(),
+            )
+            .await?;
+            if !unfixed.is_empty() {
+                let reason = format!(
+                    "rolled out, but the workload still violates: {}",
+                    unfixed.join("; ")
+                );
+                return roll_back(remediation, shared, status, &reason).await;
+            }
             status.verified_at = Some(Time(now));
+            let fixes_policies = status
+                .proposal
+                .as_ref()
+                .is_some_and(|p| !fixed_policies(&p.class).is_empty());
+            let verified_message = if runs.is_some() {
+                "a Job run from the fixed job template succeeded or runs Ready"
+            } else if fixes_policies {
+                "the fixed revision is rolled out and healthy and passes the policies it fixes"
+            } else {
+                "the fixed revision is rolled out and healthy"
+            };
             if let Some(created) = remediation.metadata.creation_timestamp.as_ref()
                 && let Ok(elapsed) = Duration::try_from(now.duration_since(created.0))
             {
@@ -261,11 +287,7 @@ pub(super) async fn verify(
                 status,
                 Phase::Verified,
                 "RolloutComplete",
-                if runs.is_some() {
-                    "a Job run from the fixed job template succeeded or runs Ready"
-                } else {
-                    "the fixed revision is rolled out and healthy"
-                },
+                verified_message,
             )
             .await?;
             Ok(Action::requeue(shared.config.retention))

@@ -3,6 +3,7 @@
 //! Proposed and waits for a human.
 
 use super::*;
+use crate::remediation::policy_case::is_policy_case;
 
 pub(super) async fn diagnose(
     remediation: &Remediation,
@@ -41,22 +42,47 @@ pub(super) async fn diagnose(
     .await?;
     // A secret-like value is restored by reference, pinned by this digest.
     digest_revisions(&mut revisions, &shared.key);
-    let rules = propose_from_rules(
-        &live,
-        &evidence,
-        &status.findings,
-        &revisions,
-        &shared.config.rules,
-    );
-    let (primary, model) = match ask_model(
-        shared,
-        remediation,
-        &evidence,
-        &status.findings,
-        rules.clone(),
-    )
-    .await?
-    {
+    let policy_case = is_policy_case(Some(&status));
+    let rules = if policy_case {
+        match policy::policy_proposal(shared, &namespace, target, &live).await? {
+            Some(proposal) => proposal,
+            None => {
+                let message = "the workload passes the policies now; nothing was applied";
+                transition(
+                    shared,
+                    remediation,
+                    status,
+                    Phase::Resolved,
+                    "Recovered",
+                    message,
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        }
+    } else {
+        propose_from_rules(
+            &live,
+            &evidence,
+            &status.findings,
+            &revisions,
+            &shared.config.rules,
+        )
+    };
+    // A policy fix is the fix rule's or none: a model is not asked.
+    let asked = if policy_case {
+        Some((rules.clone(), None))
+    } else {
+        ask_model(
+            shared,
+            remediation,
+            &evidence,
+            &status.findings,
+            rules.clone(),
+        )
+        .await?
+    };
+    let (primary, model) = match asked {
         Some(asked) => asked,
         None => return Ok(Action::requeue(Duration::from_secs(2))),
     };

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 mod apply;
 mod diagnose;
+mod policy;
 mod review;
 
 use apply::{apply, verify};
@@ -71,7 +72,7 @@ pub enum ReconcileError {
     AutoApproval(#[from] crate::remediation::auto_approval::AutoApprovalError),
 }
 
-/// Runs the controller (and the pod detector beside it) until `shutdown`
+/// Runs the controller (and the pod detector and the policy scan beside it) until `shutdown`
 /// resolves. The pod and owner stores live exactly as long: a replica that
 /// stops leading stops watching.
 pub async fn run(
@@ -94,6 +95,7 @@ pub async fn run(
         watches.pods,
         stores.owners,
     ));
+    let scan = tokio::spawn(super::scan::run_scan(Arc::clone(&shared)));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
@@ -105,6 +107,7 @@ pub async fn run(
         })
         .await;
     detector.abort();
+    scan.abort();
     owner_watches.abort();
     shared.stores.end();
 }

@@ -457,6 +457,9 @@ fn class_name(class: ChangeClass) -> &'static str {
         ChangeClass::Env => "env",
         ChangeClass::CommandArgs => "command/args",
         ChangeClass::Probes => "probes",
+        ChangeClass::SecurityContext => "securityContext",
+        ChangeClass::PodSecurityContext => "pod securityContext",
+        ChangeClass::HostNamespaces => "hostPID/hostIPC",
     }
 }
 
