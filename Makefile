@@ -129,15 +129,25 @@ crd: ## regenerate manifests/crd.yaml from the Rust types
 	cargo run --quiet -- crd > manifests/crd.yaml
 
 .PHONY: manifests
-manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap) and the chart's copies of the CRDs and policies
+manifests: crd ## regenerate generated manifests (CRD, policies ConfigMap) and the chart's copies of the CRDs, policies, alert rules and dashboard
 	AIOPS_UPDATE_MANIFESTS=1 cargo test --quiet --test crd_manifest manifests_policies_configmap
 	cp manifests/crd.yaml charts/aiops-operator/crds/remediation-crd.yaml
 	cp manifests/policyreport-crd.yaml charts/aiops-operator/crds/policyreport-crd.yaml
 	rm -f charts/aiops-operator/files/policies/*.yaml && cp policies/*.yaml charts/aiops-operator/files/policies/
+	cp deploy/prometheus/aiops-operator-rules.yaml charts/aiops-operator/files/prometheus/
+	cp deploy/grafana/aiops-operator.json charts/aiops-operator/files/grafana/
 
 .PHONY: helm
 helm: ## build the pinned Helm from the Go module proxy (cached); prints its path
 	@bash hack/helm-build.sh
+
+.PHONY: promtool
+promtool: ## build the pinned promtool from the Go module proxy (cached); prints its path
+	@bash hack/promtool-build.sh
+
+.PHONY: test-alerts
+test-alerts: ## promtool check rules and test rules on deploy/prometheus/ (promtool built and cached)
+	@bash tests/alerts/check.sh
 
 .PHONY: helm-template
 helm-template: ## print the chart rendered with its default values (namespace aiops-system)

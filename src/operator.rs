@@ -396,6 +396,9 @@ async fn serve_operator(
         .and_then(|mut slot| slot.take())
         .unwrap_or_else(RemediationMetrics::unregistered);
     let llm = model_proposer(&client, &namespace, &webhook_config_map, &controller_config).await;
+    if let Some(proposer) = &llm {
+        proposer.report_breaker_open_to(metrics.model_breaker_open());
+    }
     let inputs = RepairInputs {
         key,
         metrics,

@@ -157,6 +157,11 @@ async fn bad_image_tag_after_a_good_rollout_is_restored_and_verified() {
             "missing {series} in /metrics:\n{metrics}"
         );
     }
+    // The apply results' series exist from the start at 0; this one moved.
+    assert!(
+        !metrics.contains("remediation_apply_total{result=\"applied\"} 0\n"),
+        "no apply counted:\n{metrics}"
+    );
 }
 
 #[tokio::test]

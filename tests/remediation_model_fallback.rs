@@ -226,7 +226,10 @@ async fn a_refused_model_proposal_leaves_the_rules_diagnosis_in_front_and_stays_
     assert!(status.guardrail.is_some_and(|g| g.allowed));
     let metrics = op.metrics().await;
     assert!(
-        metrics.contains("remediation_model_proposal_total{result=\"refused\"}"),
+        // The series exists from the start at 0; it must have moved.
+        metrics.lines().any(|l| l
+            .strip_prefix("remediation_model_proposal_total{result=\"refused\"} ")
+            .is_some_and(|n| n != "0")),
         "the refusal is counted:\n{}",
         metrics
             .lines()

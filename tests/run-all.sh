@@ -35,6 +35,12 @@ bash tests/llm/check-refuses.sh
 step "Ollama: build from its pinned Go module and CMake (cached by its pins; 12-42 minutes cold, by load)"
 bash tests/ollama/build.sh >/dev/null
 
+step "promtool: build from its pinned Go module (cached by its pins; hack/promtool-build.sh)"
+bash hack/promtool-build.sh >/dev/null
+
+step "alerts: promtool check rules and test rules (tests/alerts/check.sh)"
+bash tests/alerts/check.sh
+
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {

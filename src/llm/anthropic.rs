@@ -191,6 +191,10 @@ impl Provider for AnthropicProvider {
         format!("anthropic:{}", self.model)
     }
 
+    fn breaker(&self) -> Option<&super::breaker::CircuitBreaker> {
+        Some(self.transport.breaker())
+    }
+
     fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a> {
         Box::pin(self.call(request))
     }

@@ -1,9 +1,12 @@
 //! A circuit breaker for one model server: after `threshold` consecutive
 //! failed attempts it opens and calls fail fast for `cooldown`; then one
 //! probe is let through, and its result closes or re-opens the breaker.
-//! A dead model server then costs the operator nothing but a log line.
-use std::sync::Mutex;
+//! A dead model server then costs the operator nothing but a log line, and
+//! a gauge that alerts read ([`CircuitBreaker::report_open_to`]).
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 #[derive(Debug)]
 enum State {
@@ -18,6 +21,9 @@ pub struct CircuitBreaker {
     threshold: u32,
     cooldown: Duration,
     state: Mutex<State>,
+    /// Set to 1 when the breaker opens and to 0 when a call succeeds; the
+    /// operator hands it in after building the provider.
+    open_gauge: OnceLock<Gauge>,
 }
 
 impl CircuitBreaker {
@@ -26,6 +32,20 @@ impl CircuitBreaker {
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
+            open_gauge: OnceLock::new(),
+        }
+    }
+
+    /// Reports the breaker's state to `gauge` from now on: 1 from opening
+    /// until a call succeeds (open, or waiting for its probe), else 0.
+    /// Only the first gauge handed in counts.
+    pub fn report_open_to(&self, gauge: Gauge) {
+        let _ = self.open_gauge.set(gauge);
+    }
+
+    fn report_open(&self, open: bool) {
+        if let Some(gauge) = self.open_gauge.get() {
+            gauge.set(i64::from(open));
         }
     }
 
@@ -56,6 +76,7 @@ impl CircuitBreaker {
     /// The server answered properly.
     pub fn record_success(&self) {
         *self.lock() = State::Closed { failures: 0 };
+        self.report_open(false);
     }
 
     /// The attempt failed in a way that says the server is unwell.
@@ -72,6 +93,7 @@ impl CircuitBreaker {
                 cooldown_s = self.cooldown.as_secs_f64(),
                 "model circuit breaker opened"
             );
+            self.report_open(true);
             State::Open {
                 until: Instant::now() + self.cooldown,
             }
@@ -110,6 +132,22 @@ mod tests {
         breaker.record_success();
         breaker.record_failure();
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn the_gauge_reads_1_from_opening_until_a_call_succeeds() {
+        let breaker = CircuitBreaker::new(2, Duration::from_millis(20));
+        let gauge = Gauge::default();
+        breaker.report_open_to(gauge.clone());
+        breaker.record_failure();
+        assert_eq!(gauge.get(), 0, "one failure does not open it");
+        breaker.record_failure();
+        assert_eq!(gauge.get(), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(breaker.admit().is_ok(), "the probe goes out");
+        assert_eq!(gauge.get(), 1, "still not closed while the probe runs");
+        breaker.record_success();
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]

@@ -242,6 +242,10 @@ impl Provider for OllamaProvider {
         format!("ollama:{}", self.model)
     }
 
+    fn breaker(&self) -> Option<&super::breaker::CircuitBreaker> {
+        Some(self.transport.breaker())
+    }
+
     fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a> {
         Box::pin(self.call(request))
     }

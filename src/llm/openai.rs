@@ -175,6 +175,10 @@ impl Provider for OpenAiProvider {
         format!("openai:{}", self.model)
     }
 
+    fn breaker(&self) -> Option<&super::breaker::CircuitBreaker> {
+        Some(self.transport.breaker())
+    }
+
     fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a> {
         Box::pin(self.call(request))
     }

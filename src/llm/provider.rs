@@ -130,6 +130,11 @@ pub trait Provider: Send + Sync {
     /// Asks the model once (with the provider's retries) and returns the
     /// answer only if it is valid JSON that satisfies `request.schema`.
     fn propose<'a>(&'a self, request: &'a ProposalRequest) -> ProposeFuture<'a>;
+
+    /// The circuit breaker in front of the server, if the provider has one.
+    fn breaker(&self) -> Option<&super::breaker::CircuitBreaker> {
+        None
+    }
 }
 
 /// Why no usable answer came back. Messages never contain the API key;

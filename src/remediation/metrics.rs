@@ -1,5 +1,11 @@
 //! Prometheus metrics of the repair loop, registered into the process's
 //! one registry (served on the webhook's `/metrics`).
+//!
+//! Counters and histograms are recorded as things happen; the gauges of the
+//! cases that exist now (`remediation_in_phase`,
+//! `remediation_review_wait_oldest_seconds`) are recomputed from the
+//! leader's cache of Remediations by [`RemediationMetrics::observe_cases`],
+//! so alerts can ask how long a fix has waited for a person.
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -10,12 +16,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::crd::Phase;
+use k8s_openapi::jiff::Timestamp;
+
+use super::crd::{Phase, Remediation};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseOnlyLabels {
+    phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +64,9 @@ pub struct RemediationMetrics {
     model_generation_seconds: Counter<f64, AtomicU64>,
     model_calls_held: Gauge,
     auto_approvals: Family<DecisionLabels, Counter>,
+    model_breaker_open: Gauge,
+    in_phase: Family<PhaseOnlyLabels, Gauge>,
+    review_wait_oldest: Gauge<f64, AtomicU64>,
     notifications: Family<DeliveryLabels, Counter>,
     scan_seconds: Histogram,
     scan_objects: Counter,
@@ -76,6 +92,9 @@ impl RemediationMetrics {
             model_generation_seconds: Counter::default(),
             model_calls_held: Gauge::default(),
             auto_approvals: Family::default(),
+            model_breaker_open: Gauge::default(),
+            in_phase: Family::default(),
+            review_wait_oldest: Gauge::default(),
             notifications: Family::default(),
             scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             scan_objects: Counter::default(),
@@ -166,6 +185,35 @@ impl RemediationMetrics {
             "Model calls running or finished and not yet claimed by their Remediation",
             metrics.model_calls_held.clone(),
         );
+        registry.register(
+            "remediation_model_breaker_open",
+            "1 from the model server's circuit breaker opening until a call succeeds again (open, or waiting for its probe)",
+            metrics.model_breaker_open.clone(),
+        );
+        registry.register(
+            "remediation_in_phase",
+            "Remediations that exist now, by phase (the leading replica's cache; 0 on the others)",
+            metrics.in_phase.clone(),
+        );
+        registry.register(
+            "remediation_review_wait_oldest_seconds",
+            "How long the oldest fix ready for review has waited for a decision; 0 when none waits",
+            metrics.review_wait_oldest.clone(),
+        );
+        // The closed label sets start at 0, so their series exist before the
+        // first event and an alert's increase() sees that event (a series
+        // that appears at 1 shows no increase).
+        for result in APPLY_RESULTS {
+            metrics.count_apply_by(result, 0);
+        }
+        for result in MODEL_RESULTS {
+            metrics
+                .model_calls
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
+        }
         metrics
     }
 
@@ -199,6 +247,49 @@ impl RemediationMetrics {
             .inc();
     }
 
+    /// The gauge the model server's circuit breaker reports to
+    /// (`crate::llm::breaker::CircuitBreaker::report_open_to`).
+    pub fn model_breaker_open(&self) -> Gauge {
+        self.model_breaker_open.clone()
+    }
+
+    /// Recomputes the gauges of the cases that exist now from `cases` (the
+    /// controller's cache): the count per phase, every phase included so
+    /// a phase that empties reads 0, and the oldest wait for a review.
+    pub fn observe_cases<'a>(
+        &self,
+        cases: impl IntoIterator<Item = &'a Remediation>,
+        now: Timestamp,
+    ) {
+        let mut counts = [0_i64; PHASES.len()];
+        let mut oldest = 0.0_f64;
+        for case in cases {
+            let Some(status) = case.status.as_ref() else {
+                counts[slot(Phase::Diagnosing)] += 1;
+                continue;
+            };
+            counts[slot(status.phase)] += 1;
+            if let Some(since) = review_wait_since(status) {
+                let waited = now.duration_since(since).as_secs_f64();
+                oldest = oldest.max(waited);
+            }
+        }
+        for (phase, count) in PHASES.iter().zip(counts) {
+            self.in_phase
+                .get_or_create(&PhaseOnlyLabels {
+                    phase: format!("{phase:?}"),
+                })
+                .set(count);
+        }
+        self.review_wait_oldest.set(oldest);
+    }
+
+    /// The leader stopped leading: its cache is gone, so it reports no case
+    /// (the new leader reports them; a sum over replicas stays right).
+    pub fn forget_cases(&self) {
+        self.observe_cases([], Timestamp::now());
+    }
+
     /// One notification's outcome.
     pub fn notification(&self, receiver: &str, result: &str) {
         self.notifications
@@ -225,14 +316,74 @@ impl RemediationMetrics {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
-    /// `result`: applied, failed, rolled-back, rollback-failed.
+    /// `result`: one of `APPLY_RESULTS`.
     pub fn count_apply(&self, result: &str) {
+        self.count_apply_by(result, 1);
+    }
+
+    fn count_apply_by(&self, result: &str, by: u64) {
         self.applies
             .get_or_create(&ResultLabels {
                 result: result.to_string(),
             })
-            .inc();
+            .inc_by(by);
     }
+}
+
+/// The results of `remediation_apply_total`.
+const APPLY_RESULTS: [&str; 4] = ["applied", "failed", "rolled-back", "rollback-failed"];
+
+/// The results of `remediation_model_proposal_total`.
+const MODEL_RESULTS: [&str; 6] = [
+    "ok",
+    "cached",
+    "refused",
+    "schema_invalid",
+    "unusable",
+    "error",
+];
+
+/// Every phase, in the order of the enum; a missing status is `Diagnosing`.
+const PHASES: [Phase; 9] = [
+    Phase::Diagnosing,
+    Phase::Proposed,
+    Phase::Applying,
+    Phase::Applied,
+    Phase::Verified,
+    Phase::Failed,
+    Phase::RolledBack,
+    Phase::Rejected,
+    Phase::Resolved,
+];
+
+/// The phase's index in [`PHASES`]; exhaustive, so a new phase does not
+/// compile until it is placed there.
+fn slot(phase: Phase) -> usize {
+    match phase {
+        Phase::Diagnosing => 0,
+        Phase::Proposed => 1,
+        Phase::Applying => 2,
+        Phase::Applied => 3,
+        Phase::Verified => 4,
+        Phase::Failed => 5,
+        Phase::RolledBack => 6,
+        Phase::Rejected => 7,
+        Phase::Resolved => 8,
+    }
+}
+
+/// Since when a case has waited for a decision: its `ReadyForReview`
+/// condition's last flip to True (a diagnosis with no fix to approve is
+/// not waiting for an approval).
+fn review_wait_since(status: &super::crd::RemediationStatus) -> Option<Timestamp> {
+    if status.phase != Phase::Proposed {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReadyForReview" && c.status == "True")
+        .map(|c| c.last_transition_time.0)
 }
 
 impl RemediationMetrics {
@@ -307,6 +458,75 @@ mod tests {
         assert!(text.contains("remediation_detection_seconds_count 1"));
         assert!(text.contains("remediation_duration_seconds_sum 40.0"));
         assert!(text.contains("remediation_apply_total{result=\"applied\"} 1"));
+        assert!(
+            text.contains("remediation_apply_total{result=\"rollback-failed\"} 0"),
+            "closed label sets start at 0: {text}"
+        );
+        assert!(text.contains("remediation_model_proposal_total{result=\"error\"} 0"));
+    }
+
+    #[test]
+    fn the_case_gauges_count_every_phase_and_the_oldest_fix_waiting_for_review() {
+        use crate::remediation::conditions::set_phase_conditions;
+        use crate::remediation::crd::{Action, Proposal, RemediationSpec, RemediationStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut registry = Registry::default();
+        let metrics = RemediationMetrics::register(&mut registry);
+        let now = Timestamp::now();
+        let spec = || RemediationSpec {
+            target: Default::default(),
+            approved: false,
+            rejected: false,
+            approval: None,
+        };
+        let case = |phase: Phase, actions: bool, age_s: i64| {
+            let mut status = RemediationStatus {
+                phase,
+                ..RemediationStatus::default()
+            };
+            if actions {
+                status.proposal = Some(Proposal {
+                    actions: vec![Action::default()],
+                    ..Proposal::default()
+                });
+            }
+            let at = Time(now - k8s_openapi::jiff::SignedDuration::from_secs(age_s));
+            set_phase_conditions(&mut status, Some(1), "Test", "", &at);
+            let mut r = Remediation::new("r", spec());
+            r.status = Some(status);
+            r
+        };
+        let cases = [
+            case(Phase::Proposed, true, 600),
+            case(Phase::Proposed, true, 90),
+            // A diagnosis has nothing to approve: it is not waiting.
+            case(Phase::Proposed, false, 7200),
+            case(Phase::Verified, true, 9000),
+            Remediation::new("fresh", spec()),
+        ];
+        metrics.observe_cases(&cases, now);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "remediation_in_phase{phase=\"Proposed\"} 3",
+            "remediation_in_phase{phase=\"Verified\"} 1",
+            "remediation_in_phase{phase=\"Diagnosing\"} 1",
+            "remediation_in_phase{phase=\"RolledBack\"} 0",
+            "remediation_review_wait_oldest_seconds 600.0",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        metrics.forget_cases();
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("remediation_in_phase{phase=\"Proposed\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("remediation_review_wait_oldest_seconds 0.0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The chart, offline: `helm lint`, `helm template` with default values, the
-# drift check against manifests/ (drift.py), and what values change:
+# drift check against manifests/ (drift.py), and what values change (the
+# PrometheusRule and dashboard ConfigMap, off by default, included):
 # failurePolicy per mode and override, the release namespace excluded from
 # the webhooks, cert-manager's CA injection, the LLM API key from a Secret,
 # the copies of the CRDs and policies the chart carries.
@@ -27,6 +28,11 @@ cmp -s "$chart/crds/policyreport-crd.yaml" "$repo/manifests/policyreport-crd.yam
 diff <(cd "$repo/policies" && sha256sum -- *.yaml) <(cd "$chart/files/policies" && sha256sum -- *.yaml) >/dev/null \
   || fail "charts/aiops-operator/files/policies differs from policies/*.yaml (make manifests)"
 pass "the chart's CRDs and policies are copies of manifests/ and policies/"
+cmp -s "$chart/files/prometheus/aiops-operator-rules.yaml" "$repo/deploy/prometheus/aiops-operator-rules.yaml" \
+  || fail "charts/aiops-operator/files/prometheus differs from deploy/prometheus/aiops-operator-rules.yaml (make manifests)"
+cmp -s "$chart/files/grafana/aiops-operator.json" "$repo/deploy/grafana/aiops-operator.json" \
+  || fail "charts/aiops-operator/files/grafana differs from deploy/grafana/aiops-operator.json (make manifests)"
+pass "the chart's alert rules and dashboard are copies of deploy/"
 
 # Rendered for the sandbox's Kubernetes (helm template alone assumes an old one).
 kube_version=$(sed -n 's/^KUBE_VERSION=//p' "$repo/tests/sandbox/versions.env")
@@ -96,3 +102,28 @@ expect "ServiceMonitor off by default" "$(template | grep -c '^kind: ServiceMoni
 expect "ServiceMonitor on request" "$(template --set serviceMonitor.enabled=true | grep -c '^kind: ServiceMonitor')" 1
 expect "PodDisruptionBudget" "$(template | field PodDisruptionBudget aiops-operator spec/minAvailable)" 1
 expect "replicas" "$(template | field Deployment aiops-operator spec/replicas)" 2
+expect "PrometheusRule off by default" "$(template | grep -c '^kind: PrometheusRule' || true)" 0
+# On request: the same groups as deploy/prometheus (templates such as
+# {{ $value }} left as they are), and promtool accepts the rendered spec.
+template --set prometheusRule.enabled=true --set prometheusRule.labels.release=prom > "$work/rule.yaml"
+python3 - "$work/rule.yaml" "$repo/deploy/prometheus/aiops-operator-rules.yaml" "$work/rule-spec.yaml" <<'PY' \
+  || fail "the rendered PrometheusRule differs from deploy/prometheus/aiops-operator-rules.yaml"
+import sys, yaml
+rendered = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
+assert len(rendered) == 1, f"{len(rendered)} PrometheusRules"
+rule = rendered[0]
+assert rule["metadata"]["labels"]["release"] == "prom", rule["metadata"]["labels"]
+assert rule["spec"] == yaml.safe_load(open(sys.argv[2])), "spec differs"
+yaml.safe_dump(rule["spec"], open(sys.argv[3], "w"))
+PY
+"$(bash "$repo/hack/promtool-build.sh")" check rules "$work/rule-spec.yaml" >/dev/null \
+  || fail "promtool check rules refuses the rendered PrometheusRule's spec"
+pass "PrometheusRule on request: the rules of deploy/prometheus, accepted by promtool"
+expect "Grafana dashboard ConfigMap off by default" "$(template | grep -c '^  name: aiops-operator-dashboard' || true)" 0
+expect "Grafana dashboard ConfigMap on request: the sidecar's label" \
+  "$(template --set grafanaDashboard.enabled=true | field ConfigMap aiops-operator-dashboard metadata/labels/grafana_dashboard)" '"1"'
+template --set grafanaDashboard.enabled=true | field ConfigMap aiops-operator-dashboard data/aiops-operator.json \
+  | python3 -c 'import json, sys; sys.exit(json.loads(json.load(sys.stdin)) != json.load(open(sys.argv[1])))' \
+    "$repo/deploy/grafana/aiops-operator.json" \
+  || fail "the dashboard ConfigMap does not hold deploy/grafana/aiops-operator.json"
+pass "Grafana dashboard ConfigMap on request: deploy/grafana/aiops-operator.json as it is"

@@ -95,6 +95,7 @@ pub async fn run(
         watches.pods,
         stores.owners,
     ));
+    let case_gauges = tokio::spawn(observe_cases(Arc::clone(&shared), controller.store()));
     let scan = tokio::spawn(super::scan::run_scan(Arc::clone(&shared)));
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(8))
@@ -107,9 +108,25 @@ pub async fn run(
         })
         .await;
     detector.abort();
+    case_gauges.abort();
+    shared.metrics.forget_cases();
     scan.abort();
     owner_watches.abort();
     shared.stores.end();
+}
+
+/// Keeps the gauges of the cases that exist now (count per phase, oldest
+/// wait for a review) current from the controller's cache: a read of
+/// memory every few seconds, no API call.
+async fn observe_cases(shared: Arc<Shared>, cases: kube::runtime::reflector::Store<Remediation>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let cases = cases.state();
+        shared
+            .metrics
+            .observe_cases(cases.iter().map(|case| case.as_ref()), Timestamp::now());
+    }
 }
 
 fn error_policy(

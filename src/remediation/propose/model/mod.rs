@@ -109,6 +109,13 @@ impl ModelProposer {
         self.provider.name()
     }
 
+    /// Reports the provider's circuit breaker (if it has one) to `gauge`.
+    pub fn report_breaker_open_to(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        if let Some(breaker) = self.provider.breaker() {
+            breaker.report_open_to(gauge);
+        }
+    }
+
     /// Whether to ask the model, given the rules' proposal: when the rules
     /// have no fix, or always if the configuration says so.
     pub fn should_ask(&self, rules: &Proposal) -> bool {
