@@ -280,6 +280,14 @@ pub fn render_show(r: &Remediation) -> String {
             for line in patch.lines() {
                 let _ = writeln!(out, "      {line}");
             }
+            for r in &a.env_from_revision {
+                let _ = writeln!(
+                    out,
+                    "      + env {} of container {} from revision {} ({} {}; the value is read \
+                     at apply time and not shown)",
+                    r.name, r.container, r.revision.revision, r.revision.kind, r.revision.name
+                );
+            }
         }
         if !p.risks.is_empty() {
             let _ = writeln!(out, "  Risks:");
@@ -412,6 +420,32 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn show_names_a_value_restored_by_reference_without_the_value() {
+        let mut r = sample();
+        let status = r.status.as_mut().expect("status");
+        let proposal = status.proposal.as_mut().expect("proposal");
+        proposal.actions[0].env_from_revision = vec![crate::remediation::crd::EnvFromRevision {
+            container: "db".into(),
+            init: false,
+            name: "POSTGRES_PASSWORD".into(),
+            revision: crate::remediation::crd::RevisionRef {
+                revision: 1,
+                kind: "ControllerRevision".into(),
+                name: "db-846c4c48c9".into(),
+                ..Default::default()
+            },
+        }];
+        let text = render_show(&r);
+        assert!(
+            text.contains(
+                "+ env POSTGRES_PASSWORD of container db from revision 1 (ControllerRevision \
+                 db-846c4c48c9; the value is read at apply time and not shown)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use aiops_operator::k8s::quantity::parse_memory;
 use aiops_operator::remediation::crd::{Evidence, Finding, Proposal, WorkloadRef};
 use aiops_operator::remediation::detect::detect_anomaly;
 use aiops_operator::remediation::evidence::{
-    MAX_EVIDENCE_BYTES, fetch_workload, gather_evidence, gather_evidence_and_revisions,
-    revision_templates,
+    MAX_EVIDENCE_BYTES, ReadyRevisions, fetch_workload, gather_evidence,
+    gather_evidence_and_revisions, revision_templates,
 };
 use aiops_operator::remediation::owner::{OwnedWorkload, OwnerStores, owner_workload};
 use aiops_operator::remediation::propose::rules::{RuleConfig, propose_from_rules};
@@ -71,6 +71,11 @@ fn the_one_patch(proposal: &Proposal) -> &Value {
 
 /// The operator's owner stores, filled by their watches (which run until
 /// the test ends) and complete: owners come from them, not from GETs.
+/// No revision seen Ready by an operator: these tests read the cluster only.
+fn none_seen() -> ReadyRevisions {
+    ReadyRevisions::default()
+}
+
 async fn owner_stores(client: &Client) -> OwnerStores {
     let (stores, watches) = aiops_operator::remediation::stores::watch(client);
     tokio::spawn(watches.owners);
@@ -219,7 +224,7 @@ async fn crashing_postgres_evidence_has_the_crash_log_and_no_secret_values() {
         Duration::from_secs(60),
         "evidence with crash log and events",
         || async {
-            let evidence = gather_evidence(client, &ns.name, &target, &failing)
+            let evidence = gather_evidence(client, &ns.name, &target, &failing, &none_seen())
                 .await
                 .expect("evidence gathers");
             let has_log = !evidence.logs.is_empty();
@@ -330,7 +335,7 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
         .expect("owner resolves");
     assert_eq!(owned.workload, deployment_ref(&created));
 
-    let evidence = gather_evidence(client, &ns.name, &owned.workload, &failing)
+    let evidence = gather_evidence(client, &ns.name, &owned.workload, &failing, &none_seen())
         .await
         .expect("evidence gathers");
     let first = evidence.history.first().expect("an earlier revision");
@@ -345,7 +350,7 @@ async fn bad_image_rollout_is_fixed_by_restoring_the_healthy_revision() {
     let live = fetch_workload(client, &ns.name, &owned.workload)
         .await
         .expect("live workload");
-    let templates = revision_templates(client, &ns.name, &owned.workload)
+    let templates = revision_templates(client, &ns.name, &owned.workload, &none_seen())
         .await
         .expect("revision templates");
     assert_eq!(templates.len(), 1);
@@ -412,7 +417,7 @@ async fn oom_killed_redis_gets_its_memory_limit_doubled() {
         "{findings:?}"
     );
     let target = deployment_ref(&created);
-    let evidence = gather_evidence(client, &ns.name, &target, &failing)
+    let evidence = gather_evidence(client, &ns.name, &target, &failing, &none_seen())
         .await
         .expect("evidence gathers");
     assert_eq!(
@@ -525,7 +530,7 @@ async fn a_job_created_by_a_cronjob_resolves_to_the_cronjob() {
         name: "nightly".into(),
         uid: cron_uid,
     };
-    let evidence = gather_evidence(client, &ns.name, &target, &failing)
+    let evidence = gather_evidence(client, &ns.name, &target, &failing, &none_seen())
         .await
         .expect("evidence gathers");
     assert_eq!(evidence.containers[0].name, "report");
@@ -593,9 +598,10 @@ async fn crash_after_an_env_change_is_fixed_by_reverting_the_env() {
     );
 
     let target = deployment_ref(&created);
-    let (evidence, templates) = gather_evidence_and_revisions(client, &ns.name, &target, &failing)
-        .await
-        .expect("evidence gathers");
+    let (evidence, templates) =
+        gather_evidence_and_revisions(client, &ns.name, &target, &failing, &none_seen())
+            .await
+            .expect("evidence gathers");
     let serialized = serde_json::to_string(&evidence).expect("evidence serializes");
     assert!(!serialized.contains("PLANTED"), "{serialized}");
     let first = evidence.history.first().expect("an earlier revision");
@@ -695,7 +701,7 @@ async fn statefulset_history_comes_from_controller_revisions() {
     assert_eq!(owned.via, None, "a StatefulSet owns its pods directly");
 
     let (evidence, templates) =
-        gather_evidence_and_revisions(client, &ns.name, &owned.workload, &failing)
+        gather_evidence_and_revisions(client, &ns.name, &owned.workload, &failing, &none_seen())
             .await
             .expect("evidence gathers");
     let first = evidence.history.first().expect("an earlier revision");

@@ -99,6 +99,7 @@ async fn each_status_writer_clears_what_it_stops_sending_and_never_the_others_fi
             restore_patch: json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": "web"},
                 "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.25.5"}]}}}}),
+            env_from_revision: Vec::new(),
         }),
         last_update_time: Some(Time(Timestamp::now())),
         ..RemediationStatus::default()

@@ -137,6 +137,75 @@ pub fn redact_args(args: &[String]) -> Vec<String> {
     out
 }
 
+/// Short words that make an env var's name a credential's when they are a
+/// whole word of it (`TLS_KEY`, `DB_PASS`, `SENTRY_DSN`), but are too
+/// generic to match inside other words (`MONKEY`, `PASSTHROUGH`, `AUTHOR`).
+const SENSITIVE_ENV_WORDS: &[&str] = &[
+    "KEY",
+    "KEYS",
+    "PASS",
+    "PASSPHRASE",
+    "PW",
+    "PIN",
+    "AUTH",
+    "CRED",
+    "CREDS",
+    "DSN",
+    "SALT",
+    "SEED",
+    "HMAC",
+    "SIGNING",
+    "PRIVATE",
+];
+
+/// Whether an env var with a literal `value` must be treated as a secret:
+/// its name reads like a credential's (`POSTGRES_PASSWORD`, `API_TOKEN`,
+/// `AWS_SECRET_ACCESS_KEY`, `SESSION_KEY`, `SENTRY_DSN`: the words
+/// [`redact`] masks after a key, or a whole word of [`SENSITIVE_ENV_WORDS`]),
+/// or the value has a credential's shape wherever it appears (a URL with a
+/// password, a JWT, a known token format, a long random string: anything
+/// [`redact`] would mask). An empty value hides nothing.
+///
+/// Such a value is never copied into a Remediation: a fix that needs it
+/// back restores it by reference to the revision that holds it.
+pub fn is_secret_env(name: &str, value: &str) -> bool {
+    if value.is_empty() {
+        return false;
+    }
+    static NAME: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(&format!("(?i){SENSITIVE_NAME}")).ok());
+    let sensitive_name = match NAME.as_ref() {
+        Some(pattern) => pattern.is_match(name),
+        // Fail closed, as `redact` does.
+        None => true,
+    };
+    sensitive_name
+        || name_words(name).any(|word| SENSITIVE_ENV_WORDS.contains(&word.as_str()))
+        || redact(value) != value
+}
+
+/// The words of a name, upper-cased: split at anything but letters and
+/// digits, and where camelCase starts a new word (`sessionKey`).
+fn name_words(name: &str) -> impl Iterator<Item = String> + '_ {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        let boundary = !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && previous_lower);
+        if boundary && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_uppercase());
+        }
+        previous_lower = c.is_ascii_lowercase();
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words.into_iter()
+}
+
 /// `--password`, `-token`, `--api-key` (without `=value`).
 fn is_sensitive_flag(arg: &str) -> bool {
     static FLAG: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -369,6 +438,40 @@ mod tests {
             "Memory cgroup out of memory: Killed process 42 (redis-server)",
         ] {
             assert_eq!(redact(line), line, "a normal line was changed");
+        }
+    }
+
+    #[test]
+    fn secret_like_env_vars_by_name_or_value_shape() {
+        for (name, value) in [
+            ("POSTGRES_PASSWORD", "x"),
+            ("API_TOKEN", "abc"),
+            ("AWS_SECRET_ACCESS_KEY", "abc"),
+            ("client_secret", "abc"),
+            ("TLS_KEY", "abc"),
+            ("DB_PASS", "abc"),
+            ("SENTRY_DSN", "abc"),
+            ("GITHUB_CREDENTIALS", "abc"),
+            ("sessionKey", "k"),
+            ("apiKey", "k"),
+            // Harmless names, credential-shaped values.
+            ("DATABASE_URL", "postgres://app:Sup3rS3cret@db:5432/shop"),
+            ("UPSTREAM", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+            ("EXTRA", "Zr8Qw3Lk9Tn2Vb7Xc4Mj6Hp1Rs5Yd0Fg8Ka3Ne"),
+        ] {
+            assert!(is_secret_env(name, value), "{name}={value}");
+        }
+        for (name, value) in [
+            ("POSTGRES_USER", "app"),
+            ("LOG_LEVEL", "debug"),
+            ("MONKEY_MODE", "on"),
+            ("PASSTHROUGH", "1"),
+            ("AUTHOR", "me"),
+            ("DATABASE_URL", "postgres://db:5432/shop"),
+            // Nothing to hide.
+            ("POSTGRES_PASSWORD", ""),
+        ] {
+            assert!(!is_secret_env(name, value), "{name}={value}");
         }
     }
 

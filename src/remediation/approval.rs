@@ -90,6 +90,20 @@ impl ApprovalKey {
             .unwrap_or_default()
     }
 
+    /// A keyed digest of a revision's pod template (as canonical JSON),
+    /// which a reference to that revision pins: it changes with any value
+    /// in the template, and unlike a plain hash it gives no one without
+    /// the key a way to test guesses of a secret value against it.
+    pub fn revision_digest(&self, template: &serde_json::Value) -> String {
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.0) else {
+            return String::new();
+        };
+        // A purpose prefix no proposal signature's message starts with.
+        mac.update(b"\0revision-template\0");
+        mac.update(template.to_string().as_bytes());
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
     /// Constant-time check of a signature.
     pub fn verify(
         &self,

@@ -295,13 +295,20 @@ pub struct LogTail {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Revision {
+    /// The revision number; for a CronJob's Jobs, the Job's creation time
+    /// (seconds since the epoch), which orders them the same way.
     pub revision: i64,
+    /// The object that holds it: a ReplicaSet, a ControllerRevision or,
+    /// for a CronJob, one of its Jobs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
     /// Container name → image in that revision.
     pub images: BTreeMap<String, String>,
     /// Fields that differ from the current template ("containers[app].env").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
-    /// Whether the revision ran healthily (it had ready replicas).
+    /// Whether the revision ran healthily: its pods were seen Ready (a
+    /// CronJob's Job: it succeeded).
     #[serde(default)]
     pub healthy: bool,
 }
@@ -342,6 +349,48 @@ pub struct Action {
     /// A partial object for server-side apply (apiVersion, kind, metadata.name and the changed fields).
     #[schemars(schema_with = "preserve_unknown_object")]
     pub patch: serde_json::Value,
+    /// Env vars the patch does not carry the values of: each is read from
+    /// the named revision when the patch is dry-run, checked and applied,
+    /// and written only into the patch sent to the API server. Secret-like
+    /// literal values are restored this way, so they never enter the
+    /// Remediation; the proposal hash covers these references and the
+    /// revisions' digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from_revision: Vec<EnvFromRevision>,
+}
+
+/// "Restore env `name` of container `container` from revision N": the
+/// variable, exactly as that revision defines it, without its value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromRevision {
+    pub container: String,
+    /// True for an init container.
+    #[serde(default)]
+    pub init: bool,
+    /// The variable's name.
+    pub name: String,
+    pub revision: RevisionRef,
+}
+
+/// The object holding one revision of a workload's pod template, pinned by
+/// uid and by a digest of its template: a value read from it at apply time
+/// is the value the proposal was made from, or the apply fails.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRef {
+    /// The revision number (a CronJob's Job: its creation time in seconds).
+    pub revision: i64,
+    /// `apps/v1` or `batch/v1`.
+    pub api_version: String,
+    /// ReplicaSet, ControllerRevision or Job.
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+    /// HMAC-SHA256, with the operator's key, of the revision's pod
+    /// template: it changes with any value in it, and being keyed it cannot
+    /// be used to guess a value offline.
+    pub digest: String,
 }
 
 /// The guardrails' verdict on a proposal.
@@ -387,6 +436,11 @@ pub struct Snapshot {
     /// A server-side-apply patch that restores the prior values.
     #[schemars(schema_with = "preserve_unknown_object")]
     pub restore_patch: serde_json::Value,
+    /// Prior env values kept by reference, as in a proposal's actions: a
+    /// secret-like value the fix replaces is restored from the revision
+    /// that held the workload's template before the apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from_revision: Vec<EnvFromRevision>,
 }
 
 fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -405,6 +405,7 @@ mod tests {
                 target: target(),
                 namespace: "shop".into(),
                 patch,
+                env_from_revision: Vec::new(),
             }],
             source: "rules".into(),
             ..Proposal::default()

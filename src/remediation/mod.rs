@@ -11,6 +11,8 @@
 //! - [`evidence`]: bounded, redacted evidence about a broken workload.
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
 //! - [`patch`]: server-side-apply patches as data (merge, diff, restore).
+//! - [`revision_refs`]: env values restored by reference to a revision,
+//!   read only into the patch sent to the API server.
 //! - [`owner`]: from a broken pod to the workload a fix targets.
 //! - [`policy_case`]: Remediations for policy violations of running workloads.
 //! - [`stores`]: watch caches of pods and pod owners, kept while leading.
@@ -43,6 +45,7 @@ pub mod owner;
 pub mod patch;
 pub mod policy_case;
 pub mod propose;
+pub mod revision_refs;
 pub mod rollout;
 pub mod scan;
 pub mod status;
@@ -203,9 +206,8 @@ impl Shared {
 fn event_type(reason: &str) -> EventType {
     match reason {
         "GuardrailRejected" | "DryRunFailed" | "ApplyFailed" | "ApplyRetry" | "RolledBack"
-        | "RollbackRetry" | "RollbackFailed" | "ApprovalRefused" | "TargetGone" => {
-            EventType::Warning
-        }
+        | "RollbackRetry" | "RollbackFailed" | "ApprovalRefused" | "TargetGone"
+        | "ReferenceInvalid" | "SnapshotImpossible" => EventType::Warning,
         _ => EventType::Normal,
     }
 }

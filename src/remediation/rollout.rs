@@ -3,11 +3,22 @@
 //!
 //! Pure functions over the workload object (as JSON) and the findings of
 //! pods created since the apply, so each kind's rule is unit-tested.
-use k8s_openapi::api::core::v1::PodStatus;
+//!
+//! A CronJob rolls nothing out: a fix to its job template is verified by
+//! its next run ([`cronjob_progress`]): the first Job created after the
+//! apply succeeds, or one of its pods runs Ready. Until the schedule
+//! creates that Job there is nothing to judge, and the verification
+//! timeout counts from the Job's creation, not from the apply: a nightly
+//! CronJob fixed in the morning is verified the next night.
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ListParams};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::k8s::pod::status_is_ready;
+use crate::k8s::pod::{pod_is_ready, status_is_ready};
 
 /// Where a rollout stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +26,122 @@ pub enum RolloutProgress {
     Complete,
     Progressing(String),
     Failed(String),
+    /// Nothing has started from the fix yet (a CronJob before its next
+    /// run): no verdict, and no timeout either.
+    Waiting(String),
+}
+
+/// One run of a CronJob since a fix: a Job it created after the apply.
+#[derive(Clone, Debug, Default)]
+pub struct JobRun {
+    pub name: String,
+    pub created: Option<Timestamp>,
+    pub succeeded: bool,
+    /// The reason of a `Failed` condition.
+    pub failed: Option<String>,
+    /// The Job's pods.
+    pub pods: Vec<Pod>,
+}
+
+impl JobRun {
+    fn from_job(job: &Job, pods: Vec<Pod>) -> JobRun {
+        let status = job.status.as_ref();
+        let condition = |kind: &str| {
+            status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == kind && c.status == "True")
+                .map(|c| c.reason.clone().unwrap_or_else(|| kind.to_string()))
+        };
+        JobRun {
+            name: job.metadata.name.clone().unwrap_or_default(),
+            created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            succeeded: status.is_some_and(|s| s.succeeded.unwrap_or(0) > 0)
+                || condition("Complete").is_some(),
+            failed: condition("Failed"),
+            pods,
+        }
+    }
+}
+
+/// The CronJob's runs since `since`: the Jobs it controls (by uid)
+/// created then or later, oldest first, each with its pods.
+pub async fn cronjob_runs(
+    client: &Client,
+    namespace: &str,
+    cronjob_uid: &str,
+    since: Timestamp,
+) -> Result<Vec<JobRun>, kube::Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut runs = Vec::new();
+    for job in jobs.list(&ListParams::default()).await?.items {
+        let ours = job
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == cronjob_uid && o.controller == Some(true));
+        let new = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| t.0 >= since);
+        let Some(uid) = job.metadata.uid.as_deref().filter(|_| ours && new) else {
+            continue;
+        };
+        let selector = format!("batch.kubernetes.io/controller-uid={uid}");
+        let job_pods = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        runs.push(JobRun::from_job(&job, job_pods));
+    }
+    runs.sort_by_key(|run| run.created);
+    Ok(runs)
+}
+
+/// Judges a fixed CronJob by its runs since the apply (see the module
+/// documentation); `failing_new_pods` describes their pods that show
+/// findings past their grace period, `suspended` is `spec.suspend`.
+pub fn cronjob_progress(
+    runs: &[JobRun],
+    failing_new_pods: &[String],
+    suspended: bool,
+) -> RolloutProgress {
+    if let Some(first) = failing_new_pods.first() {
+        return RolloutProgress::Failed(format!(
+            "{} pod(s) of the Jobs run since the fix failing, e.g. {first}",
+            failing_new_pods.len()
+        ));
+    }
+    if let Some(run) = runs.iter().find(|run| run.failed.is_some()) {
+        return RolloutProgress::Failed(format!(
+            "Job {} run since the fix failed ({})",
+            run.name,
+            run.failed.as_deref().unwrap_or_default()
+        ));
+    }
+    if runs
+        .iter()
+        .any(|run| run.succeeded || run.pods.iter().any(pod_is_ready))
+    {
+        return RolloutProgress::Complete;
+    }
+    match runs.first() {
+        Some(run) => RolloutProgress::Progressing(format!(
+            "Job {} started from the fixed template and has not run yet",
+            run.name
+        )),
+        None if suspended => RolloutProgress::Waiting(
+            "the CronJob is suspended: the fix is verified by its first Job after it resumes"
+                .into(),
+        ),
+        None => RolloutProgress::Waiting(
+            "waiting for the CronJob's next scheduled Job, which runs the fixed template".into(),
+        ),
+    }
 }
 
 fn int(value: &Value, path: &[&str]) -> Option<i64> {
@@ -103,7 +230,8 @@ pub fn rollout_progress(
                 ))
             }
         }
-        // A Job's or CronJob's next pods use the new template; nothing rolls.
+        // A Job's next pods use the new template; nothing rolls. A CronJob
+        // is judged by its next run (`cronjob_progress`).
         "Job" | "CronJob" => RolloutProgress::Complete,
         "Pod" => {
             let ready = workload
@@ -214,6 +342,64 @@ mod tests {
         assert!(matches!(
             rollout_progress(&json!({"kind": "Pod"}), 0, &[]),
             RolloutProgress::Progressing(_)
+        ));
+    }
+
+    fn run(name: &str, succeeded: bool, failed: Option<&str>, pod: Option<&str>) -> JobRun {
+        JobRun {
+            name: name.into(),
+            created: Some("2026-01-01T00:01:00Z".parse().unwrap()),
+            succeeded,
+            failed: failed.map(str::to_string),
+            pods: pod
+                .map(|ready| {
+                    serde_json::from_value(json!({"metadata": {"name": format!("{name}-x")},
+                        "status": {"phase": "Running",
+                                   "conditions": [{"type": "Ready", "status": ready}]}}))
+                    .unwrap()
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_cronjob_is_verified_by_its_next_run() {
+        // Nothing ran since the fix: no verdict and no timeout.
+        assert!(matches!(
+            cronjob_progress(&[], &[], false),
+            RolloutProgress::Waiting(m) if m.contains("next scheduled Job")
+        ));
+        assert!(matches!(
+            cronjob_progress(&[], &[], true),
+            RolloutProgress::Waiting(m) if m.contains("suspended")
+        ));
+        // Started, not run yet.
+        assert!(matches!(
+            cronjob_progress(&[run("nightly-2", false, None, Some("False"))], &[], false),
+            RolloutProgress::Progressing(m) if m.contains("nightly-2")
+        ));
+        // Succeeded, or running Ready.
+        assert_eq!(
+            cronjob_progress(&[run("nightly-2", true, None, None)], &[], false),
+            RolloutProgress::Complete
+        );
+        assert_eq!(
+            cronjob_progress(&[run("nightly-2", false, None, Some("True"))], &[], false),
+            RolloutProgress::Complete
+        );
+        // Its pods fail, or the Job failed.
+        assert!(matches!(
+            cronjob_progress(
+                &[run("nightly-2", false, None, Some("False"))],
+                &["nightly-2-x: ImagePullBackOff".into()],
+                false
+            ),
+            RolloutProgress::Failed(m) if m.contains("nightly-2-x")
+        ));
+        assert!(matches!(
+            cronjob_progress(&[run("nightly-2", false, Some("BackoffLimitExceeded"), None)], &[], false),
+            RolloutProgress::Failed(m) if m.contains("BackoffLimitExceeded")
         ));
     }
 }

@@ -11,6 +11,10 @@
 //! it would without a store. [`LeaderStores::workload_pods`] and
 //! [`LeaderStores::running_images`] are those reads.
 //!
+//! The pod watch also feeds [`ReadyRevisions`]: which revisions of which
+//! StatefulSets, DaemonSets and ReplicaSets the operator saw Ready, which a
+//! diagnosis reads when no pod of a replaced revision is left to look at.
+//!
 //! Memory: the pod store holds every pod of the cluster, so each pod is
 //! trimmed to what detection, evidence and verification read (see
 //! [`trim_pod`]) and kept as a [`StoredPod`]; owners are held as metadata
@@ -38,6 +42,7 @@ use serde_json::Value;
 
 use crate::k8s::workload::pod_selector;
 
+use super::evidence::ReadyRevisions;
 use super::owner::OwnerStores;
 
 /// Pod events as the detector sees them, after the pod store applied them.
@@ -48,6 +53,8 @@ pub type PodEvents = BoxStream<'static, Result<watcher::Event<StoredPod>, watche
 pub struct Stores {
     pub pods: Store<StoredPod>,
     pub owners: OwnerStores,
+    /// Revisions seen Ready during this term.
+    pub ready: ReadyRevisions,
 }
 
 /// Label keys and values, in key order.
@@ -170,6 +177,14 @@ impl Resource for StoredPod {
     }
 }
 
+/// Records the revision of the event's pod if it has been Ready long enough.
+fn observe_readiness(ready: &ReadyRevisions, event: &watcher::Event<Pod>) {
+    use watcher::Event;
+    if let Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod) = event {
+        ready.observe(pod, k8s_openapi::jiff::Timestamp::now());
+    }
+}
+
 /// A pod watch event with the pod as the store keeps it.
 fn stored(event: watcher::Event<Pod>) -> watcher::Event<StoredPod> {
     use watcher::Event;
@@ -195,11 +210,16 @@ pub struct Watches {
 pub fn watch(client: &Client) -> (Stores, Watches) {
     let config = || watcher::Config::default().any_semantic();
     let (pods, pod_writer) = reflector::store();
+    let ready = ReadyRevisions::default();
+    let observer = ready.clone();
     let pod_events = reflector::reflector(
         pod_writer,
         watcher::watcher(Api::<Pod>::all(client.clone()), config())
             .default_backoff()
-            .map_ok(stored),
+            .map_ok(move |event| {
+                observe_readiness(&observer, &event);
+                stored(event)
+            }),
     )
     .boxed();
     let (replica_sets, replica_set_writer) = reflector::store();
@@ -230,6 +250,7 @@ pub fn watch(client: &Client) -> (Stores, Watches) {
     let stores = Stores {
         pods,
         owners: OwnerStores { replica_sets, jobs },
+        ready,
     };
     let watches = Watches {
         pods: pod_events,
@@ -340,6 +361,14 @@ impl LeaderStores {
     /// The term ended: its stores are no longer filled.
     pub fn end(&self) {
         self.0.store(None);
+    }
+
+    /// The revisions seen Ready during this term (none outside one).
+    pub fn ready_revisions(&self) -> ReadyRevisions {
+        self.0
+            .load_full()
+            .map(|stores| stores.ready.clone())
+            .unwrap_or_default()
     }
 
     /// The pod store, once it holds a complete list.
@@ -523,6 +552,7 @@ mod tests {
         stores.begin(Stores {
             pods,
             owners: OwnerStores { replica_sets, jobs },
+            ready: ReadyRevisions::default(),
         });
         assert!(stores.pods().is_none(), "not before the first list is in");
         writer.apply_watcher_event(&watcher::Event::Init);

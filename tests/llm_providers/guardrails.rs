@@ -125,6 +125,7 @@ fn even_a_hostile_patch_past_the_schema_is_refused_by_the_real_guardrails() {
                 target: web_workload(),
                 namespace: "shop".into(),
                 patch,
+                env_from_revision: Vec::new(),
             }],
             source: "openai:hostile".into(),
             ..Proposal::default()
@@ -151,6 +152,7 @@ fn even_a_hostile_patch_past_the_schema_is_refused_by_the_real_guardrails() {
                 target,
                 namespace: namespace.into(),
                 patch: container(json!({})),
+                env_from_revision: Vec::new(),
             }],
             ..Proposal::default()
         }

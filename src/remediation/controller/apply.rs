@@ -53,20 +53,55 @@ pub(super) async fn apply(
     }
     let target = &remediation.spec.target;
     let api = target_api(shared, &namespace, remediation)?;
+    // Values restored by reference are read now, into the patches sent to
+    // the API server only; a reference that no longer holds fails closed.
+    let (patches, secrets) = match resolve_actions(
+        &shared.client,
+        &shared.key,
+        &namespace,
+        target,
+        &proposal.actions,
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            return not_applied(shared, remediation, status, "ReferenceInvalid", error).await;
+        }
+    };
     if status.snapshot.is_none() {
         // The snapshot is taken from the object before any apply and stored
         // first, so a restart re-applies (idempotently) but never re-snapshots.
+        // It is made from the stored patches, which carry no referenced
+        // value; the prior state of those variables is kept by `snapshot_env`.
         let live = fetch_workload(&shared.client, &namespace, target).await?;
         let mut restore = json!({});
         for action in &proposal.actions {
             restore = merge_apply(&restore, &restore_patch(&live, &action.patch));
         }
+        let env_from_revision = match snapshot_env(
+            &shared.client,
+            &shared.key,
+            &namespace,
+            target,
+            &live,
+            &proposal.actions,
+            &mut restore,
+        )
+        .await
+        {
+            Ok(kept) => kept,
+            Err(error) => {
+                return not_applied(shared, remediation, status, "SnapshotImpossible", error).await;
+            }
+        };
         status.snapshot = Some(Snapshot {
             generation: live
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             restore_patch: restore,
+            env_from_revision,
         });
         transition(
             shared,
@@ -81,7 +116,7 @@ pub(super) async fn apply(
     fault_pause("AIOPS_FAULT_PAUSE_BEFORE_APPLY_MS").await;
     let params = PatchParams::apply(&field_manager(remediation)).force();
     let mut generation = None;
-    for action in &proposal.actions {
+    for action in &patches {
         match api
             .patch(&target.name, &params, &Patch::Apply(&action.patch))
             .await
@@ -90,7 +125,10 @@ pub(super) async fn apply(
             Err(error) => {
                 shared.metrics.count_apply("failed");
                 status.attempts += 1;
-                let message = format!("apply attempt {} failed: {error}", status.attempts);
+                let message = secrets.scrub(&format!(
+                    "apply attempt {} failed: {error}",
+                    status.attempts
+                ));
                 let backoff = Duration::from_secs(2u64.saturating_pow(status.attempts).min(60));
                 let retry = Retry {
                     limit: shared.config.max_attempts,
@@ -123,6 +161,24 @@ pub(super) async fn apply(
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
+/// A value restored by reference cannot be read (or its prior value kept)
+/// before anything is applied: the case ends `Failed` with `reason` and
+/// nothing changes; a transient API failure is retried instead.
+async fn not_applied(
+    shared: &Shared,
+    remediation: &Remediation,
+    status: RemediationStatus,
+    reason: &str,
+    error: ReferenceError,
+) -> Result<Action, ReconcileError> {
+    if error.is_transient() {
+        return Err(error.into());
+    }
+    let message = format!("nothing was applied: {error}");
+    transition(shared, remediation, status, Phase::Failed, reason, &message).await?;
+    Ok(Action::await_change())
+}
+
 pub(super) async fn verify(
     remediation: &Remediation,
     shared: &Shared,
@@ -138,10 +194,23 @@ pub(super) async fn verify(
         .unwrap_or_else(Timestamp::now);
     let now = Timestamp::now();
     let grace = &shared.config.grace;
-    let failing_new: Vec<String> = shared
-        .stores
-        .workload_pods(&shared.client, &namespace, &live)
-        .await?
+    let target = &remediation.spec.target;
+    // A CronJob is verified by its runs since the apply (`rollout`).
+    let runs = if target.kind == "CronJob" {
+        Some(cronjob_runs(&shared.client, &namespace, &target.uid, applied_at).await?)
+    } else {
+        None
+    };
+    let pods = match &runs {
+        Some(runs) => runs.iter().flat_map(|run| run.pods.clone()).collect(),
+        None => {
+            shared
+                .stores
+                .workload_pods(&shared.client, &namespace, &live)
+                .await?
+        }
+    };
+    let failing_new: Vec<String> = pods
         .iter()
         .filter(|p| {
             p.metadata
@@ -165,7 +234,21 @@ pub(super) async fn verify(
         })
         .collect();
     let generation = status.applied_generation.unwrap_or(0);
-    match rollout_progress(&live, generation, &failing_new) {
+    let (progress, verifying_since) = match &runs {
+        Some(runs) => {
+            let suspended = live.pointer("/spec/suspend") == Some(&json!(true));
+            let first_run = runs.iter().filter_map(|run| run.created).min();
+            (
+                cronjob_progress(runs, &failing_new, suspended),
+                first_run.unwrap_or(applied_at),
+            )
+        }
+        None => (
+            rollout_progress(&live, generation, &failing_new),
+            applied_at,
+        ),
+    };
+    match progress {
         RolloutProgress::Complete => {
             let unfixed = super::policy::unfixed_policies(
                 shared,
@@ -186,7 +269,9 @@ pub(super) async fn verify(
                 .proposal
                 .as_ref()
                 .is_some_and(|p| !fixed_policies(&p.class).is_empty());
-            let verified_message = if fixes_policies {
+            let verified_message = if runs.is_some() {
+                "a Job run from the fixed job template succeeded or runs Ready"
+            } else if fixes_policies {
                 "the fixed revision is rolled out and healthy and passes the policies it fixes"
             } else {
                 "the fixed revision is rolled out and healthy"
@@ -207,8 +292,13 @@ pub(super) async fn verify(
             .await?;
             Ok(Action::requeue(shared.config.retention))
         }
+        RolloutProgress::Waiting(why) => {
+            tracing::debug!(%why, "nothing to verify yet");
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
         RolloutProgress::Progressing(progress) => {
-            let waited = Duration::try_from(now.duration_since(applied_at)).unwrap_or_default();
+            let waited =
+                Duration::try_from(now.duration_since(verifying_since)).unwrap_or_default();
             if waited > shared.config.verify_timeout {
                 let reason = format!(
                     "the rollout did not complete within {:?} ({progress})",
@@ -243,11 +333,39 @@ async fn roll_back(
     };
     let api = target_api(shared, &namespace, remediation)?;
     let params = PatchParams::apply(&field_manager(remediation)).force();
+    // Prior values kept by reference are read back into the restore only.
+    let restored = resolve_restore(
+        &shared.client,
+        &shared.key,
+        &namespace,
+        &remediation.spec.target,
+        &snapshot.restore_patch,
+        &snapshot.env_from_revision,
+    )
+    .await;
+    let (restore, secrets) = match restored {
+        Ok(restored) => restored,
+        Err(error) if error.is_transient() => return Err(error.into()),
+        Err(error) => {
+            shared.metrics.count_apply("rollback-failed");
+            let message = format!("rollback failed ({error}) after: {why}");
+            transition(
+                shared,
+                remediation,
+                status,
+                Phase::Failed,
+                "RollbackFailed",
+                &message,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
     match api
         .patch(
             &remediation.spec.target.name,
             &params,
-            &Patch::Apply(&snapshot.restore_patch),
+            &Patch::Apply(&restore),
         )
         .await
     {
@@ -272,7 +390,7 @@ async fn roll_back(
         Err(error) => {
             shared.metrics.count_apply("rollback-failed");
             status.attempts += 1;
-            let message = format!("rollback failed ({error}) after: {why}");
+            let message = secrets.scrub(&format!("rollback failed ({error}) after: {why}"));
             let retry = Retry {
                 limit: shared.config.max_attempts + 2,
                 phase: Phase::Applied,

@@ -32,7 +32,16 @@ pub(super) async fn diagnose(
         }
     };
     let failing = failing_pods(shared, &namespace, &live).await?;
-    let evidence = gather_evidence(&shared.client, &namespace, target, &failing).await?;
+    let (evidence, mut revisions) = gather_evidence_and_revisions(
+        &shared.client,
+        &namespace,
+        target,
+        &failing,
+        &shared.stores.ready_revisions(),
+    )
+    .await?;
+    // A secret-like value is restored by reference, pinned by this digest.
+    digest_revisions(&mut revisions, &shared.key);
     let policy_case = is_policy_case(Some(&status));
     let rules = if policy_case {
         match policy::policy_proposal(shared, &namespace, target, &live).await? {
@@ -52,7 +61,6 @@ pub(super) async fn diagnose(
             }
         }
     } else {
-        let revisions = revision_templates(&shared.client, &namespace, target).await?;
         propose_from_rules(
             &live,
             &evidence,
@@ -95,18 +103,32 @@ pub(super) async fn diagnose(
             proposal.risks.push(note.clone());
             proposal = proposal.seal();
         }
-        let verdict = guard_proposal(
-            &namespace,
-            target,
-            &status.findings,
-            &proposal,
-            &live,
-            &AdmissionView {
-                policies: &shared.policies.current(),
-                namespace_labels: namespace_labels.as_ref(),
+        // The checks see the fix whole: values restored by reference are
+        // read from their revisions into this view, which is not stored.
+        let (view, secrets, refused) =
+            match checked_view(&shared.client, &shared.key, &namespace, target, &proposal).await? {
+                CheckedView::Ready(view, secrets) => (*view, secrets, None),
+                CheckedView::Refused(why) => (proposal.clone(), Secrets::default(), Some(why)),
+            };
+        let mut verdict = match refused {
+            Some(why) => crate::remediation::crd::GuardrailVerdict {
+                allowed: false,
+                violations: vec![why],
             },
-            &shared.config.guardrails,
-        );
+            None => guard_proposal(
+                &namespace,
+                target,
+                &status.findings,
+                &view,
+                &live,
+                &AdmissionView {
+                    policies: &shared.policies.current(),
+                    namespace_labels: namespace_labels.as_ref(),
+                },
+                &shared.config.guardrails,
+            ),
+        };
+        secrets.scrub_verdict(&mut verdict);
         status.guardrail = Some(verdict.clone());
         status.proposal_signature = shared.key.sign_proposal(
             remediation.metadata.uid.as_deref().unwrap_or_default(),
@@ -146,7 +168,14 @@ pub(super) async fn diagnose(
             .await?;
             return Ok(Action::await_change());
         }
-        match dry_run(shared, remediation, &namespace, &proposal, &live).await {
+        match dry_run(shared, remediation, &namespace, &view, &live)
+            .await
+            .map(|mut dry| {
+                secrets.scrub_diff(&target.kind, &proposal.actions, &mut dry.diff);
+                dry
+            })
+            .map_err(|message| secrets.scrub(&message))
+        {
             Ok(dry) => {
                 record_model_outcome(shared, model.as_ref(), index == 0);
                 status.dry_run = Some(dry);

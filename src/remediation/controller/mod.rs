@@ -37,11 +37,17 @@ use super::Shared;
 use super::approval::bound_approval;
 use super::conditions::set_phase_conditions;
 use super::detect::{detect_anomaly, restarted_after_failure};
-use super::evidence::{fetch_workload, gather_evidence, namespace_labels, revision_templates};
+use super::evidence::{
+    digest_revisions, fetch_workload, gather_evidence_and_revisions, namespace_labels,
+};
 use super::guardrails::{AdmissionView, guard_proposal, introduced_policy_violations};
 use super::patch::{diff, merge_apply, restore_patch};
 use super::propose::rules::propose_from_rules;
-use super::rollout::{RolloutProgress, rollout_progress};
+use super::revision_refs::{
+    CheckedView, ReferenceError, Secrets, checked_view, resolve_actions, resolve_restore,
+    snapshot_env,
+};
+use super::rollout::{RolloutProgress, cronjob_progress, cronjob_runs, rollout_progress};
 use super::status::apply_operator_status;
 use crate::k8s::workload::{BadApiVersion, workload_api};
 use crate::remediation::crd::{
@@ -60,6 +66,8 @@ pub enum ReconcileError {
     NoNamespace(String),
     #[error("the remediation's target: {0}")]
     Target(#[from] BadApiVersion),
+    #[error("{0}")]
+    Reference(#[from] ReferenceError),
     #[error("auto-approval: {0}")]
     AutoApproval(#[from] crate::remediation::auto_approval::AutoApprovalError),
 }

@@ -10,9 +10,9 @@
 //! - `events`: the Events of the failing pods, their ReplicaSet/Job and the
 //!   workload, matched by `involvedObject.uid`, deduplicated, newest first;
 //! - `logs`: the previous log tail of each crashing container;
-//! - `history`: the rollout history (ReplicaSets or ControllerRevisions)
-//!   with what changed against the current template and whether each
-//!   revision ran;
+//! - `history`: the rollout history (ReplicaSets, ControllerRevisions or a
+//!   CronJob's Jobs) with what changed against the current template and
+//!   whether each revision ran healthily;
 //! - `management`: Helm / Argo CD / Flux management markers;
 //! - `bound`: the size bound.
 //!
@@ -21,7 +21,8 @@
 //!
 //! [`revision_templates`] returns the full earlier templates (with env
 //! values) for the rule that reverts a bad template change; those never
-//! enter the evidence.
+//! enter the evidence, and a secret-like value among them is restored by
+//! reference ([`fetch_revision_template`]), never copied.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
@@ -46,6 +47,7 @@ use crate::k8s::pod::pod_is_ready;
 use crate::k8s::pod_spec::pod_template_pointer;
 use crate::k8s::redact::{redact, redact_args, truncate};
 use crate::k8s::workload::{BadApiVersion, pod_selector, workload_api};
+use crate::remediation::approval::ApprovalKey;
 
 /// The bound on serialized (compact JSON) evidence.
 pub const MAX_EVIDENCE_BYTES: usize = 16 * 1024;
@@ -75,8 +77,16 @@ const MAX_MARKER_BYTES: usize = 200;
 /// Annotation holding a Deployment's (and its ReplicaSets') revision number.
 const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 /// Labels the controllers add to templates and pods, which are not part of
-/// what a user changed.
-const CONTROLLER_LABELS: &[&str] = &["pod-template-hash", "controller-revision-hash"];
+/// what a user changed (the Job ones the API server adds to a Job's
+/// template, which its CronJob's job template does not have).
+const CONTROLLER_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "controller-uid",
+    "job-name",
+];
 
 /// Failure to gather evidence. `workload` reads "Deployment shop/web".
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +142,18 @@ fn describe(namespace: &str, workload: &WorkloadRef) -> String {
 /// template out so a stray debug log cannot leak it.
 #[derive(Clone, PartialEq)]
 pub struct RevisionTemplate {
+    /// The revision number; a CronJob's Job: its creation time in seconds.
     pub revision: i64,
-    /// The ReplicaSet or ControllerRevision holding it.
+    /// The name of the ReplicaSet, ControllerRevision or Job holding it.
     pub source: String,
+    /// `ReplicaSet`, `ControllerRevision` or `Job`.
+    pub source_kind: String,
+    /// `apps/v1` or `batch/v1`.
+    pub source_api_version: String,
+    pub source_uid: String,
+    /// The template's digest under the operator's key ([`digest_revisions`]);
+    /// empty until then, and a revision without one cannot be referenced.
+    pub digest: String,
     /// The `PodTemplateSpec`, normalised (controller labels removed).
     pub template: Value,
     /// See [`earlier_revisions`] for the heuristic.
@@ -148,6 +167,7 @@ impl std::fmt::Debug for RevisionTemplate {
         f.debug_struct("RevisionTemplate")
             .field("revision", &self.revision)
             .field("source", &self.source)
+            .field("source_kind", &self.source_kind)
             .field("healthy", &self.healthy)
             .field("changed", &self.changed)
             .finish_non_exhaustive()
@@ -159,10 +179,32 @@ impl RevisionTemplate {
     pub fn summary(&self) -> Revision {
         Revision {
             revision: self.revision,
+            source: self.source.clone(),
             images: template_images(&self.template),
             changed: self.changed.clone(),
             healthy: self.healthy,
         }
+    }
+
+    /// A reference to this revision for a value restored from it; `None`
+    /// without a digest.
+    pub fn reference(&self) -> Option<crate::remediation::crd::RevisionRef> {
+        (!self.digest.is_empty()).then(|| crate::remediation::crd::RevisionRef {
+            revision: self.revision,
+            api_version: self.source_api_version.clone(),
+            kind: self.source_kind.clone(),
+            name: self.source.clone(),
+            uid: self.source_uid.clone(),
+            digest: self.digest.clone(),
+        })
+    }
+}
+
+/// Sets each revision's digest under the operator's key, so a value can be
+/// restored from it by reference.
+pub fn digest_revisions(revisions: &mut [RevisionTemplate], key: &ApprovalKey) {
+    for revision in revisions {
+        revision.digest = key.revision_digest(&revision.template);
     }
 }
 
@@ -185,13 +227,15 @@ impl std::fmt::Display for ManagedBy {
 }
 
 /// Gathers bounded, redacted evidence about `workload` and its failing pods.
+/// `seen` are the revisions the operator saw Ready (see `history`).
 pub async fn gather_evidence(
     client: &Client,
     namespace: &str,
     workload: &WorkloadRef,
     failing_pods: &[Pod],
+    seen: &ReadyRevisions,
 ) -> Result<Evidence, EvidenceError> {
-    gather_evidence_and_revisions(client, namespace, workload, failing_pods)
+    gather_evidence_and_revisions(client, namespace, workload, failing_pods, seen)
         .await
         .map(|(evidence, _)| evidence)
 }
@@ -204,10 +248,11 @@ pub async fn gather_evidence_and_revisions(
     namespace: &str,
     workload: &WorkloadRef,
     failing_pods: &[Pod],
+    seen: &ReadyRevisions,
 ) -> Result<(Evidence, Vec<RevisionTemplate>), EvidenceError> {
     let live = fetch_workload(client, namespace, workload).await?;
     let template = current_template(namespace, workload, &live)?;
-    let revisions = earlier_revisions(client, namespace, workload, &live, &template).await?;
+    let revisions = earlier_revisions(client, namespace, workload, &live, &template, seen).await?;
 
     let mut pods: Vec<&Pod> = failing_pods.iter().collect();
     pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -253,16 +298,40 @@ pub async fn gather_evidence_and_revisions(
 
 /// The earlier pod templates of `workload`, newest first, with env values,
 /// for rules that revert a template change. Empty for kinds without a
-/// rollout history (Job, CronJob, ReplicaSet, ReplicationController, Pod).
+/// rollout history (Job, ReplicaSet, ReplicationController, Pod).
 #[tracing::instrument(skip_all, fields(namespace = %namespace, workload = %format!("{}/{}", workload.kind, workload.name)))]
 pub async fn revision_templates(
     client: &Client,
     namespace: &str,
     workload: &WorkloadRef,
+    seen: &ReadyRevisions,
 ) -> Result<Vec<RevisionTemplate>, EvidenceError> {
     let live = fetch_workload(client, namespace, workload).await?;
     let template = current_template(namespace, workload, &live)?;
-    earlier_revisions(client, namespace, workload, &live, &template).await
+    earlier_revisions(client, namespace, workload, &live, &template, seen).await
+}
+
+/// The newest revision object holding exactly `live`'s current template
+/// (the ReplicaSet, ControllerRevision or Job made from it), if the
+/// cluster keeps one: what a prior value is restored from by reference.
+pub async fn current_revision(
+    client: &Client,
+    namespace: &str,
+    workload: &WorkloadRef,
+    live: &Value,
+) -> Result<Option<RevisionTemplate>, EvidenceError> {
+    let template = current_template(namespace, workload, live)?;
+    let all = all_revisions(
+        client,
+        namespace,
+        workload,
+        live,
+        &template,
+        &ReadyRevisions::default(),
+    )
+    .await?;
+    let current = normalized_template(&template);
+    Ok(all.into_iter().find(|r| r.template == current))
 }
 
 /// The labels of `namespace`, for the policies' `namespaceSelector` and
@@ -361,7 +430,10 @@ mod tests;
 pub use bound::bound_evidence;
 use events::*;
 use history::*;
-pub use history::{template_changes, template_images};
+pub use history::{
+    MIN_READY, ReadyRevisions, RevisionLookupError, fetch_revision_template, template_changes,
+    template_images,
+};
 use logs::*;
 pub use management::{management_markers, management_tools};
 use statuses::*;

@@ -1,6 +1,7 @@
 //! Unit tests of evidence gathering, across its sections.
 use super::*;
 use crate::remediation::fixtures;
+use k8s_openapi::api::batch::v1::Job;
 use serde_json::json;
 
 fn pod(value: Value) -> Pod {
@@ -268,8 +269,13 @@ fn controller_revision_templates_and_health() {
     })));
     // DaemonSet pods carry only the hash; StatefulSet pods the full name.
     for serving in ["5d8f7c9b6", "store-5d8f7c9b6"] {
-        let revision =
-            controller_revision(&cr, &current, &BTreeSet::from([serving.to_string()])).unwrap();
+        let revision = controller_revision(
+            &cr,
+            &current,
+            &BTreeSet::from([serving.to_string()]),
+            &ReadyRevisions::default(),
+        )
+        .unwrap();
         assert!(revision.healthy);
         assert_eq!(revision.changed, vec!["containers[redis].image"]);
         assert_eq!(
@@ -277,7 +283,8 @@ fn controller_revision_templates_and_health() {
             Some("redis:7.2.5")
         );
     }
-    let unseen = controller_revision(&cr, &current, &BTreeSet::new()).unwrap();
+    let unseen =
+        controller_revision(&cr, &current, &BTreeSet::new(), &ReadyRevisions::default()).unwrap();
     assert!(!unseen.healthy);
 }
 
@@ -294,10 +301,14 @@ fn replicaset_health_comes_from_ready_replicas() {
     let current = normalized_template(&template(json!({
         "spec": {"containers": [{"name": "nginx", "image": "nginx:does-not-exist"}]}
     })));
-    let serving = replicaset_revision(&rs(3), &current).unwrap();
+    let serving = replicaset_revision(&rs(3), &current, &ReadyRevisions::default()).unwrap();
     assert_eq!(serving.revision, 1);
     assert!(serving.healthy);
-    assert!(!replicaset_revision(&rs(0), &current).unwrap().healthy);
+    assert!(
+        !replicaset_revision(&rs(0), &current, &ReadyRevisions::default())
+            .unwrap()
+            .healthy
+    );
     let debug = format!("{serving:?}");
     assert!(
         !debug.contains("nginx:1.25.5"),
@@ -392,6 +403,7 @@ fn huge_evidence() -> Evidence {
         history: (0..100)
             .map(|i| Revision {
                 revision: 100 - i,
+                source: String::new(),
                 images: BTreeMap::from([("c0".into(), format!("app:{i}"))]),
                 changed: vec!["containers[c0].image".into()],
                 healthy: i % 2 == 0,
@@ -469,4 +481,228 @@ fn the_bound_holds_for_tiny_limits_too() {
         let size = serde_json::to_vec(&evidence).unwrap().len();
         assert!(size <= max, "{size} > {max}");
     }
+}
+
+/// A pod of `owner` (controller uid) with a revision label, Ready since `since`.
+fn ready_pod(owner: &str, label: (&str, &str), since: &str, ready: &str) -> Pod {
+    pod(json!({
+        "metadata": {"name": "p", "labels": {label.0: label.1},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                         "name": "db", "uid": owner, "controller": true}]},
+        "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}]}
+    }))
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().expect("timestamp")
+}
+
+#[test]
+fn revisions_count_as_seen_ready_only_after_some_time_ready() {
+    let seen = ReadyRevisions::default();
+    let since = "2026-01-01T00:00:00Z";
+    let pod = ready_pod(
+        "sts-uid",
+        ("controller-revision-hash", "db-7c9d"),
+        since,
+        "True",
+    );
+    // Ready a moment ago: a container that crashes right after starting
+    // is Ready for a moment too.
+    seen.observe(&pod, at("2026-01-01T00:00:03Z"));
+    assert!(!seen.seen("sts-uid", |h| h == "db-7c9d"));
+    seen.observe(&pod, at("2026-01-01T00:00:30Z"));
+    assert!(seen.seen("sts-uid", |h| h == "db-7c9d"));
+    assert!(!seen.seen("other-uid", |_| true), "by the pod's controller");
+    // Not Ready, or no revision label: nothing is recorded.
+    let other = ReadyRevisions::default();
+    other.observe(
+        &ready_pod(
+            "sts-uid",
+            ("controller-revision-hash", "db-1"),
+            since,
+            "False",
+        ),
+        at("2026-01-01T01:00:00Z"),
+    );
+    other.observe(
+        &ready_pod("sts-uid", ("app", "db"), since, "True"),
+        at("2026-01-01T01:00:00Z"),
+    );
+    assert!(other.is_empty());
+}
+
+#[test]
+fn a_replaced_revision_the_operator_saw_ready_is_healthy() {
+    // A one-replica StatefulSet (pods carry the revision's name) and a
+    // one-node DaemonSet (pods carry the hash): the old revision's only pod
+    // is gone, so no Ready pod carries it now.
+    let current = normalized_template(&template(json!({
+        "spec": {"containers": [{"name": "db", "image": "postgres:16.4"}]}
+    })));
+    for (owner_kind, label) in [("StatefulSet", "db-5d8f7c9b6"), ("DaemonSet", "5d8f7c9b6")] {
+        let cr: ControllerRevision = serde_json::from_value(json!({
+            "metadata": {"name": "db-5d8f7c9b6", "uid": "cr-uid",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind,
+                             "name": "db", "uid": "owner-uid", "controller": true}]},
+            "revision": 1,
+            "data": {"spec": {"template": {"$patch": "replace",
+                "spec": {"containers": [{"name": "db", "image": "postgres:16.4",
+                    "env": [{"name": "POSTGRES_PASSWORD", "value": "x"}]}]}}}}
+        }))
+        .unwrap();
+        let unseen = ReadyRevisions::default();
+        let revision = controller_revision(&cr, &current, &BTreeSet::new(), &unseen).unwrap();
+        assert!(!revision.healthy, "{owner_kind}: nobody saw it");
+        assert_eq!(revision.source_kind, "ControllerRevision");
+        assert_eq!(revision.source_uid, "cr-uid");
+        assert_eq!(revision.changed, vec!["containers[db].env"]);
+
+        let seen = ReadyRevisions::default();
+        seen.observe(
+            &ready_pod(
+                "owner-uid",
+                ("controller-revision-hash", label),
+                "2026-01-01T00:00:00Z",
+                "True",
+            ),
+            at("2026-01-01T00:05:00Z"),
+        );
+        let revision = controller_revision(&cr, &current, &BTreeSet::new(), &seen).unwrap();
+        assert!(revision.healthy, "{owner_kind}: seen Ready by the operator");
+        // Another workload's sighting does not count.
+        let elsewhere = ReadyRevisions::default();
+        elsewhere.observe(
+            &ready_pod(
+                "another-uid",
+                ("controller-revision-hash", label),
+                "2026-01-01T00:00:00Z",
+                "True",
+            ),
+            at("2026-01-01T00:05:00Z"),
+        );
+        assert!(
+            !controller_revision(&cr, &current, &BTreeSet::new(), &elsewhere)
+                .unwrap()
+                .healthy
+        );
+    }
+}
+
+#[test]
+fn a_cronjobs_jobs_are_its_revisions_and_the_succeeded_ones_healthy() {
+    let job = |succeeded: i32, image: &str| -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "nightly-29000000", "uid": "job-uid",
+                         "creationTimestamp": "2026-01-01T03:00:00Z"},
+            "spec": {"template": {
+                "metadata": {"labels": {"app": "nightly",
+                    "batch.kubernetes.io/controller-uid": "job-uid",
+                    "batch.kubernetes.io/job-name": "nightly-29000000",
+                    "controller-uid": "job-uid", "job-name": "nightly-29000000"}},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "report", "image": image}]}}},
+            "status": {"succeeded": succeeded}
+        }))
+        .unwrap()
+    };
+    let current = normalized_template(&template(json!({
+        "metadata": {"labels": {"app": "nightly"}},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "report", "image": "busybox:1.36.1-typo"}]}
+    })));
+    let done = job_revision(&job(1, "busybox:1.36.1"), &current).unwrap();
+    assert!(done.healthy);
+    assert_eq!(done.revision, at("2026-01-01T03:00:00Z").as_second());
+    assert_eq!(
+        (
+            done.source.as_str(),
+            done.source_kind.as_str(),
+            done.source_api_version.as_str()
+        ),
+        ("nightly-29000000", "Job", "batch/v1")
+    );
+    assert_eq!(
+        done.changed,
+        vec!["containers[report].image"],
+        "the labels the Job controller adds are not a change"
+    );
+    assert!(
+        !job_revision(&job(0, "busybox:1.36.1"), &current)
+            .unwrap()
+            .healthy
+    );
+    let same = job_revision(&job(0, "busybox:1.36.1-typo"), &current).unwrap();
+    assert!(same.changed.is_empty(), "a Job of the current template");
+}
+
+#[test]
+fn a_referenced_revision_must_be_the_same_object_of_the_same_workload_unchanged() {
+    let key = ApprovalKey::new(b"test-key".to_vec());
+    let template = json!({"spec": {"containers": [{"name": "db",
+        "env": [{"name": "POSTGRES_PASSWORD", "value": "x"}]}]}});
+    let metadata =
+        |uid: &str, owner: &str| -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            serde_json::from_value(json!({"name": "db-1abc", "uid": uid,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                                 "uid": owner, "controller": true}]}))
+            .unwrap()
+        };
+    let reference = crate::remediation::crd::RevisionRef {
+        revision: 1,
+        api_version: "apps/v1".into(),
+        kind: "ControllerRevision".into(),
+        name: "db-1abc".into(),
+        uid: "cr-uid".into(),
+        digest: key.revision_digest(&template),
+    };
+    let ok = check_revision(
+        &metadata("cr-uid", "sts-uid"),
+        Some(template.clone()),
+        "sts-uid",
+        &reference,
+        &key,
+    );
+    assert_eq!(ok.unwrap(), template);
+    let replaced = check_revision(
+        &metadata("new-uid", "sts-uid"),
+        Some(template.clone()),
+        "sts-uid",
+        &reference,
+        &key,
+    );
+    assert!(
+        matches!(replaced, Err(RevisionLookupError::Replaced { .. })),
+        "{replaced:?}"
+    );
+    let foreign = check_revision(
+        &metadata("cr-uid", "other"),
+        Some(template.clone()),
+        "sts-uid",
+        &reference,
+        &key,
+    );
+    assert!(
+        matches!(foreign, Err(RevisionLookupError::NotOwned { .. })),
+        "{foreign:?}"
+    );
+    let mut edited = template.clone();
+    edited["spec"]["containers"][0]["env"][0]["value"] = json!("y");
+    let changed = check_revision(
+        &metadata("cr-uid", "sts-uid"),
+        Some(edited),
+        "sts-uid",
+        &reference,
+        &key,
+    );
+    let error = changed.expect_err("a different template");
+    assert!(matches!(error, RevisionLookupError::Changed { .. }));
+    assert!(!error.is_transient());
+    assert!(!error.to_string().contains("\"y\""), "{error}");
+    // Another key gives another digest: a digest cannot be recomputed
+    // (or a guess tested) without the operator's key.
+    assert_ne!(
+        ApprovalKey::new(b"other".to_vec()).revision_digest(&template),
+        reference.digest
+    );
 }

@@ -156,6 +156,8 @@ pub fn fix_to_proposal(
                     target: workload.clone(),
                     namespace: evidence.namespace.clone(),
                     patch: containers_patch(evidence.workload_key(), lists),
+                    // A model never restores by reference: it sees no values.
+                    env_from_revision: Vec::new(),
                 });
                 rollback_plan.push(
                     "the operator's snapshot restores the prior values of the changed fields"

@@ -220,6 +220,8 @@ pub fn propose_policy_fixes(
         target: target.clone(),
         namespace: namespace.to_string(),
         patch: assemble(key, &changes),
+        // A policy fix resets fields to baseline values; it restores no env.
+        env_from_revision: Vec::new(),
     }];
     let said: Vec<String> = changes.iter().map(|c| c.says.clone()).collect();
     let mut summary = format!("{display}: {}", said.join("; "));

@@ -2,7 +2,8 @@
 //! itself says what the right value is.
 //!
 //! - Image pull failure, and an earlier healthy revision ran another image
-//!   for that container → restore that image.
+//!   for that container → restore that image (a CronJob's history is its
+//!   Jobs: the newest that succeeded with another image).
 //! - OOMKilled → double that container's memory limit, up to a cap.
 //! - A crash loop that started with a template change (the last healthy
 //!   revision differs in image, env, command or args of that container)
@@ -13,8 +14,13 @@
 //! itself (apiVersion, kind, metadata name/namespace and the changed
 //! container fields), so the guardrails can check it like any other
 //! proposal. Env *values* appear only inside a revert patch, copied from the
-//! workload's own earlier template; summaries, causes, risks and rollback
-//! plans name fields, never values.
+//! workload's own earlier template, and only when they are not secret-like
+//! (`k8s::redact::is_secret_env`): a secret-like literal is restored by
+//! reference ("restore env X of container C from revision N", an
+//! `EnvFromRevision` on the action), and its value is read from that
+//! revision when the fix is checked and applied, never written into the
+//! Remediation. Summaries, causes, risks and rollback plans name fields,
+//! never values.
 //!
 //! `words` writes what the proposal says (cause, advice, risks, rollback
 //! steps); `tests` covers each failure class, including "no safe fix".
@@ -25,7 +31,11 @@ use serde_json::{Map, Value, json};
 
 use crate::k8s::pod_spec::{containers_patch, pod_spec_pointer};
 use crate::k8s::quantity::{format_memory, parse_memory};
-use crate::remediation::crd::{Action, CLASS_DIAGNOSIS, Evidence, Finding, Proposal, join_classes};
+use crate::k8s::redact::is_secret_env;
+use crate::remediation::crd::{
+    Action, CLASS_DIAGNOSIS, EnvFromRevision, Evidence, Finding, Proposal, RevisionRef,
+    join_classes,
+};
 use crate::remediation::detect::{OOM_KILLED, UNSCHEDULABLE, primary_reason};
 use crate::remediation::evidence::{ManagedBy, RevisionTemplate, management_tools};
 
@@ -68,6 +78,8 @@ enum Fix {
         current: String,
         image: String,
         revision: i64,
+        /// The object holding that revision (a CronJob's Job, by name).
+        source: String,
     },
     RaiseMemory {
         current: String,
@@ -83,6 +95,10 @@ enum Fix {
         values: Map<String, Value>,
         /// Env names the current template added, which an apply cannot remove.
         added_env: Vec<String>,
+        /// Env names whose secret-like values are restored by reference to
+        /// `reference` instead of being copied into `values`.
+        by_reference: Vec<String>,
+        reference: Option<RevisionRef>,
     },
 }
 
@@ -148,12 +164,17 @@ pub fn propose_from_rules(
     };
     match (fixes.is_empty(), not_patchable) {
         (false, None) => {
+            let (patch, env_from_revision) = workload_patch(evidence, &fixes);
             proposal.actions = vec![Action {
                 target: evidence.workload.clone(),
                 namespace: evidence.namespace.clone(),
-                patch: workload_patch(evidence, &fixes),
+                patch,
+                env_from_revision,
             }];
-            let done: Vec<String> = fixes.iter().map(|(f, fix)| describe_fix(f, fix)).collect();
+            let done: Vec<String> = fixes
+                .iter()
+                .map(|(f, fix)| describe_fix(kind, f, fix))
+                .collect();
             let mut summary = format!("{target}: {}", done.join("; "));
             for (finding, why) in &unfixed {
                 summary.push_str(&format!(
@@ -178,7 +199,10 @@ pub fn propose_from_rules(
             proposal.class = join_classes(fixes.iter().map(|(_, fix)| fix.class()));
         }
         (false, Some(why)) => {
-            let advice: Vec<String> = fixes.iter().map(|(f, fix)| describe_fix(f, fix)).collect();
+            let advice: Vec<String> = fixes
+                .iter()
+                .map(|(f, fix)| describe_fix(kind, f, fix))
+                .collect();
             proposal.summary = format!(
                 "{target} needs a human: {why}; the fix to make by hand: {}",
                 advice.join("; ")
@@ -272,6 +296,22 @@ fn restore_image(finding: &Finding, container: &Value, evidence: &Evidence) -> R
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let cronjob = evidence.workload.kind == "CronJob";
+    // Pods made from an older template (a CronJob's Job started before the
+    // job template was fixed) fail with an image the template no longer
+    // names: restoring an image would change the wrong thing.
+    if let Some(failing) = finding.image.as_deref().filter(|i| *i != current) {
+        let leftovers = if cronjob {
+            "Jobs started before the job template changed keep their pod template: delete \
+             those Jobs"
+        } else {
+            "delete the pods left over from before the template changed"
+        };
+        return Err(format!(
+            "the failing pods run image {failing:?}, but the template already names {current:?}: \
+             {leftovers}"
+        ));
+    }
     evidence
         .history
         .iter()
@@ -282,11 +322,17 @@ fn restore_image(finding: &Finding, container: &Value, evidence: &Evidence) -> R
                 current: current.clone(),
                 image: image.clone(),
                 revision: revision.revision,
+                source: revision.source.clone(),
             })
         })
         .ok_or_else(|| {
+            let history = if cronjob {
+                "no earlier Job of the CronJob succeeded with another image"
+            } else {
+                "no earlier healthy revision ran another image"
+            };
             format!(
-                "image {current:?} cannot be pulled and no earlier healthy revision ran another image; \
+                "image {current:?} cannot be pulled and {history}; \
                  check the image name and tag, the registry and imagePullSecrets"
             )
         })
@@ -391,6 +437,7 @@ fn revert_template(
     let current = normalized_container(container);
     let mut fields = Vec::new();
     let mut values = Map::new();
+    let mut by_reference = Vec::new();
     for field in revertible_fields(&finding.reason) {
         let before = old.get(*field);
         if before == current.get(*field) {
@@ -399,11 +446,25 @@ fn revert_template(
         fields.push(*field);
         // An absent command/args means "the image's own", which an empty
         // list also means; an absent env has nothing to write back.
-        values.insert(
-            (*field).to_string(),
-            before.cloned().unwrap_or_else(|| json!([])),
-        );
+        let mut value = before.cloned().unwrap_or_else(|| json!([]));
+        if *field == "env" {
+            by_reference = split_secret_env(&mut value, current.get("env"));
+        }
+        values.insert((*field).to_string(), value);
     }
+    let reference = if by_reference.is_empty() {
+        None
+    } else {
+        Some(healthy.reference().ok_or_else(|| {
+            format!(
+                "env {} of container {} had secret-like values in revision {}, which can only \
+                 be restored by reference, and the revision has no digest to pin it by",
+                by_reference.join(", "),
+                finding.container,
+                healthy.revision
+            )
+        })?)
+    };
     if fields.is_empty() {
         return Err(format!(
             "revision {} (the last healthy one) has the same {} for container {}, so the crash \
@@ -436,7 +497,40 @@ fn revert_template(
         fields,
         values,
         added_env,
+        by_reference,
+        reference,
     })
+}
+
+/// Takes the secret-like literal values out of `env` (an earlier
+/// revision's env list): one that differs from (or is missing in) the
+/// current env is returned by name, to be restored by reference; one the
+/// current env already has unchanged is left out of the patch, where the
+/// apply leaves it as it is.
+fn split_secret_env(env: &mut Value, current: Option<&Value>) -> Vec<String> {
+    let Some(items) = env.as_array_mut() else {
+        return Vec::new();
+    };
+    let current: Vec<&Value> = current
+        .and_then(Value::as_array)
+        .map(|list| list.iter().collect())
+        .unwrap_or_default();
+    let mut by_reference = Vec::new();
+    items.retain(|item| {
+        let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+        let secret = item
+            .get("value")
+            .and_then(Value::as_str)
+            .is_some_and(|value| is_secret_env(name, value));
+        if !secret {
+            return true;
+        }
+        if !current.contains(&item) {
+            by_reference.push(name.to_string());
+        }
+        false
+    });
+    by_reference
 }
 
 /// The live container in the same canonical form as revision templates.
@@ -461,9 +555,14 @@ fn live_container(spec: Option<&Value>, finding: &Finding) -> Option<Value> {
         .cloned()
 }
 
-/// One server-side-apply partial object with every container fix.
-fn workload_patch(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Value {
+/// One server-side-apply partial object with every container fix, and the
+/// env vars it restores by reference.
+fn workload_patch(
+    evidence: &Evidence,
+    fixes: &[(&Finding, &Fix)],
+) -> (Value, Vec<EnvFromRevision>) {
     let mut lists: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut env_from_revision = Vec::new();
     for (finding, fix) in fixes {
         let mut container = Map::new();
         container.insert("name".into(), Value::String(finding.container.clone()));
@@ -478,8 +577,21 @@ fn workload_patch(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Value {
                 }
                 container.insert("resources".into(), resources);
             }
-            Fix::RevertTemplate { values, .. } => {
+            Fix::RevertTemplate {
+                values,
+                by_reference,
+                reference,
+                ..
+            } => {
                 container.extend(values.clone());
+                if let Some(reference) = reference {
+                    env_from_revision.extend(by_reference.iter().map(|name| EnvFromRevision {
+                        container: finding.container.clone(),
+                        init: finding.init,
+                        name: name.clone(),
+                        revision: reference.clone(),
+                    }));
+                }
             }
         }
         let list = if finding.init {
@@ -492,10 +604,15 @@ fn workload_patch(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Value {
             .or_default()
             .push(Value::Object(container));
     }
-    containers_patch(evidence.workload_key(), lists)
+    (
+        containers_patch(evidence.workload_key(), lists),
+        env_from_revision,
+    )
 }
 
 mod words;
 use words::*;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

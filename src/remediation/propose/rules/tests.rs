@@ -3,13 +3,13 @@ use super::*;
 use crate::remediation::crd::{ContainerTemplate, Revision};
 use crate::remediation::fixtures::evidence;
 
-fn deployment(containers: Value) -> Value {
+pub(super) fn deployment(containers: Value) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
            "metadata": {"name": "web", "namespace": "shop", "uid": "web-uid"},
            "spec": {"template": {"spec": {"containers": containers}}}})
 }
 
-fn finding(container: &str, reason: &str) -> Finding {
+pub(super) fn finding(container: &str, reason: &str) -> Finding {
     Finding {
         container: container.into(),
         reason: reason.into(),
@@ -21,13 +21,14 @@ fn finding(container: &str, reason: &str) -> Finding {
 fn revision(number: i64, image: &str, healthy: bool) -> Revision {
     Revision {
         revision: number,
+        source: format!("web-{number}"),
         images: BTreeMap::from([("nginx".to_string(), image.to_string())]),
         changed: vec!["containers[nginx].image".into()],
         healthy,
     }
 }
 
-fn patch_containers(proposal: &Proposal) -> &Value {
+pub(super) fn patch_containers(proposal: &Proposal) -> &Value {
     proposal.actions[0]
         .patch
         .pointer("/spec/template/spec/containers")
@@ -124,6 +125,7 @@ fn init_container_image_is_restored_under_init_containers() {
     let mut ev = evidence("Deployment");
     ev.history = vec![Revision {
         revision: 1,
+        source: "web-1".into(),
         images: BTreeMap::from([
             ("setup".into(), "busybox:1.36.1".into()),
             ("app".into(), "app:1".into()),
@@ -264,10 +266,14 @@ fn cronjob_patches_go_under_the_job_template() {
     );
 }
 
-fn revision_template(number: i64, container: Value, healthy: bool) -> RevisionTemplate {
+pub(super) fn revision_template(number: i64, container: Value, healthy: bool) -> RevisionTemplate {
     RevisionTemplate {
         revision: number,
         source: format!("db-{number}"),
+        source_kind: "ReplicaSet".into(),
+        source_api_version: "apps/v1".into(),
+        source_uid: format!("db-{number}-uid"),
+        digest: format!("hmac-sha256:db-{number}"),
         template: json!({"metadata": {"labels": {"app": "db"}},
                          "spec": {"containers": [container]}}),
         healthy,
@@ -352,8 +358,22 @@ fn crash_after_a_template_change_reverts_the_changed_fields() {
     let proposal = propose_from_rules(&live, &ev, &[crash], &history, &RuleConfig::default());
     assert_eq!(
         patch_containers(&proposal),
-        &json!([{"name": "db", "env": healthy_env, "args": []}]),
-        "env and args revert to revision 2; the unchanged image is left alone"
+        &json!([{"name": "db", "env": [
+            {"name": "POSTGRES_USER", "value": "app"},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+        ], "args": []}]),
+        "env and args revert to revision 2; the unchanged image is left alone; the token \
+         is not copied"
+    );
+    assert_eq!(
+        proposal.actions[0].env_from_revision,
+        vec![EnvFromRevision {
+            container: "db".into(),
+            init: false,
+            name: "API_TOKEN".into(),
+            revision: history[1].reference().expect("a digest"),
+        }],
+        "the token comes back by reference to revision 2"
     );
     assert!(
         proposal
@@ -362,6 +382,15 @@ fn crash_after_a_template_change_reverts_the_changed_fields() {
         "{}",
         proposal.summary
     );
+    assert!(
+        proposal
+            .summary
+            .contains("restore env API_TOKEN of container db from revision 2"),
+        "{}",
+        proposal.summary
+    );
+    let whole = serde_json::to_string(&proposal).unwrap();
+    assert!(!whole.contains("PLANTED"), "{whole}");
     assert!(
         proposal
             .root_cause

@@ -60,27 +60,65 @@ pub(super) fn template_not_patchable(kind: &str) -> Option<String> {
     }
 }
 
-pub(super) fn describe_fix(finding: &Finding, fix: &Fix) -> String {
+/// How the text names an earlier revision: "revision 3", or for a
+/// CronJob (whose revisions are its Jobs, numbered by creation time) "Job
+/// nightly-29012345".
+pub(super) fn revision_label(kind: &str, revision: i64, source: &str) -> String {
+    if kind == "CronJob" && !source.is_empty() {
+        format!("Job {source}")
+    } else {
+        format!("revision {revision}")
+    }
+}
+
+pub(super) fn describe_fix(kind: &str, finding: &Finding, fix: &Fix) -> String {
     let container = &finding.container;
     match fix {
         Fix::RestoreImage {
             current,
             image,
             revision,
-        } => format!(
-            "restore image {image} (revision {revision}) for container {container}, replacing {current} ({})",
-            finding.reason
-        ),
+            source,
+        } => {
+            let from = if kind == "CronJob" {
+                format!("from Job {source}, the newest that succeeded with it")
+            } else {
+                format!("revision {revision}")
+            };
+            format!(
+                "restore image {image} ({from}) for container {container}, replacing {current} ({})",
+                finding.reason
+            )
+        }
         Fix::RaiseMemory { current, limit, .. } => format!(
             "raise the memory limit of container {container} from {current} to {limit} (OOMKilled)"
         ),
         Fix::RevertTemplate {
-            revision, fields, ..
-        } => format!(
-            "revert {} of container {container} to revision {revision}, the last healthy one ({})",
-            fields.join(", "),
-            finding.reason
-        ),
+            revision,
+            source,
+            fields,
+            by_reference,
+            reference,
+            ..
+        } => {
+            let label = revision_label(kind, *revision, source);
+            let mut text = format!(
+                "revert {} of container {container} to {label}, the last healthy one ({})",
+                fields.join(", "),
+                finding.reason
+            );
+            if let Some(reference) = reference {
+                for name in by_reference {
+                    text.push_str(&format!(
+                        "; restore env {name} of container {container} from {label} (a \
+                         secret-like value: read from {} {} when the fix is applied, never \
+                         shown or stored)",
+                        reference.kind, reference.name
+                    ));
+                }
+            }
+            text
+        }
     }
 }
 
@@ -97,7 +135,22 @@ pub(super) fn cause_of(finding: &Finding, fix: Option<&Fix>, evidence: &Evidence
             Some(Fix::RestoreImage {
                 current,
                 image,
+                source,
+                ..
+            }),
+        ) if evidence.workload.kind == "CronJob" => format!(
+            "Container {container} cannot pull image {current} ({} in {pods} pod(s)); Job \
+             {source}, the newest of the CronJob's Jobs that succeeded with another image, ran \
+             {image}.",
+            finding.reason
+        ),
+        (
+            _,
+            Some(Fix::RestoreImage {
+                current,
+                image,
                 revision,
+                ..
             }),
         ) => format!(
             "Container {container} cannot pull image {current} ({} in {pods} pod(s)); revision \
@@ -118,9 +171,14 @@ pub(super) fn cause_of(finding: &Finding, fix: Option<&Fix>, evidence: &Evidence
             }),
         ) => format!(
             "Container {container} fails ({} in {pods} pod(s){exit}) since its {} changed after \
-             revision {revision} ({source}), the last revision that ran healthily.",
+             {}, the last revision that ran healthily.",
             finding.reason,
-            fields.join(", ")
+            fields.join(", "),
+            if evidence.workload.kind == "CronJob" {
+                format!("Job {source}")
+            } else {
+                format!("revision {revision} ({source})")
+            }
         ),
         (_, None) if container.is_empty() => format!(
             "The pods are {} ({pods} pod(s)): {}.",
@@ -187,18 +245,32 @@ pub(super) fn risks(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Vec<Stri
             )),
             Fix::RevertTemplate {
                 revision,
+                source,
                 fields,
                 added_env,
+                by_reference,
+                reference,
                 ..
             } => {
+                let label = revision_label(&evidence.workload.kind, *revision, source);
                 risks.push(format!(
-                    "the {} of container {container} return to revision {revision}'s values: the \
+                    "the {} of container {container} return to {label}'s values: the \
                      configuration change made since is undone",
                     fields.join(", ")
                 ));
+                if let Some(reference) = reference.as_ref().filter(|_| !by_reference.is_empty()) {
+                    risks.push(format!(
+                        "env {} of container {container} is restored by reference: the value is \
+                         read from {} {} when the fix is applied; if that object is deleted or \
+                         changed before then, the apply fails and nothing changes",
+                        by_reference.join(", "),
+                        reference.kind,
+                        reference.name
+                    ));
+                }
                 if !added_env.is_empty() {
                     risks.push(format!(
-                        "env entries added since revision {revision} ({}) stay: server-side apply \
+                        "env entries added since {label} ({}) stay: server-side apply \
                          sets fields but cannot remove entries another manager owns; remove them \
                          by hand if the crash persists",
                         added_env.join(", ")
@@ -207,7 +279,16 @@ pub(super) fn risks(evidence: &Evidence, fixes: &[(&Finding, &Fix)]) -> Vec<Stri
             }
         }
     }
-    risks.push("the change rolls out new pods, replacing the failing ones".into());
+    if evidence.workload.kind == "CronJob" {
+        risks.push(
+            "the fix changes the job template: the next scheduled Job uses it; Jobs already \
+             started from the broken template keep failing until they are deleted (with \
+             concurrencyPolicy Forbid the next run waits for them)"
+                .into(),
+        );
+    } else {
+        risks.push("the change rolls out new pods, replacing the failing ones".into());
+    }
     if evidence.workload.kind == "StatefulSet" {
         // The StatefulSet controller waits for the broken pod to become
         // Ready before touching it again ("forced rollback" in the docs).
@@ -229,6 +310,16 @@ pub(super) fn rollback_step(finding: &Finding, fix: &Fix, target: &str) -> Strin
         Fix::RaiseMemory { current, .. } => {
             format!("set the memory limit of container {container} of {target} back to {current}")
         }
+        Fix::RevertTemplate {
+            fields,
+            by_reference,
+            ..
+        } if !by_reference.is_empty() => format!(
+            "re-apply the current template's {} of container {container} of {target} (kept in \
+             the remediation's snapshot; secret-like values by reference to the revision that \
+             holds them, never as copies)",
+            fields.join(", ")
+        ),
         Fix::RevertTemplate { fields, .. } => format!(
             "re-apply the current template's {} of container {container} of {target} (kept in \
              the remediation's snapshot)",
