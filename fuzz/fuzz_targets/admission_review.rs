@@ -17,6 +17,7 @@ use aiops_operator::admission::routes::{RouteLimits, router};
 use aiops_operator::admission::state::{AppState, ModeHandle, PolicyHandle};
 use aiops_operator::remediation::approval::ApprovalKey;
 use aiops_operator::remediation::approval_webhook::{self, ApprovalWebhook};
+use aiops_operator::remediation::auto_approval::SettingsHandle;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -47,6 +48,7 @@ fn target() -> &'static Target {
         let approvals = ApprovalWebhook {
             key: ApprovalKey::new(b"fuzz-approval-key-of-32-bytes-xx".to_vec()),
             operator_identity: "system:serviceaccount:aiops-system:aiops-operator".into(),
+            settings: SettingsHandle::new(Default::default()),
         };
         let router = router(
             Arc::new(state),
