@@ -101,7 +101,8 @@ fn even_a_hostile_patch_past_the_schema_is_refused_by_the_real_guardrails() {
         (
             "privileged",
             container(json!({"securityContext": {"privileged": true}})),
-            "may never be changed",
+            // A securityContext may change only in a policy fix.
+            "securityContext) is not allowed for these findings",
         ),
         ("hostPath", host_path, "volumes"),
         ("hostNetwork", host_network, "hostNetwork"),
