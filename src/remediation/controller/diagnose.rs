@@ -44,9 +44,23 @@ pub(super) async fn diagnose(
     digest_revisions(&mut revisions, &shared.key);
     let policy_case = is_policy_case(Some(&status));
     let rules = if policy_case {
-        match policy::policy_proposal(shared, &namespace, target, &live).await? {
-            Some(proposal) => proposal,
-            None => {
+        let opened_for = remediation
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+            .unwrap_or_default();
+        let may_wait = opened_for < policy::DIGEST_WAIT;
+        match policy::policy_proposal(shared, &namespace, target, &live, may_wait).await? {
+            policy::PolicyProposal::Ready(proposal) => proposal,
+            policy::PolicyProposal::AwaitingDigests(containers) => {
+                tracing::debug!(
+                    ?containers,
+                    "waiting for starting pods to report their image digests"
+                );
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            policy::PolicyProposal::Passes => {
                 let message = "the workload passes the policies now; nothing was applied";
                 transition(
                     shared,

@@ -38,6 +38,25 @@ pub fn digest_of(image_id: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
 }
 
+/// The containers of a pod spec whose image floats and for which no pod
+/// reports an `imageID` yet: pods that are still starting. A pin proposed
+/// now would be a diagnosis that a few seconds would have made a fix.
+pub fn awaiting_digests(spec: &serde_json::Value, reported: &super::ReportedImages) -> Vec<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|list| spec.get(list)?.as_array())
+        .flatten()
+        .filter_map(|c| Some((c.get("name")?.as_str()?, c.get("image")?.as_str()?)))
+        .filter(|(name, image)| {
+            floats(image)
+                && !reported
+                    .get(*name)
+                    .is_some_and(|ids| ids.iter().any(|id| digest_of(id).is_some()))
+        })
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 pub fn pin_latest_images(ctx: &FixContext) -> RuleVerdict {
     let mut verdict = RuleVerdict {
         confidence: 0.9,

@@ -439,3 +439,29 @@ fn image_names_are_read_like_the_policy_reads_them() {
         None
     );
 }
+
+#[test]
+fn only_floating_images_without_a_reported_digest_are_awaited() {
+    let spec = json!({
+        "initContainers": [{"name": "setup", "image": "busybox"}],
+        "containers": [
+            {"name": "app", "image": "nginx:latest"},
+            {"name": "side", "image": "envoy:1.30"},
+        ]
+    });
+    let none = ReportedImages::new();
+    assert_eq!(image_pin::awaiting_digests(&spec, &none), ["setup", "app"]);
+    let mut some = reported("app", &[&format!("docker.io/library/nginx@{DIGEST}")]);
+    assert_eq!(image_pin::awaiting_digests(&spec, &some), ["setup"]);
+    // An imageID that is no digest does not end the wait.
+    some.insert(
+        "setup".into(),
+        BTreeSet::from(["busybox:latest".to_string()]),
+    );
+    assert_eq!(image_pin::awaiting_digests(&spec, &some), ["setup"]);
+    some.insert(
+        "setup".into(),
+        BTreeSet::from([format!("docker.io/library/busybox@{OTHER}")]),
+    );
+    assert!(image_pin::awaiting_digests(&spec, &some).is_empty());
+}
