@@ -111,6 +111,10 @@ test: ## every test: lint, unit, conformance, sandbox (starts and stops the sand
 
 FUZZ_SECONDS ?= 60
 
+.PHONY: test-browser
+test-browser: ## the console in headless Chromium (Debian's, pinned; installs it) against the sandbox (started and stopped unless running) -> target/console-detail.png
+	@bash tests/browser/run.sh
+
 .PHONY: fuzz
 fuzz: ## coverage-guided fuzzing of the review, policy and model-answer parsers, FUZZ_SECONDS per target (default 60) -> target/bench/fuzz.json
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh

@@ -6,101 +6,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiops_operator::remediation::crd::Phase;
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
-use support::{Sandbox, broken_after_a_good_rollout, wait_remediation, wait_until};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::{
+    ResetReceivers, Sandbox, broken_after_a_good_rollout, events_about, patch_operator_config,
+    receiver, wait_remediation, wait_until,
+};
 
 const STEP: Duration = Duration::from_secs(150);
-
-/// What one local receiver got, and how many requests it should refuse first.
-#[derive(Default)]
-struct Inbox {
-    bodies: Vec<Value>,
-    requests: usize,
-    refuse_first: usize,
-}
-
-async fn receive(State(inbox): State<Arc<Mutex<Inbox>>>, Json(body): Json<Value>) -> StatusCode {
-    let mut inbox = inbox.lock().unwrap();
-    inbox.requests += 1;
-    if inbox.requests <= inbox.refuse_first {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    inbox.bodies.push(body);
-    StatusCode::OK
-}
-
-/// Serves one receiver on 127.0.0.1; returns its URL and inbox.
-async fn receiver(refuse_first: usize) -> (String, Arc<Mutex<Inbox>>) {
-    let inbox = Arc::new(Mutex::new(Inbox {
-        refuse_first,
-        ..Inbox::default()
-    }));
-    let app = axum::Router::new()
-        .route("/hook", post(receive))
-        .with_state(Arc::clone(&inbox));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a local port");
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, inbox)
-}
-
-async fn patch_config(client: &Client, data: Value) {
-    Api::<ConfigMap>::namespaced(client.clone(), "aiops-system")
-        .patch(
-            "aiops-operator-config",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "data": data })),
-        )
-        .await
-        .expect("patch the operator's ConfigMap");
-}
-
-/// Removes the receivers when the test ends, failed or not (Drop cannot be
-/// async; kubectl works while a panic unwinds).
-struct ResetReceivers<'a>(&'a Sandbox);
-
-impl Drop for ResetReceivers<'_> {
-    fn drop(&mut self) {
-        let (ok, out) = self.0.kubectl(&[
-            "-n",
-            "aiops-system",
-            "patch",
-            "configmap",
-            "aiops-operator-config",
-            "--type=merge",
-            "-p",
-            r#"{"data":{"notify.receivers":null,"notify.consoleURL":null}}"#,
-        ]);
-        if !ok {
-            eprintln!("could not remove the receivers: {out}");
-        }
-    }
-}
-
-/// The events a webhook-format receiver got about the Remediation `name`.
-fn events_about(inbox: &Mutex<Inbox>, name: &str) -> Vec<String> {
-    inbox
-        .lock()
-        .unwrap()
-        .bodies
-        .iter()
-        .filter(|b| b["remediation"]["name"].as_str() == Some(name))
-        .filter_map(|b| b["event"].as_str().map(str::to_string))
-        .collect()
-}
 
 #[tokio::test]
 async fn a_case_is_announced_once_for_review_and_once_verified_and_a_refused_delivery_is_retried() {
@@ -137,7 +55,7 @@ async fn a_case_is_announced_once_for_review_and_once_verified_and_a_refused_del
         "- name: hook\n  format: webhook\n  urlSecret: {{name: aiops-operator-notify, key: hook-url}}\n  events: [ReadyForReview, Verified]\n\
          - name: chat\n  format: slack\n  url: {chat_url}\n  events: [ReadyForReview, Verified]\n"
     );
-    patch_config(
+    patch_operator_config(
         client,
         json!({"notify.receivers": receivers, "notify.consoleURL": "https://aiops.example.test"}),
     )

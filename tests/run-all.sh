@@ -41,6 +41,9 @@ bash hack/promtool-build.sh >/dev/null
 step "alerts: promtool check rules and test rules (tests/alerts/check.sh)"
 bash tests/alerts/check.sh
 
+step "browser: Debian's Chromium and chromedriver, pinned (hack/browser-tools.sh; tests/console_browser.rs)"
+bash hack/browser-tools.sh
+
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {

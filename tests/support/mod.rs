@@ -15,15 +15,19 @@
 //! - [`operator`]: local operator replicas and their Remediations.
 //! - [`webhook`]: the admission webhook as a process, TLS, AdmissionReviews.
 //! - [`manifests`]: YAML documents and what a manifest names.
+//! - [`notify`]: local notification receivers and the `notify.*` keys.
 //! - [`incident`]: the image-pull incident of the model tests.
 //! - [`bench`]: what every bench target does around its measurement.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver).
 //! - [`process`]: a process's memory, open files and threads, the load.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod browser;
 pub mod incident;
 pub mod manifests;
+pub mod notify;
 pub mod operator;
 pub mod process;
 pub mod sandbox;
@@ -35,9 +39,13 @@ pub mod workloads;
 #[allow(unused_imports)]
 pub use bench::*;
 #[allow(unused_imports)]
+pub use browser::*;
+#[allow(unused_imports)]
 pub use incident::*;
 #[allow(unused_imports)]
 pub use manifests::*;
+#[allow(unused_imports)]
+pub use notify::*;
 #[allow(unused_imports)]
 pub use operator::*;
 #[allow(unused_imports)]

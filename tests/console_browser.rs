@@ -1,0 +1,438 @@
+//! The console in a real browser: Debian's Chromium, headless, driven
+//! through chromedriver against an operator serving the console in the
+//! sandbox (`make test-browser`).
+//!
+//! One case, a Deployment broken with a typo'd image tag, seen by two
+//! people with their own ServiceAccount tokens (TokenRequest API): a reader
+//! who may only get/list/watch Remediations sees the detail page without an
+//! Approve button, and an approval forged from that page with the reader's
+//! session and CSRF value is refused (403) with nothing approved; an
+//! approver who may also patch them signs in, finds the row, opens the
+//! diff, approves, and the page follows the case to `Verified`, approved by
+//! the approver's own name. A local receiver gets exactly one review and
+//! one verified notice, each linking to the console's detail page, which
+//! the browser opens. The approver's detail page before approval is saved
+//! to `target/console-detail.png` (the README's `docs/console.png`).
+mod support;
+
+use std::time::Duration;
+
+use aiops_operator::remediation::crd::{Phase, Remediation};
+use fantoccini::{Client as Page, Locator};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{
+    Chromedriver, ResetReceivers, Sandbox, broken_after_a_good_rollout, events_about,
+    messages_about, patch_operator_config, receiver, wait_remediation, wait_until,
+};
+
+const STEP: Duration = Duration::from_secs(150);
+/// How long a page may take to show what the test looks for.
+const PAGE: Duration = Duration::from_secs(30);
+const BROKEN_IMAGE: &str = "nginx:1.25.5-typo";
+const GOOD_IMAGE: &str = "nginx:1.25.5";
+
+#[tokio::test]
+async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an_approver_approves_a_fix_that_ends_verified_in_their_name()
+ {
+    // First, so a machine without the browser fails before anything starts.
+    let driver = Chromedriver::start().await;
+    support::stop_all_operators();
+    let console_port = support::free_port().expect("a port for the console");
+    let console = format!("https://127.0.0.1:{console_port}");
+    let op = support::start_operator(
+        "op-console",
+        &[(
+            "AIOPS_OPERATOR_ARGS",
+            &format!(
+                "--verify-timeout-seconds 60 --resolve-after-seconds 15 \
+                 --console-addr 127.0.0.1:{console_port}"
+            ),
+        )],
+    );
+    let sandbox = Sandbox::connect().await;
+    let client = &sandbox.client;
+    let _reset = ResetReceivers(&sandbox);
+    let (hook_url, inbox) = receiver(0).await;
+    let receivers = format!(
+        "- name: hook\n  format: webhook\n  url: {hook_url}\n  events: [ReadyForReview, Verified]\n"
+    );
+    patch_operator_config(
+        client,
+        json!({"notify.receivers": receivers, "notify.consoleURL": console}),
+    )
+    .await;
+
+    let (ns, proposed) =
+        broken_after_a_good_rollout(&sandbox, "console", 2, BROKEN_IMAGE, STEP).await;
+    let name = proposed.name_any();
+    let _access = ConsoleAccess::grant(&sandbox, &ns.name).await;
+    let approver_token = service_account_token(client, &ns.name, "approver").await;
+    let reader_token = service_account_token(client, &ns.name, "reader").await;
+    let detail = format!("{console}/remediations/{}/{name}", ns.name);
+
+    let review = wait_until(STEP, "the review notice", || async {
+        messages_about(&inbox, &name).into_iter().next()
+    })
+    .await;
+    assert_eq!(review["event"], "ReadyForReview");
+    assert_eq!(review["consoleLink"], json!(detail), "{review:#}");
+
+    let hash = proposed
+        .status
+        .as_ref()
+        .and_then(|s| s.proposal.as_ref())
+        .map(|p| p.hash.clone())
+        .expect("a Proposed remediation has a proposal");
+    let reader = driver.session().await;
+    let page = &reader.client;
+    sign_in(page, &console, &reader_token).await;
+    assert_eq!(
+        text_of(page, "#user").await,
+        format!("system:serviceaccount:{}:reader", ns.name)
+    );
+    page.goto(&detail).await.expect("open the detail page");
+    wait_for_text(page, "#phase", "Proposed").await;
+    for button in ["#approve", "#reject", "#regenerate"] {
+        assert!(
+            page.find_all(Locator::Css(button))
+                .await
+                .expect("find buttons")
+                .is_empty(),
+            "the reader's page shows {button}"
+        );
+    }
+    let (status, body) = forge_approval(page, &ns.name, &name, &hash).await;
+    assert_eq!(
+        status, 403,
+        "the reader's forged approval answered:\n{body}"
+    );
+    assert!(
+        body.to_lowercase().contains("forbidden"),
+        "the refusal is the API server's (RBAC), not a broken CSRF check:\n{body}"
+    );
+    let after = Api::<Remediation>::namespaced(client.clone(), &ns.name)
+        .get(&name)
+        .await
+        .expect("read the remediation");
+    assert!(
+        !after.spec.approved && after.spec.approval.is_none(),
+        "the forged approval changed the remediation: {:?}",
+        after.spec
+    );
+    reader.close().await;
+
+    let approver = driver.session().await;
+    let page = &approver.client;
+    sign_in(page, &console, &approver_token).await;
+    let approver_name = format!("system:serviceaccount:{}:approver", ns.name);
+    assert_eq!(text_of(page, "#user").await, approver_name);
+    let row = format!(
+        r#"tr.remediation[data-namespace="{}"][data-name="{name}"]"#,
+        ns.name
+    );
+    let found = wait_until(PAGE, "the remediation's row in the list", || async {
+        page.find(Locator::Css(&row)).await.ok()
+    })
+    .await;
+    assert_eq!(
+        found.attr("data-phase").await.expect("data-phase"),
+        Some("Proposed".to_string())
+    );
+    found
+        .find(Locator::Css("a.open"))
+        .await
+        .expect("the row's link")
+        .click()
+        .await
+        .expect("open the remediation");
+    wait_for_text(page, "#phase", "Proposed").await;
+    assert_eq!(
+        page.current_url().await.expect("the page's URL").as_str(),
+        detail
+    );
+    let removed = text_of(page, "#diff span.del").await;
+    let added = text_of(page, "#diff span.add").await;
+    assert!(removed.contains(BROKEN_IMAGE), "removed: {removed}");
+    assert!(
+        added.contains(GOOD_IMAGE) && !added.contains(BROKEN_IMAGE),
+        "added: {added}"
+    );
+    save_screenshot(page).await;
+
+    page.find(Locator::Css("#approve"))
+        .await
+        .expect("the approver's page has #approve")
+        .click()
+        .await
+        .expect("click Approve");
+    // The page follows the case by itself (live updates), or the wait fails.
+    try_wait_for_text(page, "#phase", "Verified")
+        .await
+        .unwrap_or_else(|err| panic!("{err}\noperator log:\n{}", op.log_tail(40)));
+    let verified = wait_remediation(client, &ns.name, &[Phase::Verified], PAGE).await;
+    let approval = verified
+        .spec
+        .approval
+        .as_ref()
+        .expect("a verified fix has an approval record");
+    assert_eq!(approval.approved_by, approver_name);
+    assert!(text_of(page, "#approved-by").await.contains(&approver_name));
+    approver_opens_the_verified_notice(page, &inbox, &name, &detail, &approver_name).await;
+    assert_eq!(
+        events_about(&inbox, &name),
+        ["ReadyForReview", "Verified"],
+        "exactly one notice of each"
+    );
+    approver.close().await;
+}
+
+/// Waits for the Verified notice, checks its console link and opens it.
+async fn approver_opens_the_verified_notice(
+    page: &Page,
+    inbox: &std::sync::Mutex<support::Inbox>,
+    name: &str,
+    detail: &str,
+    approver_name: &str,
+) {
+    let notice = wait_until(STEP, "the verified notice", || async {
+        messages_about(inbox, name)
+            .into_iter()
+            .find(|m| m["event"] == "Verified")
+    })
+    .await;
+    assert_eq!(notice["consoleLink"], json!(detail), "{notice:#}");
+    assert_eq!(notice["approvedBy"], json!(approver_name), "{notice:#}");
+    page.goto(detail).await.expect("open the notice's link");
+    wait_for_text(page, "#phase", "Verified").await;
+}
+
+/// Signs in on the console's sign-in page with `token`; returns when the
+/// console has redirected to the list.
+async fn sign_in(page: &Page, console: &str, token: &str) {
+    page.goto(&format!("{console}/"))
+        .await
+        .expect("open the console");
+    let field = page
+        .find(Locator::Css("form#sign-in textarea#token"))
+        .await
+        .expect("the sign-in page's token field");
+    field.send_keys(token).await.expect("type the token");
+    page.find(Locator::Css("#sign-in-submit"))
+        .await
+        .expect("the sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+    let list = format!("{console}/remediations");
+    wait_until(PAGE, "the list after signing in", || async {
+        let url = page.current_url().await.ok()?;
+        (url.as_str() == list).then_some(())
+    })
+    .await;
+}
+
+/// Posts an approval from the page's own origin with its session cookie
+/// and the page's CSRF value, as a script injected into the page would;
+/// returns the status (0: a redirect, i.e. accepted) and the body.
+async fn forge_approval(page: &Page, namespace: &str, name: &str, hash: &str) -> (u64, String) {
+    let csrf = page
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .expect("the reader's page carries its session's CSRF value (the sign-out form's)")
+        .prop("value")
+        .await
+        .expect("the CSRF value")
+        .unwrap_or_default();
+    let script = r#"
+        const [url, csrf, hash] = arguments;
+        return fetch(url, {
+            method: "POST",
+            body: new URLSearchParams({csrf, hash}),
+            credentials: "same-origin",
+            redirect: "manual",
+        }).then(r => r.text().then(body => [r.status, body]));
+    "#;
+    let answer = page
+        .execute(
+            script,
+            vec![
+                json!(format!("/remediations/{namespace}/{name}/approve")),
+                json!(csrf),
+                json!(hash),
+            ],
+        )
+        .await
+        .expect("run the forged POST in the page");
+    (
+        answer[0].as_u64().unwrap_or_default(),
+        answer[1].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The text of the first element matching `css`, failing the test when
+/// there is none.
+async fn text_of(page: &Page, css: &str) -> String {
+    let element = page.find(Locator::Css(css)).await.unwrap_or_else(|err| {
+        panic!("the page has no {css}: {err}");
+    });
+    element.text().await.expect("an element's text")
+}
+
+/// Waits until `css` shows `expected`, failing the test after [`STEP`].
+async fn wait_for_text(page: &Page, css: &str, expected: &str) {
+    try_wait_for_text(page, css, expected)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+}
+
+/// Waits until `css` shows `expected` (found anew each time: the page may
+/// reload itself); the error names what it showed last.
+async fn try_wait_for_text(page: &Page, css: &str, expected: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(element) = page.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if text.trim() == expected {
+                return Ok(());
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!(
+        "{css} did not show {expected} within {STEP:?}; last: {last:?}"
+    ))
+}
+
+/// Saves the viewport to `target/console-detail.png` (the README's
+/// screenshot, `docs/console.png`, is a copy of it).
+async fn save_screenshot(page: &Page) {
+    let png = page.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    let path = support::repo_root().join("target/console-detail.png");
+    std::fs::write(&path, png).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+}
+
+/// A token for the ServiceAccount `name` in `namespace` (created here)
+/// from the TokenRequest API, as `kubectl create token` gets one.
+async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    }))
+    .unwrap();
+    accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|err| panic!("a token for {namespace}/{name}: {err}"))
+        .status
+        .map(|s| s.token)
+        .unwrap_or_else(|| panic!("the TokenRequest for {namespace}/{name} has no token"))
+}
+
+/// The two users and their RBAC: `reader` may get/list/watch Remediations
+/// everywhere (the console's list is cluster-wide); `approver` also may
+/// patch them and read Events in the test namespace. The cluster-scoped
+/// objects are deleted on drop (the namespace takes the rest).
+struct ConsoleAccess<'a> {
+    sandbox: &'a Sandbox,
+    cluster_name: String,
+}
+
+impl<'a> ConsoleAccess<'a> {
+    async fn grant(sandbox: &'a Sandbox, namespace: &str) -> ConsoleAccess<'a> {
+        let client = &sandbox.client;
+        let pp = PostParams::default();
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        for name in ["approver", "reader"] {
+            accounts
+                .create(&pp, &from_json(json!({"metadata": {"name": name}})))
+                .await
+                .unwrap_or_else(|err| panic!("ServiceAccount {name}: {err}"));
+        }
+        let access = ConsoleAccess {
+            sandbox,
+            cluster_name: format!("aiops-console-read-{namespace}"),
+        };
+        let read = ["get", "list", "watch"];
+        Api::<ClusterRole>::all(client.clone())
+            .create(
+                &pp,
+                &from_json(json!({
+                    "metadata": {"name": access.cluster_name},
+                    "rules": [{"apiGroups": ["aiops-operator.dev"],
+                               "resources": ["remediations"], "verbs": read}],
+                })),
+            )
+            .await
+            .expect("the readers' ClusterRole");
+        let subject =
+            |name: &str| json!({"kind": "ServiceAccount", "name": name, "namespace": namespace});
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(
+                &pp,
+                &from_json(json!({
+                    "metadata": {"name": access.cluster_name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": access.cluster_name},
+                    "subjects": [subject("approver"), subject("reader")],
+                })),
+            )
+            .await
+            .expect("the readers' ClusterRoleBinding");
+        Api::<Role>::namespaced(client.clone(), namespace)
+            .create(
+                &pp,
+                &from_json(json!({
+                    "metadata": {"name": "remediation-approver"},
+                    "rules": [
+                        {"apiGroups": ["aiops-operator.dev"], "resources": ["remediations"],
+                         "verbs": ["get", "list", "watch", "patch"]},
+                        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
+                         "verbs": ["get", "list"]},
+                    ],
+                })),
+            )
+            .await
+            .expect("the approver's Role");
+        Api::<RoleBinding>::namespaced(client.clone(), namespace)
+            .create(
+                &pp,
+                &from_json(json!({
+                    "metadata": {"name": "remediation-approver"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                "name": "remediation-approver"},
+                    "subjects": [subject("approver")],
+                })),
+            )
+            .await
+            .expect("the approver's RoleBinding");
+        access
+    }
+}
+
+impl Drop for ConsoleAccess<'_> {
+    fn drop(&mut self) {
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let _ = self.sandbox.kubectl(&[
+                "delete",
+                kind,
+                &self.cluster_name,
+                "--ignore-not-found",
+                "--wait=false",
+            ]);
+        }
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a valid object")
+}
