@@ -77,6 +77,11 @@ pub struct RunArgs {
     pub webhook: crate::admission::command::WebhookArgs,
     #[command(flatten)]
     pub controller: crate::operator::ControllerArgs,
+    /// Serve the web console (HTTPS, the webhook's certificate) on this
+    /// address, e.g. 0.0.0.0:9445; off when unset. Users sign in with their
+    /// own bearer token and act with it.
+    #[arg(long, env = "AIOPS_CONSOLE_ADDR", conflicts_with = "webhook_only")]
+    pub console_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -104,7 +109,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Run(args)) if args.webhook_only => {
             crate::admission::command::run_webhook_command(args.webhook)
         }
-        Some(Command::Run(args)) => crate::operator::run_operator(args.webhook, args.controller),
+        Some(Command::Run(args)) => {
+            crate::operator::run_operator(args.webhook, args.controller, args.console_addr)
+        }
         None => {
             use clap::CommandFactory;
             // No subcommand: show help on stderr and fail, like other CLIs do.

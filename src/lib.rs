@@ -5,8 +5,10 @@
 //! - [`admission`]: the TLS admission webhook.
 //! - [`remediation`]: detect → propose → approve → apply → verify.
 //! - [`llm`]: model providers for proposals.
+//! - [`console`]: the web console for reviewing and deciding Remediations.
 pub mod admission;
 pub mod cli;
+pub mod console;
 pub mod k8s;
 pub mod llm;
 pub mod operator;

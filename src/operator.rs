@@ -323,6 +323,7 @@ async fn lease_ended(
 pub fn run_operator(
     webhook: crate::admission::command::WebhookArgs,
     controller: ControllerArgs,
+    console_addr: Option<std::net::SocketAddr>,
 ) -> std::process::ExitCode {
     crate::admission::command::init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -332,7 +333,7 @@ pub fn run_operator(
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_operator(webhook, controller)) {
+    match runtime.block_on(serve_operator(webhook, controller, console_addr)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "operator failed");
@@ -353,11 +354,16 @@ pub enum RunError {
     Operator(#[from] OperatorError),
     #[error("the operator needs the Kubernetes API; --standalone is only for --webhook-only")]
     Standalone,
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
+    #[error("reading the cluster settings for the console: {0}")]
+    ConsoleCluster(#[source] kube::config::InferConfigError),
 }
 
 async fn serve_operator(
     webhook_args: crate::admission::command::WebhookArgs,
     args: ControllerArgs,
+    console_addr: Option<std::net::SocketAddr>,
 ) -> Result<(), RunError> {
     if webhook_args.standalone {
         return Err(RunError::Standalone);
@@ -390,6 +396,21 @@ async fn serve_operator(
         })),
     };
     let webhook = Webhook::bind_with(config, extras).await?;
+    let console = match console_addr {
+        // Every replica serves it: it holds no lease-bound state, and each
+        // user's requests run with their own token.
+        Some(addr) => Some(
+            crate::console::ConsoleServer::bind(
+                addr,
+                kube::Config::infer()
+                    .await
+                    .map_err(RunError::ConsoleCluster)?,
+                webhook.tls_acceptor(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let metrics = metrics_slot
         .lock()
         .ok()
@@ -407,6 +428,12 @@ async fn serve_operator(
     };
     let parts = ControllerParts::new(client, &args, &namespace, &webhook, inputs);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let console = console.map(|console| {
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(console.serve(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }))
+    });
     let controller = tokio::spawn(lead_and_control(parts, stop_rx));
     webhook
         .serve(async move {
@@ -415,6 +442,11 @@ async fn serve_operator(
         })
         .await;
     settings_watch.abort();
+    if let Some(console) = console
+        && let Err(error) = console.await
+    {
+        tracing::warn!(%error, "console task ended abnormally");
+    }
     match controller.await {
         Ok(result) => result?,
         Err(error) => tracing::warn!(%error, "controller task ended abnormally"),

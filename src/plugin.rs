@@ -5,12 +5,11 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
-use crate::remediation::crd::{Phase, REGENERATE_ANNOTATION, Remediation};
+use crate::remediation::crd::{Phase, Remediation};
+use crate::remediation::decision;
 
 /// Review and decide on proposed fixes (Remediations).
 #[derive(Debug, Parser)]
@@ -113,8 +112,7 @@ async fn execute(cli: PluginCli) -> Result<String, String> {
             }
             // The merge patch carries resourceVersion, so it fails if the
             // Remediation changed since it was read.
-            let patch = json!({"metadata": {"resourceVersion": remediation.resource_version()},
-                               "spec": {"approved": true}});
+            let patch = decision::approve_patch(remediation.resource_version().as_deref());
             let approved = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -131,15 +129,14 @@ async fn execute(cli: PluginCli) -> Result<String, String> {
             ))
         }
         PluginCommand::Reject { name } => {
-            let patch = json!({"spec": {"rejected": true}});
+            let patch = decision::reject_patch();
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| format!("reject failed: {e}"))?;
             Ok(format!("rejected {name}\n"))
         }
         PluginCommand::Regenerate { name } => {
-            let token = Timestamp::now().as_millisecond().to_string();
-            let patch = json!({"metadata": {"annotations": {REGENERATE_ANNOTATION: token}}});
+            let patch = decision::regenerate_patch();
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| format!("regenerate failed: {e}"))?;
@@ -155,15 +152,7 @@ async fn get(api: &Api<Remediation>, name: &str) -> Result<Remediation, String> 
 }
 
 fn age(remediation: &Remediation) -> String {
-    let Some(created) = remediation.creation_timestamp() else {
-        return "-".into();
-    };
-    let secs = Timestamp::now().duration_since(created.0).as_secs().max(0);
-    match secs {
-        0..120 => format!("{secs}s"),
-        120..7200 => format!("{}m", secs / 60),
-        _ => format!("{}h", secs / 3600),
-    }
+    crate::k8s::age::short_age(remediation.creation_timestamp().as_ref())
 }
 
 /// The table `list` prints.

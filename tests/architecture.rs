@@ -4,7 +4,8 @@
 //!
 //! The layers, lowest first: `k8s` (Kubernetes helpers, a leaf), then `llm`
 //! (the model client) and `admission` (the webhook), then `remediation`, then
-//! `operator` and `plugin`, and `cli` (which starts the operator) on top. A
+//! `console` (the web console), then `operator` and `plugin`, and `cli`
+//! (which starts the operator) on top. A
 //! module may name only modules in a lower layer; the policy engine is its
 //! own crate and cannot name the operator at all.
 
@@ -20,9 +21,10 @@ fn layer(module: &str) -> Option<u8> {
         "k8s" => 0,
         "llm" | "admission" => 1,
         "remediation" => 2,
-        "operator" | "plugin" => 3,
+        "console" => 3,
+        "operator" | "plugin" => 4,
         // The command line parses arguments and hands them to `operator`.
-        "cli" => 4,
+        "cli" => 5,
         _ => return None,
     })
 }

@@ -351,6 +351,12 @@ impl Webhook {
         self.state.policies.clone()
     }
 
+    /// The TLS acceptor serving the webhook's certificate (reloaded when
+    /// it changes on disk), for another HTTPS listener of the same process.
+    pub fn tls_acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
     /// The webhook's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)

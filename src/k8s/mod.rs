@@ -9,7 +9,9 @@
 //! - [`quantity`]: memory quantities as bytes;
 //! - [`workload`]: the dynamic API of any workload kind, and the selector
 //!   of its pods;
-//! - [`pod`]: pod readiness.
+//! - [`pod`]: pod readiness;
+//! - [`age`]: an object's age as kubectl prints it.
+pub mod age;
 pub mod pod;
 pub mod pod_spec;
 pub mod quantity;

@@ -7,6 +7,7 @@
 //! - [`approval_webhook`]: the admission endpoint that records approvals.
 //! - [`auto_approval`]: approvals by configured rules, within budgets; the pause.
 //! - [`conditions`]: status conditions derived from the phase.
+//! - [`decision`]: the patches of a human's approve, reject or regenerate.
 //! - [`detect`]: what is wrong with a pod, per container.
 //! - [`evidence`]: bounded, redacted evidence about a broken workload.
 //! - [`guardrails`]: what any proposal must pass before anyone sees it.
@@ -32,6 +33,7 @@ pub mod auto_approval;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decision;
 pub mod detect;
 pub mod detector;
 pub mod evidence;
