@@ -27,7 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::{
     Chromedriver, ResetReceivers, Sandbox, broken_after_a_good_rollout, events_about,
-    messages_about, patch_operator_config, receiver, wait_remediation, wait_until,
+    messages_about, patch_operator_config, receiver, try_wait_until, wait_remediation, wait_until,
 };
 
 const STEP: Duration = Duration::from_secs(150);
@@ -231,11 +231,28 @@ async fn sign_in(page: &Page, console: &str, token: &str) {
         .await
         .expect("sign in");
     let list = format!("{console}/remediations");
-    wait_until(PAGE, "the list after signing in", || async {
+    let signed_in = try_wait_until(PAGE, "the list after signing in", || async {
         let url = page.current_url().await.ok()?;
         (url.as_str() == list).then_some(())
     })
     .await;
+    if let Err(err) = signed_in {
+        panic!("{err:#}\n{}", what_the_page_shows(page).await);
+    }
+}
+
+/// The page's URL and text, for a failure message.
+async fn what_the_page_shows(page: &Page) -> String {
+    let url = page
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let text = match page.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(err) => format!("(no body: {err})"),
+    };
+    format!("the page at {url} shows:\n{text}")
 }
 
 /// Posts an approval from the page's own origin with its session cookie
