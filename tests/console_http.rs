@@ -1,6 +1,7 @@
 //! The web console over HTTPS against the sandbox, with the operator run
 //! with `--console-addr`: two ServiceAccounts signed in with their own
-//! tokens (TokenRequest API), RBAC made here. A reader sees the case and no
+//! tokens (TokenRequest API), bound here to the roles of
+//! manifests/console-rbac.yaml. A reader sees the case and no
 //! Approve button, and their forged approval is refused by the API server
 //! (403) with nothing changed; POSTs without the CSRF token or from another
 //! origin are refused (403) with nothing changed; a wrong token does not
@@ -37,30 +38,35 @@ fn start_operator(port: u16) -> OperatorProcess {
     support::start_operator("op-console", &[("AIOPS_OPERATOR_ARGS", args.as_str())])
 }
 
-/// ClusterRoles and bindings made by the test, removed when it ends.
-struct ClusterRbac {
+/// The ClusterRoleBinding made by the test, removed when it ends.
+struct ClusterBinding {
     sandbox_kubectl: std::path::PathBuf,
     kubeconfig: std::path::PathBuf,
-    names: Vec<String>,
+    name: String,
 }
 
-impl Drop for ClusterRbac {
+impl Drop for ClusterBinding {
     fn drop(&mut self) {
-        for name in &self.names {
-            for kind in ["clusterrolebinding", "clusterrole"] {
-                let _ = support::kubectl(
-                    &self.sandbox_kubectl,
-                    &self.kubeconfig,
-                    &["delete", kind, name, "--ignore-not-found"],
-                );
-            }
-        }
+        let _ = support::kubectl(
+            &self.sandbox_kubectl,
+            &self.kubeconfig,
+            &[
+                "delete",
+                "clusterrolebinding",
+                &self.name,
+                "--ignore-not-found",
+            ],
+        );
     }
 }
 
-/// Both users may read Remediations and Events everywhere; only the
-/// approver may patch Remediations, and only in `case_ns`.
-fn grant(sandbox: &Sandbox, users: &str, case_ns: &str) -> ClusterRbac {
+/// The shipped roles (manifests/console-rbac.yaml), bound: both users may
+/// read Remediations and Events everywhere; only the approver may patch
+/// Remediations, and only in `case_ns`.
+fn grant(sandbox: &Sandbox, users: &str, case_ns: &str) -> ClusterBinding {
+    let roles = support::repo_root().join("manifests/console-rbac.yaml");
+    let (ok, out) = sandbox.kubectl(&["apply", "-f", &roles.display().to_string()]);
+    assert!(ok, "applying manifests/console-rbac.yaml: {out}");
     let read = format!("{users}-console-read");
     let yaml = format!(
         r#"apiVersion: v1
@@ -72,46 +78,32 @@ kind: ServiceAccount
 metadata: {{name: approver, namespace: {users}}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {read}}}
-rules:
-- {{apiGroups: [aiops-operator.dev], resources: [remediations], verbs: [get, list, watch]}}
-- {{apiGroups: [""], resources: [events], verbs: [get, list, watch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: {read}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {read}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: aiops-operator-console-reader}}
 subjects:
 - {{kind: ServiceAccount, name: reader, namespace: {users}}}
 - {{kind: ServiceAccount, name: approver, namespace: {users}}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: remediation-approver, namespace: {case_ns}}}
-rules:
-- {{apiGroups: [aiops-operator.dev], resources: [remediations], verbs: [get, list, watch, patch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: remediation-approver, namespace: {case_ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: remediation-approver}}
+metadata: {{name: console-approver, namespace: {case_ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: aiops-operator-console-approver}}
 subjects:
 - {{kind: ServiceAccount, name: approver, namespace: {users}}}
 "#
     );
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.path().join("rbac.yaml");
+    let file = dir.path().join("bindings.yaml");
     std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
-    let rbac = ClusterRbac {
+    let binding = ClusterBinding {
         sandbox_kubectl: sandbox.kubectl_path(),
         kubeconfig: sandbox.kubeconfig.clone(),
-        names: vec![read],
+        name: read,
     };
-    let path = file.display().to_string();
-    let (ok, out) = sandbox.kubectl(&["apply", "-f", &path]);
-    assert!(ok, "applying the users' RBAC: {out}");
-    rbac
+    let (ok, out) = sandbox.kubectl(&["apply", "-f", &file.display().to_string()]);
+    assert!(ok, "applying the users and their bindings: {out}");
+    binding
 }
 
 /// A token for the ServiceAccount `name` from the TokenRequest API.

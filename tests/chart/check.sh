@@ -99,6 +99,16 @@ expect "a pair of your own: its CA published by the operator" \
   "$(template --set certificates.selfManaged=false | field Deployment aiops-operator spec/template/spec/containers/0/args/3)" \
   '"--webhook-ca-bundle=/etc/aiops-operator/webhook-certs/ca.crt"'
 expect "ServiceMonitor off by default" "$(template | grep -c '^kind: ServiceMonitor' || true)" 0
+expect "no console by default" "$(template | grep -c 'name: aiops-operator-console$' || true)" 0
+expect "console on request: the flag" \
+  "$(template --set console.enabled=true --set 'console.dnsNames[0]=console.example' | field Deployment aiops-operator spec/template/spec/containers/0/args)" \
+  '["run", "--webhook-cert-secret=aiops-operator-webhook-certs", "--webhook-tls-cert=/run/aiops-operator/webhook-certs/tls.crt", "--webhook-tls-key=/run/aiops-operator/webhook-certs/tls.key", "--mutating-webhook-config=aiops-operator-mutating", "--mutating-webhook-config=aiops-operator-approval", "--policies-dir=/etc/aiops-operator/policies", "--console-addr=0.0.0.0:9445", "--webhook-cert-dns=aiops-operator-console.aiops-system.svc", "--webhook-cert-dns=aiops-operator-console.aiops-system.svc.cluster.local", "--webhook-cert-dns=console.example"]'
+expect "console on request: the container port" \
+  "$(template --set console.enabled=true | field Deployment aiops-operator spec/template/spec/containers/0/ports/1)" \
+  '{"containerPort": 9445, "name": "console"}'
+expect "console on request: its Service" \
+  "$(template --set console.enabled=true | field Service aiops-operator-console spec)" \
+  '{"ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "console"}], "selector": {"app.kubernetes.io/name": "aiops-operator"}, "sessionAffinity": "ClientIP"}'
 expect "ServiceMonitor on request" "$(template --set serviceMonitor.enabled=true | grep -c '^kind: ServiceMonitor')" 1
 expect "PodDisruptionBudget" "$(template | field PodDisruptionBudget aiops-operator spec/minAvailable)" 1
 expect "replicas" "$(template | field Deployment aiops-operator spec/replicas)" 2
