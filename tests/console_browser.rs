@@ -19,15 +19,13 @@ use std::time::Duration;
 
 use aiops_operator::remediation::crd::{Phase, Remediation};
 use fantoccini::{Client as Page, Locator};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use kube::ResourceExt;
+use kube::api::Api;
+use serde_json::json;
 use support::{
-    Chromedriver, ResetReceivers, Sandbox, broken_after_a_good_rollout, events_about,
-    messages_about, patch_operator_config, receiver, try_wait_until, wait_remediation, wait_until,
+    APPROVER, Chromedriver, ConsoleUsers, READER, ResetReceivers, Sandbox,
+    broken_after_a_good_rollout, events_about, messages_about, patch_operator_config, receiver,
+    try_wait_until, wait_remediation, wait_until,
 };
 
 const STEP: Duration = Duration::from_secs(150);
@@ -70,9 +68,9 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     let (ns, proposed) =
         broken_after_a_good_rollout(&sandbox, "console", 2, BROKEN_IMAGE, STEP).await;
     let name = proposed.name_any();
-    let _access = ConsoleAccess::grant(&sandbox, &ns.name).await;
-    let approver_token = service_account_token(client, &ns.name, "approver").await;
-    let reader_token = service_account_token(client, &ns.name, "reader").await;
+    let users = ConsoleUsers::grant(&sandbox, &ns.name).await;
+    let approver_token = users.token(APPROVER).await;
+    let reader_token = users.token(READER).await;
     let detail = format!("{console}/remediations/{}/{name}", ns.name);
 
     let review = wait_until(STEP, "the review notice", || async {
@@ -91,10 +89,7 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     let reader = driver.session().await;
     let page = &reader.client;
     sign_in(page, &console, &reader_token).await;
-    assert_eq!(
-        text_of(page, "#user").await,
-        format!("system:serviceaccount:{}:reader", ns.name)
-    );
+    assert_eq!(text_of(page, "#user").await, users.user_name(READER));
     page.goto(&detail).await.expect("open the detail page");
     wait_for_text(page, "#phase", "Proposed").await;
     for button in ["#approve", "#reject", "#regenerate"] {
@@ -131,7 +126,7 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     let approver = driver.session().await;
     let page = &approver.client;
     sign_in(page, &console, &approver_token).await;
-    let approver_name = format!("system:serviceaccount:{}:approver", ns.name);
+    let approver_name = users.user_name(APPROVER);
     assert_eq!(text_of(page, "#user").await, approver_name);
     let row = format!(
         r#"tr.remediation[data-namespace="{}"][data-name="{name}"]"#,
@@ -164,6 +159,23 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         added.contains(GOOD_IMAGE) && !added.contains(BROKEN_IMAGE),
         "added: {added}"
     );
+    // The screenshot shows the proposal from its top, and all of its diff.
+    let diff_in_view = page
+        .execute(
+            r#"
+            const diff = document.getElementById("diff");
+            document.getElementById("proposal").scrollIntoView({block: "start"});
+            if (diff.getBoundingClientRect().bottom > window.innerHeight) {
+                diff.scrollIntoView({block: "end"});
+            }
+            const box = diff.getBoundingClientRect();
+            return box.top >= 0 && box.bottom <= window.innerHeight;
+            "#,
+            vec![],
+        )
+        .await
+        .expect("scroll to the proposal");
+    assert_eq!(diff_in_view, json!(true), "the diff is in the screenshot");
     save_screenshot(page).await;
 
     page.find(Locator::Css("#approve"))
@@ -335,123 +347,14 @@ async fn try_wait_for_text(page: &Page, css: &str, expected: &str) -> Result<(),
 async fn save_screenshot(page: &Page) {
     let png = page.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    // The IHDR chunk's width and height: the viewport was sized to WINDOW.
+    let dimension =
+        |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    assert_eq!(
+        (dimension(16), dimension(20)),
+        support::WINDOW,
+        "the screenshot's size"
+    );
     let path = support::repo_root().join("target/console-detail.png");
     std::fs::write(&path, png).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
-}
-
-/// A token for the ServiceAccount `name` in `namespace` (created here)
-/// from the TokenRequest API, as `kubectl create token` gets one.
-async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let request: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600},
-    }))
-    .unwrap();
-    accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .unwrap_or_else(|err| panic!("a token for {namespace}/{name}: {err}"))
-        .status
-        .map(|s| s.token)
-        .unwrap_or_else(|| panic!("the TokenRequest for {namespace}/{name} has no token"))
-}
-
-/// The two users and their RBAC: `reader` may get/list/watch Remediations
-/// everywhere (the console's list is cluster-wide); `approver` also may
-/// patch them and read Events in the test namespace. The cluster-scoped
-/// objects are deleted on drop (the namespace takes the rest).
-struct ConsoleAccess<'a> {
-    sandbox: &'a Sandbox,
-    cluster_name: String,
-}
-
-impl<'a> ConsoleAccess<'a> {
-    async fn grant(sandbox: &'a Sandbox, namespace: &str) -> ConsoleAccess<'a> {
-        let client = &sandbox.client;
-        let pp = PostParams::default();
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        for name in ["approver", "reader"] {
-            accounts
-                .create(&pp, &from_json(json!({"metadata": {"name": name}})))
-                .await
-                .unwrap_or_else(|err| panic!("ServiceAccount {name}: {err}"));
-        }
-        let access = ConsoleAccess {
-            sandbox,
-            cluster_name: format!("aiops-console-read-{namespace}"),
-        };
-        let read = ["get", "list", "watch"];
-        Api::<ClusterRole>::all(client.clone())
-            .create(
-                &pp,
-                &from_json(json!({
-                    "metadata": {"name": access.cluster_name},
-                    "rules": [{"apiGroups": ["aiops-operator.dev"],
-                               "resources": ["remediations"], "verbs": read}],
-                })),
-            )
-            .await
-            .expect("the readers' ClusterRole");
-        let subject =
-            |name: &str| json!({"kind": "ServiceAccount", "name": name, "namespace": namespace});
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(
-                &pp,
-                &from_json(json!({
-                    "metadata": {"name": access.cluster_name},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                "name": access.cluster_name},
-                    "subjects": [subject("approver"), subject("reader")],
-                })),
-            )
-            .await
-            .expect("the readers' ClusterRoleBinding");
-        Api::<Role>::namespaced(client.clone(), namespace)
-            .create(
-                &pp,
-                &from_json(json!({
-                    "metadata": {"name": "remediation-approver"},
-                    "rules": [
-                        {"apiGroups": ["aiops-operator.dev"], "resources": ["remediations"],
-                         "verbs": ["get", "list", "watch", "patch"]},
-                        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
-                         "verbs": ["get", "list"]},
-                    ],
-                })),
-            )
-            .await
-            .expect("the approver's Role");
-        Api::<RoleBinding>::namespaced(client.clone(), namespace)
-            .create(
-                &pp,
-                &from_json(json!({
-                    "metadata": {"name": "remediation-approver"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                "name": "remediation-approver"},
-                    "subjects": [subject("approver")],
-                })),
-            )
-            .await
-            .expect("the approver's RoleBinding");
-        access
-    }
-}
-
-impl Drop for ConsoleAccess<'_> {
-    fn drop(&mut self) {
-        for kind in ["clusterrolebinding", "clusterrole"] {
-            let _ = self.sandbox.kubectl(&[
-                "delete",
-                kind,
-                &self.cluster_name,
-                "--ignore-not-found",
-                "--wait=false",
-            ]);
-        }
-    }
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("a valid object")
 }

@@ -22,7 +22,7 @@ use super::webhook::free_port;
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Debian's chromedriver, from the same source package as [`CHROMIUM`].
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// The window every session gets: the size of the README's screenshot.
+/// Every session's viewport (width, height): the size of the README's screenshot.
 pub const WINDOW: (u32, u32) = (1280, 900);
 
 const INSTALL: &str = "install the pinned versions with `bash hack/browser-tools.sh` (as root), \
@@ -132,6 +132,9 @@ impl Chromedriver {
                     self.log_tail(40)
                 )
             })?;
+        fit_viewport(&client)
+            .await
+            .context("sizing the window to its viewport")?;
         Ok(Browser {
             client,
             _profile: profile,
@@ -154,6 +157,28 @@ impl Drop for Chromedriver {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// Sizes the window so that the page's viewport is [`WINDOW`]: the
+/// window's frame takes a part of its size, which `--window-size` counts.
+async fn fit_viewport(client: &Client) -> anyhow::Result<()> {
+    let frame = client
+        .execute(
+            "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]",
+            vec![],
+        )
+        .await
+        .context("the window's frame")?;
+    let (Some(width), Some(height)) = (frame[0].as_u64(), frame[1].as_u64()) else {
+        bail!("the window's frame is not two numbers: {frame}");
+    };
+    let width = u32::try_from(width).context("the frame's width")?;
+    let height = u32::try_from(height).context("the frame's height")?;
+    client
+        .set_window_size(WINDOW.0 + width, WINDOW.1 + height)
+        .await
+        .context("resizing the window")?;
+    Ok(())
 }
 
 /// One browser session; its profile directory lives as long as it does.

@@ -18,6 +18,7 @@
 //! - [`notify`]: local notification receivers and the `notify.*` keys.
 //! - [`incident`]: the image-pull incident of the model tests.
 //! - [`bench`]: what every bench target does around its measurement.
+//! - [`console`]: console users (ServiceAccounts, shipped roles, tokens).
 //! - [`browser`]: headless Chromium through chromedriver (WebDriver).
 //! - [`process`]: a process's memory, open files and threads, the load.
 // Each test binary uses a different part of this module.
@@ -25,6 +26,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod console;
 pub mod incident;
 pub mod manifests;
 pub mod notify;
@@ -40,6 +42,8 @@ pub mod workloads;
 pub use bench::*;
 #[allow(unused_imports)]
 pub use browser::*;
+#[allow(unused_imports)]
+pub use console::*;
 #[allow(unused_imports)]
 pub use incident::*;
 #[allow(unused_imports)]
