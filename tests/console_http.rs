@@ -350,7 +350,7 @@ async fn a_reader_cannot_approve_through_the_console_and_an_approver_approves_as
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.body
-            .contains(r#"<span id="phase" class="phase Proposed">Proposed</span>"#),
+            .contains(r#"<span id="phase" class="phase">Proposed</span>"#),
         "{}",
         page.body
     );

@@ -101,6 +101,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/static/console.css", get(stylesheet))
         .route("/static/console.js", get(script))
         .route("/healthz", get(|| async { "ok" }))
+        // Browsers ask for it on every site; an empty answer, not a 404.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))

@@ -186,24 +186,42 @@ pub fn session_id(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether a state-changing request comes from the console's own pages:
-/// its `Origin` (or, without one, its `Referer`) must be this server's
-/// `https://` origin as the browser addressed it. A page on another site
-/// can make the browser POST here, but not with our origin on it.
+/// its `Origin` must be this server's `https://` origin as the browser
+/// addressed it. A page on another site can make the browser POST here,
+/// but not with our origin on it.
+///
+/// Under our own `Referrer-Policy: no-referrer` a browser sends a form
+/// POST with `Origin: null` and no `Referer` (the Fetch standard's rule),
+/// so then the browser's `Sec-Fetch-Site: same-origin` must vouch for it:
+/// no page can set that header. Without `Origin` at all (an older client),
+/// a `Referer` from our origin does.
 pub fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(own) = own_authority(headers, uri) else {
         return false;
     };
-    let claimed = match headers.get(header::ORIGIN) {
-        Some(origin) => origin.to_str().ok().map(str::to_string),
-        None => headers
-            .get(header::REFERER)
-            .and_then(|r| r.to_str().ok())
-            .and_then(|r| r.parse::<Uri>().ok())
-            .and_then(|r| Some(format!("{}://{}", r.scheme_str()?, r.authority()?))),
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
     };
-    let Some(claimed) = claimed else {
-        return false;
-    };
+    match text(header::ORIGIN.as_str()) {
+        Some("null") => text(SEC_FETCH_SITE) == Some("same-origin"),
+        Some(origin) => origin_is(origin, &own),
+        None => {
+            text(SEC_FETCH_SITE) == Some("same-origin")
+                || text(header::REFERER.as_str())
+                    .and_then(|r| r.parse::<Uri>().ok())
+                    .and_then(|r| Some(format!("{}://{}", r.scheme_str()?, r.authority()?)))
+                    .is_some_and(|origin| origin_is(&origin, &own))
+        }
+    }
+}
+
+/// The Fetch Metadata header browsers set on every request.
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+/// Whether the serialised origin `claimed` is `https://` + `own`.
+fn origin_is(claimed: &str, own: &str) -> bool {
     let Ok(claimed) = claimed.parse::<Uri>() else {
         return false;
     };
@@ -260,6 +278,9 @@ mod tests {
         assert!(same_origin(&good, &path()));
         let by_referer = headers(&[host, ("referer", "https://127.0.0.1:9445/remediations/a/b")]);
         assert!(same_origin(&by_referer, &path()));
+        // What Chromium sends for our own form under `Referrer-Policy: no-referrer`.
+        let no_referrer = headers(&[host, ("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert!(same_origin(&no_referrer, &path()));
         for bad in [
             vec![host, ("origin", "https://evil.example")],
             vec![host, ("origin", "http://127.0.0.1:9445")],
@@ -275,6 +296,18 @@ mod tests {
             // Neither header: nothing shows the request came from our page.
             vec![host],
             vec![("origin", "https://127.0.0.1:9445")],
+            // `null` (a sandboxed frame, a no-referrer page) vouched for by
+            // nothing, or by a browser that saw another site.
+            vec![host, ("origin", "null")],
+            vec![host, ("origin", "null"), ("sec-fetch-site", "cross-site")],
+            vec![host, ("origin", "null"), ("sec-fetch-site", "same-site")],
+            vec![host, ("sec-fetch-site", "same-site")],
+            // A foreign Origin is not excused by any other header.
+            vec![
+                host,
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
         ] {
             assert!(!same_origin(&headers(&bad), &path()), "{bad:?}");
         }

@@ -72,7 +72,7 @@ pub fn detail_page(viewer: &Viewer<'_>, view: &DetailView<'_>) -> Markup {
                 dl class="summary" {
                     dt { "Target" } dd { (r.spec.target.kind) "/" (r.spec.target.name) }
                     dt { "Reason" } dd { (status.reason) }
-                    dt { "Phase" } dd { span id="phase" class={"phase " (phase)} { (phase) } }
+                    dt { "Phase" } dd { span id="phase" class="phase" { (phase) } }
                     @if !status.message.is_empty() { dt { "Message" } dd { (status.message) } }
                     dt { "Approved" } dd {
                         @if let Some(by) = approved_by(r) {
@@ -265,8 +265,13 @@ fn events(events: &Result<&[Event], String>) -> Markup {
 pub fn event_time(e: &Event) -> String {
     e.last_timestamp
         .as_ref()
-        .map(|t| t.0.to_string())
-        .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
-        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0.to_string()))
+        .map(|t| short_time(&t.0))
+        .or_else(|| e.event_time.as_ref().map(|t| short_time(&t.0)))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| short_time(&t.0)))
         .unwrap_or_default()
+}
+
+/// A time to the second, in UTC (`2026-12-03 20:09:24 UTC`); sorts as text.
+pub fn short_time(at: &k8s_openapi::jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }

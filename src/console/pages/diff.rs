@@ -100,7 +100,7 @@ pub fn timeline(r: &Remediation) -> Markup {
         ol id="timeline" data-name=(r.name_any()) {
             @for m in &moments {
                 li {
-                    time datetime=(m.at.0.to_string()) { (m.at.0.to_string()) }
+                    time datetime=(m.at.0.to_string()) { (super::detail::short_time(&m.at.0)) }
                     " " strong { (m.what) }
                     @if !m.detail.is_empty() { " — " (m.detail) }
                 }
