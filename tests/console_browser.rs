@@ -3,8 +3,9 @@
 //! sandbox (`make test-browser`).
 //!
 //! One case, a Deployment broken with a typo'd image tag, seen by two
-//! people with their own ServiceAccount tokens (TokenRequest API): a reader
-//! who may only get/list/watch Remediations sees the detail page without an
+//! people with their own ServiceAccount tokens (TokenRequest API), bound to
+//! the shipped console roles (`manifests/console-rbac.yaml`): a reader who
+//! may only get/list/watch Remediations sees the detail page without an
 //! Approve button, and an approval forged from that page with the reader's
 //! session and CSRF value is refused (403) with nothing approved; an
 //! approver who may also patch them signs in, finds the row, opens the
@@ -201,6 +202,14 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         events_about(&inbox, &name),
         ["ReadyForReview", "Verified"],
         "exactly one notice of each"
+    );
+    // And the operator sent no more than those two (no retry delivered twice).
+    let metrics = op.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"remediation_notifications_total{receiver="hook",result="sent"} 2"#),
+        "{metrics}"
     );
     approver.close().await;
 }
