@@ -81,12 +81,7 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     assert_eq!(review["event"], "ReadyForReview");
     assert_eq!(review["consoleLink"], json!(detail), "{review:#}");
 
-    let hash = proposed
-        .status
-        .as_ref()
-        .and_then(|s| s.proposal.as_ref())
-        .map(|p| p.hash.clone())
-        .expect("a Proposed remediation has a proposal");
+    let remediations = Api::<Remediation>::namespaced(client.clone(), &ns.name);
     let reader = driver.session().await;
     let page = &reader.client;
     sign_in(page, &console, &reader_token).await;
@@ -102,6 +97,14 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
             "the reader's page shows {button}"
         );
     }
+    // The proposal's current hash, so that only RBAC can refuse the forgery
+    // (a stale hash would be refused with 409 before the API is asked).
+    let hash = remediations
+        .get(&name)
+        .await
+        .ok()
+        .and_then(|r| r.status?.proposal.map(|p| p.hash))
+        .expect("a Proposed remediation has a proposal");
     let (status, body) = forge_approval(page, &ns.name, &name, &hash).await;
     assert_eq!(
         status, 403,
@@ -113,10 +116,7 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         body.contains("cannot patch"),
         "the refusal is not the API server's RBAC refusal:\n{body}"
     );
-    let after = Api::<Remediation>::namespaced(client.clone(), &ns.name)
-        .get(&name)
-        .await
-        .expect("read the remediation");
+    let after = remediations.get(&name).await.expect("read the remediation");
     assert!(
         !after.spec.approved && after.spec.approval.is_none(),
         "the forged approval changed the remediation: {:?}",
