@@ -12,6 +12,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
 use crate::admission::Webhook;
+use crate::console::metrics::ConsoleMetrics;
 use crate::remediation::approval::ApprovalKey;
 use crate::remediation::approval_webhook::ApprovalWebhook;
 use crate::remediation::auto_approval::SettingsHandle;
@@ -385,6 +386,9 @@ async fn serve_operator(
     );
     let metrics_slot: Arc<std::sync::Mutex<Option<RemediationMetrics>>> = Arc::default();
     let slot = Arc::clone(&metrics_slot);
+    let console_metrics_slot: Arc<std::sync::Mutex<Option<ConsoleMetrics>>> = Arc::default();
+    let console_slot = Arc::clone(&console_metrics_slot);
+    let with_console = console_addr.is_some();
     let extras = crate::admission::WebhookExtras {
         routes: Some(crate::remediation::approval_webhook::router(
             approval_endpoint(key.clone(), &controller_config, settings.clone()),
@@ -392,6 +396,9 @@ async fn serve_operator(
         register_metrics: Some(Box::new(move |registry| {
             if let Ok(mut slot) = slot.lock() {
                 *slot = Some(RemediationMetrics::register(registry));
+            }
+            if with_console && let Ok(mut slot) = console_slot.lock() {
+                *slot = Some(ConsoleMetrics::register(registry));
             }
         })),
     };
@@ -406,6 +413,11 @@ async fn serve_operator(
                     .await
                     .map_err(RunError::ConsoleCluster)?,
                 webhook.tls_acceptor(),
+                console_metrics_slot
+                    .lock()
+                    .ok()
+                    .and_then(|mut slot| slot.take())
+                    .unwrap_or_default(),
             )
             .await?,
         ),

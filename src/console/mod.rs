@@ -14,9 +14,11 @@
 //! - [`actions`]: approve, reject, regenerate.
 //! - [`live`]: server-sent events from a watch made as the user.
 //! - [`pages`]: the HTML; [`headers`]: CSP and the other security headers.
+//! - [`metrics`]: the count of requests by route and status.
 pub mod actions;
 pub mod headers;
 pub mod live;
+pub mod metrics;
 pub mod pages;
 pub mod session;
 pub mod user_client;
@@ -63,17 +65,23 @@ pub struct Console {
     session_lifetime: Duration,
     /// Flips to true at shutdown, ending the live streams.
     shutdown: watch::Receiver<bool>,
+    metrics: metrics::ConsoleMetrics,
 }
 
 impl Console {
     /// A console for the cluster `cluster` points at; its credentials are
     /// never used.
-    pub fn new(cluster: kube::Config, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        cluster: kube::Config,
+        shutdown: watch::Receiver<bool>,
+        metrics: metrics::ConsoleMetrics,
+    ) -> Self {
         Console {
             cluster,
             sessions: Sessions::default(),
             session_lifetime: SESSION_LIFETIME,
             shutdown,
+            metrics,
         }
     }
 }
@@ -119,6 +127,10 @@ pub fn router(console: Arc<Console>) -> Router {
     pages
         .merge(live)
         .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&console),
+            metrics::count_requests,
+        ))
         .with_state(console)
 }
 
@@ -158,6 +170,7 @@ impl ConsoleServer {
         addr: SocketAddr,
         cluster: kube::Config,
         acceptor: TlsAcceptor,
+        metrics: metrics::ConsoleMetrics,
     ) -> Result<Self, ConsoleError> {
         let bind_error = |source| ConsoleError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
@@ -167,7 +180,7 @@ impl ConsoleServer {
             listener,
             local_addr,
             acceptor,
-            console: Arc::new(Console::new(cluster, stopped)),
+            console: Arc::new(Console::new(cluster, stopped, metrics)),
             stop,
         })
     }

@@ -26,7 +26,7 @@ fn console() -> Arc<Console> {
             .unwrap_or_else(|e| panic!("{e}")),
     );
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    Arc::new(Console::new(cluster, stopped))
+    Arc::new(Console::new(cluster, stopped, Default::default()))
 }
 
 fn signed_in(console: &Console) -> (String, String) {
@@ -184,6 +184,41 @@ async fn sign_in_from_another_origin_or_without_a_token_opens_no_session() {
     assert!(headers.get(header::SET_COOKIE).is_none());
     assert!(body.contains(r#"<p id="error""#), "{body}");
     assert!(console.sessions.is_empty());
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_pattern_and_status() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::ConsoleMetrics::register(&mut registry);
+    let cluster = kube::Config::new(
+        "https://127.0.0.1:1"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let console = Arc::new(Console::new(cluster, stopped, metrics));
+    let _ = send(
+        &console,
+        post("/remediations/shop/web/approve", None, Some(OWN), ""),
+    )
+    .await;
+    let request = Request::get("/")
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = send(&console, request).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        r#"console_requests_total{route="/remediations/{namespace}/{name}/approve",code="403"} 1"#,
+        r#"console_requests_total{route="/",code="200"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("shop"),
+        "an object's name became a label: {text}"
+    );
 }
 
 #[tokio::test]
