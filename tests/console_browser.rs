@@ -70,23 +70,92 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         broken_after_a_good_rollout(&sandbox, "console", 2, BROKEN_IMAGE, STEP).await;
     let name = proposed.name_any();
     let users = ConsoleUsers::grant(&sandbox, &ns.name).await;
-    let approver_token = users.token(APPROVER).await;
-    let reader_token = users.token(READER).await;
-    let detail = format!("{console}/remediations/{}/{name}", ns.name);
 
+    let case = Case {
+        detail: format!("{console}/remediations/{}/{name}", ns.name),
+        console,
+        remediations: Api::namespaced(client.clone(), &ns.name),
+        namespace: ns.name.clone(),
+        name,
+    };
     let review = wait_until(STEP, "the review notice", || async {
-        messages_about(&inbox, &name).into_iter().next()
+        messages_about(&inbox, &case.name).into_iter().next()
     })
     .await;
     assert_eq!(review["event"], "ReadyForReview");
-    assert_eq!(review["consoleLink"], json!(detail), "{review:#}");
+    assert_eq!(review["consoleLink"], json!(case.detail), "{review:#}");
 
-    let remediations = Api::<Remediation>::namespaced(client.clone(), &ns.name);
+    a_reader_sees_no_button_and_cannot_forge_an_approval(&driver, &case, &users).await;
+
+    let approver = driver.session().await;
+    let page = &approver.client;
+    let approver_name = users.user_name(APPROVER);
+    the_approver_finds_the_case_and_its_diff(
+        page,
+        &case,
+        &users.token(APPROVER).await,
+        &approver_name,
+    )
+    .await;
+    page.find(Locator::Css("#approve"))
+        .await
+        .expect("the approver's page has #approve")
+        .click()
+        .await
+        .expect("click Approve");
+    // The page follows the case by itself (live updates), or the wait fails.
+    try_wait_for_text(page, "#phase", "Verified")
+        .await
+        .unwrap_or_else(|err| panic!("{err}\noperator log:\n{}", op.log_tail(40)));
+    let verified = wait_remediation(client, &case.namespace, &[Phase::Verified], PAGE).await;
+    let approval = verified
+        .spec
+        .approval
+        .as_ref()
+        .expect("a verified fix has an approval record");
+    assert_eq!(approval.approved_by, approver_name);
+    assert!(text_of(page, "#approved-by").await.contains(&approver_name));
+    approver_opens_the_verified_notice(page, &inbox, &case.name, &case.detail, &approver_name)
+        .await;
+    assert_eq!(
+        events_about(&inbox, &case.name),
+        ["ReadyForReview", "Verified"],
+        "exactly one notice of each"
+    );
+    // And the operator sent no more than those two (no retry delivered twice).
+    let metrics = op.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"remediation_notifications_total{receiver="hook",result="sent"} 2"#),
+        "{metrics}"
+    );
+    approver.close().await;
+}
+
+/// The case both users look at.
+struct Case {
+    console: String,
+    /// The console's page of the case (what the notices link to).
+    detail: String,
+    remediations: Api<Remediation>,
+    namespace: String,
+    name: String,
+}
+
+/// The reader, in a browser of their own: the case's page has no decision
+/// buttons, and an approval posted from it with the reader's session and
+/// CSRF value is refused by the API server with nothing approved.
+async fn a_reader_sees_no_button_and_cannot_forge_an_approval(
+    driver: &Chromedriver,
+    case: &Case,
+    users: &ConsoleUsers<'_>,
+) {
     let reader = driver.session().await;
     let page = &reader.client;
-    sign_in(page, &console, &reader_token).await;
+    sign_in(page, &case.console, &users.token(READER).await).await;
     assert_eq!(text_of(page, "#user").await, users.user_name(READER));
-    page.goto(&detail).await.expect("open the detail page");
+    page.goto(&case.detail).await.expect("open the detail page");
     wait_for_text(page, "#phase", "Proposed").await;
     for button in ["#approve", "#reject", "#regenerate"] {
         assert!(
@@ -99,13 +168,14 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     }
     // The proposal's current hash, so that only RBAC can refuse the forgery
     // (a stale hash would be refused with 409 before the API is asked).
-    let hash = remediations
-        .get(&name)
+    let hash = case
+        .remediations
+        .get(&case.name)
         .await
         .ok()
         .and_then(|r| r.status?.proposal.map(|p| p.hash))
         .expect("a Proposed remediation has a proposal");
-    let (status, body) = forge_approval(page, &ns.name, &name, &hash).await;
+    let (status, body) = forge_approval(page, &case.namespace, &case.name, &hash).await;
     assert_eq!(
         status, 403,
         "the reader's forged approval answered:\n{body}"
@@ -116,22 +186,32 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         body.contains("cannot patch"),
         "the refusal is not the API server's RBAC refusal:\n{body}"
     );
-    let after = remediations.get(&name).await.expect("read the remediation");
+    let after = case
+        .remediations
+        .get(&case.name)
+        .await
+        .expect("read the remediation");
     assert!(
         !after.spec.approved && after.spec.approval.is_none(),
         "the forged approval changed the remediation: {:?}",
         after.spec
     );
     reader.close().await;
+}
 
-    let approver = driver.session().await;
-    let page = &approver.client;
-    sign_in(page, &console, &approver_token).await;
-    let approver_name = users.user_name(APPROVER);
+/// The approver signs in, finds the case's row in the list, opens it and
+/// sees the dry-run diff; the page is saved as the README's screenshot.
+async fn the_approver_finds_the_case_and_its_diff(
+    page: &Page,
+    case: &Case,
+    token: &str,
+    approver_name: &str,
+) {
+    sign_in(page, &case.console, token).await;
     assert_eq!(text_of(page, "#user").await, approver_name);
     let row = format!(
-        r#"tr.remediation[data-namespace="{}"][data-name="{name}"]"#,
-        ns.name
+        r#"tr.remediation[data-namespace="{}"][data-name="{}"]"#,
+        case.namespace, case.name
     );
     let found = wait_until(PAGE, "the remediation's row in the list", || async {
         page.find(Locator::Css(&row)).await.ok()
@@ -151,7 +231,7 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
     wait_for_text(page, "#phase", "Proposed").await;
     assert_eq!(
         page.current_url().await.expect("the page's URL").as_str(),
-        detail
+        case.detail
     );
     let removed = text_of(page, "#diff span.del").await;
     let added = text_of(page, "#diff span.add").await;
@@ -178,40 +258,6 @@ async fn in_chromium_a_reader_sees_no_approve_button_and_cannot_forge_one_and_an
         .expect("scroll to the proposal");
     assert_eq!(diff_in_view, json!(true), "the diff is in the screenshot");
     save_screenshot(page).await;
-
-    page.find(Locator::Css("#approve"))
-        .await
-        .expect("the approver's page has #approve")
-        .click()
-        .await
-        .expect("click Approve");
-    // The page follows the case by itself (live updates), or the wait fails.
-    try_wait_for_text(page, "#phase", "Verified")
-        .await
-        .unwrap_or_else(|err| panic!("{err}\noperator log:\n{}", op.log_tail(40)));
-    let verified = wait_remediation(client, &ns.name, &[Phase::Verified], PAGE).await;
-    let approval = verified
-        .spec
-        .approval
-        .as_ref()
-        .expect("a verified fix has an approval record");
-    assert_eq!(approval.approved_by, approver_name);
-    assert!(text_of(page, "#approved-by").await.contains(&approver_name));
-    approver_opens_the_verified_notice(page, &inbox, &name, &detail, &approver_name).await;
-    assert_eq!(
-        events_about(&inbox, &name),
-        ["ReadyForReview", "Verified"],
-        "exactly one notice of each"
-    );
-    // And the operator sent no more than those two (no retry delivered twice).
-    let metrics = op.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == r#"remediation_notifications_total{receiver="hook",result="sent"} 2"#),
-        "{metrics}"
-    );
-    approver.close().await;
 }
 
 /// Waits for the Verified notice, checks its console link and opens it.
