@@ -12,6 +12,7 @@ mod support;
 
 use std::time::Duration;
 
+use aiops_operator::console::pages::list::proposal_hash;
 use aiops_operator::remediation::crd::{Phase, Remediation};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -374,12 +375,7 @@ async fn a_reader_cannot_approve_through_the_console_and_an_approver_approves_as
     // A forged approval with the reader's own valid session and CSRF token:
     // the API server refuses it, and the console says so with its 403.
     let csrf = hidden(&page.body, "csrf");
-    let hash = proposed
-        .status
-        .as_ref()
-        .and_then(|s| s.proposal.as_ref())
-        .map(|p| p.hash.clone())
-        .unwrap_or_default();
+    let hash = proposal_hash(&proposed).to_string();
     let forged = reader
         .post(&approve, &[("csrf", &csrf), ("hash", &hash)], Some(&own))
         .await;

@@ -10,7 +10,7 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Deserialize;
@@ -33,7 +33,17 @@ pub enum Decision {
 }
 
 impl Decision {
-    fn name(self) -> &'static str {
+    /// The decision a route names by its last segment
+    /// (`/remediations/NS/NAME/approve`).
+    pub fn from_path(path: &str) -> Option<Decision> {
+        let last = path.rsplit('/').next()?;
+        [Decision::Approve, Decision::Reject, Decision::Regenerate]
+            .into_iter()
+            .find(|d| d.name() == last)
+    }
+
+    /// The route's last segment, and the name in logs.
+    pub fn name(self) -> &'static str {
         match self {
             Decision::Approve => "approve",
             Decision::Reject => "reject",
@@ -55,47 +65,17 @@ pub struct DecisionForm {
 type Target = Path<(String, String)>;
 type Posted = Result<Form<DecisionForm>, FormRejection>;
 
-/// `POST /remediations/NS/NAME/approve`.
-pub async fn approve(
-    state: State<Arc<Console>>,
-    headers: HeaderMap,
-    uri: Uri,
-    target: Target,
-    form: Posted,
-) -> Response {
-    decide(Decision::Approve, state, headers, uri, target, form).await
-}
-
-/// `POST /remediations/NS/NAME/reject`.
-pub async fn reject(
-    state: State<Arc<Console>>,
-    headers: HeaderMap,
-    uri: Uri,
-    target: Target,
-    form: Posted,
-) -> Response {
-    decide(Decision::Reject, state, headers, uri, target, form).await
-}
-
-/// `POST /remediations/NS/NAME/regenerate`.
-pub async fn regenerate(
-    state: State<Arc<Console>>,
-    headers: HeaderMap,
-    uri: Uri,
-    target: Target,
-    form: Posted,
-) -> Response {
-    decide(Decision::Regenerate, state, headers, uri, target, form).await
-}
-
-async fn decide(
-    decision: Decision,
+/// `POST /remediations/NS/NAME/{approve,reject,regenerate}`.
+pub async fn decide(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
     uri: Uri,
     Path((namespace, name)): Target,
     form: Posted,
 ) -> Response {
+    let Some(decision) = Decision::from_path(uri.path()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let Some(signed) = console.signed_in(&headers) else {
         return forbidden(None, "Refused: sign in first.");
     };

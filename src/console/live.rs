@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 
 use super::Console;
-use super::pages::list::phase_name;
+use super::pages::list::{phase_name, proposal_hash};
 use crate::remediation::crd::Remediation;
 
 /// What one `phase` event carries.
@@ -35,12 +35,7 @@ impl PhaseUpdate {
             namespace: r.namespace().unwrap_or_default(),
             name: r.name_any(),
             phase: phase_name(r),
-            hash: r
-                .status
-                .as_ref()
-                .and_then(|s| s.proposal.as_ref())
-                .map(|p| p.hash.clone())
-                .unwrap_or_default(),
+            hash: proposal_hash(r).to_string(),
         }
     }
 }

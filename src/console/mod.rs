@@ -96,15 +96,15 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/remediations/{namespace}/{name}", get(views::detail))
         .route(
             "/remediations/{namespace}/{name}/approve",
-            post(actions::approve),
+            post(actions::decide),
         )
         .route(
             "/remediations/{namespace}/{name}/reject",
-            post(actions::reject),
+            post(actions::decide),
         )
         .route(
             "/remediations/{namespace}/{name}/regenerate",
-            post(actions::regenerate),
+            post(actions::decide),
         )
         .route("/static/console.css", get(stylesheet))
         .route("/static/console.js", get(script))

@@ -10,11 +10,11 @@ use tower::ServiceExt;
 use super::actions::{Decision, check};
 use super::pages::Viewer;
 use super::pages::detail::{Buttons, DetailView, buttons, detail_page};
-use super::pages::list::list_page;
+use super::pages::list::{list_page, proposal_hash};
 use super::*;
 use crate::remediation::crd::{
     Action, DryRun, FieldChange, Finding, GuardrailVerdict, Phase, Proposal, Remediation,
-    RemediationSpec, RemediationStatus, WorkloadRef,
+    RemediationStatus,
 };
 
 /// A console whose API server does not exist: a request that got past the
@@ -245,21 +245,7 @@ async fn the_embedded_assets_are_served_with_their_content_types() {
 const HOSTILE: &str = r#"<script>alert("x")</script><img src=x onerror=alert(1)>"#;
 
 fn case(phase: Phase) -> Remediation {
-    let mut r = Remediation::new(
-        "deployment-web",
-        RemediationSpec {
-            target: WorkloadRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-                uid: "u".into(),
-            },
-            approved: false,
-            rejected: false,
-            approval: None,
-        },
-    );
-    r.metadata.namespace = Some("shop".into());
+    let mut r = crate::remediation::fixtures::remediation("deployment-web");
     let proposal = Proposal {
         summary: format!("restore the image {HOSTILE}"),
         root_cause: HOSTILE.into(),
@@ -375,12 +361,7 @@ fn buttons_show_only_while_proposed_and_only_to_users_who_may_patch() {
     assert!(!buttons(&refused, true).approve, "guardrails refused it");
 
     let html = render(&proposed, true);
-    let hash = proposed
-        .status
-        .as_ref()
-        .and_then(|s| s.proposal.as_ref())
-        .map(|p| p.hash.clone())
-        .unwrap_or_default();
+    let hash = proposal_hash(&proposed).to_string();
     assert!(html.contains(r#"<form class="decision" method="post" action="/remediations/shop/deployment-web/approve"><input type="hidden" name="csrf" value="c5rf"><input type="hidden" name="hash" value=""#), "{html}");
     assert!(
         html.contains(&format!(r#"name="hash" value="{hash}""#)),
@@ -412,12 +393,7 @@ fn buttons_show_only_while_proposed_and_only_to_users_who_may_patch() {
 #[test]
 fn an_approval_must_name_the_current_proposal_and_the_case_must_wait_for_review() {
     let r = case(Phase::Proposed);
-    let hash = r
-        .status
-        .as_ref()
-        .and_then(|s| s.proposal.as_ref())
-        .map(|p| p.hash.clone())
-        .unwrap_or_default();
+    let hash = proposal_hash(&r).to_string();
     assert!(check(Decision::Approve, &r, &hash).is_ok());
     let stale = check(Decision::Approve, &r, "sha256:old")
         .err()

@@ -5,7 +5,9 @@
 //! what its case is about with the `with_*` setters (or struct update
 //! syntax for bulk data), so a field added to `Evidence` is filled in here
 //! once, not in each module.
-use crate::remediation::crd::{ContainerTemplate, Evidence, LogTail, Revision, WorkloadRef};
+use crate::remediation::crd::{
+    ContainerTemplate, Evidence, LogTail, Remediation, RemediationSpec, Revision, WorkloadRef,
+};
 
 /// The namespace of the fixture workload.
 pub(crate) const NAMESPACE: &str = "shop";
@@ -27,6 +29,22 @@ pub(crate) fn workload(kind: &str) -> WorkloadRef {
         name: NAME.into(),
         uid: UID.into(),
     }
+}
+
+/// A Remediation `name` in `shop` about the Deployment `web`, undecided and
+/// without a status.
+pub(crate) fn remediation(name: &str) -> Remediation {
+    let mut r = Remediation::new(
+        name,
+        RemediationSpec {
+            target: workload("Deployment"),
+            approved: false,
+            rejected: false,
+            approval: None,
+        },
+    );
+    r.metadata.namespace = Some(NAMESPACE.into());
+    r
 }
 
 /// Evidence about `shop/web` as a `kind` with nothing gathered yet.

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use maud::{Markup, html};
 
 use super::diff::{diff_block, timeline};
-use super::list::{detail_href, phase_name};
+use super::list::{detail_href, phase_name, proposal_hash};
 use super::{Viewer, error_line, page};
 use crate::remediation::crd::{Phase, Proposal, Remediation, RemediationStatus};
 
@@ -55,11 +55,7 @@ pub fn detail_page(viewer: &Viewer<'_>, view: &DetailView<'_>) -> Markup {
     let name = r.name_any();
     let empty = RemediationStatus::default();
     let status = r.status.as_ref().unwrap_or(&empty);
-    let hash = status
-        .proposal
-        .as_ref()
-        .map(|p| p.hash.as_str())
-        .unwrap_or("");
+    let hash = proposal_hash(r);
     let phase = phase_name(r);
     page(
         &name,

@@ -20,6 +20,16 @@ pub fn phase_name(remediation: &Remediation) -> String {
     )
 }
 
+/// The hash of the current proposal, empty when there is none yet.
+pub fn proposal_hash(remediation: &Remediation) -> &str {
+    remediation
+        .status
+        .as_ref()
+        .and_then(|s| s.proposal.as_ref())
+        .map(|p| p.hash.as_str())
+        .unwrap_or("")
+}
+
 /// The table of `items`; `error` (e.g. listing was forbidden) above it.
 pub fn list_page(viewer: &Viewer<'_>, items: &[Remediation], error: Option<&str>) -> Markup {
     let mut sorted: Vec<&Remediation> = items.iter().collect();
