@@ -108,8 +108,8 @@ thread_local! {
     /// Compiled patterns: policies pass the same literal pattern for every
     /// element of every request, and compiling dwarfs matching. Shared by
     /// `Rc`, not cloned: a cloned `Regex` starts with an empty pool of
-    /// search caches, so every match through a clone built a new cache and
-    /// lost the lazy DFA's states, about 50 k instructions a call.
+    /// search caches, so where the lazy DFA serves a pattern every match
+    /// through a clone built a new cache, about 50 k instructions a call.
     static REGEXES: TextCache<Rc<regex::Regex>> = TextCache::new(REGEX_CACHE_LIMIT);
 }
 
