@@ -46,6 +46,10 @@ ln -sf aiops-operator target/release/kubectl-aiops
 # Enforce: every policy denies, so the demo shows a denial listing every
 # violated rule; the objects the repair part creates comply.
 export AIOPS_MODE=Enforce
+# A reused sandbox may still run operators a test left (a test's operator
+# lives as long as its test binary's process group): one of them leading
+# would answer for the demo's.
+bash tests/operator/local.sh stop-all
 port=$(AIOPS_BIN=$PWD/target/release/aiops-operator bash tests/operator/local.sh start demo-operator)
 echo "operator serving https://127.0.0.1:$port (log: target/operator/demo-operator/log)"
 stop_operator() {

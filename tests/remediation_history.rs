@@ -215,16 +215,10 @@ async fn a_cronjobs_mistyped_image_comes_back_from_the_job_that_succeeded() {
     let cron = create::<CronJob>(client, &ns.name, cronjob()).await;
     let cron_uid = cron.uid().expect("uid");
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let succeeded = wait_until(CRON_STEP, "a scheduled Job that succeeded", || async {
-        jobs.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|job| {
-                job.owner_references().iter().any(|o| o.uid == cron_uid)
-                    && job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
-            })
+    let succeeded = wait_until(CRON_STEP, "a scheduled Job that succeeded", || {
+        succeeded_job(&jobs, |job| {
+            job.owner_references().iter().any(|o| o.uid == cron_uid)
+        })
     })
     .await;
 
@@ -276,18 +270,29 @@ async fn a_cronjobs_mistyped_image_comes_back_from_the_job_that_succeeded() {
     let cron = crons.get("report").await.expect("the cronjob");
     assert_eq!(job_image(&cron).as_deref(), Some("busybox:1.36.1"));
     let applied_at = status.applied_at.expect("applied").0;
-    let after_fix = jobs
-        .list(&ListParams::default())
+    // Verification accepts a Job of the fixed template whose pod runs
+    // Ready; that Job then completes.
+    wait_until(
+        CRON_STEP,
+        "a Job created after the fix that succeeded",
+        || {
+            succeeded_job(&jobs, |job| {
+                job.creation_timestamp()
+                    .is_some_and(|created| created.0 >= applied_at)
+            })
+        },
+    )
+    .await;
+}
+
+/// The first Job that `keep` selects and that succeeded, if any yet.
+async fn succeeded_job(jobs: &Api<Job>, keep: impl Fn(&Job) -> bool) -> Option<Job> {
+    jobs.list(&ListParams::default())
         .await
-        .expect("jobs")
+        .ok()?
         .items
         .into_iter()
-        .filter(|job| {
-            job.creation_timestamp()
-                .is_some_and(|created| created.0 >= applied_at)
-        })
-        .any(|job| job.status.and_then(|s| s.succeeded).unwrap_or(0) > 0);
-    assert!(after_fix, "a Job created after the fix succeeded");
+        .find(|job| keep(job) && job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0)
 }
 
 /// The reference an apply would follow to revision 1 of StatefulSet `db`.

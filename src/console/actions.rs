@@ -20,7 +20,7 @@ use super::Console;
 use super::pages::list::detail_href;
 use super::session::same_origin;
 use super::user_client::UserApiError;
-use super::views::{forbidden, render_detail, see_other, signed_out_by_api};
+use super::views::{forbidden, render_detail, see_other, signed_out_by_api, valid_object_key};
 use crate::remediation::crd::{Phase, Remediation};
 use crate::remediation::decision;
 
@@ -76,6 +76,9 @@ pub async fn decide(
     let Some(decision) = Decision::from_path(uri.path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !valid_object_key(&namespace, &name) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some(signed) = console.signed_in(&headers) else {
         return forbidden(None, "Refused: sign in first.");
     };

@@ -55,6 +55,9 @@ pub async fn one_events(
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
+    if !super::views::valid_object_key(&namespace, &name) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some(signed) = console.signed_in(&headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };

@@ -169,6 +169,27 @@ async fn a_decision_needs_a_session_its_csrf_token_and_the_consoles_origin() {
 }
 
 #[tokio::test]
+async fn a_path_that_cannot_name_a_remediation_is_not_found_before_anything_else() {
+    let console = console();
+    let (id, csrf) = signed_in(&console);
+    let body = format!("csrf={csrf}&hash=x");
+    for path in [
+        "/remediations/shop/%0d%0aSet-Cookie:x/approve",
+        "/remediations/%2F%2Fevil.example/web/approve",
+        "/remediations/Shop/web/reject",
+    ] {
+        let (status, headers, _) = send(&console, post(path, Some(&id), Some(OWN), &body)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(headers.get(header::LOCATION).is_none(), "{path}");
+    }
+    let request = Request::get("/remediations/shop/%3Cscript%3E")
+        .header(header::COOKIE, format!("aiops_console={id}"))
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send(&console, request).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn sign_in_from_another_origin_or_without_a_token_opens_no_session() {
     let console = console();
     let (status, headers, _) = send(

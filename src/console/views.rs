@@ -83,6 +83,20 @@ pub fn signed_out_by_api(console: &Console, signed: &SignedIn) -> Response {
     see_other("/", Some(cleared_cookie()))
 }
 
+/// Whether `namespace` and `name` can name a Remediation: DNS subdomain
+/// characters only (lower-case letters, digits, `-`, `.`), at most 253.
+/// Anything else is answered 404 before any API call, and so never reaches
+/// a URL, a header or a log line the console writes.
+pub fn valid_object_key(namespace: &str, name: &str) -> bool {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    valid(namespace) && valid(name)
+}
+
 /// `GET /`: the sign-in page, or the list when already signed in.
 pub async fn index(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
     if console.signed_in(&headers).is_some() {
@@ -241,6 +255,9 @@ pub async fn detail(
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
+    if !valid_object_key(&namespace, &name) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some(signed) = console.signed_in(&headers) else {
         return see_other("/", None);
     };

@@ -36,7 +36,7 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     Ok(())
 }
 
-fn regex(function: &str, pattern: &dyn Val) -> Result<regex::Regex, ExecutionError> {
+fn regex(function: &str, pattern: &dyn Val) -> Result<std::rc::Rc<regex::Regex>, ExecutionError> {
     compiled_regex(text(function, pattern)?)
         .map_err(|e| ExecutionError::function_error(function, e))
 }

@@ -140,7 +140,7 @@ fn pattern_match(args: &[Value]) -> Result<Value, String> {
     )))
 }
 
-fn compile(pattern: &str) -> Result<Regex, String> {
+fn compile(pattern: &str) -> Result<std::rc::Rc<Regex>, String> {
     crate::text_cache::compiled_regex(pattern)
         .map_err(|e| format!("invalid regular expression: {e}"))
 }
