@@ -5,16 +5,20 @@
 //! Delivery never blocks the controller: each message is sent on its own
 //! task, at most [`MAX_PENDING`] at once (more are dropped and counted),
 //! with a bounded number of attempts and exponential back-off. A receiver
-//! that is down costs its own task's time, nothing else.
+//! that is down costs its own task's time, nothing else. One case's
+//! notices reach a receiver in the order they happened: a notice waits for
+//! the one before it to that receiver (delivered or given up) first, so a
+//! retried review notice is never overtaken by the case's verdict.
 pub mod message;
 pub mod settings;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use super::crd::{Phase, Remediation};
 use super::metrics::RemediationMetrics;
@@ -37,6 +41,54 @@ pub struct Notifier {
     pending: Arc<AtomicUsize>,
     metrics: RemediationMetrics,
     first_retry: Duration,
+    queues: Arc<Queues>,
+}
+
+/// A receiver's name and a case's uid.
+type QueueKey = (String, String);
+/// The number of a queued notice and the signal that it is done.
+type Done = (u64, tokio::sync::oneshot::Receiver<()>);
+
+/// Per receiver and case, the signal that the last queued notice is done.
+#[derive(Default)]
+struct Queues {
+    last: Mutex<HashMap<QueueKey, Done>>,
+    sequence: AtomicU64,
+}
+
+impl Queues {
+    /// Takes the place after the last notice queued for `key`: returns this
+    /// notice's number, the previous notice's done signal, and this one's.
+    fn enqueue(
+        &self,
+        key: &QueueKey,
+    ) -> (
+        u64,
+        Option<tokio::sync::oneshot::Receiver<()>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let number = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let (done, done_signal) = tokio::sync::oneshot::channel();
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = last
+            .insert(key.clone(), (number, done_signal))
+            .map(|(_, rx)| rx);
+        (number, previous, done)
+    }
+
+    /// Forgets `key` when notice `number` is still its last one.
+    fn finished(&self, key: &QueueKey, number: u64) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.get(key).is_some_and(|(queued, _)| *queued == number) {
+            last.remove(key);
+        }
+    }
 }
 
 /// Which event a transition to `phase` is, if any. `ready` says whether the
@@ -75,6 +127,7 @@ impl Notifier {
             pending: Arc::default(),
             metrics,
             first_retry: Duration::from_secs(1),
+            queues: Arc::default(),
         }
     }
 
@@ -100,8 +153,16 @@ impl Notifier {
             let body = notice.body(receiver.format);
             let this = self.clone();
             let receiver = receiver.clone();
+            let key = (receiver.name.clone(), remediation.uid().unwrap_or_default());
+            let (number, previous, done) = self.queues.enqueue(&key);
             tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    // Err only means the previous task ended without a word.
+                    let _ = previous.await;
+                }
                 let result = this.deliver(&receiver, &body).await;
+                let _ = done.send(());
+                this.queues.finished(&key, number);
                 this.pending.fetch_sub(1, Ordering::SeqCst);
                 match result {
                     Ok(()) => this.metrics.notification(&receiver.name, "sent"),
@@ -175,6 +236,32 @@ fn transport_error(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_notice_waits_for_the_one_before_it_to_the_same_receiver_and_case() {
+        let queues = Queues::default();
+        let case = ("chat".to_string(), "uid-1".to_string());
+        let other = ("chat".to_string(), "uid-2".to_string());
+        let (first, none, first_done) = queues.enqueue(&case);
+        assert!(none.is_none());
+        let (second, after_first, second_done) = queues.enqueue(&case);
+        let (_, unrelated, _other_done) = queues.enqueue(&other);
+        assert!(unrelated.is_none(), "another case does not wait");
+        let mut after_first = after_first.expect("the second notice waits");
+        assert!(
+            after_first.try_recv().is_err(),
+            "not before the first is done"
+        );
+        first_done.send(()).expect("signalled");
+        queues.finished(&case, first);
+        assert!(after_first.await.is_ok());
+        // The second is still the case's last notice: kept until it is done.
+        assert!(queues.last.lock().unwrap().contains_key(&case));
+        drop(second_done);
+        queues.finished(&case, second);
+        assert!(!queues.last.lock().unwrap().contains_key(&case));
+    }
+
     use super::*;
 
     #[test]
