@@ -66,12 +66,16 @@ impl JobRun {
 }
 
 /// The CronJob's runs since `since`: the Jobs it controls (by uid)
-/// created then or later, oldest first, each with its pods.
+/// created then or later *from `pod_spec`*, the job template's pod spec
+/// now, oldest first, each with its pods. A Job the CronJob controller
+/// created just after the apply from its cached, older template is not a
+/// run of the fix and must neither verify nor fail it.
 pub async fn cronjob_runs(
     client: &Client,
     namespace: &str,
     cronjob_uid: &str,
     since: Timestamp,
+    pod_spec: Option<&Value>,
 ) -> Result<Vec<JobRun>, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -88,7 +92,13 @@ pub async fn cronjob_runs(
             .creation_timestamp
             .as_ref()
             .is_some_and(|t| t.0 >= since);
-        let Some(uid) = job.metadata.uid.as_deref().filter(|_| ours && new) else {
+        let from_template = pod_spec.is_none_or(|spec| runs_pod_spec(&job, spec));
+        let Some(uid) = job
+            .metadata
+            .uid
+            .as_deref()
+            .filter(|_| ours && new && from_template)
+        else {
             continue;
         };
         let selector = format!("batch.kubernetes.io/controller-uid={uid}");
@@ -100,6 +110,16 @@ pub async fn cronjob_runs(
     }
     runs.sort_by_key(|run| run.created);
     Ok(runs)
+}
+
+/// Whether `job` runs exactly `pod_spec` (the Job controller adds labels
+/// to the template's metadata only, and both specs are defaulted alike).
+fn runs_pod_spec(job: &Job, pod_spec: &Value) -> bool {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .is_some_and(|job_spec| &job_spec == pod_spec)
 }
 
 /// Judges a fixed CronJob by its runs since the apply (see the module
@@ -257,6 +277,22 @@ mod tests {
         json!({"kind": "Deployment", "spec": {"replicas": 3},
                "status": {"observedGeneration": observed, "updatedReplicas": updated,
                           "readyReplicas": ready, "availableReplicas": available, "replicas": total}})
+    }
+
+    #[test]
+    fn only_a_job_of_the_current_template_is_a_run_of_the_fix() {
+        let fixed = json!({"containers": [{"name": "report", "image": "busybox:1.36.1"}],
+                           "restartPolicy": "OnFailure"});
+        let job = |image: &str| -> Job {
+            serde_json::from_value(json!({"spec": {"template": {
+                "metadata": {"labels": {"job-name": "report-1"}},
+                "spec": {"containers": [{"name": "report", "image": image}],
+                         "restartPolicy": "OnFailure"}}}}))
+            .expect("a job")
+        };
+        assert!(runs_pod_spec(&job("busybox:1.36.1"), &fixed));
+        assert!(!runs_pod_spec(&job("busybox:1.36.1-typo"), &fixed));
+        assert!(!runs_pod_spec(&Job::default(), &fixed));
     }
 
     #[test]

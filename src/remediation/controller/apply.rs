@@ -197,7 +197,17 @@ pub(super) async fn verify(
     let target = &remediation.spec.target;
     // A CronJob is verified by its runs since the apply (`rollout`).
     let runs = if target.kind == "CronJob" {
-        Some(cronjob_runs(&shared.client, &namespace, &target.uid, applied_at).await?)
+        let pod_spec = live.pointer("/spec/jobTemplate/spec/template/spec");
+        Some(
+            cronjob_runs(
+                &shared.client,
+                &namespace,
+                &target.uid,
+                applied_at,
+                pod_spec,
+            )
+            .await?,
+        )
     } else {
         None
     };
