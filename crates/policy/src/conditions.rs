@@ -2,6 +2,8 @@
 //! (Equals, AnyIn, GreaterThan, Duration*, ...), evaluated on values that
 //! already had their `{{ }}` variables substituted.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::duration::parse_duration;
@@ -188,10 +190,12 @@ fn is_membership_key(key: &Value) -> bool {
 }
 
 /// The key as a set of strings (Go `fmt.Sprint` of each element).
-fn key_strings(key: &Value) -> Option<Vec<String>> {
+fn key_strings(key: &Value) -> Option<Vec<Cow<'_, str>>> {
     match key {
-        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(vec![gofmt::sprint(key)]),
-        Value::Array(items) => Some(items.iter().map(gofmt::sprint).collect()),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+            Some(vec![gofmt::sprint_borrowed(key)])
+        }
+        Value::Array(items) => Some(items.iter().map(gofmt::sprint_borrowed).collect()),
         _ => None,
     }
 }
@@ -208,7 +212,7 @@ fn membership(key: &Value, value: &Value, mode: SetMode, negate: bool) -> bool {
     };
     let contained: Vec<bool> = match value {
         Value::Array(items) => {
-            let candidates: Vec<String> = items.iter().map(gofmt::sprint).collect();
+            let candidates: Vec<Cow<'_, str>> = items.iter().map(gofmt::sprint_borrowed).collect();
             keys.iter()
                 .map(|k| {
                     candidates
@@ -220,7 +224,7 @@ fn membership(key: &Value, value: &Value, mode: SetMode, negate: bool) -> bool {
         Value::String(text) => {
             if let Some(range) = range_pattern(text) {
                 keys.iter()
-                    .map(|k| value_matches(&Value::String(k.clone()), &range))
+                    .map(|k| value_matches(&Value::String(k.to_string()), &range))
                     .collect()
             } else {
                 let candidates = string_value_set(text);

@@ -2,7 +2,18 @@
 //! values after Go's `fmt.Sprint`/`strconv` formatting, so reproducing those
 //! renderings keeps verdicts identical (e.g. `8080.0` prints as `8080`).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
+
+/// [`sprint`], borrowing a string instead of copying it: set membership
+/// renders every item of a policy's list on every check.
+pub fn sprint_borrowed(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(sprint(other)),
+    }
+}
 
 /// Renders a value like Go's `fmt.Sprint` on decoded JSON.
 pub fn sprint(value: &Value) -> String {
@@ -67,6 +78,15 @@ mod tests {
         assert_eq!(sprint(&json!("x")), "x");
         assert_eq!(sprint(&json!(true)), "true");
         assert_eq!(sprint(&Value::Null), "<nil>");
+        for value in [
+            json!("x"),
+            json!(8080),
+            json!(true),
+            Value::Null,
+            json!([1, "a"]),
+        ] {
+            assert_eq!(sprint_borrowed(&value), sprint(&value));
+        }
     }
 
     #[test]
