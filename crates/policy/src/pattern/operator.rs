@@ -46,6 +46,10 @@ impl PatternOperator {
 /// Splits `low<sep>high` where both ends are numbers with an optional unit
 /// suffix (`5000-6000`, `1Gi-2Gi`, `-5!-5`).
 fn split_range(pattern: &str, separator: &str) -> Option<(String, String)> {
+    // Every scalar comparison asks; most patterns hold no `-` at all.
+    if !pattern.as_bytes().contains(&b'-') {
+        return None;
+    }
     // Try each occurrence so a leading negative sign is not taken as the separator.
     let mut search_from = 0;
     while let Some(found) = pattern[search_from..].find(separator) {

@@ -2,6 +2,8 @@
 //! `|` alternatives, `&` conjunctions, comparison operators, ranges, and
 //! numeric comparison of quantities and durations.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::operator::PatternOperator;
@@ -48,6 +50,10 @@ fn string_pattern_matches(value: &Value, pattern: &str) -> bool {
     if value.as_str() == Some(pattern) {
         return true;
     }
+    // Most patterns are one condition: no splitting for them.
+    if !pattern.as_bytes().iter().any(|b| matches!(b, b'|' | b'&')) {
+        return single_condition_matches(value, pattern.trim_matches(' '));
+    }
     pattern.split('|').any(|alternative| {
         alternative
             .trim_matches(' ')
@@ -90,7 +96,7 @@ fn compare_numeric(
     parse: fn(&str) -> Option<f64>,
 ) -> Option<bool> {
     let expected = parse(operand)?;
-    let actual = parse(&numeric_text(value)?)?;
+    let actual = parse(numeric_text(value)?.as_ref())?;
     let result = match op {
         PatternOperator::Equal => actual == expected,
         PatternOperator::NotEqual => actual != expected,
@@ -105,23 +111,23 @@ fn compare_numeric(
 
 /// The text Kyverno feeds to quantity/duration parsers: a missing value
 /// counts as `"0"`, numbers use Go's `%f` rendering.
-fn numeric_text(value: &Value) -> Option<String> {
+fn numeric_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::Null => Some("0".to_string()),
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => n.as_f64().map(gofmt::format_float_fixed),
+        Value::Null => Some(Cow::Borrowed("0")),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => n.as_f64().map(|f| Cow::Owned(gofmt::format_float_fixed(f))),
         _ => None,
     }
 }
 
 fn compare_as_string(value: &Value, operand: &str, op: &PatternOperator) -> bool {
-    let text = match value {
-        Value::String(s) => s.clone(),
+    let text: Cow<'_, str> = match value {
+        Value::String(s) => Cow::Borrowed(s),
         Value::Number(n) => match n.as_f64() {
-            Some(f) => gofmt::format_float_exponent(f, 'E'),
+            Some(f) => Cow::Owned(gofmt::format_float_exponent(f, 'E')),
             None => return false,
         },
-        Value::Bool(b) => b.to_string(),
+        Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         _ => return false,
     };
     match op {
