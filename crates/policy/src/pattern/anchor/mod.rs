@@ -63,27 +63,30 @@ pub struct Anchor<'a> {
 impl<'a> Anchor<'a> {
     /// Parses a pattern key; `None` means the key carries no anchor.
     pub fn parse(raw: &'a str) -> Option<Anchor<'a>> {
-        let inner_end = raw.len().checked_sub(1)?;
-        if !raw.ends_with(')') {
+        // The walk parses every key it visits: decide by the first two
+        // bytes instead of trying each prefix in turn.
+        let bytes = raw.as_bytes();
+        if bytes.last() != Some(&b')') {
             return None;
         }
-        for kind in [
-            AnchorKind::Global,
-            AnchorKind::Existence,
-            AnchorKind::Equality,
-            AnchorKind::Negation,
-            AnchorKind::AddIfNotPresent,
-            AnchorKind::Conditional,
-        ] {
-            let prefix = kind.prefix();
-            if raw.starts_with(prefix) && raw.len() > prefix.len() + 1 {
-                return Some(Anchor {
-                    kind,
-                    key: &raw[prefix.len()..inner_end],
-                });
-            }
+        let kind = match bytes {
+            [b'<', b'(', ..] => AnchorKind::Global,
+            [b'^', b'(', ..] => AnchorKind::Existence,
+            [b'=', b'(', ..] => AnchorKind::Equality,
+            [b'X', b'(', ..] => AnchorKind::Negation,
+            [b'+', b'(', ..] => AnchorKind::AddIfNotPresent,
+            [b'(', ..] => AnchorKind::Conditional,
+            _ => return None,
+        };
+        let prefix = kind.prefix().len();
+        // An empty key (`()`, `=()`) is no anchor.
+        if raw.len() <= prefix + 1 {
+            return None;
         }
-        None
+        Some(Anchor {
+            kind,
+            key: &raw[prefix..raw.len() - 1],
+        })
     }
 
     /// Renders the anchor back into pattern-key form, with a replacement key.
@@ -226,6 +229,24 @@ mod tests {
         }
         assert_eq!(Anchor::parse("name"), None);
         assert_eq!(Anchor::parse("()"), None);
+        assert_eq!(Anchor::parse("=()"), None);
+        assert_eq!(Anchor::parse(")"), None);
+        assert_eq!(Anchor::parse("a(b)"), None);
+        // `<(` is a global anchor, but `(<x)` a conditional one on `<x`.
+        assert_eq!(
+            Anchor::parse("(<x)"),
+            Some(Anchor {
+                kind: AnchorKind::Conditional,
+                key: "<x"
+            })
+        );
+        assert_eq!(
+            Anchor::parse("=(a)"),
+            Some(Anchor {
+                kind: AnchorKind::Equality,
+                key: "a"
+            })
+        );
         assert_eq!(strip_anchor("plain"), "plain");
         assert_eq!(Anchor::render(AnchorKind::Equality, "a/b"), "=(a/b)");
     }
