@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, AnchorKind, WalkPath, handler_with};
+use super::anchor::{Anchor, AnchorKind, WalkPath, handler_with, strip_anchor};
 use super::metadata::expand_metadata_wildcards;
 use super::value::value_matches;
 
@@ -70,23 +70,26 @@ impl PatternWalk {
             .any(|(kind, present)| *kind != AnchorKind::Negation && !present)
     }
 
-    fn record_anchor_keys(&mut self, pattern: &Map<String, Value>, resource: &Map<String, Value>) {
-        for raw in pattern.keys() {
-            let Some(anchor) = Anchor::parse(raw) else {
-                continue;
-            };
-            if !matches!(
-                anchor.kind,
-                AnchorKind::Conditional | AnchorKind::Existence | AnchorKind::Negation
-            ) {
-                continue;
+    /// Notes whether the resource map holds an anchored key of the
+    /// pattern. Called for every anchored key on every visit (once per
+    /// list element), so a key already recorded costs no allocation.
+    fn record_anchor_key(&mut self, raw: &str, anchor: Anchor<'_>, resource: &Map<String, Value>) {
+        if !matches!(
+            anchor.kind,
+            AnchorKind::Conditional | AnchorKind::Existence | AnchorKind::Negation
+        ) {
+            return;
+        }
+        match self.anchor_keys_present.get_mut(raw) {
+            Some(entry) => {
+                if !entry.1 && resource.contains_key(anchor.key) {
+                    entry.1 = true;
+                }
             }
-            let entry = self
-                .anchor_keys_present
-                .entry(raw.clone())
-                .or_insert((anchor.kind, false));
-            if !entry.1 && resource.contains_key(anchor.key) {
-                entry.1 = true;
+            None => {
+                let present = resource.contains_key(anchor.key);
+                self.anchor_keys_present
+                    .insert(raw.to_string(), (anchor.kind, present));
             }
         }
     }
@@ -109,7 +112,6 @@ impl PatternWalk {
                         ),
                     ));
                 };
-                self.record_anchor_keys(pattern_map, resource_map);
                 self.validate_map(resource_map, pattern_map, path)
             }
             Value::Array(pattern_items) => {
@@ -162,8 +164,29 @@ impl PatternWalk {
         pattern: &Map<String, Value>,
         path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
-        let expanded = expand_metadata_wildcards(pattern, resource);
-        let pattern = expanded.as_ref().unwrap_or(pattern);
+        // A map of one key (most maps of most patterns) has no order to
+        // decide: no ranks, no list.
+        if pattern.len() == 1
+            && let Some((key, value)) = pattern.iter().next()
+        {
+            let anchor = Anchor::parse(key);
+            if anchor.map_or(key.as_str(), |anchor| anchor.key) != "metadata" {
+                if let Some(anchor) = anchor {
+                    self.record_anchor_key(key, anchor, resource);
+                }
+                return handler_with(key, anchor, value).handle(self, resource, path);
+            }
+        }
+
+        // Wildcard label and annotation keys sit under a `metadata` key:
+        // only a map with one may need expanding.
+        let expanded;
+        let pattern = if pattern.keys().any(|key| strip_anchor(key) == "metadata") {
+            expanded = expand_metadata_wildcards(pattern, resource);
+            expanded.as_ref().unwrap_or(pattern)
+        } else {
+            pattern
+        };
 
         // One entry per key, its anchor parsed once, in the order keys are
         // handled. The map iterates in key order, so a stable sort by rank
@@ -172,6 +195,9 @@ impl PatternWalk {
             Vec::with_capacity(pattern.len());
         for (key, value) in pattern {
             let anchor = Anchor::parse(key);
+            if let Some(anchor) = anchor {
+                self.record_anchor_key(key, anchor, resource);
+            }
             let kind = anchor.map(|anchor| anchor.kind);
             // Conditional, existence, equality and negation anchors first;
             // then global anchors and keys whose values contain anchors, so
