@@ -324,10 +324,18 @@ pub fn plural_of_kind(kind: &str) -> String {
 }
 
 fn kinds_match(kinds: &[KindSelector], subject: &MatchSubject) -> bool {
+    let field = |literal: bool, pattern: &str, text: &str| {
+        if literal {
+            pattern == text
+        } else {
+            wildcard::matches(pattern, text)
+        }
+    };
     kinds.iter().any(|selector| {
-        wildcard::matches(&selector.kind, subject.kind)
-            && wildcard::matches(&selector.group, subject.group)
-            && wildcard::matches(&selector.version, subject.version)
+        let [kind, group, version] = selector.literal;
+        field(kind, &selector.kind, subject.kind)
+            && field(group, &selector.group, subject.group)
+            && field(version, &selector.version, subject.version)
             && if selector.subresource.is_empty() {
                 subject.subresource.is_empty()
             } else {
@@ -552,6 +560,23 @@ mod tests {
         ));
         assert!(!rule_applies(
             &block(filter(json!({"kinds": ["apps/v1/Deployment"]}))),
+            None,
+            &subject
+        ));
+        // Wildcards inside a kind, and a literal that only
+        // shares a prefix.
+        assert!(rule_applies(
+            &block(filter(json!({"kinds": ["P?d"]}))),
+            None,
+            &subject
+        ));
+        assert!(rule_applies(
+            &block(filter(json!({"kinds": ["*/P*"]}))),
+            None,
+            &subject
+        ));
+        assert!(!rule_applies(
+            &block(filter(json!({"kinds": ["Po"]}))),
             None,
             &subject
         ));

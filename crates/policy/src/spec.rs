@@ -97,16 +97,22 @@ pub struct KindSelector {
     pub version: String,
     pub kind: String,
     pub subresource: String,
+    /// Whether `kind`, `group` and `version` hold no wildcard character:
+    /// then they are compared as they are, without scanning them again on
+    /// every request.
+    pub literal: [bool; 3],
 }
 
 impl KindSelector {
     pub fn parse(selector: &str) -> KindSelector {
         let (group, version, kind, subresource) = crate::matching::parse_kind_selector(selector);
+        let literal = |text: &str| !crate::wildcard::contains_wildcard(text);
         KindSelector {
             group: group.to_string(),
             version: version.to_string(),
             kind: kind.to_string(),
             subresource: subresource.to_string(),
+            literal: [literal(kind), literal(group), literal(version)],
         }
     }
 }
