@@ -89,16 +89,18 @@ fn check_size(expression: &str) -> Result<(), String> {
 }
 
 /// Compiles `expression` once per thread (errors are not cached).
+/// The size check runs on a miss only: a cached expression passed it.
 fn compiled(expression: &str) -> Result<Rc<Expression<'static>>, String> {
-    check_size(expression)?;
     let runtime: &'static Runtime = &KYVERNO_RUNTIME;
-    COMPILED
-        .with(|cache| {
-            cache.get_or_derive(expression, |expression| {
-                runtime.compile(expression).map(Rc::new)
-            })
+    COMPILED.with(|cache| {
+        cache.get_or_derive(expression, |expression| {
+            check_size(expression)?;
+            runtime
+                .compile(expression)
+                .map(Rc::new)
+                .map_err(|e: JmespathError| e.to_string())
         })
-        .map_err(|e: JmespathError| e.to_string())
+    })
 }
 
 /// Converts a JSON document into the runtime's representation, once, so it
