@@ -22,7 +22,11 @@ pub struct TextCache<V> {
 }
 
 struct Entries<V> {
-    by_text: HashMap<Rc<str>, Entry<V>>,
+    /// foldhash, seeded per process: several lookups per rule on every
+    /// request, where SipHash cost as much as the rest of a lookup; the
+    /// random seed keeps texts built from request values from being chosen
+    /// to collide.
+    by_text: HashMap<Rc<str>, Entry<V>, foldhash::fast::RandomState>,
     /// Every cached text, oldest first: the eviction hand takes the front.
     hand: VecDeque<Rc<str>>,
 }
@@ -55,7 +59,7 @@ impl<V: Clone> TextCache<V> {
     pub fn new(limit: usize) -> TextCache<V> {
         TextCache {
             state: RefCell::new(Entries {
-                by_text: HashMap::new(),
+                by_text: HashMap::default(),
                 hand: VecDeque::new(),
             }),
             limit: limit.max(1),
