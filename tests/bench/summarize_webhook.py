@@ -95,15 +95,39 @@ def stage_p99_ms(before, after):
     return result
 
 
+def switches_per_1k(runs, name, requests):
+    """The server's (voluntary, involuntary) context switches per 1,000
+    requests of one run, from the counts webhook.sh read before and after it."""
+    before, after = runs / f"{name}.switches.before", runs / f"{name}.switches"
+    if not (before.exists() and after.exists()) or not requests:
+        return None
+    start = [int(n) for n in before.read_text().split()]
+    end = [int(n) for n in after.read_text().split()]
+    return {
+        "voluntary": round((end[0] - start[0]) * 1000.0 / requests, 1),
+        "involuntary": round((end[1] - start[1]) * 1000.0 / requests, 1),
+    }
+
+
 def tail_ratio(validate_ms, noop_ms):
     return round(validate_ms / noop_ms, 2) if noop_ms else None
+
+
+def switch_text(switches):
+    """Involuntary switches per 1k requests, /validate vs /noop (a report
+    from before they were counted has none)."""
+    def one(name):
+        counts = switches.get(name)
+        return "–" if counts is None else f"{counts['involuntary']:g}"
+    return f"{one('fixed_rate')} vs {one('noop_fixed_rate')}"
 
 
 def print_table(report):
     """The per-round table of BENCHMARKS.md."""
     print("| round | load (1/5/15 min) | /validate p99 / p99.9 | /noop p99 / p99.9 | p99 ratio | "
-          "server stage p99 (parse / match / evaluate / encode) | max rps /validate vs /noop (ratio) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "server stage p99 (parse / match / evaluate / encode) | max rps /validate vs /noop (ratio) "
+          "| server involuntary switches per 1k requests, /validate vs /noop |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for index, one in enumerate(report["rounds"], start=1):
         fixed, noop = one["fixed_rate"], one["noop_fixed_rate"]
         stages = one.get("server_stage_p99_ms", {})
@@ -114,7 +138,8 @@ def print_table(report):
               f"| {fixed['p99_ms']:g} / {fixed['p99_9_ms']:g} ms "
               f"| {noop['p99_ms']:g} / {noop['p99_9_ms']:g} ms "
               f"| {one['p99_ratio_to_noop']} | {stage_text} "
-              f"| {one['max']['rps']:,.0f} vs {one['noop_max']['rps']:,.0f} ({one['ratio_to_noop']}) |")
+              f"| {one['max']['rps']:,.0f} vs {one['noop_max']['rps']:,.0f} ({one['ratio_to_noop']}) "
+              f"| {switch_text(one.get('server_switches_per_1k', {}))} |")
     if not report.get("valid", True):
         print(f"\nINVALID: {report['failed_requests']} requests failed")
     print(f"\nmedians: p99 ratio {report['p99_ratio_to_noop']}, "
@@ -146,6 +171,10 @@ def main():
         one["server_stage_p99_ms"] = stage_p99_ms(
             stage_buckets(runs / f"fixed-{index}.before.metrics"),
             stage_buckets(runs / f"fixed-{index}.metrics"))
+        one["server_switches_per_1k"] = {
+            name: switches_per_1k(runs, f"{name}-{index}", one[name]["requests"])
+            for name in ["fixed", "noop-fixed"]
+        }
         load_file = runs / f"load-{index}"
         one["load"] = load_file.read_text().strip() if load_file.exists() else None
         rounds.append(one)
@@ -220,7 +249,12 @@ def main():
              "max": one["max"], "noop_max": one["noop"], "ratio_to_noop": one["ratio_to_noop"],
              "p99_ratio_to_noop": one["p99_ratio_to_noop"],
              "p99_9_ms": one["fixed"]["p99_9_ms"], "noop_p99_9_ms": one["noop-fixed"]["p99_9_ms"],
-             "server_stage_p99_ms": one["server_stage_p99_ms"]}
+             "server_stage_p99_ms": one["server_stage_p99_ms"],
+             # Per 1,000 requests of the fixed-rate runs: the server's
+             # threads preempted (involuntary) or waiting (voluntary).
+             "server_switches_per_1k": {
+                 "fixed_rate": one["server_switches_per_1k"]["fixed"],
+                 "noop_fixed_rate": one["server_switches_per_1k"]["noop-fixed"]}}
             for one in rounds
         ],
     }

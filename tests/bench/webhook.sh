@@ -98,6 +98,16 @@ scrape() { # file
   "${curl_tls[@]}" "$base/metrics" >"$1"
 }
 
+# The server's context switches, summed over its threads: "voluntary
+# involuntary". An involuntary one is a thread preempted while it had
+# work, the suspect for a tail the handler's own stage timings do not see.
+switches() { # file
+  cat /proc/"$pid"/task/*/status 2>/dev/null | awk '
+    /^voluntary_ctxt_switches/ {v += $2}
+    /^nonvoluntary_ctxt_switches/ {n += $2}
+    END {print v + 0, n + 0}' >"$1"
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warm-up: connections, allocator and caches; not recorded.
 BENCH_SECONDS_SAVED=$SECONDS_PER_RUN
@@ -106,9 +116,13 @@ SECONDS_PER_RUN=$BENCH_SECONDS_SAVED
 for round in $(seq "$ROUNDS"); do
   cut -d' ' -f1-3 /proc/loadavg >"$work/load-$round"
   scrape "$work/fixed-$round.before.metrics"
+  switches "$work/fixed-$round.switches.before"
   oha_run "fixed-$round" /validate -q "$RATE" --latency-correction
+  switches "$work/fixed-$round.switches"
   scrape "$work/fixed-$round.metrics"
+  switches "$work/noop-fixed-$round.switches.before"
   oha_run "noop-fixed-$round" /noop -q "$RATE" --latency-correction
+  switches "$work/noop-fixed-$round.switches"
   oha_run "max-$round" /validate
   oha_run "noop-$round" /noop
 done
