@@ -100,7 +100,7 @@ pub struct KindSelector {
     /// Whether `kind`, `group` and `version` hold no wildcard character:
     /// then they are compared as they are, without scanning them again on
     /// every request.
-    pub literal: [bool; 3],
+    pub(crate) literal: [bool; 3],
 }
 
 impl KindSelector {

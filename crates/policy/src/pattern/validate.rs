@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, AnchorKind, WalkPath, handler_with, strip_anchor};
+use super::anchor::{Anchor, AnchorKind, WalkPath, handler_with};
 use super::metadata::expand_metadata_wildcards;
 use super::value::value_matches;
 
@@ -165,7 +165,8 @@ impl PatternWalk {
         path: &WalkPath<'_>,
     ) -> Result<(), ElementError> {
         // A map of one key (most maps of most patterns) has no order to
-        // decide: no ranks, no list.
+        // decide: no ranks, no list. Only a `metadata` key can hold
+        // wildcard label or annotation keys to expand.
         if pattern.len() == 1
             && let Some((key, value)) = pattern.iter().next()
         {
@@ -178,15 +179,8 @@ impl PatternWalk {
             }
         }
 
-        // Wildcard label and annotation keys sit under a `metadata` key:
-        // only a map with one may need expanding.
-        let expanded;
-        let pattern = if pattern.keys().any(|key| strip_anchor(key) == "metadata") {
-            expanded = expand_metadata_wildcards(pattern, resource);
-            expanded.as_ref().unwrap_or(pattern)
-        } else {
-            pattern
-        };
+        let expanded = expand_metadata_wildcards(pattern, resource);
+        let pattern = expanded.as_ref().unwrap_or(pattern);
 
         // One entry per key, its anchor parsed once, in the order keys are
         // handled. The map iterates in key order, so a stable sort by rank
