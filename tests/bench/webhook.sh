@@ -4,7 +4,7 @@
 # with realistic Pod and Deployment AdmissionReviews (tests/bench/make_reviews.py),
 # and writes target/bench/webhook.json.
 #
-# Four runs at the same fixed concurrency, each BENCH_SECONDS long, repeated
+# Five runs at the same fixed concurrency, each BENCH_SECONDS long, repeated
 # BENCH_ROUNDS times in turn (this VM's speed drifts from minute to minute;
 # a /validate run and the /noop run right after it see the same machine):
 #   1. /validate at a fixed 2,000 req/s (latency-corrected): rps, p50, p99;
@@ -12,7 +12,16 @@
 #      noop_p50_ms, noop_p99_ms, the latency floor of the same stack;
 #   3. /validate as fast as it goes: max_rps;
 #   4. /noop as fast as it goes: noop_max_rps, the ceiling of the same
-#      TLS/HTTP/JSON stack.
+#      TLS/HTTP/JSON stack;
+#   5. /validate and /noop interleaved in one stream at the same fixed
+#      rate, each request's endpoint drawn at random: a stall of the
+#      machine or of the client lands on both endpoints alike, so their
+#      p99s differ only by what /validate itself adds.
+# The fixed-rate runs keep every request (oha --db-url, written after the
+# run), and their percentiles leave out the requests scheduled in the run's
+# first second: then oha is still opening its TLS connections, and about
+# 1 % of a run's requests queue behind them, right at the p99. That second
+# is reported apart (summarize_webhook.py).
 # Headline figures are medians over the rounds; the ratios are medians of
 # each round's /validate over /noop (ceiling: max rps; tail: p99 at the
 # fixed rate). After each fixed-rate /validate run the server's /metrics is
@@ -94,6 +103,19 @@ oha_run() { # name path extra-args...
     --cacert "$work/certs/ca.crt" "$@" "$base$path"
 }
 
+# One fixed-rate stream over both endpoints; oha keeps every request
+# (endpoint, latency-corrected duration) in an SQLite file for the summary.
+paired_run() { # name
+  local name=$1
+  log "oha: $name (${SECONDS_PER_RUN}s, $CONCURRENCY connections, /validate and /noop interleaved at $RATE req/s)"
+  printf '%s\n' "$base/validate" "$base/noop" >"$work/paired-urls"
+  "$OHA" --no-tui --output-format json -o "$work/$name.json" \
+    -z "${SECONDS_PER_RUN}s" -w -c "$CONCURRENCY" \
+    -m POST -T application/json -Z "$work/reviews/reviews.jsonl" \
+    --cacert "$work/certs/ca.crt" -q "$RATE" --latency-correction \
+    --db-url "$work/$name.db" --urls-from-file "$work/paired-urls"
+}
+
 scrape() { # file
   "${curl_tls[@]}" "$base/metrics" >"$1"
 }
@@ -117,14 +139,15 @@ for round in $(seq "$ROUNDS"); do
   cut -d' ' -f1-3 /proc/loadavg >"$work/load-$round"
   scrape "$work/fixed-$round.before.metrics"
   switches "$work/fixed-$round.switches.before"
-  oha_run "fixed-$round" /validate -q "$RATE" --latency-correction
+  oha_run "fixed-$round" /validate -q "$RATE" --latency-correction --db-url "$work/fixed-$round.db"
   switches "$work/fixed-$round.switches"
   scrape "$work/fixed-$round.metrics"
   switches "$work/noop-fixed-$round.switches.before"
-  oha_run "noop-fixed-$round" /noop -q "$RATE" --latency-correction
+  oha_run "noop-fixed-$round" /noop -q "$RATE" --latency-correction --db-url "$work/noop-fixed-$round.db"
   switches "$work/noop-fixed-$round.switches"
   oha_run "max-$round" /validate
   oha_run "noop-$round" /noop
+  paired_run "paired-$round"
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 rss_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
