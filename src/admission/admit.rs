@@ -25,7 +25,7 @@ pub struct Admission {
 /// Decides a `/validate` review; `clock` times the match and evaluate
 /// stages.
 pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> Admission {
-    let _span = request_span(request, "validate").entered();
+    let scope = RequestScope::enter(request, "validate");
     let modes = state.modes.current();
     if let Some(allowed) = exempt(&modes, request) {
         return allowed;
@@ -45,7 +45,7 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
         });
     }
     clock.lap(Stage::Match);
-    let admission = judge(state, request, &modes, &selected, &input);
+    let admission = judge(state, &scope, &modes, &selected, &input);
     clock.lap(Stage::Evaluate);
     admission
 }
@@ -53,11 +53,12 @@ pub fn validate(state: &AppState, request: &Request, clock: &mut StageClock) -> 
 /// Evaluates the selected rules and turns their outcomes into the answer.
 fn judge(
     state: &AppState,
-    request: &Request,
+    scope: &RequestScope<'_>,
     modes: &ModeConfig,
     selected: &SelectedRules,
     input: &EvalInput,
 ) -> Admission {
+    let request = scope.request;
     let outcomes = selected.validate(input);
     let verdict = Verdict::assess(&outcomes, modes);
     for violation in &verdict.violations {
@@ -71,8 +72,10 @@ fn judge(
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
     }
-    if let Some(message) = verdict.deny_message(&describe_subject(request)) {
-        tracing::info!(violations = verdict.violations.len(), "request denied");
+    if verdict.denies()
+        && let Some(message) = verdict.deny_message(&describe_subject(request))
+    {
+        scope.log(|| tracing::info!(violations = verdict.violations.len(), "request denied"));
         return Admission {
             response: response.deny(message),
             result: ReviewResult::Denied,
@@ -100,7 +103,7 @@ fn judge(
 /// Mutation is a convenience, never the enforcement point (validation runs
 /// after it), so an engine error admits the object unchanged with a warning.
 pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> Admission {
-    let _span = request_span(request, "mutate").entered();
+    let scope = RequestScope::enter(request, "mutate");
     if let Some(allowed) = exempt(&state.modes.current(), request) {
         return allowed;
     }
@@ -112,7 +115,7 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
     let operations = match state.policies.current().mutate(&input) {
         Ok(operations) => operations,
         Err(error) => {
-            tracing::warn!(%error, "mutation skipped");
+            scope.log(|| tracing::warn!(%error, "mutation skipped"));
             return with_warning(
                 response,
                 format!("aiops-operator: mutation skipped: {error}"),
@@ -136,14 +139,14 @@ pub fn mutate(state: &AppState, request: &Request, _clock: &mut StageClock) -> A
         });
     match patched {
         Ok(patched) => {
-            tracing::info!(operations = count, "request mutated");
+            scope.log(|| tracing::info!(operations = count, "request mutated"));
             Admission {
                 response: patched,
                 result: ReviewResult::Allowed,
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "mutation patch could not be encoded");
+            scope.log(|| tracing::warn!(%error, "mutation patch could not be encoded"));
             with_warning(
                 response,
                 format!("aiops-operator: mutation skipped: {error}"),
@@ -193,17 +196,56 @@ fn to_kube_patch(
     serde_json::to_value(operations).and_then(serde_json::from_value)
 }
 
-fn request_span(request: &Request, endpoint: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "admission",
-        endpoint,
-        uid = %request.uid,
-        kind = %request.kind.kind,
-        namespace = request.namespace.as_deref().unwrap_or_default(),
-        name = %request.name,
-        operation = operation_name(&request.operation),
-        dry_run = request.dry_run,
-    )
+/// The `admission` span: the request's identity on every log line of its decision.
+macro_rules! request_span {
+    ($level:expr, $request:expr, $endpoint:expr) => {
+        tracing::span!(
+            $level,
+            "admission",
+            endpoint = $endpoint,
+            uid = %$request.uid,
+            kind = %$request.kind.kind,
+            namespace = $request.namespace.as_deref().unwrap_or_default(),
+            name = %$request.name,
+            operation = operation_name(&$request.operation),
+            dry_run = $request.dry_run,
+        )
+    };
+}
+
+/// The logging scope of one decision.
+///
+/// The decision runs in a debug-level `admission` span, so at debug every
+/// event inside it (cluster lookups included) names the request. At the
+/// production level (info) that span is disabled and costs nothing: an
+/// enabled span formats its seven fields for every review, about 9 K
+/// instructions or 4 % of a decision (callgrind, bench reviews), for the
+/// few reviews that log anything. Those events go through [`Self::log`],
+/// which puts them in an info-level span with the same fields, so their
+/// lines read as before.
+struct RequestScope<'r> {
+    request: &'r Request,
+    endpoint: &'static str,
+    decision: tracing::span::EnteredSpan,
+}
+
+impl<'r> RequestScope<'r> {
+    fn enter(request: &'r Request, endpoint: &'static str) -> Self {
+        RequestScope {
+            request,
+            endpoint,
+            decision: request_span!(tracing::Level::DEBUG, request, endpoint).entered(),
+        }
+    }
+
+    /// Emits the event(s) of `log` with the request's identity.
+    fn log(&self, log: impl FnOnce()) {
+        if self.decision.is_disabled() {
+            request_span!(tracing::Level::INFO, self.request, self.endpoint).in_scope(log);
+        } else {
+            log();
+        }
+    }
 }
 
 fn allowed(request: &Request) -> Admission {

@@ -72,6 +72,11 @@ impl Verdict {
         self.violations.iter().filter(move |v| v.mode == mode)
     }
 
+    /// True when an enforced violation denies the request.
+    pub fn denies(&self) -> bool {
+        self.in_mode(Mode::Enforce).next().is_some()
+    }
+
     /// The denial text for the API client, listing every enforced
     /// violation; `None` when nothing is enforced. `subject` names the
     /// object, e.g. `Pod default/web`.

@@ -197,9 +197,27 @@ impl<'a> EvalContext<'a> {
         let index = Node::Var(to_variable(&Value::from(index)));
         root.insert("element".into(), element.clone());
         root.insert("elementIndex".into(), index.clone());
-        root.insert(format!("element{nesting}"), element);
-        root.insert(format!("elementIndex{nesting}"), index);
+        root.insert(nested_key(ELEMENT_KEYS, "element", nesting), element);
+        root.insert(nested_key(INDEX_KEYS, "elementIndex", nesting), index);
         ctx
+    }
+}
+
+/// `element<N>`/`elementIndex<N>` for the nesting depths policies use, so
+/// that a foreach element (several per rule and review) does not run the
+/// formatter twice.
+const ELEMENT_KEYS: [&str; 4] = ["element0", "element1", "element2", "element3"];
+const INDEX_KEYS: [&str; 4] = [
+    "elementIndex0",
+    "elementIndex1",
+    "elementIndex2",
+    "elementIndex3",
+];
+
+fn nested_key(known: [&str; 4], prefix: &str, nesting: usize) -> String {
+    match known.get(nesting) {
+        Some(key) => (*key).to_string(),
+        None => format!("{prefix}{nesting}"),
     }
 }
 
@@ -329,5 +347,17 @@ mod tests {
         let with = ctx.with_element(&json!({"x": 1}), 2, 0);
         assert_eq!(with.query("element.x").unwrap(), json!(1));
         assert_eq!(with.query("elementIndex0").unwrap(), json!(2));
+    }
+
+    #[test]
+    fn nested_elements_are_named_by_depth_past_the_known_keys() {
+        let ctx = EvalContext::from_root(json!({}));
+        let outer = ctx.with_element(&json!("a"), 1, 1);
+        let deep = outer.with_element(&json!("b"), 7, 5);
+        assert_eq!(deep.query("element1").unwrap(), json!("a"));
+        assert_eq!(deep.query("elementIndex1").unwrap(), json!(1));
+        assert_eq!(deep.query("element5").unwrap(), json!("b"));
+        assert_eq!(deep.query("elementIndex5").unwrap(), json!(7));
+        assert_eq!(deep.query("element").unwrap(), json!("b"));
     }
 }

@@ -135,9 +135,11 @@ pub fn substitute_string(
     if !text.contains("{{") {
         return Ok(Value::String(text.to_string()));
     }
-    let mut current = text.to_string();
-    for _ in 0..MAX_PASSES {
-        let spans = if current.contains("{{") {
+    // Borrowed until a pass rewrites it: most texts are one variable and
+    // resolve in the first pass, with no copy of the policy's text.
+    let mut current = Cow::Borrowed(text);
+    for pass in 0..MAX_PASSES {
+        let spans = if pass == 0 || current.contains("{{") {
             variable_spans(&current)?
         } else {
             Rc::from([])
@@ -159,7 +161,7 @@ pub fn substitute_string(
             copied_up_to = end;
         }
         rebuilt.push_str(&current[copied_up_to..]);
-        current = rebuilt;
+        current = Cow::Owned(rebuilt);
     }
     Err(EvalError::Other(format!(
         "variable substitution in {text:?} did not terminate"
@@ -196,20 +198,21 @@ fn variable_spans(text: &str) -> Result<Spans, EvalError> {
 }
 
 fn resolve(variable: &str, ctx: &EvalContext, path: &[String]) -> Result<Value, EvalError> {
-    let mut expression = variable
-        .trim_start_matches("{{")
-        .trim_end_matches("}}")
-        .trim()
-        .to_string();
+    let mut expression = Cow::Borrowed(
+        variable
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim(),
+    );
     if expression == "@" {
-        expression = current_path_expression(path);
+        expression = Cow::Owned(current_path_expression(path));
     }
     if ctx.is_delete() {
         // On DELETE only the old object exists.
-        expression = expression.replace("request.object", "request.oldObject");
+        expression = Cow::Owned(expression.replace("request.object", "request.oldObject"));
     }
     ctx.query(&expression).map_err(|e| EvalError::Variable {
-        variable: expression.clone(),
+        variable: expression.to_string(),
         path: format!("/{}", path.join("/")),
         message: e.message,
     })
