@@ -431,6 +431,71 @@ mod tests {
         assert!(record.violations.iter().all(|v| v.mode == Mode::Audit));
     }
 
+    /// Everything logged at `level` while `run` runs, as text.
+    fn logged_at(level: tracing::Level, run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let bytes = buffer.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn a_denial_is_logged_with_the_request_and_an_admission_logs_nothing() {
+        let (enforcing, _rx) = state(Mode::Enforce);
+        let log = logged_at(tracing::Level::INFO, || {
+            decide(&enforcing, &privileged(false, "team-a"));
+        });
+        let denial = log
+            .lines()
+            .find(|line| line.contains("request denied"))
+            .unwrap_or_else(|| panic!("no denial logged: {log}"));
+        for field in [
+            "endpoint=\"validate\"",
+            "kind=Pod",
+            "namespace=\"team-a\"",
+            "name=web",
+            "operation=\"CREATE\"",
+        ] {
+            assert!(denial.contains(field), "{field} missing: {denial}");
+        }
+
+        let (audit_state, _rx) = state(Mode::Audit);
+        let log = logged_at(tracing::Level::INFO, || {
+            decide(&audit_state, &privileged(false, "team-a"));
+        });
+        assert_eq!(log, "", "an admitted review logs nothing at info");
+
+        // At debug the whole decision runs in the request's span, once.
+        let log = logged_at(tracing::Level::DEBUG, || {
+            decide(&enforcing, &privileged(false, "team-a"));
+        });
+        let denial = log
+            .lines()
+            .find(|line| line.contains("request denied"))
+            .unwrap_or_else(|| panic!("no denial logged: {log}"));
+        assert_eq!(denial.matches("admission{").count(), 1, "{denial}");
+    }
+
     #[test]
     fn dry_run_is_evaluated_but_records_nothing() {
         let (state, mut rx) = state(Mode::Audit);
