@@ -147,20 +147,22 @@ fn description_matches(description: &ResourceDescription, subject: &MatchSubject
     {
         return false;
     }
-    let name = subject.name();
+    // The name is two map lookups in the resource; most filters name no
+    // name, and this runs for every rule of every policy on each review.
     if let Some(expected) = &description.name
-        && !wildcard::matches(expected, name)
+        && !wildcard::matches(expected, subject.name())
     {
         return false;
     }
-    if !description.names.is_empty()
-        && !description.names.iter().any(|n| wildcard::matches(n, name))
-    {
-        return false;
+    if !description.names.is_empty() {
+        let name = subject.name();
+        if !description.names.iter().any(|n| wildcard::matches(n, name)) {
+            return false;
+        }
     }
     if !description.namespaces.is_empty() {
         let namespace = if subject.kind == "Namespace" {
-            name
+            subject.name()
         } else {
             subject.namespace()
         };

@@ -9,20 +9,54 @@ pub fn contains_wildcard(pattern: &str) -> bool {
 
 /// Matches `text` against a wildcard `pattern`.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
     // Called hundreds of times per admission review (kinds, names,
     // namespaces, pattern values): compare without allocating when possible.
-    if !contains_wildcard(pattern) {
-        return pattern == text;
+    Wildcard::new(pattern).matches(text)
+}
+
+/// A wildcard pattern prepared for matching many texts: every label and
+/// annotation key of a resource against one wildcard metadata key, say.
+#[derive(Debug, Clone, Copy)]
+pub struct Wildcard<'p> {
+    pattern: &'p str,
+    /// The literal runs before the first wildcard and after the last one;
+    /// `None` when the pattern has no wildcard.
+    ends: Option<(&'p str, &'p str)>,
+}
+
+impl<'p> Wildcard<'p> {
+    pub fn new(pattern: &'p str) -> Wildcard<'p> {
+        // A byte loop: patterns are short, and the string searchers cost
+        // more to set up than this scan.
+        let is_wildcard = |b: &u8| *b == b'*' || *b == b'?';
+        let bytes = pattern.as_bytes();
+        let ends = bytes.iter().position(is_wildcard).map(|first| {
+            let last = bytes.iter().rposition(is_wildcard).unwrap_or(first);
+            // Both are ASCII bytes, so both are character boundaries.
+            (&pattern[..first], &pattern[last + 1..])
+        });
+        Wildcard { pattern, ends }
     }
-    if pattern.is_ascii() && text.is_ascii() {
-        return match_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+
+    pub fn matches(&self, text: &str) -> bool {
+        let Some((head, tail)) = self.ends else {
+            return self.pattern == text;
+        };
+        if self.pattern == "*" {
+            return true;
+        }
+        // The literal ends must begin and end the text: most candidates
+        // fail here, on a byte comparison, before the matcher runs.
+        if !text.starts_with(head) || !text.ends_with(tail) {
+            return false;
+        }
+        if self.pattern.is_ascii() && text.is_ascii() {
+            return match_units(self.pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+        }
+        let pattern: Vec<char> = self.pattern.chars().collect();
+        let text: Vec<char> = text.chars().collect();
+        match_units(&pattern, &text, '*', '?')
     }
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    match_units(&pattern, &text, '*', '?')
 }
 
 /// Iterative matcher with single-star backtracking: linear in practice and
@@ -83,6 +117,27 @@ mod tests {
         assert!(!matches("abc", "abd"));
         assert!(contains_wildcard("a*"));
         assert!(!contains_wildcard("abc"));
+    }
+
+    #[test]
+    fn literal_ends_are_required_but_not_sufficient() {
+        assert!(matches("a*a", "aa"));
+        assert!(!matches("a*a", "a"), "the two literal ends may not overlap");
+        assert!(!matches("ab?", "ab"));
+        assert!(matches("ab?", "abc"));
+        assert!(!matches("?bc", "bc"));
+        assert!(matches("x*y?z", "x-y-z"));
+        assert!(!matches("x*y?z", "x-y-q"));
+        assert!(!matches(
+            "container.apparmor.io/*",
+            "app.kubernetes.io/name"
+        ));
+        assert!(matches(
+            "container.apparmor.io/*",
+            "container.apparmor.io/web"
+        ));
+        assert!(matches("*", ""));
+        assert!(matches("**", ""));
     }
 
     #[test]

@@ -70,9 +70,10 @@ fn expand_keys(
             result.insert(raw_key.clone(), value.clone());
             continue;
         }
+        let wildcard = wildcard::Wildcard::new(bare);
         let matched: Vec<&String> = resource_entries
             .keys()
-            .filter(|candidate| wildcard::matches(bare, candidate))
+            .filter(|candidate| wildcard.matches(candidate))
             .collect();
         if matched.is_empty() {
             result.insert(raw_key.clone(), value.clone());

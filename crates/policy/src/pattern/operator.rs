@@ -22,6 +22,14 @@ impl PatternOperator {
         if pattern.len() < 2 {
             return (PatternOperator::Equal, pattern);
         }
+        // Most patterns (`false`, `RuntimeDefault`, `*:latest`) have no
+        // operator and no range: one look at the bytes decides, where the
+        // prefix list and the range search cost ~100 instructions for each
+        // scalar compared.
+        let bytes = pattern.as_bytes();
+        if !matches!(bytes[0], b'>' | b'<' | b'!') && !bytes.contains(&b'-') {
+            return (PatternOperator::Equal, pattern);
+        }
         for (prefix, op) in [
             (">=", PatternOperator::MoreEqual),
             ("<=", PatternOperator::LessEqual),
