@@ -459,16 +459,20 @@ mod tests {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The line that logs the denial, failing the test when there is none.
+    fn denial_line(log: &str) -> &str {
+        log.lines()
+            .find(|line| line.contains("request denied"))
+            .unwrap_or_else(|| panic!("no denial logged: {log}"))
+    }
+
     #[test]
     fn a_denial_is_logged_with_the_request_and_an_admission_logs_nothing() {
         let (enforcing, _rx) = state(Mode::Enforce);
         let log = logged_at(tracing::Level::INFO, || {
             decide(&enforcing, &privileged(false, "team-a"));
         });
-        let denial = log
-            .lines()
-            .find(|line| line.contains("request denied"))
-            .unwrap_or_else(|| panic!("no denial logged: {log}"));
+        let denial = denial_line(&log);
         for field in [
             "endpoint=\"validate\"",
             "kind=Pod",
@@ -489,10 +493,7 @@ mod tests {
         let log = logged_at(tracing::Level::DEBUG, || {
             decide(&enforcing, &privileged(false, "team-a"));
         });
-        let denial = log
-            .lines()
-            .find(|line| line.contains("request denied"))
-            .unwrap_or_else(|| panic!("no denial logged: {log}"));
+        let denial = denial_line(&log);
         assert_eq!(denial.matches("admission{").count(), 1, "{denial}");
     }
 
