@@ -14,6 +14,9 @@ fi
 command -v apt-get >/dev/null || { echo "browser-tools: apt-get is required to install chromium $CHROMIUM_DEB and chromium-driver $CHROMIUM_DRIVER_DEB" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || { echo "browser-tools: installing chromium and chromium-driver with apt-get needs root" >&2; exit 1; }
 echo "browser-tools: installing chromium $CHROMIUM_DEB and chromium-driver $CHROMIUM_DRIVER_DEB from Debian" >&2
+# shellcheck source=apt-lock.sh
+source "$here/apt-lock.sh"
+apt_lock
 apt-get update -qq >&2
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   "chromium=$CHROMIUM_DEB" "chromium-driver=$CHROMIUM_DRIVER_DEB" >&2

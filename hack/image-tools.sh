@@ -14,6 +14,9 @@ fi
 command -v apt-get >/dev/null || { echo "image-tools: apt-get is required to install buildah $BUILDAH_DEB and umoci $UMOCI_DEB" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || { echo "image-tools: installing buildah and umoci with apt-get needs root" >&2; exit 1; }
 echo "image-tools: installing buildah $BUILDAH_DEB and umoci $UMOCI_DEB from Debian" >&2
+# shellcheck source=apt-lock.sh
+source "$here/apt-lock.sh"
+apt_lock
 apt-get update -qq >&2
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   "buildah=$BUILDAH_DEB" "umoci=$UMOCI_DEB" >&2

@@ -2,8 +2,11 @@
 //! built here (no Kubernetes): `/api/chat` with `stream: false`, `format`
 //! set to the incident's JSON Schema, temperature 0 and a fixed seed.
 //!
-//! Needs the server: `make ollama-up MODEL=smollm2` (`make test` starts it
-//! before `cargo test` and stops it afterwards). The URL and model come from
+//! Needs the server: `make ollama-up MODEL=smollm2`, then
+//! `cargo test --test llm_ollama_real`. `test = false` in `Cargo.toml` keeps
+//! it out of `cargo test --all-targets`: `make test` builds Ollama in the
+//! background while the other tests run, then starts the server and runs
+//! this one by name. The URL and model come from
 //! `target/ollama/env`, written by `tests/ollama/server.sh`. When the file is
 //! missing or the server does not answer, the test FAILS with instructions;
 //! it never skips, so a missing server cannot pass silently.

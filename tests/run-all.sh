@@ -13,37 +13,42 @@ step() { printf '\n==> %s\n' "$*"; }
 step "disk: free space where the build and caches go"
 bash tests/disk-check.sh
 
-# The pinned Go builds (Ollama, promtool, the sandbox, Helm) share no cache
+# The pinned Go builds (the sandbox, Helm, promtool, Ollama) share no cache
 # with the Rust steps and leave cores idle while Rust links, fuzzes or
 # downloads; on a cold machine they ran one after the other for about 25 of
 # 70 minutes. So they start now, niced below the Rust builds, one after the
-# other (one Go scratch folder at a time), and the first step that needs one
-# waits for them. When cached each is a hash check. Ollama's build reads apt's
-# index in its first seconds; the image and browser steps, which install with
-# apt, come after lint and fuzzing, minutes later.
-step "tools: the pinned Go builds start in the background, niced (Ollama, promtool, sandbox, Helm; cached by their pins; log in target/tools-build.log)"
-mkdir -p target
-tools_log=target/tools-build.log
+# other (one Go scratch folder at a time; tests/tools-build.sh), and each step
+# that needs one waits for that one only: Ollama, the longest, builds while
+# the live tests run, and only its own test waits for it. When cached each
+# build is a hash check. Every apt step of this project takes one lock
+# (hack/apt-lock.sh), so Ollama's header fetch and the image and browser
+# installs never run apt at once.
+step "tools: the pinned Go builds start in the background, niced (sandbox, Helm, promtool, Ollama; cached by their pins; logs in target/tools-build/)"
+tools_dir=target/tools-build
+rm -rf "$tools_dir"
+mkdir -p "$tools_dir"
 # Its own process group (job control), so it can be stopped as a whole; not
 # its own session: with the kernel's autogroup scheduling a new session gets
 # an equal share of the CPU beside this one whatever its nice value, and the
 # fuzz build took about five times as long beside it (16 min, not 3).
 set -m
-nice -n 10 bash -c 'set -euo pipefail
-  bash tests/ollama/build.sh
-  bash hack/promtool-build.sh
-  bash tests/sandbox/build.sh
-  bash hack/helm-build.sh' </dev/null >"$tools_log" 2>&1 &
+nice -n 10 bash tests/tools-build.sh "$tools_dir" </dev/null >"$tools_dir/chain.log" 2>&1 &
 tools_pid=$!
 set +m
 stop_tool_builds() { kill -- "-$tools_pid" 2>/dev/null || true; }
 trap stop_tool_builds EXIT
-wait_for_tool_builds() {
-  local status=0
-  wait "$tools_pid" || status=$?
-  cat "$tools_log"
-  if ((status != 0)); then
-    echo "run-all.sh: the background tool builds failed (exit $status); their log is above" >&2
+# Waits until the background chain has built TOOL, prints its log, and ends
+# the run if that build failed or the chain stopped before it.
+wait_for_tool() {
+  local tool=$1 status
+  while [[ ! -f $tools_dir/$tool.status ]] && kill -0 "$tools_pid" 2>/dev/null; do
+    sleep 2
+  done
+  cat "$tools_dir/$tool.log" 2>/dev/null || true
+  status=$(cat "$tools_dir/$tool.status" 2>/dev/null || echo "none (the chain stopped before it)")
+  if [[ $status != 0 ]]; then
+    cat "$tools_dir/chain.log" "$tools_dir"/*.log >&2 2>/dev/null || true
+    echo "run-all.sh: the background build of $tool failed: exit $status; the logs are above" >&2
     exit 1
   fi
 }
@@ -76,16 +81,12 @@ bash hack/browser-tools.sh
 # them.
 step "cargo test: compile every test binary while the Go builds run (cargo test --no-run)"
 cargo test --locked --all-targets --no-run
+cargo test --locked --test llm_ollama_real --no-run
 
-step "tools: wait for the background Go builds"
-wait_for_tool_builds
-trap - EXIT
-
-step "Ollama: build from its pinned Go module and CMake (cached by its pins; 12-42 minutes cold, by load)"
-bash tests/ollama/build.sh >/dev/null
-
-step "promtool: build from its pinned Go module (cached by its pins; hack/promtool-build.sh)"
-bash hack/promtool-build.sh >/dev/null
+step "tools: wait for the sandbox, Helm and promtool builds (Ollama's goes on)"
+wait_for_tool sandbox
+wait_for_tool helm
+wait_for_tool promtool
 
 step "alerts: promtool check rules and test rules (tests/alerts/check.sh)"
 bash tests/alerts/check.sh
@@ -93,6 +94,7 @@ bash tests/alerts/check.sh
 step "sandbox: build (cached) and start"
 bash tests/sandbox/cluster.sh up
 cleanup() {
+  stop_tool_builds
   # Operators started by the tests first (their webhooks would outlive them).
   bash tests/operator/local.sh stop-all || true
   bash tests/chart/in-cluster.sh stop || true
@@ -117,11 +119,16 @@ bash tests/chart/in-cluster.sh
 step "local model: start the OpenAI-compatible server with SmolLM2 (tests/llm_local_model.rs)"
 bash tests/llm/server.sh up smollm2
 
-step "Ollama: serve SmolLM2, imported with its chat template (tests/llm_ollama_real.rs)"
+step "cargo test: unit, integration and live sandbox tests (all but tests/llm_ollama_real.rs, run below once Ollama is built)"
+cargo test --locked --all-targets --no-fail-fast
+
+step "Ollama: wait for its build (cached by its pins; 10-40 minutes cold, by load), then serve SmolLM2, imported with its chat template"
+wait_for_tool ollama
+wait "$tools_pid"
 bash tests/ollama/server.sh up smollm2
 
-step "cargo test: unit, integration and live sandbox tests"
-cargo test --locked --all-targets --no-fail-fast
+step "cargo test: the real Ollama through the provider (tests/llm_ollama_real.rs)"
+cargo test --locked --test llm_ollama_real
 
 step "stop the operators the tests started"
 bash tests/operator/local.sh stop-all

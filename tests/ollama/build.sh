@@ -55,7 +55,9 @@ start=$(date +%s)
 
 # The headers: fetched through apt, refused unless their sha256 matches.
 # A fresh machine may have no package index yet; read it once and retry.
-(cd "$scratch/debs" && { apt-get download "$NLOHMANN_DEB" "$STB_DEB" >&2 \
+# shellcheck source=../../hack/apt-lock.sh
+source "$here/../../hack/apt-lock.sh"
+(apt_lock && cd "$scratch/debs" && { apt-get download "$NLOHMANN_DEB" "$STB_DEB" >&2 \
   || { apt-get update >&2 && apt-get download "$NLOHMANN_DEB" "$STB_DEB" >&2; }; })
 fetched() { ls "$scratch/debs/${1%%=*}_"*.deb; }
 for pin in "$NLOHMANN_DEB:$NLOHMANN_DEB_SHA256" "$STB_DEB:$STB_DEB_SHA256"; do
