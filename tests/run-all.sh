@@ -47,7 +47,7 @@ wait_for_tool() {
   cat "$tools_dir/$tool.log" 2>/dev/null || true
   status=$(cat "$tools_dir/$tool.status" 2>/dev/null || echo "none (the chain stopped before it)")
   if [[ $status != 0 ]]; then
-    cat "$tools_dir/chain.log" "$tools_dir"/*.log >&2 2>/dev/null || true
+    cat "$tools_dir"/*.log >&2 2>/dev/null || true
     echo "run-all.sh: the background build of $tool failed: exit $status; the logs are above" >&2
     exit 1
   fi
